@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One-shot set-up shared by `make run`, `make test` and `make bench`: Debian packages, the Python
+# virtualenv and a FerretDB binary. Every step is skipped when its result is already there, so a
+# second run takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics docker-compose ${EXTRA_APT_PACKAGES:-})
+FERRETDB_VERSION=v1.24.2
+PYTHON=${PYTHON:-python3.11}
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_debian_packages() {
+    local missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then return; fi
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    # The packages' own services are not wanted: every process is started by this project.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+install_virtualenv() {
+    local stamp=.venv/.requirements.sha256
+    local want
+    want=$(cat requirements.txt pyproject.toml compat/pysha3/pyproject.toml | sha256sum | cut -d' ' -f1)
+    if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+    log "creating the virtualenv in .venv"
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements.txt
+    echo "$want" > "$stamp"
+}
+
+install_ferretdb() {
+    local bin=.tools/bin/ferretdb
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$FERRETDB_VERSION"; then return; fi
+    log "building FerretDB $FERRETDB_VERSION (pure Go, SQLite backend; takes a few minutes once)"
+    # `go install ...@version` cannot be used as is: it asks the proxy for the module's version
+    # list (refused here) and the module zip lacks build/version/version.txt, which FerretDB's
+    # init requires. So: download the module, add version.txt, build it as its own main module.
+    local dir src
+    dir=$(cd /tmp && GOFLAGS=-modcacherw go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
+        | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    src=$(mktemp -d)
+    cp -r "$dir/." "$src/"
+    chmod -R u+w "$src"
+    echo "$FERRETDB_VERSION" > "$src/build/version/version.txt"
+    mkdir -p .tools/bin
+    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -o "$ROOT/$bin" ./cmd/ferretdb)
+    rm -rf "$src"
+}
+
+install_debian_packages
+install_virtualenv
+install_ferretdb
+log "ready"

@@ -1,0 +1,254 @@
+"""Start, wait for, kill and restart the real processes the tests and benchmarks need.
+
+Each `Proc` writes its output to `<workdir>/<name>.log` and is stopped with SIGTERM (SIGKILL
+after a grace period). Readiness is a TCP connect or an HTTP probe, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker_auth.acl_model import Client, Role
+from stack import dynsec_file, mosquitto_conf
+from stack.tls import TlsFiles, ensure_tls_files
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return 200 <= int(r.status) < 300
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def find_binary(name: str) -> str:
+    for candidate in (REPO_ROOT / ".tools" / "bin" / name, VENV_BIN / name):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if not found:
+        raise FileNotFoundError(f"{name} not found; run scripts/bootstrap.sh")
+    return found
+
+
+@dataclass
+class Proc:
+    """One real process: command line, environment, log file and readiness check."""
+
+    name: str
+    argv: Sequence[str]
+    workdir: Path
+    ready: Callable[[], bool] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout: float = 30.0
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self) -> Proc:
+        if self.running():
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                cwd=self.workdir,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        if self.ready is not None:
+            try:
+                wait_until(self._ready_or_dead, self.ready_timeout, f"{self.name} to be ready")
+            except TimeoutError:
+                raise TimeoutError(f"{self.name} not ready; log:\n{self.tail()}") from None
+            if not self.running():
+                raise RuntimeError(f"{self.name} exited early; log:\n{self.tail()}")
+        return self
+
+    def _ready_or_dead(self) -> bool:
+        return not self.running() or bool(self.ready and self.ready())
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the process group: no clean-up, as in a crash or power loss."""
+        if self.popen is None:
+            return
+        self.signal(signal.SIGKILL)
+        self.popen.wait(5)
+
+    def restart(self) -> Proc:
+        self.stop()
+        return self.start()
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass(frozen=True)
+class MosquittoHandle:
+    proc: Proc
+    port: int
+    tls_port: int
+    ws_port: int
+    tls: TlsFiles
+    admin_password: str
+    ingest_password: str
+
+
+def mosquitto(
+    workdir: Path,
+    admin_password: str,
+    ingest_password: str,
+    extra_clients: Sequence[Client] = (),
+    extra_roles: Sequence[Role] = (),
+    ports: mosquitto_conf.MosquittoPorts | None = None,
+) -> MosquittoHandle:
+    """Mosquitto with the dynamic-security plugin, bootstrapped with the service accounts."""
+    ports = ports or mosquitto_conf.MosquittoPorts(free_port(), free_port(), free_port())
+    workdir.mkdir(parents=True, exist_ok=True)
+    dynsec = workdir / "dynamic-security.json"
+    if not dynsec.exists():
+        dynsec_file.write_bootstrap(
+            dynsec, admin_password, ingest_password, extra_clients, extra_roles
+        )
+    tls = ensure_tls_files(workdir / "tls")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(mosquitto_conf.render(workdir, dynsec, tls, ports))
+    proc = Proc(
+        "mosquitto",
+        [find_binary("mosquitto"), "-c", str(conf)],
+        workdir,
+        ready=lambda: port_open(ports.mqtt) and port_open(ports.tls) and port_open(ports.websocket),
+    ).start()
+    return MosquittoHandle(
+        proc, ports.mqtt, ports.tls, ports.websocket, tls, admin_password, ingest_password
+    )
+
+
+def victoria_metrics(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
+    port = port or free_port()
+    proc = Proc(
+        "victoria-metrics",
+        [
+            find_binary("victoria-metrics"),
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={workdir / 'data'}",
+            "-retentionPeriod=100y",
+            # Make freshly written samples visible to queries at once (tests read right back).
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            "-loggerLevel=WARN",
+        ],
+        workdir,
+        ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+    ).start()
+    return proc, port
+
+
+def ferretdb(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
+    port = port or free_port()
+    debug_port = free_port()
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    proc = Proc(
+        "ferretdb",
+        [
+            find_binary("ferretdb"),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{workdir / 'data'}/",
+            f"--listen-addr=127.0.0.1:{port}",
+            f"--debug-addr=127.0.0.1:{debug_port}",
+            "--telemetry=disable",
+            "--log-level=warn",
+        ],
+        workdir,
+        ready=lambda: port_open(port),
+    ).start()
+    return proc, port
+
+
+def python_service(
+    name: str,
+    module: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    args: Sequence[str] = (),
+    ready: Callable[[], bool] | None = None,
+    ready_timeout: float = 30.0,
+) -> Proc:
+    """One of the project's own services (`python -m <module>`), not started yet."""
+    return Proc(
+        name,
+        [sys.executable, "-m", module, *args],
+        workdir,
+        ready=ready,
+        env={"PYTHONUNBUFFERED": "1", **env},
+        ready_timeout=ready_timeout,
+    )

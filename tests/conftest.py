@@ -1,0 +1,105 @@
+"""Session-wide real processes: Mosquitto (dynamic security), VictoriaMetrics, FerretDB, devnet.
+
+Everything runs on free ports under pytest's temporary directory and is stopped at the end.
+Tests isolate themselves by using their own device ids, database names or broker instances.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker_auth import acl_model
+from broker_auth.acl_model import Client, Role
+from stack import procs
+
+# Devices known to the session broker without broker_auth, for tests of the pipeline alone.
+TEST_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-d")
+
+
+def device_password(device_id: str) -> str:
+    return f"pw-{device_id}"
+
+
+@dataclass(frozen=True)
+class Store:
+    proc: procs.Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class Mongo:
+    proc: procs.Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+MosquittoFactory = Callable[..., procs.MosquittoHandle]
+
+
+@pytest.fixture(scope="session")
+def mosquitto_factory(session_dir: Path) -> Iterator[MosquittoFactory]:
+    """Start a separate broker (own dynsec state) for tests that reshape access rules."""
+    started: list[procs.MosquittoHandle] = []
+
+    def start(
+        name: str,
+        extra_clients: Sequence[Client] = (),
+        extra_roles: Sequence[Role] = (),
+    ) -> procs.MosquittoHandle:
+        handle = procs.mosquitto(
+            session_dir / name,
+            admin_password=secrets.token_urlsafe(18),
+            ingest_password=secrets.token_urlsafe(18),
+            extra_clients=extra_clients,
+            extra_roles=extra_roles,
+        )
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(mosquitto_factory: MosquittoFactory) -> procs.MosquittoHandle:
+    """The shared broker, with TEST_DEVICES allowed to publish to their own live topics."""
+    return mosquitto_factory(
+        "mosquitto",
+        extra_clients=[
+            Client(acl_model.device_username(d), device_password(d), (f"device.{d}",))
+            for d in TEST_DEVICES
+        ],
+        extra_roles=[acl_model.device_role(d) for d in TEST_DEVICES],
+    )
+
+
+@pytest.fixture(scope="session")
+def victoria(session_dir: Path) -> Iterator[Store]:
+    proc, port = procs.victoria_metrics(session_dir / "victoria-metrics")
+    yield Store(proc, port)
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def ferret(session_dir: Path) -> Iterator[Mongo]:
+    proc, port = procs.ferretdb(session_dir / "ferretdb")
+    yield Mongo(proc, port)
+    proc.stop()
