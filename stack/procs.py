@@ -163,6 +163,27 @@ class MosquittoHandle:
     ingest_password: str
 
 
+def prepare_mosquitto(
+    workdir: Path,
+    admin_password: str,
+    ingest_password: str,
+    ports: mosquitto_conf.MosquittoPorts,
+    extra_clients: Sequence[Client] = (),
+    extra_roles: Sequence[Role] = (),
+) -> tuple[Path, TlsFiles]:
+    """Write the dynsec bootstrap (first time only), TLS material and mosquitto.conf."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    dynsec = workdir / "dynamic-security.json"
+    if not dynsec.exists():
+        dynsec_file.write_bootstrap(
+            dynsec, admin_password, ingest_password, extra_clients, extra_roles
+        )
+    tls = ensure_tls_files(workdir / "tls")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(mosquitto_conf.render(workdir, dynsec, tls, ports))
+    return conf, tls
+
+
 def mosquitto(
     workdir: Path,
     admin_password: str,
@@ -173,15 +194,9 @@ def mosquitto(
 ) -> MosquittoHandle:
     """Mosquitto with the dynamic-security plugin, bootstrapped with the service accounts."""
     ports = ports or mosquitto_conf.MosquittoPorts(free_port(), free_port(), free_port())
-    workdir.mkdir(parents=True, exist_ok=True)
-    dynsec = workdir / "dynamic-security.json"
-    if not dynsec.exists():
-        dynsec_file.write_bootstrap(
-            dynsec, admin_password, ingest_password, extra_clients, extra_roles
-        )
-    tls = ensure_tls_files(workdir / "tls")
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf.render(workdir, dynsec, tls, ports))
+    conf, tls = prepare_mosquitto(
+        workdir, admin_password, ingest_password, ports, extra_clients, extra_roles
+    )
     proc = Proc(
         "mosquitto",
         [find_binary("mosquitto"), "-c", str(conf)],
@@ -193,41 +208,49 @@ def mosquitto(
     )
 
 
+def victoria_metrics_argv(data_dir: Path, port: int) -> list[str]:
+    return [
+        find_binary("victoria-metrics"),
+        f"-httpListenAddr=127.0.0.1:{port}",
+        f"-storageDataPath={data_dir}",
+        "-retentionPeriod=100y",
+        # Make freshly written samples visible to queries at once (tests read right back).
+        "-search.latencyOffset=0s",
+        "-search.disableCache",
+        "-loggerLevel=WARN",
+    ]
+
+
 def victoria_metrics(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
     port = port or free_port()
     proc = Proc(
         "victoria-metrics",
-        [
-            find_binary("victoria-metrics"),
-            f"-httpListenAddr=127.0.0.1:{port}",
-            f"-storageDataPath={workdir / 'data'}",
-            "-retentionPeriod=100y",
-            # Make freshly written samples visible to queries at once (tests read right back).
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-loggerLevel=WARN",
-        ],
+        victoria_metrics_argv(workdir / "data", port),
         workdir,
         ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
     ).start()
     return proc, port
 
 
+def ferretdb_argv(data_dir: Path, port: int, debug_port: int) -> list[str]:
+    return [
+        find_binary("ferretdb"),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data_dir}/",
+        f"--listen-addr=127.0.0.1:{port}",
+        # Each instance needs its own debug port: the default 8088 would clash.
+        f"--debug-addr=127.0.0.1:{debug_port}",
+        "--telemetry=disable",
+        "--log-level=warn",
+    ]
+
+
 def ferretdb(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
     port = port or free_port()
-    debug_port = free_port()
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     proc = Proc(
         "ferretdb",
-        [
-            find_binary("ferretdb"),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{workdir / 'data'}/",
-            f"--listen-addr=127.0.0.1:{port}",
-            f"--debug-addr=127.0.0.1:{debug_port}",
-            "--telemetry=disable",
-            "--log-level=warn",
-        ],
+        ferretdb_argv(workdir / "data", port, free_port()),
         workdir,
         ready=lambda: port_open(port),
     ).start()
