@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
 
-GENERATED = {
+GENERATED: dict[str, Callable[[], str]] = {
     "BROKER_ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),
     "DYNSEC_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "INGEST_MQTT_PASSWORD": lambda: secrets.token_urlsafe(24),

@@ -1,0 +1,201 @@
+"""`make run`: every role with embedded defaults, supervised by supervisord in the foreground.
+
+supervisord restarts a crashed process; Ctrl-C (SIGINT) stops every process and waits for them.
+Children inherit the environment built here, so no secret is written into supervisord.conf.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stack import procs
+from stack.mosquitto_conf import MosquittoPorts
+from stack.secrets import ensure_secrets
+from stack.settings import StackSettings
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _program(name: str, argv: list[str], priority: int, directory: Path) -> str:
+    command = " ".join(_quote(a) for a in argv)
+    return f"""
+[program:{name}]
+command={command}
+directory={directory}
+priority={priority}
+autostart=true
+autorestart=true
+startsecs=2
+startretries=20
+stopasgroup=true
+killasgroup=true
+stopwaitsecs=15
+redirect_stderr=true
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+"""
+
+
+def _quote(arg: str) -> str:
+    # supervisord splits commands shell-style; our paths and flags contain no quotes.
+    return f'"{arg}"' if " " in arg else arg
+
+
+def service_environment(
+    s: StackSettings, secrets: dict[str, str], mongo_url: str
+) -> dict[str, str]:
+    return {
+        **secrets,
+        "PYTHONUNBUFFERED": "1",
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(s.mqtt_port),
+        "MQTT_TLS_PORT": str(s.mqtt_tls_port),
+        "MQTT_WS_PORT": str(s.mqtt_ws_port),
+        "MONGO_URL": mongo_url,
+        "INFLUX_URL": f"http://127.0.0.1:{s.victoria_port}",
+        "IOTA_NODE_URL": f"http://127.0.0.1:{s.devnet_port}",
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(s.api_port),
+        "INGEST_METRICS_PORT": str(s.ingest_metrics_port),
+        "SEED_DEMO": "true",
+        "SIM_USERNAME": "device.plug-1",
+        "SIM_PASSWORD": secrets["DEMO_DEVICE_PASSWORD"],
+    }
+
+
+def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: bool) -> Path:
+    data = s.data_dir
+    ports = MosquittoPorts(s.mqtt_port, s.mqtt_tls_port, s.mqtt_ws_port)
+    secrets = ensure_secrets(data / "secrets.env")
+    mosquitto_conf, _ = procs.prepare_mosquitto(
+        data / "mosquitto",
+        secrets["DYNSEC_ADMIN_PASSWORD"],
+        secrets["INGEST_MQTT_PASSWORD"],
+        ports,
+    )
+    (data / "ferretdb").mkdir(parents=True, exist_ok=True)
+    programs = [
+        _program(
+            "mosquitto", [procs.find_binary("mosquitto"), "-c", str(mosquitto_conf)], 10, data
+        ),
+        _program(
+            "victoria-metrics",
+            procs.victoria_metrics_argv(data / "victoria-metrics", s.victoria_port),
+            10,
+            data,
+        ),
+        _program(
+            "devnet",
+            [
+                str(VENV_BIN / "iot-devnet"),
+                "--port",
+                str(s.devnet_port),
+                "--milestone-interval",
+                str(s.devnet_milestone_interval),
+                "--data-dir",
+                str(data / "devnet"),
+            ],
+            10,
+            data,
+        ),
+        _program("broker_auth", [str(VENV_BIN / "iot-broker-auth")], 20, data),
+        _program("ingest", [str(VENV_BIN / "iot-ingest")], 30, data),
+        _program(
+            "simulator",
+            [str(VENV_BIN / "iot-sim"), "--device", "plug-1", "--rate", str(s.sim_rate_hz)],
+            40,
+            data,
+        ),
+    ]
+    if embedded_mongo:
+        programs.insert(
+            0,
+            _program(
+                "ferretdb",
+                procs.ferretdb_argv(data / "ferretdb", s.mongo_port, s.ferretdb_debug_port),
+                5,
+                data,
+            ),
+        )
+    conf = run_dir / "supervisord.conf"
+    conf.write_text(
+        f"""[supervisord]
+nodaemon=true
+logfile=/dev/stdout
+logfile_maxbytes=0
+loglevel=info
+pidfile={run_dir / "supervisord.pid"}
+childlogdir={run_dir}
+
+[unix_http_server]
+file={run_dir / "supervisor.sock"}
+chmod=0700
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{run_dir / "supervisor.sock"}
+"""
+        + "".join(programs)
+    )
+    return conf
+
+
+def run(s: StackSettings | None = None) -> int:
+    s = s or StackSettings()
+    data = s.data_dir
+    run_dir = data / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    embedded_mongo = s.mongo_url is None
+    mongo_url = s.mongo_url or f"mongodb://127.0.0.1:{s.mongo_port}/"
+    conf = write_supervisor_config(s, run_dir, embedded_mongo)
+    secrets = ensure_secrets(data / "secrets.env")
+    env = {**os.environ, **service_environment(s, secrets, mongo_url)}
+    supervisord = subprocess.Popen(
+        [str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)], env=env, start_new_session=True
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        supervisord.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    _announce_when_ready(s, supervisord, data)
+    while True:
+        try:
+            return supervisord.wait()
+        except KeyboardInterrupt:  # pragma: no cover - SIGINT is forwarded by the handler
+            continue
+
+
+def _announce_when_ready(
+    s: StackSettings, supervisord: subprocess.Popen[bytes], data: Path
+) -> None:
+    deadline = time.monotonic() + 120
+    health = f"http://127.0.0.1:{s.api_port}/healthz"
+    while time.monotonic() < deadline and supervisord.poll() is None:
+        if procs.http_ok(health):
+            print(
+                f"""
+=====================================================================
+ IoT telemetry broker is up (Ctrl-C stops everything)
+   API + portal   http://127.0.0.1:{s.api_port}/        (OpenAPI: /docs)
+   MQTT           127.0.0.1:{s.mqtt_port}  TLS :{s.mqtt_tls_port}  WebSocket :{s.mqtt_ws_port}
+   free averages  mosquitto_sub -p {s.mqtt_port} -t 'avg/#' -v
+   devnet node    http://127.0.0.1:{s.devnet_port}/
+   time series    http://127.0.0.1:{s.victoria_port}/   (VictoriaMetrics, InfluxDB write API)
+   admin token    BROKER_ADMIN_TOKEN in {data / "secrets.env"}
+   TLS CA         {data / "mosquitto" / "tls" / "ca.crt"}
+   try the story  make demo
+=====================================================================
+""",
+                flush=True,
+            )
+            return
+        time.sleep(0.5)

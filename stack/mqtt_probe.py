@@ -1,0 +1,134 @@
+"""A small synchronous MQTT client for the demo, tests and benchmarks.
+
+It answers the questions a buyer asks of the broker: may I connect, is this subscription
+granted, which messages arrive, was I disconnected.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    received_at: float
+
+
+@dataclass
+class MqttProbe:
+    port: int
+    username: str | None = None
+    password: str | None = None
+    host: str = "127.0.0.1"
+    client_id: str = field(default_factory=lambda: f"probe-{uuid.uuid4().hex[:12]}")
+    messages: queue.Queue[Message] = field(default_factory=queue.Queue)
+    disconnects: int = 0
+
+    def __post_init__(self) -> None:
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        )
+        if self.username is not None:
+            self._client.username_pw_set(self.username, self.password)
+        self._connected = threading.Event()
+        self._connack: ReasonCode | None = None
+        self._suback: dict[int, list[ReasonCode]] = {}
+        self._suback_ready = threading.Condition()
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+
+    # -- callbacks (paho's network thread) ---------------------------------------------------
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        self._connack = rc
+        if not rc.is_failure:
+            self._connected.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, _rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        self._connected.clear()
+        self.disconnects += 1
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self.messages.put(Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic()))
+
+    def _on_subscribe(
+        self,
+        _c: mqtt.Client,
+        _u: object,
+        mid: int,
+        codes: list[ReasonCode],
+        _p: Properties | None,
+    ) -> None:
+        with self._suback_ready:
+            self._suback[mid] = codes
+            self._suback_ready.notify_all()
+
+    # -- API ---------------------------------------------------------------------------------
+    def connect(self, timeout: float = 5.0) -> bool:
+        """Connect and start the network loop; False if the broker refused the credentials."""
+        self._client.connect(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._connected.wait(0.05):
+                return True
+            if self._connack is not None and self._connack.is_failure:
+                self._client.loop_stop()
+                return False
+        raise TimeoutError(f"no CONNACK from 127.0.0.1:{self.port} within {timeout}s")
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0) -> bool:
+        """True if the broker granted the subscription, False if it refused it."""
+        result, mid = self._client.subscribe(topic, qos)
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            return False
+        with self._suback_ready:
+            if not self._suback_ready.wait_for(lambda: mid in self._suback, timeout):
+                raise TimeoutError(f"no SUBACK for {topic}")
+            codes = self._suback.pop(mid)
+        return all(not c.is_failure for c in codes)
+
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def next_message(self, timeout: float) -> Message | None:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[Message]:
+        out: list[Message] = []
+        while True:
+            try:
+                out.append(self.messages.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,29 @@
+"""Where `make run` keeps its data and which ports it uses (overridable from the environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stack.procs import REPO_ROOT
+
+
+class StackSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    data_dir: Path = Field(REPO_ROOT / ".data", alias="IOT_DATA_DIR")
+    mqtt_port: int = Field(1883, alias="MQTT_PORT")
+    mqtt_tls_port: int = Field(8883, alias="MQTT_TLS_PORT")
+    mqtt_ws_port: int = Field(9001, alias="MQTT_WS_PORT")
+    api_port: int = Field(8000, alias="API_PORT")
+    mongo_port: int = Field(27017, alias="FERRETDB_PORT")
+    ferretdb_debug_port: int = Field(8089, alias="FERRETDB_DEBUG_PORT")
+    # An external MongoDB replaces the embedded FerretDB when set.
+    mongo_url: str | None = Field(None, alias="MONGO_URL")
+    victoria_port: int = Field(8428, alias="VICTORIA_PORT")
+    devnet_port: int = Field(14265, alias="DEVNET_PORT")
+    devnet_milestone_interval: float = Field(2.0, alias="DEVNET_MILESTONE_INTERVAL")
+    ingest_metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT")
+    sim_rate_hz: float = Field(2.0, alias="SIM_RATE_HZ")
