@@ -1,0 +1,51 @@
+# The project's own image: broker_auth (iot-broker-auth), the ingest worker (iot-ingest), the
+# simulator (iot-sim), the devnet node (iot-devnet) and the compose `init` step all run from it.
+# No secret is baked in: everything comes from the environment at run time (see .env.example).
+# Plain Dockerfile syntax (no BuildKit-only features), so any `docker build` can build it.
+
+# --- build: a virtualenv with the project and its dependencies ---------------------------------
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# A compiler for dependencies without a wheel for the target platform (safe-pysha3 on some arches).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY compat/pysha3 compat/pysha3
+COPY pyproject.toml README.md ./
+COPY ingest ingest
+COPY simulator simulator
+COPY devnet devnet
+COPY broker_auth broker_auth
+COPY wallet wallet
+COPY stack stack
+# The local `pysha3` shim is installed in the same resolution as the project: PyOTA 2.1.0 checks
+# that a distribution of that name is installed, and the real one does not build on 3.11. PyOTA's
+# pinned helpers come from pyproject.toml. Not `requirements.txt`: it adds the dev tools.
+RUN pip install ./compat/pysha3 .
+# Non-Python files inside the packages (the web portal's static files) are not declared as
+# package data, so a regular install leaves them out: copy them next to the installed modules.
+RUN find ingest simulator devnet broker_auth wallet stack -type f \
+        ! -name '*.py' ! -name '*.pyc' ! -path '*/__pycache__/*' \
+        -exec install -D -m 644 '{}' '/opt/venv/lib/python3.11/site-packages/{}' ';'
+
+# --- runtime -------------------------------------------------------------------------------------
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+COPY --from=build /opt/venv /opt/venv
+# An unprivileged user. /var/lib/iot holds the named volumes (devnet data); it is created here so
+# a fresh volume mounted there starts out owned by that user.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /var/lib/iot --no-create-home \
+        --shell /usr/sbin/nologin app \
+    && install -d -o app -g app -m 750 /var/lib/iot /var/lib/iot/devnet
+USER app
+WORKDIR /var/lib/iot
+# broker_auth's API and portal, the ingest worker's metrics, the devnet node.
+EXPOSE 8000 9102 14265
+CMD ["iot-broker-auth"]
