@@ -1,0 +1,188 @@
+"""The real stack behind the portal's browser test, plus headless Chromium.
+
+Mosquitto (own dynamic-security state), FerretDB, VictoriaMetrics, the devnet, broker_auth
+with the demo seed (device plug-1, product plug-1-live), the ingest worker publishing 1 s
+averages, and a plug publishing `live/plug-1/power` at 4 Hz. Everything on free ports and
+stopped at the end of the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from stack import procs
+from tests.conftest import Mongo, MosquittoFactory, Store
+from tests.devnet_fixture import start_devnet
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+DEMO_DEVICE = "plug-1"
+DEMO_PRODUCT = "plug-1-live"
+# Long enough for the page's 1 s poll to see `unconfirmed` before the milestone confirms.
+MILESTONE_INTERVAL_S = 3.0
+
+
+@dataclass(frozen=True)
+class PortalStack:
+    api_url: str
+    node_url: str
+    mqtt_port: int
+    ws_port: int
+    admin_token: str
+    deposit_address: str
+
+
+def deposit_address() -> str:
+    """Jane's deposit address: the first address of a fresh seed (81 trytes, no checksum)."""
+    from iota.crypto.addresses import AddressGenerator
+    from iota.crypto.types import Seed
+
+    generator = AddressGenerator(Seed.random(), security_level=2, checksum=False)
+    return str(generator.get_addresses(0, 1)[0])
+
+
+class Plug:
+    """A device publishing its power draw, as the simulator would (own thread, 4 Hz)."""
+
+    def __init__(self, port: int, device_id: str, password: str) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"portal-test-{device_id}")
+        self.client.username_pw_set(f"device.{device_id}", password)
+        # broker_auth may still be projecting the seeded device: keep retrying quickly.
+        self.client.reconnect_delay_set(1, 2)
+        self.topic = f"live/{device_id}/power"
+        self.port = port
+        self.sent = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="portal-test-plug", daemon=True)
+
+    def start(self) -> Plug:
+        self.client.connect_async("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop_event.wait(0.25):
+            i += 1
+            value = 1200 + 350 * math.sin(i / 12) + 40 * math.sin(i / 2.3)
+            payload = json.dumps({"value": round(value, 1), "ts": time.time(), "unit": "W"})
+            if self.client.is_connected():
+                info = self.client.publish(self.topic, payload, qos=0)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.sent += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def portal_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    mosquitto_factory: MosquittoFactory,
+    ferret: Mongo,
+    victoria: Store,
+) -> Iterator[PortalStack]:
+    work = tmp_path_factory.mktemp("portal")
+    broker = mosquitto_factory("portal-mosquitto")
+    started: list[procs.Proc] = []
+    plug: Plug | None = None
+    try:
+        devnet, node_url = start_devnet(work / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
+        started.append(devnet)
+        api_port = procs.free_port()
+        api_url = f"http://127.0.0.1:{api_port}"
+        admin_token = secrets.token_urlsafe(24)
+        device_password = secrets.token_urlsafe(18)
+        address = deposit_address()
+        broker_auth = procs.python_service(
+            "broker_auth",
+            "broker_auth",
+            work / "broker_auth",
+            env={
+                "API_HOST": "127.0.0.1",
+                "API_PORT": str(api_port),
+                "MONGO_URL": ferret.url,
+                "MONGO_DB": f"portal_{secrets.token_hex(4)}",
+                "MQTT_HOST": "127.0.0.1",
+                "MQTT_PORT": str(broker.port),
+                # The portal builds ws://<page host>:<MQTT_WS_PORT> from this.
+                "MQTT_WS_PORT": str(broker.ws_port),
+                "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
+                "BROKER_ADMIN_TOKEN": admin_token,
+                "IOTA_NODE_URL": node_url,
+                "IOTA_DEPOSIT_ADDRESS": address,
+                "WATCHER_INTERVAL_S": "0.5",
+                "INFLUX_URL": victoria.url,
+                "SEED_DEMO": "true",
+                "DEMO_DEVICE_PASSWORD": device_password,
+            },
+            ready=lambda: procs.http_ok(f"{api_url}/healthz"),
+            ready_timeout=60,
+        )
+        started.append(broker_auth.start())
+        ingest = procs.python_service(
+            "ingest",
+            "ingest",
+            work / "ingest",
+            env={
+                "MQTT_HOST": "127.0.0.1",
+                "MQTT_PORT": str(broker.port),
+                "INGEST_MQTT_PASSWORD": broker.ingest_password,
+                "INGEST_CLIENT_ID": f"ingest-portal-{secrets.token_hex(3)}",
+                "INGEST_PUBLISH_INTERVAL_S": "1",
+                "INGEST_METRICS_HOST": "127.0.0.1",
+                "INGEST_METRICS_PORT": str(metrics_port := procs.free_port()),
+                "INFLUX_URL": victoria.url,
+            },
+            ready=lambda: procs.http_ok(f"http://127.0.0.1:{metrics_port}/metrics"),
+        )
+        started.append(ingest.start())
+        plug = Plug(broker.port, DEMO_DEVICE, device_password).start()
+        yield PortalStack(api_url, node_url, broker.port, broker.ws_port, admin_token, address)
+    finally:
+        if plug is not None:
+            plug.stop()
+        for proc in reversed(started):
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def playwright_instance() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_instance: Playwright) -> Iterator[Browser]:
+    browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
