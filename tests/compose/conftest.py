@@ -1,0 +1,115 @@
+"""Helpers for the Docker Compose stack's tests.
+
+There is no Docker engine here: compose files are checked with Debian's `docker-compose config`
+(the same parser compose uses to start the stack), and the pieces that can run without Docker
+(the `init` step, Mosquitto's container config, the health check commands) run for real.
+YAML is read with the PyYAML that Debian's docker-compose itself depends on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+DASHBOARDS = REPO / "dashboard" / "dashboards"
+DATASOURCES = REPO / "dashboard" / "provisioning" / "datasources" / "datasources.yml"
+DASHBOARD_PROVIDERS = REPO / "dashboard" / "provisioning" / "dashboards" / "dashboards.yml"
+PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus.yml"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Services that run once and exit (no health check, `restart: "no"`).
+ONE_SHOT = {"init"}
+# Every service of the stack, all profiles on.
+ALL_SERVICES = {
+    "init",
+    "mosquitto",
+    "mongo",
+    "influxdb",
+    "grafana",
+    "prometheus",
+    "broker_auth",
+    "ingest",
+    "simulator",
+    "devnet",
+}
+PROFILES = {"simulator": "demo", "devnet": "dev"}
+
+
+def docker_compose() -> str:
+    found = shutil.which("docker-compose")
+    if not found:
+        pytest.fail("docker-compose is not installed (scripts/bootstrap.sh installs it)")
+    return found
+
+
+def run_compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
+    """`docker-compose -f docker-compose.yml --env-file <env_file> <args>` with a clean env."""
+    return subprocess.run(
+        [docker_compose(), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        # Only the env file may feed interpolation: the caller's environment could hide a gap.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(REPO)},
+    )
+
+
+def load_yaml(text: str) -> Any:
+    result = subprocess.run(
+        [
+            SYSTEM_PYTHON,
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def load_yaml_file(path: Path) -> Any:
+    return load_yaml(path.read_text())
+
+
+@cache
+def compose_config(profiles: tuple[str, ...] = ("demo", "dev")) -> dict[str, Any]:
+    """The interpolated compose model (`docker-compose config`), with the given profiles."""
+    args = [arg for p in profiles for arg in ("--profile", p)]
+    result = run_compose(*args, "config")
+    assert result.returncode == 0, result.stderr
+    config = load_yaml(result.stdout)
+    assert isinstance(config, dict)
+    return config
+
+
+def env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def env_example_names() -> set[str]:
+    """Variables .env.example sets or documents (commented-out `#NAME=` lines count)."""
+    return set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
