@@ -1,0 +1,43 @@
+"""`iot-broker-auth` / `python -m broker_auth`: run the API and its background tasks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from broker_auth.api import create_app
+from broker_auth.settings import Settings
+
+
+def main() -> None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # Name what is wrong without echoing values (some are secrets).
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+            print(f"broker_auth: configuration error: {where}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    # pyota and paho are chatty at DEBUG and may log request bodies: keep them quiet.
+    for name in ("iota", "urllib3", "influxdb_client"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""MongoDB access: the collections of the source of truth and their indexes.
+
+Only what both MongoDB and FerretDB 1.24 support is used: CRUD, (unique) indexes and
+find_one_and_update. No transactions, change streams or TTL indexes: where two writes must
+agree, the second one is idempotent and keyed by the first (see grants.py).
+
+Natural keys are the `_id`s (username, device id, product id, order id, `<user>/<product>`
+for grants), so they are unique by construction; the other unique keys have indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+class Store:
+    def __init__(self, url: str, database: str, timeout_s: float = 2.0) -> None:
+        ms = int(timeout_s * 1000)
+        self.client: MongoClient[Doc] = MongoClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=ms,
+            connectTimeoutMS=ms,
+            socketTimeoutMS=max(ms * 3, 5000),
+            appname="broker_auth",
+        )
+        self.db = self.client[database]
+        self.accounts: Collection[Doc] = self.db["accounts"]
+        self.devices: Collection[Doc] = self.db["devices"]
+        self.products: Collection[Doc] = self.db["products"]
+        self.orders: Collection[Doc] = self.db["orders"]
+        self.payments: Collection[Doc] = self.db["payments"]
+        self.grants: Collection[Doc] = self.db["grants"]
+
+    def ensure_indexes(self) -> None:
+        self.orders.create_index([("tag", ASCENDING)], unique=True, name="order_tag_unique")
+        self.orders.create_index([("username", ASCENDING)], name="order_username")
+        # A payment is one bundle to one address carrying one tag: reattachments of the bundle
+        # (new transaction hashes) land on the same document.
+        self.payments.create_index(
+            [("bundle_hash", ASCENDING), ("address", ASCENDING), ("tag", ASCENDING)],
+            unique=True,
+            name="payment_key_unique",
+        )
+        self.payments.create_index([("order_id", ASCENDING)], name="payment_order")
+        self.payments.create_index([("confirmed", ASCENDING)], name="payment_confirmed")
+        self.payments.create_index([("credited", ASCENDING)], name="payment_credited")
+        self.grants.create_index(
+            [("active", ASCENDING), ("expires_at", ASCENDING)], name="grant_active_expiry"
+        )
+        self.grants.create_index([("username", ASCENDING)], name="grant_username")
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait for the database at start-up (it may start after us under supervisord)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.ping()
+                self.ensure_indexes()
+                return
+            except PyMongoError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("MongoDB not ready yet (%s); retrying", type(exc).__name__)
+                time.sleep(1.0)
+
+    def ping(self) -> bool:
+        self.client.admin.command("ping")
+        return True
+
+    def close(self) -> None:
+        self.client.close()

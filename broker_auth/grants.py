@@ -1,0 +1,208 @@
+"""Grants: time-limited access of one buyer to one product, extended by confirmed payments.
+
+Crediting is exactly-once without transactions. The payment's id is pushed onto the grant in
+the same atomic update that moves the grant's end (a compare-and-set on the old end and on the
+id being absent); only then is the payment flagged `credited`. After a crash between the two
+writes, crediting again finds the id on the grant and just sets the flag: never twice, never
+lost.
+
+A grant's `active` flag says whether the buyer's client should hold the product role; all role
+changes happen under the projector's lock, so reconciliation never sees half a change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from broker_auth import metrics
+from broker_auth.clock import as_utc, truncate, utcnow
+from broker_auth.db import Doc, Store
+from broker_auth.dynsec import DynsecError, DynsecUnavailableError
+from broker_auth.events import EventWriter
+from broker_auth.models import GrantOut
+from broker_auth.projection import Projector
+
+log = logging.getLogger(__name__)
+
+MAX_CAS_ATTEMPTS = 20
+
+
+def grant_id(username: str, product_id: str) -> str:
+    return f"{username}/{product_id}"
+
+
+class Grants:
+    def __init__(
+        self,
+        store: Store,
+        projector: Projector,
+        events: EventWriter | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.projector = projector
+        self.events = events
+        self.on_change = on_change
+
+    # -- crediting -----------------------------------------------------------------------
+    def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
+        """Turn a confirmed, matched payment into access time (idempotent)."""
+        pid = str(payment["_id"])
+        order = self.store.orders.find_one({"_id": payment["order_id"]})
+        if order is None:
+            log.error("payment %s refers to missing order %s", pid, payment["order_id"])
+            return
+        username = str(order["username"])
+        product_id = str(order["product_id"])
+        price = int(order["price_iota_per_hour"])
+        amount = int(payment.get("amount_iota", 0))
+        seconds = amount * 3600 / price
+        gid = grant_id(username, product_id)
+        event: str | None = None
+        need_role = False
+        with self.projector.lock:
+            for _attempt in range(MAX_CAS_ATTEMPTS):
+                now = utcnow()
+                g = self.store.grants.find_one({"_id": gid})
+                if g is not None and pid in g.get("applied_payments", []):
+                    break  # applied before a crash: only the flag below is missing
+                if g is None:
+                    try:
+                        self.store.grants.insert_one(
+                            {
+                                "_id": gid,
+                                "username": username,
+                                "product_id": product_id,
+                                "topic_filter": order["topic_filter"],
+                                "starts_at": now,
+                                "expires_at": truncate(now + dt.timedelta(seconds=seconds)),
+                                "active": True,
+                                "applied_payments": [pid],
+                                "updated_at": now,
+                            }
+                        )
+                    except DuplicateKeyError:
+                        continue
+                    event, need_role = "granted", True
+                    break
+                active = bool(g.get("active"))
+                current_end = as_utc(g["expires_at"])
+                running = active and current_end > now
+                # Stack onto the end of a running grant; otherwise start now.
+                new_end = truncate(
+                    (current_end if running else now) + dt.timedelta(seconds=seconds)
+                )
+                changes: Doc = {"expires_at": new_end, "active": True, "updated_at": now}
+                if not running:
+                    changes["starts_at"] = now
+                updated = self.store.grants.find_one_and_update(
+                    {
+                        "_id": gid,
+                        "expires_at": g["expires_at"],
+                        "active": g.get("active"),
+                        "applied_payments": {"$ne": pid},
+                    },
+                    {"$set": changes, "$push": {"applied_payments": pid}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if updated is None:
+                    continue  # changed meanwhile: read again
+                event = "extended" if running else "granted"
+                # An ended grant not yet revoked still holds its role.
+                need_role = not active
+                break
+            else:
+                raise RuntimeError(f"grant {gid}: too much contention")
+            self.store.payments.update_one(
+                {"_id": pid},
+                {
+                    "$set": {
+                        "credited": True,
+                        "credited_at": utcnow(),
+                        "grant_id": gid,
+                        "grant_seconds": seconds,
+                    }
+                },
+            )
+            if need_role:
+                try:
+                    self.projector.add_grant_role(username, product_id)
+                except (DynsecUnavailableError, DynsecError) as exc:
+                    log.warning("grant %s stored; broker update deferred (%s)", gid, exc)
+        if event is None:
+            return
+        metrics.CREDITS.inc()
+        metrics.GRANT_EVENTS.labels(event).inc()
+        if confirmed_seen_at is not None:
+            metrics.GRANT_APPLY_SECONDS.observe(time.monotonic() - confirmed_seen_at)
+        log.info("grant %s %s by %.1f s (payment %s, %d iota)", gid, event, seconds, pid, amount)
+        if self.events:
+            self.events.grant(product_id, event, seconds)
+        if self.on_change:
+            self.on_change()
+
+    # -- expiry --------------------------------------------------------------------------
+    def expire_due(self) -> int:
+        """Revoke every grant whose end has passed; returns how many."""
+        revoked = 0
+        with self.projector.lock:
+            now = utcnow()
+            for g in self.store.grants.find({"active": True, "expires_at": {"$lte": now}}):
+                claimed = self.store.grants.find_one_and_update(
+                    {"_id": g["_id"], "active": True, "expires_at": g["expires_at"]},
+                    {"$set": {"active": False, "revoked_at": now, "updated_at": now}},
+                )
+                if claimed is None:
+                    continue
+                try:
+                    self.projector.remove_grant_role(str(g["username"]), str(g["product_id"]))
+                except (DynsecUnavailableError, DynsecError) as exc:
+                    log.warning("grant %s ended; broker update deferred (%s)", g["_id"], exc)
+                end = as_utc(g["expires_at"])
+                lag = (utcnow() - end).total_seconds()
+                metrics.REVOKE_LAG_SECONDS.observe(max(0.0, lag))
+                metrics.GRANT_EVENTS.labels("revoked").inc()
+                length = (end - as_utc(g["starts_at"])).total_seconds()
+                log.info("grant %s revoked %.3f s after its end", g["_id"], lag)
+                if self.events:
+                    self.events.grant(str(g["product_id"]), "revoked", length)
+                revoked += 1
+        return revoked
+
+    def next_expiry(self) -> dt.datetime | None:
+        docs = list(
+            self.store.grants.find({"active": True}, {"expires_at": 1})
+            .sort("expires_at", 1)
+            .limit(1)
+        )
+        return as_utc(docs[0]["expires_at"]) if docs else None
+
+    # -- queries -------------------------------------------------------------------------
+    def active_for(self, username: str) -> list[GrantOut]:
+        now = utcnow()
+        docs = self.store.grants.find(
+            {"username": username, "active": True, "expires_at": {"$gt": now}}
+        ).sort("product_id", 1)
+        return [
+            GrantOut(
+                product_id=str(d["product_id"]),
+                topic_filter=str(d["topic_filter"]),
+                expires_at=as_utc(d["expires_at"]),
+            )
+            for d in docs
+        ]
+
+    def active_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for d in self.store.grants.find({"active": True}, {"product_id": 1}):
+            counts[str(d["product_id"])] += 1
+        for p in self.store.products.find({}, {"_id": 1}):
+            counts.setdefault(str(p["_id"]), 0)
+        return dict(counts)

@@ -1,0 +1,52 @@
+"""Prometheus metrics of broker_auth, served at GET /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "broker_auth_http_requests_total", "HTTP requests", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram("broker_auth_http_request_seconds", "HTTP request duration", ["route"])
+AUTH_FAILURES = Counter("broker_auth_auth_failures_total", "Rejected credentials", ["kind"])
+THROTTLED = Counter("broker_auth_throttled_total", "Requests refused by a rate limit", ["kind"])
+
+PAYMENTS_SEEN = Counter(
+    "broker_auth_payments_seen_total", "New payments seen on the tangle", ["matched"]
+)
+PAYMENTS_CONFIRMED = Counter(
+    "broker_auth_payments_confirmed_total", "Payments that became confirmed", ["matched"]
+)
+PAYMENT_IOTA = Counter("broker_auth_payment_iota_total", "Sum of payment amounts", ["status"])
+CREDITS = Counter("broker_auth_credits_total", "Confirmed payments credited to a grant")
+GRANT_EVENTS = Counter("broker_auth_grant_events_total", "Grant changes", ["event"])
+GRANTS_ACTIVE = Gauge("broker_auth_grants_active", "Active grants")
+GRANT_APPLY_SECONDS = Histogram(
+    "broker_auth_grant_apply_seconds",
+    "From the watcher seeing a confirmation to the role being in Mosquitto",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+REVOKE_LAG_SECONDS = Histogram(
+    "broker_auth_revoke_lag_seconds",
+    "From a grant's end to its role being removed in Mosquitto",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)
+
+WATCHER_POLLS = Counter("broker_auth_watcher_polls_total", "Watcher polls", ["result"])
+WATCHER_POLL_SECONDS = Histogram("broker_auth_watcher_poll_seconds", "Watcher poll duration")
+NODE_UP = Gauge("broker_auth_node_up", "1 if the IOTA node answered the last poll")
+BROKER_UP = Gauge("broker_auth_broker_up", "1 if the control client is connected")
+MONGO_UP = Gauge("broker_auth_mongo_up", "1 if MongoDB answered the last health check")
+
+DYNSEC_COMMANDS = Counter(
+    "broker_auth_dynsec_commands_total", "Dynamic-security commands sent", ["result"]
+)
+RECONCILES = Counter("broker_auth_reconcile_total", "Reconciliation runs", ["result"])
+RECONCILE_CHANGES = Counter(
+    "broker_auth_reconcile_changes_total", "Changes made to Mosquitto by reconciliation"
+)
+
+EVENTS_WRITTEN = Counter("broker_auth_events_written_total", "Business points written")
+EVENTS_DROPPED = Counter(
+    "broker_auth_events_dropped_total", "Business points dropped (buffer full)"
+)

@@ -1,0 +1,165 @@
+"""Request and response bodies of the HTTP API, validated strictly (unknown fields refused)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+from broker_auth.clock import rfc3339
+
+# Dots are reserved for service and device accounts (`svc.*`, `device.*`), so a buyer can
+# never take one of their names.
+USERNAME_PATTERN = r"^[a-z][a-z0-9_-]{2,31}$"
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+TAG_PATTERN = r"^[9A-Z]{27}$"
+# The total IOTA supply: no price or amount can sensibly exceed it.
+MAX_IOTA = 2_779_530_283_277_761
+MAX_TOPIC_FILTER_LENGTH = 256
+
+OrderStatus = Literal["pending", "unconfirmed", "confirmed", "expired"]
+UtcDateTime = Annotated[dt.datetime, PlainSerializer(rfc3339, return_type=str)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+def check_topic_filter(value: str) -> str:
+    """A valid MQTT subscription filter (MQTT 3.1.1/5 section 4.7), without `$` topics."""
+    if not value or len(value.encode("utf-8")) > MAX_TOPIC_FILTER_LENGTH:
+        raise ValueError(f"must be 1 to {MAX_TOPIC_FILTER_LENGTH} bytes")
+    if value.startswith("$"):
+        raise ValueError("must not start with $")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain control characters")
+    levels = value.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError("'#' must be a whole level and the last one")
+        if "+" in level and level != "+":
+            raise ValueError("'+' must be a whole level")
+    return value
+
+
+class AccountCreate(_Strict):
+    username: str = Field(
+        pattern=USERNAME_PATTERN,
+        description="3 to 32 characters: a-z first, then a-z, 0-9, '_' or '-'",
+        examples=["john"],
+    )
+    password: str = Field(
+        min_length=10,
+        max_length=128,
+        description="10 to 128 characters; also the MQTT password",
+        examples=["correct-horse-battery"],
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
+
+
+class AccountOut(BaseModel):
+    username: str
+
+
+class ProductIn(_Strict):
+    id: str = Field(pattern=ID_PATTERN, examples=["plug-1-live"])
+    topic_filter: str = Field(
+        description="MQTT filter under the live prefix, e.g. live/plug-1/#",
+        examples=["live/plug-1/#"],
+    )
+    price_iota_per_hour: int = Field(gt=0, le=MAX_IOTA, examples=[500])
+    description: str = Field("", max_length=500)
+
+    @field_validator("topic_filter")
+    @classmethod
+    def _filter(cls, value: str) -> str:
+        return check_topic_filter(value)
+
+
+class ProductOut(BaseModel):
+    id: str
+    topic_filter: str
+    price_iota_per_hour: int
+    description: str
+
+
+class DeviceCreate(_Strict):
+    device_id: str = Field(pattern=ID_PATTERN, examples=["plug-2"])
+
+
+class DeviceCreated(BaseModel):
+    device_id: str
+    username: str = Field(description="MQTT username: device.<device_id>")
+    password: str = Field(description="MQTT password, shown only in this answer")
+
+
+class OrderCreate(_Strict):
+    product_id: str = Field(pattern=ID_PATTERN, examples=["plug-1-live"])
+    hours: float = Field(gt=0, allow_inf_nan=False, examples=[0.1])
+
+    @field_validator("hours")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+
+class OrderCreated(BaseModel):
+    order_id: str
+    product_id: str
+    hours: float
+    amount_iota: int = Field(description="ceil(price_iota_per_hour * hours)")
+    address: str = Field(description="deposit address (81 trytes)")
+    tag: str = Field(description="27-tryte tag identifying this order's transfers")
+    status: OrderStatus
+    expires_at: UtcDateTime = Field(description="end of the payment window")
+
+
+class OrderOut(OrderCreated):
+    paid_iota: int = Field(description="seen on the tangle, confirmed or not")
+    confirmed_iota: int = Field(description="confirmed on the tangle")
+    price_iota_per_hour: int
+    created_at: UtcDateTime
+
+
+class GrantOut(BaseModel):
+    product_id: str
+    topic_filter: str
+    expires_at: UtcDateTime
+
+
+class PaymentOut(BaseModel):
+    payment_id: str
+    bundle_hash: str
+    address: str
+    tag: str
+    amount_iota: int
+    matched: bool = Field(description="false when no order carries this tag")
+    order_id: str | None
+    product_id: str | None
+    username: str | None
+    confirmed: bool
+    credited: bool
+    first_seen: UtcDateTime
+    confirmed_at: UtcDateTime | None
+    tx_hashes: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    mongo: Literal["ok", "down"]
+    broker: Literal["ok", "down"]
+    node: Literal["ok", "down"]
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[object]

@@ -1,0 +1,277 @@
+"""Mosquitto's dynamic-security state as a projection of MongoDB (the source of truth).
+
+Single changes (a new buyer, device, product, a grant starting or ending) are applied at once
+by the services; `reconcile()` repairs everything else: at start-up, after each reconnection
+to the broker and periodically. It
+
+- creates missing product and device roles (and fixes their ACLs),
+- gives every device client its role, and every buyer client the `buyers` group,
+- adds `product.<id>` roles for active grants and removes them from every client without one,
+- deletes clients named `device.<id>` whose device is no longer in MongoDB,
+- never touches service accounts (`svc.*`).
+
+A buyer or device client missing from Mosquitto cannot be recreated without its clear-text
+password, which is never stored: a buyer's client is recreated at the buyer's next successful
+HTTP Basic login (accounts.py); a device must be re-provisioned. Both are logged as warnings.
+
+Every change to Mosquitto holds `lock`, so a grant change can never interleave with a
+reconciliation that read the state before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from broker_auth import acl_model, metrics
+from broker_auth.acl_model import Role
+from broker_auth.db import Doc, Store
+from broker_auth.dynsec import DynsecClient, DynsecError, acl_key
+
+log = logging.getLogger(__name__)
+
+PRODUCT_ROLE_PREFIX = "product."
+DEVICE_PREFIX = "device."
+SERVICE_PREFIX = "svc."
+
+
+def product_rolename(product_id: str) -> str:
+    return f"{PRODUCT_ROLE_PREFIX}{product_id}"
+
+
+class Projector:
+    def __init__(
+        self,
+        store: Store,
+        dynsec: DynsecClient,
+        live_prefix: str = "live",
+        known_device_passwords: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.dynsec = dynsec
+        self.live_prefix = live_prefix
+        # Devices whose password the service knows (the demo device): recreated when missing.
+        self.known_device_passwords = dict(known_device_passwords or {})
+        self.lock = threading.RLock()
+
+    # -- roles ---------------------------------------------------------------------------
+    def product_role(self, product: Doc) -> Role:
+        return acl_model.product_role(str(product["_id"]), str(product["topic_filter"]))
+
+    def device_role(self, device_id: str) -> Role:
+        return acl_model.device_role(device_id, self.live_prefix)
+
+    def ensure_role(self, role: Role) -> None:
+        with self.lock:
+            if not self.dynsec.create_role(role):
+                self.dynsec.modify_role_acls(role)
+
+    # -- single changes ------------------------------------------------------------------
+    def ensure_buyer_client(self, username: str, password: str) -> None:
+        """Create (or take over) the buyer's MQTT client with its password, group and grants."""
+        with self.lock:
+            created = self.dynsec.create_client(
+                username, password, groups=(acl_model.BUYERS_GROUP,), textname="buyer"
+            )
+            if not created:
+                # A stale client of that name: align it with the account being created.
+                self.dynsec.set_client_password(username, password)
+                self.dynsec.add_group_client(acl_model.BUYERS_GROUP, username)
+            self._sync_client_grants(username)
+
+    def ensure_device_client(self, device_id: str, password: str) -> None:
+        with self.lock:
+            role = self.device_role(device_id)
+            self.dynsec.create_role(role)
+            username = acl_model.device_username(device_id)
+            if not self.dynsec.create_client(
+                username, password, roles=(role.rolename,), textname=f"device {device_id}"
+            ):
+                self.dynsec.set_client_password(username, password)
+                client = self.dynsec.get_client(username) or {}
+                if role.rolename not in _names(client.get("roles"), "rolename"):
+                    self.dynsec.add_client_role(username, role.rolename)
+
+    def add_grant_role(self, username: str, product_id: str) -> bool:
+        """Give the buyer's client the product role. False if the client is missing."""
+        rolename = product_rolename(product_id)
+        with self.lock:
+            r = self.dynsec.call(
+                {"command": "addClientRole", "username": username, "rolename": rolename},
+                tolerate=("Client not found", "Role not found", "Internal error"),
+            )
+            if r.error == "Client not found":
+                self._mark_buyer_missing(username)
+                return False
+            if r.error == "Role not found":
+                product = self.store.products.find_one({"_id": product_id})
+                if product is None:
+                    log.error("grant for unknown product %s", product_id)
+                    return False
+                self.ensure_role(self.product_role(product))
+                self.dynsec.add_client_role(username, rolename)
+            elif r.error == "Internal error":
+                # Mosquitto 2.0 answers this when the client already has the role.
+                client = self.dynsec.get_client(username) or {}
+                if rolename not in _names(client.get("roles"), "rolename"):
+                    raise DynsecError("addClientRole", "Internal error")
+            return True
+
+    def remove_grant_role(self, username: str, product_id: str) -> None:
+        with self.lock:
+            self.dynsec.remove_client_role(username, product_rolename(product_id))
+
+    def _sync_client_grants(self, username: str) -> None:
+        """Make the client's product roles match the buyer's active grants."""
+        want = {
+            product_rolename(str(g["product_id"]))
+            for g in self.store.grants.find({"username": username, "active": True})
+        }
+        client = self.dynsec.get_client(username) or {}
+        have = {r for r in _names(client.get("roles"), "rolename") if _is_product_role(r)}
+        for rolename in sorted(want - have):
+            self.dynsec.add_client_role(username, rolename)
+        for rolename in sorted(have - want):
+            self.dynsec.remove_client_role(username, rolename)
+
+    def _mark_buyer_missing(self, username: str) -> None:
+        r = self.store.accounts.update_one(
+            {"_id": username, "mqtt_missing": {"$ne": True}}, {"$set": {"mqtt_missing": True}}
+        )
+        if r.modified_count:
+            log.warning(
+                "MQTT client %r is missing in Mosquitto; it will be recreated at the buyer's "
+                "next successful API login",
+                username,
+            )
+
+    # -- full reconciliation -------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Bring Mosquitto in line with MongoDB; returns the number of changes made."""
+        with self.lock:
+            try:
+                changes = self._reconcile()
+            except Exception:
+                metrics.RECONCILES.labels("error").inc()
+                raise
+            metrics.RECONCILES.labels("ok").inc()
+            metrics.RECONCILE_CHANGES.inc(changes)
+            if changes:
+                log.info("reconciliation made %d change(s) to Mosquitto", changes)
+            return changes
+
+    def _reconcile(self) -> int:
+        commands: list[dict[str, Any]] = []
+        # Static parts a fresh bootstrap file already has; created only if missing.
+        self.dynsec.create_role(acl_model.avg_reader_role())
+        self.dynsec.call(
+            {
+                "command": "createGroup",
+                "groupname": acl_model.BUYERS_GROUP,
+                "roles": [{"rolename": acl_model.ROLE_AVG_READER}],
+            },
+            tolerate=("Group already exists",),
+        )
+
+        roles = {str(r.get("rolename")): r for r in self.dynsec.list_roles()}
+        products = {str(p["_id"]): p for p in self.store.products.find()}
+        devices = {str(d["_id"]): d for d in self.store.devices.find()}
+
+        # Roles first and one by one: the client changes below need them to exist.
+        role_changes = 0
+        desired_roles = [self.product_role(p) for p in products.values()]
+        desired_roles += [self.device_role(device_id) for device_id in devices]
+        for role in desired_roles:
+            current = roles.get(role.rolename)
+            if current is None:
+                self.dynsec.create_role(role)
+                role_changes += 1
+            elif {acl_key(a) for a in current.get("acls", []) if isinstance(a, dict)} != {
+                acl_key(a) for a in role.acls
+            }:
+                self.dynsec.modify_role_acls(role)
+                role_changes += 1
+
+        clients = {str(c.get("username")): c for c in self.dynsec.list_clients()}
+        accounts = {str(a["_id"]): a for a in self.store.accounts.find({}, {"mqtt_missing": 1})}
+        grants: dict[str, set[str]] = defaultdict(set)
+        for g in self.store.grants.find({"active": True}, {"username": 1, "product_id": 1}):
+            grants[str(g["username"])].add(product_rolename(str(g["product_id"])))
+
+        recreated = 0
+        for device_id in devices:
+            username = acl_model.device_username(device_id)
+            rolename = self.device_role(device_id).rolename
+            client = clients.get(username)
+            if client is None:
+                password = self.known_device_passwords.get(device_id)
+                if password is not None:
+                    self.dynsec.create_client(username, password, roles=(rolename,))
+                    recreated += 1
+                else:
+                    log.warning(
+                        "device client %r is missing in Mosquitto and its password is not "
+                        "stored; re-provision the device",
+                        username,
+                    )
+                continue
+            if rolename not in _names(client.get("roles"), "rolename"):
+                commands.append(
+                    {"command": "addClientRole", "username": username, "rolename": rolename}
+                )
+
+        for username, client in clients.items():
+            if username.startswith(SERVICE_PREFIX):
+                continue
+            if username.startswith(DEVICE_PREFIX):
+                device_id = username[len(DEVICE_PREFIX) :]
+                if device_id not in devices:
+                    log.warning("deleting MQTT client %r: no such device in MongoDB", username)
+                    commands.append({"command": "deleteClient", "username": username})
+                    if username in roles:
+                        commands.append({"command": "deleteRole", "rolename": username})
+                    continue
+            have = {r for r in _names(client.get("roles"), "rolename") if _is_product_role(r)}
+            want = grants.get(username, set()) if username in accounts else set()
+            for rolename in sorted(have - want):
+                commands.append(
+                    {"command": "removeClientRole", "username": username, "rolename": rolename}
+                )
+            for rolename in sorted(want - have):
+                commands.append(
+                    {"command": "addClientRole", "username": username, "rolename": rolename}
+                )
+            if username in accounts and acl_model.BUYERS_GROUP not in _names(
+                client.get("groups"), "groupname"
+            ):
+                commands.append(
+                    {
+                        "command": "addGroupClient",
+                        "groupname": acl_model.BUYERS_GROUP,
+                        "username": username,
+                    }
+                )
+
+        for username, account in accounts.items():
+            if username not in clients:
+                self._mark_buyer_missing(username)
+            elif account.get("mqtt_missing"):
+                self.store.accounts.update_one({"_id": username}, {"$set": {"mqtt_missing": False}})
+
+        for response in self.dynsec.execute(commands):
+            if response.error is not None:
+                log.error("reconciliation: %s failed: %s", response.command, response.error)
+        return role_changes + recreated + len(commands)
+
+
+def _names(items: object, key: str) -> set[str]:
+    if not isinstance(items, list):
+        return set()
+    return {str(i.get(key)) for i in items if isinstance(i, dict)}
+
+
+def _is_product_role(rolename: str) -> bool:
+    return rolename.startswith(PRODUCT_ROLE_PREFIX)

@@ -1,0 +1,98 @@
+"""Background upkeep: reconciles Mosquitto with MongoDB (at start-up, after every reconnection
+to the broker, and every RECONCILE_INTERVAL_S) and reports the number of active grants."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from pymongo.errors import PyMongoError
+
+from broker_auth import metrics
+from broker_auth.dynsec import DynsecError, DynsecUnavailableError
+from broker_auth.errors import ServiceError
+from broker_auth.events import EventWriter
+from broker_auth.grants import Grants
+from broker_auth.projection import Projector
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 2.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        projector: Projector,
+        grants: Grants,
+        events: EventWriter | None,
+        interval_s: float,
+        report_interval_s: float,
+        before_first: Callable[[], None] | None = None,
+    ) -> None:
+        self.projector = projector
+        self.grants = grants
+        self.events = events
+        self.interval_s = interval_s
+        self.report_interval_s = report_interval_s
+        # Run once successfully before the first reconciliation (the demo seed).
+        self._before_first = before_first
+        self._trigger = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self.last_ok: float | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._trigger.set()
+        if self._thread.is_alive():
+            self._thread.join(15)
+
+    def trigger(self) -> None:
+        self._trigger.set()
+
+    def _run(self) -> None:
+        next_reconcile = 0.0
+        next_report = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._trigger.is_set() or now >= next_reconcile:
+                self._trigger.clear()
+                next_reconcile = now + (self.interval_s if self._reconcile() else RETRY_S)
+            if now >= next_report:
+                self._report()
+                next_report = now + self.report_interval_s
+            metrics.BROKER_UP.set(1 if self.projector.dynsec.ready else 0)
+            wait = max(0.05, min(next_reconcile, next_report) - time.monotonic())
+            self._trigger.wait(wait)
+
+    def _reconcile(self) -> bool:
+        if not self.projector.dynsec.ready:
+            return False
+        try:
+            if self._before_first is not None:
+                self._before_first()
+                self._before_first = None
+            self.projector.reconcile()
+        except (DynsecUnavailableError, DynsecError, PyMongoError, ServiceError) as exc:
+            log.warning("reconciliation postponed: %s", exc)
+            return False
+        except Exception:
+            log.exception("reconciliation failed")
+            return False
+        self.last_ok = time.monotonic()
+        return True
+
+    def _report(self) -> None:
+        try:
+            counts = self.grants.active_counts()
+        except PyMongoError:
+            return
+        metrics.GRANTS_ACTIVE.set(sum(counts.values()))
+        if self.events:
+            self.events.grants_active(counts)

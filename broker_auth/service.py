@@ -1,0 +1,149 @@
+"""The composition root: builds every part of broker_auth from Settings, starts and stops
+the background threads (control client, reconciler, payment watcher, expiry, events)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from broker_auth import passwords
+from broker_auth.accounts import Accounts
+from broker_auth.db import Store
+from broker_auth.devices import Devices
+from broker_auth.dynsec import DynsecClient
+from broker_auth.events import EventWriter
+from broker_auth.expiry import ExpiryScheduler
+from broker_auth.grants import Grants
+from broker_auth.orders import Orders
+from broker_auth.payments import Ledger
+from broker_auth.products import Products
+from broker_auth.projection import Projector
+from broker_auth.reconciler import Reconciler
+from broker_auth.seed import DEMO_DEVICE, seed_demo
+from broker_auth.settings import Settings
+from broker_auth.throttle import SlidingWindow
+from broker_auth.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+MONGO_STARTUP_TIMEOUT_S = 60.0
+BROKER_STARTUP_WAIT_S = 10.0
+
+
+def resolve_admin_token(settings: Settings) -> str:
+    """The configured token; in dev mode without one, a random token saved to a 0600 file."""
+    if settings.admin_token and settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
+    path = Path(settings.admin_token_file)
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            log.warning("dev mode: admin token read from %s", path.resolve())
+            return token
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    log.warning("dev mode: generated an admin token, saved in %s", path.resolve())
+    return token
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = s = settings
+        self.admin_token = resolve_admin_token(s)
+        self.store = Store(s.mongo_url, s.mongo_db, s.mongo_timeout_s)
+        self.events = EventWriter(
+            s.influx_url,
+            s.influx_token.get_secret_value(),
+            s.influx_org,
+            s.influx_bucket,
+            capacity=s.events_buffer,
+        )
+        self.dynsec = DynsecClient(
+            s.mqtt_host,
+            s.mqtt_port,
+            s.dynsec_admin_username,
+            s.dynsec_admin_password.get_secret_value(),
+            timeout_s=s.dynsec_timeout_s,
+            on_ready=self._broker_ready,
+        )
+        demo_password = (
+            s.demo_device_password.get_secret_value()
+            if s.seed_demo and s.demo_device_password
+            else None
+        )
+        self.projector = Projector(
+            self.store,
+            self.dynsec,
+            s.live_topic_prefix,
+            known_device_passwords={DEMO_DEVICE: demo_password} if demo_password else None,
+        )
+        self.accounts = Accounts(self.store, self.projector)
+        self.devices = Devices(self.store, self.projector)
+        self.products = Products(self.store, self.projector, s.live_topic_prefix)
+        self.orders = Orders(
+            self.store, s.iota_deposit_address, s.order_payment_window_s, s.max_order_hours
+        )
+        self.ledger = Ledger(self.store, self.events)
+        self.grants = Grants(self.store, self.projector, self.events)
+        self.expiry = ExpiryScheduler(self.grants)
+        # A new or longer grant may end before the one the scheduler is sleeping towards.
+        self.grants.on_change = self.expiry.wake
+        self.watcher = Watcher(
+            s.iota_node_url,
+            s.iota_deposit_address,
+            self.ledger,
+            self.grants,
+            interval_s=s.watcher_interval_s,
+            max_backoff_s=s.watcher_max_backoff_s,
+            timeout_s=s.node_timeout_s,
+        )
+
+        def seed() -> None:
+            if demo_password:
+                seed_demo(self.devices, self.products, demo_password, s.live_topic_prefix)
+
+        self.reconciler = Reconciler(
+            self.projector,
+            self.grants,
+            self.events,
+            s.reconcile_interval_s,
+            s.grants_active_interval_s,
+            before_first=seed,
+        )
+        self.login_by_user = SlidingWindow(s.login_max_failures, s.login_window_s)
+        self.login_by_ip = SlidingWindow(s.login_max_failures_per_ip, s.login_window_s)
+        self.signups_by_ip = SlidingWindow(s.signup_max_per_ip, s.signup_window_s)
+        # Warm the KDF once so the first login does not pay for imports and allocation.
+        passwords.burn_time("warm-up")
+
+    def _broker_ready(self) -> None:
+        # Called from paho's thread on every (re)connection: reconcile in our own thread.
+        self.reconciler.trigger()
+
+    def start(self) -> None:
+        self.store.wait_ready(MONGO_STARTUP_TIMEOUT_S)
+        self.events.start()
+        self.dynsec.start()
+        if not self.dynsec.wait_ready(BROKER_STARTUP_WAIT_S):
+            log.warning(
+                "broker %s:%s not reachable yet; serving anyway and reconciling once it is",
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+            )
+        self.reconciler.start()
+        self.expiry.start()
+        self.watcher.start()
+        log.info("broker_auth started")
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.expiry.stop()
+        self.reconciler.stop()
+        self.dynsec.stop()
+        self.events.stop()
+        self.store.close()
+        log.info("broker_auth stopped")

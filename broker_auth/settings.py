@@ -1,0 +1,113 @@
+"""broker_auth configuration, from the environment (names shared with the rest of the stack).
+
+The service refuses to start without the secrets it cannot work without: the dynamic-security
+admin password, Jane's deposit address and (outside dev mode) the admin API token.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TRYTE_ALPHABET = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ADDRESS_RE = re.compile(r"^[9A-Z]{81}([9A-Z]{9})?$")
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # Store
+    mongo_url: str = Field("mongodb://127.0.0.1:27017/", alias="MONGO_URL")
+    mongo_db: str = Field("iot_broker", alias="MONGO_DB")
+    mongo_timeout_s: float = Field(2.0, alias="MONGO_TIMEOUT_S", gt=0)
+
+    # HTTP API
+    api_host: str = Field("127.0.0.1", alias="API_HOST")
+    api_port: int = Field(8000, alias="API_PORT", ge=0, le=65535)
+    admin_token: SecretStr | None = Field(None, alias="BROKER_ADMIN_TOKEN")
+    dev_mode: bool = Field(False, alias="BROKER_DEV_MODE")
+    # Dev mode without a token: a random one is generated and written here (never logged).
+    admin_token_file: str = Field(".broker-admin-token", alias="BROKER_ADMIN_TOKEN_FILE")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    # Broker (dynamic-security control client)
+    mqtt_host: str = Field("127.0.0.1", alias="MQTT_HOST")
+    mqtt_port: int = Field(1883, alias="MQTT_PORT", ge=1, le=65535)
+    dynsec_admin_username: str = Field("svc.broker-admin", alias="DYNSEC_ADMIN_USERNAME")
+    dynsec_admin_password: SecretStr = Field(SecretStr(""), alias="DYNSEC_ADMIN_PASSWORD")
+    dynsec_timeout_s: float = Field(5.0, alias="DYNSEC_TIMEOUT_S", gt=0)
+    reconcile_interval_s: float = Field(60.0, alias="RECONCILE_INTERVAL_S", gt=0)
+    live_topic_prefix: str = Field("live", alias="LIVE_TOPIC_PREFIX", pattern=r"^[a-z0-9_-]+$")
+
+    # IOTA
+    iota_node_url: str = Field("http://127.0.0.1:14265", alias="IOTA_NODE_URL")
+    iota_deposit_address: str = Field("", alias="IOTA_DEPOSIT_ADDRESS")
+    node_timeout_s: float = Field(5.0, alias="NODE_TIMEOUT_S", gt=0)
+    watcher_interval_s: float = Field(0.5, alias="WATCHER_INTERVAL_S", gt=0)
+    watcher_max_backoff_s: float = Field(10.0, alias="WATCHER_MAX_BACKOFF_S", gt=0)
+
+    # Orders
+    order_payment_window_s: float = Field(3600.0, alias="ORDER_PAYMENT_WINDOW_S", gt=0)
+    max_order_hours: float = Field(8760.0, alias="MAX_ORDER_HOURS", gt=0)
+
+    # Abuse limits (in memory, per process)
+    login_max_failures: int = Field(5, alias="LOGIN_MAX_FAILURES", ge=1)
+    login_max_failures_per_ip: int = Field(20, alias="LOGIN_MAX_FAILURES_PER_IP", ge=1)
+    login_window_s: float = Field(60.0, alias="LOGIN_WINDOW_S", gt=0)
+    signup_max_per_ip: int = Field(30, alias="SIGNUP_MAX_PER_IP", ge=1)
+    signup_window_s: float = Field(3600.0, alias="SIGNUP_WINDOW_S", gt=0)
+    max_body_bytes: int = Field(16384, alias="MAX_BODY_BYTES", ge=256)
+
+    # Business events (InfluxDB v2 write API; VictoriaMetrics locally)
+    influx_url: str = Field("http://127.0.0.1:8428", alias="INFLUX_URL")
+    influx_token: SecretStr = Field(SecretStr(""), alias="INFLUX_TOKEN")
+    influx_org: str = Field("iot", alias="INFLUX_ORG")
+    influx_bucket: str = Field("telemetry", alias="INFLUX_BUCKET")
+    events_buffer: int = Field(10000, alias="EVENTS_BUFFER", ge=10)
+    grants_active_interval_s: float = Field(10.0, alias="GRANTS_ACTIVE_INTERVAL_S", gt=0)
+
+    # Demo data for `make run`
+    seed_demo: bool = Field(False, alias="SEED_DEMO")
+    demo_device_password: SecretStr | None = Field(None, alias="DEMO_DEVICE_PASSWORD")
+
+    @field_validator("iota_deposit_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        if not _ADDRESS_RE.match(value):
+            raise ValueError("IOTA_DEPOSIT_ADDRESS must be 81 trytes (A-Z, 9), or 90 with checksum")
+        if len(value) == 90:
+            from iota import Address  # pyota checks the checksum
+
+            address = Address(value)
+            if not address.is_checksum_valid():
+                raise ValueError("IOTA_DEPOSIT_ADDRESS has an invalid checksum")
+        return value[:81]
+
+    @model_validator(mode="after")
+    def _required_secrets(self) -> Self:
+        missing = []
+        if not self.dynsec_admin_password.get_secret_value():
+            missing.append("DYNSEC_ADMIN_PASSWORD")
+        if not self.iota_deposit_address:
+            missing.append("IOTA_DEPOSIT_ADDRESS")
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        if not token and not self.dev_mode:
+            missing.append("BROKER_ADMIN_TOKEN (or BROKER_DEV_MODE=true)")
+        if self.seed_demo and not (
+            self.demo_device_password and self.demo_device_password.get_secret_value()
+        ):
+            missing.append("DEMO_DEVICE_PASSWORD (required with SEED_DEMO=true)")
+        if missing:
+            raise ValueError("missing required settings: " + ", ".join(missing))
+        if token and len(token) < MIN_ADMIN_TOKEN_LENGTH and not self.dev_mode:
+            raise ValueError(
+                f"BROKER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"
+            )
+        return self
