@@ -12,11 +12,16 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from stack import procs
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -113,3 +118,41 @@ def env_example_names() -> set[str]:
 
 def dashboards() -> dict[str, dict[str, Any]]:
     return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+@dataclass(frozen=True)
+class IngestWorker:
+    proc: procs.Proc
+    metrics_port: int
+
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return str(r.read().decode())
+
+
+@pytest.fixture(scope="session")
+def ingest_worker(
+    tmp_path_factory: pytest.TempPathFactory, mosquitto: procs.MosquittoHandle, victoria: Any
+) -> Iterator[IngestWorker]:
+    """A real ingest worker (`python -m ingest`) on the session's broker and store."""
+    pytest.importorskip("ingest.__main__")
+    port = procs.free_port()
+    proc = procs.python_service(
+        "ingest",
+        "ingest",
+        tmp_path_factory.mktemp("compose-ingest"),
+        {
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(mosquitto.port),
+            "INGEST_MQTT_PASSWORD": mosquitto.ingest_password,
+            "INGEST_CLIENT_ID": f"compose-ingest-{port}",
+            "INFLUX_URL": victoria.url,
+            "INGEST_METRICS_HOST": "127.0.0.1",
+            "INGEST_METRICS_PORT": str(port),
+        },
+        ready=lambda: procs.http_ok(f"http://127.0.0.1:{port}/metrics"),
+    )
+    proc.start()
+    yield IngestWorker(proc, port)
+    proc.stop()

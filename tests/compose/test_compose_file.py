@@ -37,7 +37,7 @@ def long_running(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in services(config).items() if name not in ONE_SHOT}
 
 
-@pytest.mark.parametrize("profiles", [(), ("demo",), ("dev",), ("demo", "dev")])
+@pytest.mark.parametrize("profiles", [(), ("demo", "dev")])
 def test_config_is_valid_with_each_profile(profiles: tuple[str, ...]) -> None:
     config = compose_config(profiles)
     expected = {s for s in ALL_SERVICES if PROFILES.get(s) is None or PROFILES[s] in profiles}

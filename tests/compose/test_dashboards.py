@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from stack import procs
 from tests.compose.conftest import (
     DASHBOARD_PROVIDERS,
     DATASOURCES,
     PROMETHEUS_CONFIG,
     REPO,
+    IngestWorker,
     compose_config,
     dashboards,
     load_yaml_file,
@@ -161,34 +158,6 @@ def test_business_dashboard_covers_payments_grants_and_revenue() -> None:
     assert any('"payment"' in q and 'group(columns: ["product"])' in q for q in texts)
 
 
-@pytest.fixture(scope="module")
-def ingest_metrics(tmp_path_factory: pytest.TempPathFactory, mosquitto, victoria) -> str:
-    """The /metrics page of a real ingest worker connected to a real broker and store."""
-    pytest.importorskip("ingest.__main__")
-    port = procs.free_port()
-    proc = procs.python_service(
-        "ingest",
-        "ingest",
-        tmp_path_factory.mktemp("ingest-metrics"),
-        {
-            "MQTT_HOST": "127.0.0.1",
-            "MQTT_PORT": str(mosquitto.port),
-            "INGEST_MQTT_PASSWORD": mosquitto.ingest_password,
-            "INGEST_CLIENT_ID": f"compose-metrics-{port}",
-            "INFLUX_URL": victoria.url,
-            "INGEST_METRICS_HOST": "127.0.0.1",
-            "INGEST_METRICS_PORT": str(port),
-        },
-        ready=lambda: procs.http_ok(f"http://127.0.0.1:{port}/metrics"),
-    )
-    proc.start()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
-    finally:
-        proc.stop()
-
-
 def exposed(metrics_text: str) -> dict[str, set[str]]:
     """Metric names a scrape of this page yields -> their label names."""
     names: dict[str, set[str]] = {}
@@ -207,9 +176,9 @@ def exposed(metrics_text: str) -> dict[str, set[str]]:
 
 
 def test_prometheus_queries_name_only_metrics_the_ingest_worker_exposes(
-    ingest_metrics: str,
+    ingest_worker: IngestWorker,
 ) -> None:
-    available = exposed(ingest_metrics)
+    available = exposed(ingest_worker.metrics_text())
     jobs = {job["job_name"] for job in load_yaml_file(PROMETHEUS_CONFIG)["scrape_configs"]}
     used: set[str] = set()
     for where, uid, expr in all_queries():
