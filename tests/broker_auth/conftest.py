@@ -1,0 +1,226 @@
+"""broker_auth as a real process, with its own Mosquitto per test module.
+
+Each module gets its own broker (reconciliation deletes unknown `device.*` clients, so a shared
+broker would lose other tests' devices) and its own database on the session's FerretDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker_auth.dynsec import DynsecClient
+from stack import procs
+from stack.mqtt_probe import MqttProbe
+from tests.conftest import Mongo, MosquittoFactory
+
+TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+def random_address() -> str:
+    """81 trytes ending in 9 (a last trit of 0, as every valid IOTA address has)."""
+    return "".join(secrets.choice(TRYTES) for _ in range(80)) + "9"
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class AuthStack:
+    """One broker_auth process, its broker, and helpers to talk to both."""
+
+    proc: procs.Proc
+    api_url: str
+    broker: procs.MosquittoHandle
+    admin_token: str
+    deposit_address: str
+    env: dict[str, str]
+    _control: DynsecClient | None = field(default=None, repr=False)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=15)
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = httpx.get(f"{self.api_url}/healthz", timeout=3).json()
+            return body
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def ready(self) -> bool:
+        body = self.health()
+        return bool(body and body.get("mongo") == "ok" and body.get("broker") == "ok")
+
+    def restart(self) -> None:
+        self.proc.stop()
+        self.proc.start()
+
+    def probe(self, username: str | None = None, password: str | None = None) -> MqttProbe:
+        p = MqttProbe(self.broker.port, username, password)
+        return p
+
+    def control(self) -> DynsecClient:
+        """The tests' own dynamic-security client, to inspect and disturb Mosquitto."""
+        if self._control is None:
+            self._control = DynsecClient(
+                "127.0.0.1", self.broker.port, "svc.broker-admin", self.broker.admin_password
+            )
+            self._control.start()
+            assert self._control.wait_ready(10), "test control client could not connect"
+        return self._control
+
+    def client_roles(self, username: str) -> set[str] | None:
+        client = self.control().get_client(username)
+        if client is None:
+            return None
+        return {str(r["rolename"]) for r in client.get("roles", [])}
+
+    def register(self, username: str, password: str) -> None:
+        r = httpx.post(
+            f"{self.api_url}/api/accounts",
+            json={"username": username, "password": password},
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+
+    def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
+        r = httpx.post(
+            f"{self.api_url}/api/products",
+            json={"id": product_id, "topic_filter": topic_filter, "price_iota_per_hour": price},
+            headers=self.admin,
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+
+    def create_device(self, device_id: str) -> str:
+        r = httpx.post(
+            f"{self.api_url}/api/devices",
+            json={"device_id": device_id},
+            headers=self.admin,
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+        password: str = r.json()["password"]
+        return password
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+            self._control = None
+        self.proc.stop()
+
+
+def start_auth_stack(
+    workdir: Path,
+    broker: procs.MosquittoHandle,
+    mongo_url: str,
+    node_url: str = CLOSED_PORT_URL,
+    extra_env: dict[str, str] | None = None,
+) -> AuthStack:
+    port = procs.free_port()
+    token = secrets.token_urlsafe(24)
+    address = random_address()
+    env = {
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "MONGO_URL": mongo_url,
+        "MONGO_DB": f"ba_{workdir.name}_{secrets.token_hex(3)}".replace("-", "_")[:60],
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker.port),
+        "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
+        "BROKER_ADMIN_TOKEN": token,
+        "IOTA_NODE_URL": node_url,
+        "IOTA_DEPOSIT_ADDRESS": address,
+        "WATCHER_INTERVAL_S": "0.25",
+        "INFLUX_URL": CLOSED_PORT_URL,
+        "RECONCILE_INTERVAL_S": "30",
+        "LOG_LEVEL": "INFO",
+        **(extra_env or {}),
+    }
+    stack = AuthStack(
+        proc=procs.python_service("broker_auth", "broker_auth", workdir, env, ready_timeout=60),
+        api_url=f"http://127.0.0.1:{port}",
+        broker=broker,
+        admin_token=token,
+        deposit_address=address,
+        env=env,
+    )
+    stack.proc.ready = stack.ready
+    stack.proc.start()
+    return stack
+
+
+AuthStackFactory = Callable[..., AuthStack]
+
+
+@pytest.fixture(scope="module")
+def auth_stack_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+    mosquitto_factory: MosquittoFactory,
+    ferret: Mongo,
+) -> Iterator[AuthStackFactory]:
+    """Start broker_auth stacks for this module (each with its own broker); stop them after."""
+    started: list[AuthStack] = []
+
+    def start(name: str, node_url: str = CLOSED_PORT_URL, **extra_env: str) -> AuthStack:
+        workdir = tmp_path_factory.mktemp(name)
+        broker = mosquitto_factory(f"{workdir.name}-mosquitto")
+        stack = start_auth_stack(workdir, broker, ferret.url, node_url, extra_env)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.close()
+        stack.broker.proc.stop()
+
+
+class Publisher:
+    """A device publishing a reading every `period` seconds in its own thread."""
+
+    def __init__(self, port: int, device_id: str, password: str, period: float = 0.1) -> None:
+        self.probe = MqttProbe(port, f"device.{device_id}", password)
+        self.topic = f"live/{device_id}/power"
+        self.period = period
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Publisher:
+        assert self.probe.connect(), "device could not connect"
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            if self.probe.connected:
+                with contextlib.suppress(Exception):
+                    self.probe._client.publish(self.topic, f"{1000 + self.sent}", qos=0)
+                    self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.probe.close()
