@@ -117,8 +117,7 @@ def test_device_publishes_only_its_own_topics(stack: AuthStack, device: tuple[st
         ):
             dev = connected(stack, f"device.{device_id}", password)
             dev._client.publish(topic, "forbidden", qos=0)
-            probe = dev
-            wait_for(lambda: probe.disconnects > 0, 5, f"the broker to refuse {topic}")
+            wait_for(lambda p=dev: p.disconnects > 0, 5, f"the broker to refuse {topic}")  # type: ignore[misc]
             dev.close()
         got = []
         while (m := reader.next_message(1.0)) is not None:
