@@ -104,7 +104,7 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     assert page.inner_text("#pay-link") == link
     assert page.get_attribute("#pay-link", "href") == link
     command = page.inner_text("#pay-command")
-    assert command.startswith("iot-wallet pay ")
+    assert command.startswith("iot-wallet pay ") and "--seed-file " in command
     assert f"--address {address}" in command and f"--tag {tag}" in command
     assert f"--amount {amount}" in command and portal_stack.node_url in command
     qr_dark = page.evaluate(

@@ -9,13 +9,15 @@ export function paymentLink(order) {
   return `iota:${order.address}?amount=${order.amount_iota}&tag=${order.tag}`;
 }
 
-// The CLI equivalent with this project's wallet. The seed stays with the payer: it is read
-// from the IOTA_SEED environment variable, never typed into the page.
+// The same payment with this project's wallet (`iot-wallet`, see wallet/__main__.py). The seed
+// stays with the payer in a file of their own; the page never sees it.
+export const SEED_FILE = "my.seed";
+
 export function walletCommand(order, config) {
   return [
     "iot-wallet pay",
     `--node ${config.iota_node_url}`,
-    '--seed "$IOTA_SEED"',
+    `--seed-file ${SEED_FILE}`,
     `--address ${order.address}`,
     `--tag ${order.tag}`,
     `--amount ${order.amount_iota}`,
