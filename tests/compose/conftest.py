@@ -9,9 +9,11 @@ YAML is read with the PyYAML that Debian's docker-compose itself depends on.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,3 +158,23 @@ def ingest_worker(
     proc.start()
     yield IngestWorker(proc, port)
     proc.stop()
+
+
+def run_init(
+    env: dict[str, str], data: Path, tls: Path, *args: str, uid: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m stack.compose_init` as the compose `init` service runs it, into data/tls."""
+    paths = {
+        "INIT_DYNSEC_FILE": str(data / "dynamic-security.json"),
+        "INIT_TLS_DIR": str(tls),
+        "MOSQUITTO_UID": str(os.getuid() if uid is None else uid),
+        "MOSQUITTO_GID": str(os.getgid() if uid is None else uid),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "stack.compose_init", *args],
+        env={"PATH": os.environ["PATH"], **paths, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )

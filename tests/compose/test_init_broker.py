@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_auth import acl_model
 from stack import mosquitto_conf, procs
-from tests.compose.conftest import REPO, compose_config
+from tests.compose.conftest import REPO, compose_config, run_init
 
 DOCKER_CONF = REPO / "mosquitto" / "docker" / "mosquitto.conf"
 TEMPLATE = REPO / "mosquitto" / "mosquitto.conf.template"
@@ -42,25 +41,6 @@ def valid_env() -> dict[str, str]:
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(12),
         "IOTA_DEPOSIT_ADDRESS": "".join(secrets.choice(TRYTES) for _ in range(81)),
     }
-
-
-def run_init(
-    env: dict[str, str], data: Path, tls: Path, *args: str, uid: int | None = None
-) -> subprocess.CompletedProcess[str]:
-    paths = {
-        "INIT_DYNSEC_FILE": str(data / "dynamic-security.json"),
-        "INIT_TLS_DIR": str(tls),
-        "MOSQUITTO_UID": str(os.getuid() if uid is None else uid),
-        "MOSQUITTO_GID": str(os.getgid() if uid is None else uid),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "stack.compose_init", *args],
-        env={"PATH": os.environ["PATH"], **paths, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
 
 
 def container_paths() -> dict[str, str]:
