@@ -237,8 +237,8 @@ def run(s: InitSettings, rotate: bool = False) -> list[str]:
             raise InitError(
                 f"the password of {', '.join(stale)} in {s.dynsec_file} differs from .env "
                 "(DYNSEC_ADMIN_PASSWORD / INGEST_MQTT_PASSWORD). To apply the new ones: "
-                "docker compose stop mosquitto && "
-                "docker compose run --rm init --rotate-service-passwords && "
+                "docker compose stop mosquitto && docker compose run --rm init "
+                "python -m stack.compose_init --rotate-service-passwords && "
                 "docker compose up -d"
             )
     os.chmod(s.dynsec_file, 0o600)

@@ -92,9 +92,13 @@ def load_yaml_file(path: Path) -> Any:
     return load_yaml(path.read_text())
 
 
-@cache
 def compose_config(profiles: tuple[str, ...] = ("demo", "dev")) -> dict[str, Any]:
     """The interpolated compose model (`docker-compose config`), with the given profiles."""
+    return _compose_config(tuple(sorted(profiles)))
+
+
+@cache
+def _compose_config(profiles: tuple[str, ...]) -> dict[str, Any]:
     args = [arg for p in profiles for arg in ("--profile", p)]
     result = run_compose(*args, "config")
     assert result.returncode == 0, result.stderr

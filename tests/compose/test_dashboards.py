@@ -1,17 +1,22 @@
 """Grafana provisioning and Prometheus config: every query names only what the system writes.
 
 Flux queries may name only the measurements, fields and tags of the team contract. PromQL may
-name only metrics the ingest worker really exposes: the worker is started for real and its
-/metrics page read. Data source and scrape URLs must point at compose services and their ports.
+name only metrics the services really expose: the ingest worker is started for real and its
+/metrics page read; broker_auth's registry is rendered the way its /metrics does. Data source
+and scrape URLs must point at compose services and their ports.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.compose.conftest import (
     DASHBOARD_PROVIDERS,
@@ -175,10 +180,29 @@ def exposed(metrics_text: str) -> dict[str, set[str]]:
     return names
 
 
-def test_prometheus_queries_name_only_metrics_the_ingest_worker_exposes(
+def broker_auth_metrics_text() -> str:
+    """What broker_auth's GET /metrics serves: the default registry with its metrics module.
+
+    (Running broker_auth itself needs MongoDB, the broker and a node; its endpoint is just
+    `generate_latest()` of this registry.)
+    """
+    pytest.importorskip("broker_auth.metrics")
+    code = (
+        "import sys, broker_auth.metrics; from prometheus_client import generate_latest; "
+        "sys.stdout.write(generate_latest().decode())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout
+
+
+def test_prometheus_queries_name_only_metrics_the_services_expose(
     ingest_worker: IngestWorker,
 ) -> None:
-    available = exposed(ingest_worker.metrics_text())
+    ingest = exposed(ingest_worker.metrics_text())
+    broker_auth = exposed(broker_auth_metrics_text())
+    available = {**broker_auth, **ingest}
     jobs = {job["job_name"] for job in load_yaml_file(PROMETHEUS_CONFIG)["scrape_configs"]}
     used: set[str] = set()
     for where, uid, expr in all_queries():
@@ -187,7 +211,11 @@ def test_prometheus_queries_name_only_metrics_the_ingest_worker_exposes(
         metrics, labels, expr_jobs = promql_names(expr)
         assert metrics, f"{where}: no metric in {expr!r}"
         unknown = metrics - set(available) - PROMETHEUS_SYNTHETIC
-        assert not unknown, f"{where}: not exposed by the ingest worker: {sorted(unknown)}"
+        assert not unknown, f"{where}: no service exposes {sorted(unknown)}"
+        # A metric is looked for in the job that exposes it.
+        for metric in metrics - PROMETHEUS_SYNTHETIC:
+            owner = "ingest" if metric in ingest else "broker_auth"
+            assert metric.startswith(f"{owner}_"), (where, metric)
         known_labels = {"le", "job", "instance"}.union(*(available.get(m, set()) for m in metrics))
         assert labels <= known_labels, f"{where}: unknown labels {labels - known_labels}"
         assert expr_jobs <= jobs, f"{where}: unknown job {expr_jobs - jobs}"
