@@ -12,7 +12,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.portal.conftest import ARTIFACTS, DEMO_PRODUCT, PortalStack
 
-ORDER_HOURS = 0.02  # 10 iota at the demo price of 500 iota/h: 72 s of access
+ORDER_HOURS = 0.01  # 5 iota at the demo price of 500 iota/h: 36 s of access
+ORDER_AMOUNT = 5
+ACCESS_S = 36
 DOM_TIMEOUT_MS = 30_000
 
 # Records every status the page shows, to check the order went forward only.
@@ -90,14 +92,14 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     # Order: payment instructions with address, tag, amount, link, QR and wallet command.
     page.select_option("#order-product", DEMO_PRODUCT)
     page.fill("#order-hours", str(ORDER_HOURS))
-    expect(page.locator("#order-estimate")).to_contain_text("Costs 10 i")
+    expect(page.locator("#order-estimate")).to_contain_text(f"Costs {ORDER_AMOUNT} i")
     page.click("#order-button")
     expect(page.locator("#payment-details")).to_be_visible(timeout=DOM_TIMEOUT_MS)
     page.evaluate(WATCH_STATUSES)
     amount = int(page.inner_text("#pay-amount-value"))
     address = page.inner_text("#pay-address")
     tag = page.inner_text("#pay-tag")
-    assert amount == 10
+    assert amount == ORDER_AMOUNT
     assert address == portal_stack.deposit_address
     assert re.fullmatch(r"[9A-Z]{27}", tag), tag
     link = f"iota:{address}?amount={amount}&tag={tag}"
@@ -134,7 +136,7 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     countdown = page.locator(f'#grant-list li[data-product="{DEMO_PRODUCT}"] .countdown')
     expect(countdown).to_have_text(re.compile(r"^\d\dm \d\ds$"), timeout=DOM_TIMEOUT_MS)
     minutes, seconds = map(int, re.findall(r"\d+", countdown.inner_text()))
-    assert 0 < minutes * 60 + seconds <= 72
+    assert 0 < minutes * 60 + seconds <= ACCESS_S
     wait_series(page, "raw", 4)
     expect(page.locator('#series-body tr[data-kind="raw"]').first).to_contain_text(
         "live/plug-1/power"
@@ -155,6 +157,15 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     expect(page.locator("#session-user")).to_have_text(f"Logged in as {username}")
     expect(page.locator("#order-status")).to_have_text("confirmed", timeout=DOM_TIMEOUT_MS)
     wait_series(page, "raw", 1)
+
+    # Access ends by itself: the grant leaves the list and the raw stream stops.
+    expect(page.locator("#grant-list")).to_contain_text(
+        "No active grant", timeout=(ACCESS_S + 15) * 1000
+    )
+    expect(page.locator('#series-body tr[data-kind="raw"] td.updated')).to_have_text("access ended")
+    stopped_at = series_count(page, "raw")
+    page.wait_for_timeout(2000)
+    assert series_count(page, "raw") == stopped_at
     page.click("#logout")
     expect(page.locator("#login-form")).to_be_visible()
     expect(page.locator("#payment-details")).to_be_hidden()

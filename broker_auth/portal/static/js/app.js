@@ -18,6 +18,7 @@ const state = {
   credentials: null,
   grants: [],
   grantsTimer: null,
+  expiryRefreshAt: 0,
   order: null,
   orderTimer: null,
   liveProduct: null,
@@ -379,10 +380,10 @@ function tickCountdowns() {
     el.classList.toggle("ending", seconds < 300);
     if (seconds <= 0) expired = true;
   }
-  if (expired && state.credentials) {
-    // Access ended: the server drops the grant within a couple of seconds.
-    clearTimeout(state.grantsTimer);
-    state.grantsTimer = setTimeout(refreshGrants, 1000);
+  // Access ended: the server drops the grant within a couple of seconds; ask once a second.
+  if (expired && state.credentials && Date.now() - state.expiryRefreshAt >= 1000) {
+    state.expiryRefreshAt = Date.now();
+    refreshGrants();
   }
 }
 
