@@ -300,3 +300,16 @@ def test_dockerignore_keeps_secrets_and_state_out_of_the_build_context() -> None
         assert any(
             source == a or source.startswith(a + "/") or a.startswith(source + "/") for a in allowed
         ), source
+
+
+def test_third_party_images_are_pinned() -> None:
+    images = {name: s["image"] for name, s in services(compose_config()).items()}
+    for name, image in images.items():
+        if name in PROJECT_SERVICES:
+            continue
+        _, _, tag = image.rpartition(":")
+        assert tag and tag != "latest", f"{name}: pin a version ({image})"
+    # The 2.0 line: same broker and plugin as the native stack (Debian's 2.0); not 2.1.
+    assert re.fullmatch(r"eclipse-mosquitto:2\.0(\.\d+)?", images["mosquitto"])
+    assert images["mongo"].startswith("mongo:7")
+    assert images["influxdb"].startswith("influxdb:2.7")
