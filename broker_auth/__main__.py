@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
-from broker_auth.api import create_app
 from broker_auth.settings import Settings
 
 
@@ -26,6 +24,11 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stdout,
     )
+    # Imported only once the configuration is known to be good: a refusal is immediate.
+    import uvicorn
+
+    from broker_auth.api import create_app
+
     # pyota and paho are chatty at DEBUG and may log request bodies: keep them quiet.
     for name in ("iota", "urllib3", "influxdb_client"):
         logging.getLogger(name).setLevel(logging.WARNING)

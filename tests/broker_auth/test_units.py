@@ -1,0 +1,82 @@
+"""Pure parts of broker_auth: amounts, topic filters, passwords, throttling, settings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from iota import Address
+from pydantic import ValidationError
+
+from broker_auth import passwords
+from broker_auth.clock import utcnow
+from broker_auth.models import check_topic_filter
+from broker_auth.orders import amount_for, new_tag, status_of
+from broker_auth.settings import Settings
+from broker_auth.throttle import SlidingWindow
+
+
+@pytest.mark.parametrize(
+    ("price", "hours", "amount"),
+    [(500, 0.1, 50), (500, 0.3, 150), (3, 0.1, 1), (7, 1 / 3, 3), (1, 1e-9, 1), (10, 2.5, 25)],
+)
+def test_amount_for(price: int, hours: float, amount: int) -> None:
+    assert amount_for(price, hours) == amount
+
+
+@pytest.mark.parametrize("good", ["live/#", "live/a/+", "live/+/x/#", "live/a b/c"])
+def test_valid_filters(good: str) -> None:
+    assert check_topic_filter(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "#a", "a/#/b", "a+/b", "$SYS/#", "a\x00", "x" * 300])
+def test_invalid_filters(bad: str) -> None:
+    with pytest.raises(ValueError):
+        check_topic_filter(bad)
+
+
+def test_passwords_are_salted_and_checked() -> None:
+    a, b = passwords.hash_password("secret-value-1"), passwords.hash_password("secret-value-1")
+    assert a != b and "secret-value-1" not in a
+    assert passwords.verify_password("secret-value-1", a)
+    assert not passwords.verify_password("secret-value-2", a)
+    assert not passwords.verify_password("secret-value-1", "garbage")
+    assert not passwords.verify_password("secret-value-1", "md5$1$2$3$4$5")
+
+
+def test_tags_are_27_trytes() -> None:
+    tag = new_tag()
+    assert len(tag) == 27 and set(tag) <= set("9ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def test_order_status() -> None:
+    now = utcnow()
+    assert status_of(0, 0, now, now) == "expired"
+    assert status_of(0, 0, now, now.replace(year=now.year - 1)) == "pending"
+    assert status_of(5, 0, now, now) == "unconfirmed"
+    assert status_of(5, 5, now, now) == "confirmed"
+
+
+def test_sliding_window() -> None:
+    w = SlidingWindow(limit=2, window_s=0.2, max_keys=3)
+    assert w.retry_after("a") is None
+    w.add("a")
+    w.add("a")
+    assert w.retry_after("a") is not None
+    time.sleep(0.25)
+    assert w.retry_after("a") is None
+    for key in "bcdef":
+        w.add(key)
+    assert len(w._events) <= 3
+
+
+def test_deposit_address_checksum() -> None:
+    base = {"DYNSEC_ADMIN_PASSWORD": "x", "BROKER_ADMIN_TOKEN": "t" * 20}
+    raw = "B" * 80 + "9"
+    with_checksum = str(Address(raw.encode()).with_valid_checksum())
+    assert len(with_checksum) == 90
+    s = Settings(**base, IOTA_DEPOSIT_ADDRESS=with_checksum)  # type: ignore[arg-type]
+    assert s.iota_deposit_address == raw
+    broken = with_checksum[:-1] + ("A" if with_checksum[-1] != "A" else "B")
+    with pytest.raises(ValidationError):
+        Settings(**base, IOTA_DEPOSIT_ADDRESS=broken)  # type: ignore[arg-type]
