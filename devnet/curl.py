@@ -11,7 +11,6 @@ That is ~0.5 ms per transform, with bit-for-bit the same results as PyOTA.
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from devnet import ternary
 
@@ -73,19 +72,3 @@ def do_pow(trytes: str, min_weight_magnitude: int) -> tuple[str, str]:
         state = transform(last_block_prefix + ternary.to_trits(nonce) + midstate[HASH_TRITS:])
         if weight_ok(state, min_weight_magnitude):
             return trytes[:-NONCE_TRYTES] + nonce, ternary.from_trits(state[:HASH_TRITS])
-
-
-def _pyota_transform(self: Any) -> None:
-    state = transform(bytes(t + 1 for t in self._state))
-    self._state = [t - 1 for t in state]
-
-
-def install_fast_curl() -> None:
-    """Make PyOTA's own `Curl` use this transform (same output, ~13x faster).
-
-    PyOTA hashes every transaction it parses with Curl (e.g. at the end of `send_transfer` and
-    in `get_bundles`), which dominates a payment's client-side time. Idempotent.
-    """
-    from iota.crypto.pycurl import Curl
-
-    Curl._transform = _pyota_transform

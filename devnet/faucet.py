@@ -8,15 +8,18 @@ this is a development tangle.
 
 from __future__ import annotations
 
+import secrets
+
 from iota import Address, ProposedBundle, ProposedTransaction, Tag
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.signing import KeyGenerator
 from iota.crypto.types import PrivateKey, Seed
 
 FAUCET_SEED = "DEVNET9FAUCET9GENESIS" + "9" * 60
-FAUCET_TAG = "DEVNET9FAUCET"
+FAUCET_TAG = "DEVNET9FAUCET9"  # + 14 random trytes: equal credits must not share a bundle hash
 # Security level 1: one signature transaction per credit, and the cheapest signing.
 SECURITY_LEVEL = 1
+TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class Faucet:
@@ -31,8 +34,11 @@ class Faucet:
 
     def credit_bundle(self, address: str, value: int) -> list[str]:
         """Signed bundle moving `value` from the genesis address to `address`, head first."""
+        # Two credits of the same value to the same address in the same second would otherwise
+        # be one bundle (the essence has second-resolution timestamps): a reattachment.
+        tag = FAUCET_TAG + "".join(secrets.choice(TRYTES) for _ in range(27 - len(FAUCET_TAG)))
         bundle = ProposedBundle(
-            [ProposedTransaction(address=Address(address), value=value, tag=Tag(FAUCET_TAG))]
+            [ProposedTransaction(address=Address(address), value=value, tag=Tag(tag))]
         )
         source = Address(self._address, balance=value, key_index=0, security_level=SECURITY_LEVEL)
         bundle.add_inputs([source])

@@ -13,6 +13,7 @@ tests/devnet/test_speedups.py checks each against the original on random input.
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 from devnet import curl
@@ -29,6 +30,9 @@ _CHUNK_TRITS: list[tuple[int, ...]] = [
     tuple(((v // 3**i) % 3) - 1 for i in range(_CHUNK)) for v in range(_CHUNK_BASE)
 ]
 _installed = False
+_install_lock = threading.Lock()
+# PyOTA's own implementations, kept so tests can compare against them after install().
+ORIGINALS: dict[str, Any] = {}
 
 
 def convert_to_bytes(trits: list[int]) -> list[int]:
@@ -64,20 +68,36 @@ def _tryte_trits() -> dict[int, tuple[int, ...]]:
 
 
 def install() -> None:
-    """Patch PyOTA in this process. Idempotent."""
+    """Patch PyOTA in this process. Idempotent and thread-safe."""
+    with _install_lock:
+        _install()
+
+
+def _install() -> None:
     global _installed
     if _installed:
         return
     from iota.crypto.kerl import conv
+    from iota.crypto.pycurl import Curl
     from iota.types import TryteString
 
-    curl.install_fast_curl()
+    ORIGINALS.update(
+        convertToBytes=conv.convertToBytes,
+        convertToTrits=conv.convertToTrits,
+        as_trits=TryteString.as_trits,
+        curl_transform=Curl._transform,
+    )
     table = _tryte_trits()
 
     def as_trits(self: Any) -> list[int]:
         return list(itertools.chain.from_iterable(map(table.__getitem__, self._trytes)))
 
+    def curl_transform(self: Any) -> None:
+        state = curl.transform(bytes(t + 1 for t in self._state))
+        self._state = [t - 1 for t in state]
+
     conv.convertToBytes = convert_to_bytes
     conv.convertToTrits = convert_to_trits
     TryteString.as_trits = as_trits
+    Curl._transform = curl_transform
     _installed = True
