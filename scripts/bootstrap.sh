@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics docker-compose ${EXTRA_APT_PACKAGES:-})
+APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics docker-compose chromium ${EXTRA_APT_PACKAGES:-})
 FERRETDB_VERSION=v1.24.2
 PYTHON=${PYTHON:-python3.11}
 

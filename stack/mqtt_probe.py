@@ -66,7 +66,9 @@ class MqttProbe:
         self.disconnects += 1
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self.messages.put(Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic()))
+        self.messages.put(
+            Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic())
+        )
 
     def _on_subscribe(
         self,
