@@ -10,6 +10,7 @@ and `slow` (3600 iota/h: 1 iota buys 1 s), all on live/plug-1/#.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import threading
 import time
@@ -26,6 +27,7 @@ from iota.crypto.types import Seed
 from stack import procs
 from stack.mqtt_probe import MqttProbe
 from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher, wait_for
+from tests.conftest import Store
 from tests.devnet_fixture import start_devnet
 from wallet import payments
 
@@ -82,6 +84,7 @@ class World:
     node: procs.Proc
     payer: Payer
     plug: Publisher
+    victoria_url: str
 
     def api(self) -> httpx.Client:
         return self.stack.http()
@@ -144,7 +147,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(
-    auth_stack_factory: AuthStackFactory, tmp_path_factory: pytest.TempPathFactory
+    auth_stack_factory: AuthStackFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+    victoria: Store,
 ) -> Iterator[World]:
     workdir: Path = tmp_path_factory.mktemp("payments-devnet")
     node, node_url = start_devnet(workdir, milestone_interval=MILESTONE_INTERVAL_S)
@@ -157,6 +162,8 @@ def world(
             SEED_DEMO="true",
             DEMO_DEVICE_PASSWORD=DEMO_PASSWORD,
             ORDER_PAYMENT_WINDOW_S=str(PAYMENT_WINDOW_S),
+            INFLUX_URL=victoria.url,
+            GRANTS_ACTIVE_INTERVAL_S="1",
         )
         wait_for(
             lambda: stack.health() == {"status": "ok", "mongo": "ok", "broker": "ok", "node": "ok"},
@@ -167,7 +174,7 @@ def world(
         stack.create_product("fast", "live/plug-1/#", FAST_PRICE)
         stack.create_product("slow", "live/plug-1/#", SLOW_PRICE)
         plug = Publisher(stack.broker.port, "plug-1", DEMO_PASSWORD, period=0.1).start()
-        yield World(stack, node_url, node, payer, plug)
+        yield World(stack, node_url, node, payer, plug, victoria.url)
     finally:
         if plug is not None:
             plug.stop()
@@ -463,3 +470,36 @@ def test_metrics_report_payments_and_grants(world: World) -> None:
         "broker_auth_node_up 1.0",
     ):
         assert name in text, name
+
+
+def exported(victoria_url: str, metric: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{victoria_url}/api/v1/export", params={"match[]": metric}, timeout=10)
+    r.raise_for_status()
+    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
+
+
+def test_business_events_reach_the_time_series_store(world: World) -> None:
+    def series(metric: str) -> list[dict[str, Any]]:
+        return exported(world.victoria_url, metric)
+
+    def have_all() -> bool:
+        return bool(
+            series("payment_amount_iota")
+            and series("grant_seconds")
+            and series("grants_active_count")
+        )
+
+    wait_for(have_all, 20, "business events in VictoriaMetrics", 0.5)
+    payments_by_label = {
+        (s["metric"].get("product"), s["metric"].get("status")): s["values"]
+        for s in series("payment_amount_iota")
+    }
+    assert 50 in payments_by_label[("plug-1-live", "confirmed")]
+    assert 50 in payments_by_label[("plug-1-live", "unconfirmed")]
+    assert 7 in payments_by_label[("unmatched", "confirmed")]
+    events = {
+        (s["metric"].get("product"), s["metric"].get("event")) for s in series("grant_seconds")
+    }
+    assert {("plug-1-live", "granted"), ("fast", "revoked"), ("slow", "extended")} <= events
+    active = {s["metric"].get("product") for s in series("grants_active_count")}
+    assert {"plug-1-live", "fast", "slow"} <= active
