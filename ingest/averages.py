@@ -70,16 +70,10 @@ class WindowAverage:
             points.append((ts, value))
             self._sum += value
             self._evict_before(ts - self.seconds)
-        elif ts == points[-1][0]:
-            if points[-1][1] == value:
-                return False
-            points.append((ts, value))
-            self._sum += value
-        else:
-            if ts <= points[-1][0] - self.seconds:
-                return False  # older than the window: stored raw, no effect here
-            if not self._insert(ts, value):
-                return False
+        elif ts <= points[-1][0] - self.seconds:
+            return False  # older than the window: stored raw, no effect here
+        elif not self._insert(ts, value):
+            return False
         if len(points) > self.max_points:
             self._sum -= points.popleft()[1]
         self._since_recompute += 1

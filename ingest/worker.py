@@ -86,6 +86,11 @@ class IngestWorker:
         self._stop = threading.Event()
         self._rejects = RateLimitedLog(log, settings.reject_log_interval_s)
         self.client = self._make_client()
+        metrics.BUFFER_DEPTH.set_function(self.unacknowledged)
+
+    def unacknowledged(self) -> int:
+        """Messages received and not yet acknowledged (read without the lock: a gauge)."""
+        return len(self._pending) + self._in_flight
 
     # ---- MQTT (paho's network thread) ----
 
@@ -254,7 +259,6 @@ class IngestWorker:
             batch = self._pending[: s.batch_size]
             del self._pending[: s.batch_size]
             self._in_flight = len(batch)
-            metrics.BUFFER_DEPTH.set(len(self._pending) + self._in_flight)
         return batch
 
     def _process(self, batch: list[Pending]) -> None:
@@ -277,7 +281,6 @@ class IngestWorker:
                 self.client.ack(p.mid, p.qos)
         with self._cond:
             self._in_flight = 0
-            metrics.BUFFER_DEPTH.set(len(self._pending))
 
     def _publish_averages(self) -> None:
         with self._cond:

@@ -1,0 +1,1 @@
+"""Tests of the ingest worker and the simulator."""

@@ -1,0 +1,233 @@
+"""Fixtures for the ingest tests: the worker as a real process, MQTT clients, VM read-back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from broker_auth import acl_model
+from stack import procs
+from tests.conftest import Store, device_password
+
+# Fast cadences so tests finish quickly; the defaults are for production.
+FAST_ENV = {
+    "INGEST_WINDOWS": "1m,30s",
+    "INGEST_PUBLISH_INTERVAL_S": "0.5",
+    "INGEST_FLUSH_INTERVAL_S": "0.05",
+    "INGEST_BATCH_SIZE": "100",
+    "INGEST_RECEIVE_MAXIMUM": "1000",
+    "INGEST_RETRY_MAX_S": "0.5",
+    "INGEST_STORE_TIMEOUT_S": "2",
+    "INGEST_METRICS_HOST": "127.0.0.1",
+}
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def http_text(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return str(r.read().decode())
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@dataclass
+class Worker:
+    proc: procs.Proc
+    metrics_port: int
+    client_id: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        return parse_metrics(http_text(f"http://127.0.0.1:{self.metrics_port}/metrics", 5))
+
+    def metric(self, name: str) -> float:
+        return self.metrics().get(name, 0.0)
+
+    def rejected(self, reason: str) -> float:
+        return self.metric(f'ingest_readings_rejected_total{{reason="{reason}"}}')
+
+    def ready(self) -> bool:
+        try:
+            return self.metric("ingest_mqtt_ready") == 1.0
+        except OSError:
+            return False
+
+
+def clear_session(port: int, password: str, client_id: str) -> None:
+    """Connect with clean start and no expiry, so the broker forgets a worker's session."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(acl_model.INGEST_USERNAME, password)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    try:
+        client.connect("127.0.0.1", port, clean_start=True, properties=props)
+        client.loop_start()
+        time.sleep(0.2)
+        client.disconnect()
+        client.loop_stop()
+    except OSError:
+        pass
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+def _worker_factory(
+    workdir: Path, broker: procs.MosquittoHandle
+) -> tuple[WorkerFactory, list[Worker]]:
+    started: list[Worker] = []
+
+    def start(store_url: str, client_id: str | None = None, **extra: str) -> Worker:
+        port = procs.free_port()
+        client_id = client_id or unique("ingest-test")
+        env = {
+            **FAST_ENV,
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(broker.port),
+            "INGEST_MQTT_PASSWORD": broker.ingest_password,
+            "INGEST_CLIENT_ID": client_id,
+            "INFLUX_URL": store_url,
+            "INGEST_METRICS_PORT": str(port),
+            **extra,
+        }
+        proc = procs.python_service(f"ingest-{client_id}", "ingest", workdir, env)
+        worker = Worker(proc, port, client_id, env)
+        proc.ready = worker.ready
+        started.append(worker)
+        proc.start()
+        return worker
+
+    return start, started
+
+
+def _stop_all(started: list[Worker], broker: procs.MosquittoHandle) -> None:
+    for worker in started:
+        worker.proc.stop()
+        clear_session(broker.port, broker.ingest_password, worker.client_id)
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, mosquitto: procs.MosquittoHandle) -> Iterator[WorkerFactory]:
+    """Start ingest workers on the shared broker; each is stopped and its session cleared."""
+    start, started = _worker_factory(tmp_path, mosquitto)
+    yield start
+    _stop_all(started, mosquitto)
+
+
+@pytest.fixture(scope="module")
+def worker(
+    tmp_path_factory: pytest.TempPathFactory, mosquitto: procs.MosquittoHandle, victoria: Store
+) -> Iterator[Worker]:
+    """One worker for a whole test module, on the shared broker and VictoriaMetrics."""
+    start, started = _worker_factory(tmp_path_factory.mktemp("ingest"), mosquitto)
+    yield start(victoria.url)
+    _stop_all(started, mosquitto)
+
+
+class Device:
+    """A test device's MQTT connection (username device.<id>), publishing at QoS 1."""
+
+    def __init__(self, broker: procs.MosquittoHandle, device_id: str) -> None:
+        self.device_id = device_id
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=unique(device_id), protocol=mqtt.MQTTv5
+        )
+        self.client.username_pw_set(
+            acl_model.device_username(device_id), device_password(device_id)
+        )
+        self.client.max_inflight_messages_set(0)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        self.infos: list[mqtt.MQTTMessageInfo] = []
+
+    def publish(self, sensor: str, payload: bytes | str, topic: str | None = None) -> None:
+        topic = topic or f"live/{self.device_id}/{sensor}"
+        self.infos.append(self.client.publish(topic, payload, qos=1))
+
+    def flush(self, timeout: float = 10.0) -> None:
+        for info in self.infos:
+            info.wait_for_publish(timeout)
+        self.infos.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def device_factory(mosquitto: procs.MosquittoHandle) -> Iterator[Callable[[str], Device]]:
+    devices: list[Device] = []
+
+    def make(device_id: str) -> Device:
+        devices.append(Device(mosquitto, device_id))
+        return devices[-1]
+
+    yield make
+    for d in devices:
+        d.close()
+
+
+class Subscriber:
+    """An anonymous MQTT client collecting what it receives."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=unique("anon"), protocol=mqtt.MQTTv5
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append(m)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "subscription not acknowledged"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def export(store_url: str, metric: str, **labels: str) -> list[tuple[int, float]]:
+    """Samples of one series from VictoriaMetrics: (timestamp ms, value), sorted, distinct.
+
+    VictoriaMetrics 1.79 makes a new series searchable only when it flushes its index (~10 s);
+    /internal/force_flush does it now, so tests read back quickly.
+    """
+    http_text(f"{store_url}/internal/force_flush")
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    query = urllib.parse.urlencode({"match[]": f"{metric}{{{selector}}}"})
+    samples: set[tuple[int, float]] = set()
+    for line in http_text(f"{store_url}/api/v1/export?{query}").splitlines():
+        if line.strip():
+            series = json.loads(line)
+            samples.update(zip(series["timestamps"], series["values"], strict=True))
+    return sorted(samples)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    procs.wait_until(check, timeout, what, interval=0.2)

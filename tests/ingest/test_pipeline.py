@@ -1,0 +1,181 @@
+"""The ingest worker as a real process between Mosquitto and VictoriaMetrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+
+import pytest
+
+from ingest import parsing
+from stack import procs
+from tests.conftest import Store
+from tests.ingest.conftest import Device, Subscriber, Worker, export, unique, wait_for
+
+
+def stored(victoria: Store, device: str, sensor: str) -> list[tuple[int, float]]:
+    return export(victoria.url, "reading_value", device=device, sensor=sensor)
+
+
+def wait_stored(victoria: Store, device: str, sensor: str, n: int) -> list[tuple[int, float]]:
+    wait_for(lambda: len(stored(victoria, device, sensor)) >= n, 15, f"{n} readings of {sensor}")
+    return stored(victoria, device, sensor)
+
+
+def test_payload_and_timestamp_forms(
+    worker: Worker, victoria: Store, device_factory: Callable[[str], Device]
+) -> None:
+    dev = device_factory("dev-a")
+    sensor = unique("forms")
+    base = int(time.time()) - 3600  # an hour late: stored all the same
+    before_ms = int(time.time() * 1000)
+    dev.publish(sensor, "1234.5")  # bare number, arrival time
+    dev.publish(sensor, json.dumps({"value": 2, "unit": "W"}))  # JSON, arrival time
+    dev.flush()
+    after_ms = int(time.time() * 1000) + 1
+    dev.publish(sensor, json.dumps({"value": 3.25, "ts": base + 0.125}))  # epoch s, float
+    dev.publish(sensor, json.dumps({"value": 4, "ts": base + 10}))  # epoch s, int
+    dev.publish(sensor, json.dumps({"value": 5, "ts": (base + 20) * 1000 + 7}))  # epoch ms
+    dev.publish(sensor, json.dumps({"value": 6, "ts": "2024-05-01T12:00:00.250Z"}))
+    dev.publish(sensor, json.dumps({"value": 7, "ts": "2024-05-01T14:00:01+02:00"}))
+    dev.flush()
+    samples = wait_stored(victoria, "dev-a", sensor, 7)
+    by_value = {v: ts for ts, v in samples}
+    assert set(by_value) == {1234.5, 2, 3.25, 4, 5, 6, 7}
+    assert before_ms <= by_value[1234.5] <= after_ms
+    assert before_ms <= by_value[2] <= after_ms
+    assert by_value[3.25] == base * 1000 + 125
+    assert by_value[4] == (base + 10) * 1000
+    assert by_value[5] == (base + 20) * 1000 + 7
+    assert by_value[6] == 1714564800250
+    assert by_value[7] == 1714564801000
+
+
+def reference(points: list[tuple[float, float]], window: float) -> tuple[float, int]:
+    newest = max(ts for ts, _ in points)
+    inside = [v for ts, v in points if newest - window < ts <= newest]
+    return math.fsum(inside) / len(inside), len(inside)
+
+
+def retained(port: int, topic: str) -> dict[str, object] | None:
+    """What a subscriber arriving now gets on `topic` (the retained message), if anything."""
+    sub = Subscriber(port, topic)
+    try:
+        deadline = time.monotonic() + 1.0
+        while not sub.messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # A publication racing with our subscription arrives live (retain flag off): skip it.
+        kept = [m for m in sub.messages if m.retain]
+        if not kept:
+            return None
+        doc: dict[str, object] = json.loads(kept[0].payload)
+        return doc
+    finally:
+        sub.close()
+
+
+def test_moving_averages_match_reference_and_are_retained(
+    worker: Worker,
+    victoria: Store,
+    mosquitto: procs.MosquittoHandle,
+    device_factory: Callable[[str], Device],
+) -> None:
+    dev = device_factory("dev-b")
+    sensor = unique("avg")
+    base = float(int(time.time()) - 600)
+    points = [(base + t, float(v)) for t, v in [(0, 10), (10, 20), (20, 30), (35, 40), (50, 50)]]
+    points += [
+        (base + 45, 1000.0),  # out of order, inside both windows
+        (base + 15, 7.0),  # out of order, inside 1m only
+        (base + 100, 60.0),  # in order, evicts everything up to base + 40 from 1m
+        (base + 40, 99.0),  # exactly newest - 60: on the open edge, outside 1m
+        (base + 40.5, 5.0),  # just inside 1m
+        (base + 70, 8.0),  # exactly newest - 30: outside 30s, inside 1m
+        (base + 5, 12345.0),  # far older than the window: stored raw only
+        (base + 100.25, 61.0),
+    ]
+    for ts, value in points:
+        dev.publish(sensor, json.dumps({"value": value, "ts": ts}))
+    dev.flush()
+    assert len(wait_stored(victoria, "dev-b", sensor, len(points))) == len(points)
+
+    for window, seconds in (("1m", 60.0), ("30s", 30.0)):
+        mean, count = reference(points, seconds)
+        topic = f"avg/{window}/dev-b/{sensor}"
+        # The late (anonymous) subscriber gets the retained average once it is published.
+        found: dict[str, object] = {}
+
+        def published(
+            topic: str = topic, count: int = count, found: dict[str, object] = found
+        ) -> bool:
+            doc = retained(mosquitto.port, topic)
+            found.update(doc or {})
+            return doc is not None and doc["count"] == count
+
+        wait_for(published, 10, f"retained average on {topic}")
+        assert found["window"] == window
+        assert found["value"] == pytest.approx(mean)
+        assert found["ts"] == time.strftime("%Y-%m-%dT%H:%M:%S.250Z", time.gmtime(base + 100))
+        labels = {"device": "dev-b", "sensor": sensor, "window": window}
+
+        def final_point_written(labels: dict[str, str] = labels, count: int = count) -> bool:
+            counts = export(victoria.url, "reading_avg_count", **labels)
+            return bool(counts) and counts[-1][1] == count
+
+        wait_for(final_point_written, 10, f"final reading_avg point of {window}")
+        # The newest point (at the newest reading's time) carries the final average.
+        ts_ms, value = export(victoria.url, "reading_avg_value", **labels)[-1]
+        assert ts_ms == int((base + 100.25) * 1000)
+        assert value == pytest.approx(mean)
+
+
+def test_bad_input_is_counted_and_dropped_while_good_is_stored(
+    worker: Worker, victoria: Store, device_factory: Callable[[str], Device]
+) -> None:
+    dev = device_factory("dev-c")
+    sensor = unique("bad")
+    now = time.time()
+    bad: list[tuple[str, bytes | str, str | None]] = [
+        (parsing.OVERSIZED, "1" * 5000, None),
+        (parsing.MALFORMED_TOPIC, "1", "live/dev-c/bad$name"),
+        (parsing.MALFORMED_TOPIC, "1", "live/dev-c/"),
+        (parsing.MALFORMED_TOPIC, "1", "live/dev-c/" + "s" * 80),
+        (parsing.INVALID_UTF8, b"\xff\xfe1", None),
+        (parsing.INVALID_JSON, '{"value": 1,', None),
+        (parsing.NOT_A_NUMBER, "hello", None),
+        (parsing.NOT_A_NUMBER, '{"value": "12"}', None),
+        (parsing.NOT_FINITE, "NaN", None),
+        (parsing.NOT_FINITE, '{"value": Infinity}', None),
+        (parsing.NOT_FINITE, "1e999", None),
+        (parsing.OUT_OF_RANGE, "1e12", None),
+        (parsing.BAD_TS, '{"value": 1, "ts": "yesterday"}', None),
+        (parsing.BAD_TS, '{"value": 1, "ts": true}', None),
+        (parsing.FUTURE_TS, json.dumps({"value": 1, "ts": now + 3600}), None),
+    ]
+    expected: dict[str, int] = {}
+    for reason, _, _ in bad:
+        expected[reason] = expected.get(reason, 0) + 1
+    before = {reason: worker.rejected(reason) for reason in parsing.REASONS}
+    good = []
+    for i, (_, payload, topic) in enumerate(bad):
+        ts = now - 100 + i
+        good.append((int(ts * 1000), float(i)))
+        dev.publish(sensor, json.dumps({"value": i, "ts": ts}))
+        dev.publish(sensor, payload, topic)
+    dev.publish(sensor, json.dumps({"value": 999, "ts": now - 1}))
+    good.append((int((now - 1) * 1000), 999.0))
+    dev.flush()
+    assert wait_stored(victoria, "dev-c", sensor, len(good)) == good
+    wait_for(
+        lambda: all(worker.rejected(r) - before[r] == expected.get(r, 0) for r in parsing.REASONS),
+        10,
+        "rejections counted",
+    )
+    assert worker.proc.running()
+    log = worker.proc.log_text()
+    for reason in expected:
+        assert f"rejected a reading ({reason})" in log
+    # Rate limiting: one line per reason per interval, however many arrive.
+    assert log.count("rejected a reading (not_finite)") == 1
