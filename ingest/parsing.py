@@ -138,6 +138,8 @@ class Parser:
             return Rejection(NOT_FINITE, f"JSON constant {exc}")
         except ValueError as exc:
             return Rejection(INVALID_JSON, f"invalid JSON: {exc}")
+        except RecursionError:  # ~1000 nested brackets fit well inside the size limit
+            return Rejection(INVALID_JSON, "JSON nested too deeply")
         if not isinstance(doc, dict):  # pragma: no cover - text starts with "{"
             return Rejection(INVALID_JSON, "JSON payload is not an object")
         raw = doc.get("value")
