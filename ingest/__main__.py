@@ -8,6 +8,7 @@ import sys
 from types import FrameType
 
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from ingest.settings import IngestSettings
 from ingest.store import InfluxStore
@@ -17,7 +18,11 @@ log = logging.getLogger("ingest")
 
 
 def main() -> int:
-    settings = IngestSettings()
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        print(f"iot-ingest: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

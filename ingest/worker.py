@@ -104,8 +104,9 @@ class IngestWorker:
         )
         client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value() or None)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
-        # Our own average publications; paho queues them while we are disconnected.
-        client.max_inflight_messages_set(200)
+        # No paho cap on our own (average) publications: with one, paho rescans its whole
+        # outgoing queue on every PUBACK. A publish round is bounded by the number of series.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

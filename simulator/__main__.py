@@ -8,7 +8,8 @@ Payload: JSON `{"value": <W>, "ts": <epoch seconds, ms resolution>, "unit": "W"}
 Each device's timestamps strictly increase (by at least 1 ms), so no two readings of a series
 share a time. Credentials: --username/--password, --password-file, or SIM_USERNAME/SIM_PASSWORD.
 With --rate 0 the devices publish as fast as the connection goes (for benchmarks); many devices
-share this one connection, so its user needs publish rights on all their topics.
+share this one connection, so its user needs publish rights on all their topics. A single
+device without --username logs in as device.<id>.
 """
 
 from __future__ import annotations
@@ -93,11 +94,11 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, object]:
         password = args.password_file.read_text().strip()
     rng = random.Random(args.seed)
     now = time.time()
-    devices = [
-        Device(f"{args.topic_prefix}/{d}/{args.sensor}", SmartPlug(rng, now))
-        for d in device_ids(args)
-    ]
-    pub = Publisher(args.host, args.port, args.username, password, args.client_id, args.max_queue)
+    ids = device_ids(args)
+    devices = [Device(f"{args.topic_prefix}/{d}/{args.sensor}", SmartPlug(rng, now)) for d in ids]
+    # A lone device logs in as itself (the broker's ACL lets device.<id> publish its own topics).
+    username = args.username or (f"device.{ids[0]}" if len(ids) == 1 else None)
+    pub = Publisher(args.host, args.port, username, password, args.client_id, args.max_queue)
     pub.start()
     while not pub.wait_connected(1.0):
         if stop.is_set():

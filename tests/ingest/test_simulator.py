@@ -81,14 +81,12 @@ def sim_argv(port: int, sensor: str, *extra: str) -> list[str]:
         "dev-a",
         "--sensor",
         sensor,
-        "--username",
-        acl_model.device_username("dev-a"),
         "--json",
         *extra,
     ]
 
 
-def test_publishes_count_with_password_file(
+def test_publishes_count_as_the_device_with_a_password_file(
     mosquitto: procs.MosquittoHandle, tmp_path: Path
 ) -> None:
     sensor = unique("sim")
@@ -127,7 +125,9 @@ def test_keeps_and_resends_readings_while_the_broker_is_down(
     sensor = unique("simdown")
     collector = LiveCollector(broker, f"live/dev-a/{sensor}")
     sim = subprocess.Popen(
-        sim_argv(broker.port, sensor, "--rate", "50", "--count", "200"),
+        sim_argv(
+            broker.port, sensor, "--rate", "50", "--count", "200", "--username", "device.dev-a"
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
