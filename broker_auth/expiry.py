@@ -41,6 +41,7 @@ class ExpiryScheduler:
         self._wake.set()
 
     def _run(self) -> None:
+        store_down = False
         while not self._stop.is_set():
             sleep = MAX_SLEEP_S
             try:
@@ -49,8 +50,13 @@ class ExpiryScheduler:
                 if nxt is not None:
                     until = (nxt - utcnow()).total_seconds() + MARGIN_S
                     sleep = min(MAX_SLEEP_S, max(0.01, until))
+                if store_down:
+                    log.info("expiry: MongoDB reachable again")
+                store_down = False
             except PyMongoError as exc:
-                log.warning("expiry: MongoDB unavailable (%s)", type(exc).__name__)
+                if not store_down:
+                    log.warning("expiry: MongoDB unavailable (%s)", type(exc).__name__)
+                store_down = True
             except Exception:
                 log.exception("expiry pass failed")
             self._wake.wait(sleep)

@@ -54,6 +54,7 @@ class Watcher:
         self.node_ok = False
         self.last_ok: float | None = None
         self._node_warned = False
+        self._store_warned = False
         self._seen: set[str] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
@@ -74,7 +75,9 @@ class Watcher:
                 self.poll_once()
             except PyMongoError as exc:
                 metrics.WATCHER_POLLS.labels("store_error").inc()
-                log.warning("watcher: MongoDB unavailable (%s); retrying", type(exc).__name__)
+                if not self._store_warned:
+                    log.warning("watcher: MongoDB unavailable (%s); retrying", type(exc).__name__)
+                    self._store_warned = True
                 backoff = min(backoff * 2, self.max_backoff_s)
             except Exception as exc:  # node down, timeouts, malformed answers
                 metrics.WATCHER_POLLS.labels("node_error").inc()
@@ -86,6 +89,7 @@ class Watcher:
                 backoff = min(backoff * 2, self.max_backoff_s)
             else:
                 metrics.WATCHER_POLLS.labels("ok").inc()
+                self._store_warned = False
                 backoff = self.interval_s
             metrics.WATCHER_POLL_SECONDS.observe(time.monotonic() - started)
             self._stop.wait(backoff)
