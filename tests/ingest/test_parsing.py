@@ -175,3 +175,9 @@ def test_rfc3339_matches_datetime(dt: datetime) -> None:
     result = parse(json.dumps({"value": 1, "ts": aware.isoformat()}))
     assert isinstance(result, Reading)
     assert result.ts == pytest.approx(aware.timestamp(), abs=1e-6)
+
+
+def test_deeply_nested_json_is_invalid_not_a_crash() -> None:
+    payload = '{"x": ' + "[" * 1500 + "]" * 1500 + ', "value": 1}'
+    result = Parser().parse("live/plug-1/power", payload.encode(), NOW)
+    assert result == Rejection(parsing.INVALID_JSON, "JSON nested too deeply")
