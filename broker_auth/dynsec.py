@@ -167,7 +167,7 @@ class DynsecClient:
         reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
-        if self._ready.is_set():
+        if self._ready.is_set() and self._started:
             log.warning("dynamic-security control client disconnected: %s", reason)
         self._ready.clear()
         self._fail_pending()

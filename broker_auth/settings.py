@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Dev mode without a token: a random one is generated and written here (never logged).
     admin_token_file: str = Field(".broker-admin-token", alias="BROKER_ADMIN_TOKEN_FILE")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    # Behind a reverse proxy: the proxies whose X-Forwarded-For is trusted (comma list, or *),
+    # so per-address login limits see the real client. Empty: the socket peer is the client.
+    forwarded_allow_ips: str = Field("", alias="FORWARDED_ALLOW_IPS")
 
     # Broker (dynamic-security control client)
     mqtt_host: str = Field("127.0.0.1", alias="MQTT_HOST")

@@ -138,6 +138,7 @@ def start_auth_stack(
     mongo_url: str,
     node_url: str = CLOSED_PORT_URL,
     extra_env: dict[str, str] | None = None,
+    wait_for_broker: bool = True,
 ) -> AuthStack:
     port = procs.free_port()
     token = secrets.token_urlsafe(24)
@@ -167,7 +168,7 @@ def start_auth_stack(
         deposit_address=address,
         env=env,
     )
-    stack.proc.ready = stack.ready
+    stack.proc.ready = stack.ready if wait_for_broker else lambda: stack.health() is not None
     stack.proc.start()
     return stack
 
