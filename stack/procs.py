@@ -216,6 +216,10 @@ def victoria_metrics_argv(data_dir: Path, port: int) -> list[str]:
         f"-httpListenAddr=127.0.0.1:{port}",
         f"-storageDataPath={data_dir}",
         "-retentionPeriod=100y",
+        # One sample per series and millisecond, as InfluxDB keeps one point per series and time:
+        # delivery is at least once (a worker killed between write and PUBACK, a replay after a
+        # store crash), and without this VictoriaMetrics would keep every rewrite as a duplicate.
+        "-dedup.minScrapeInterval=1ms",
         # Make freshly written samples visible to queries at once (tests read right back).
         "-search.latencyOffset=0s",
         "-search.disableCache",
