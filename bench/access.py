@@ -1,0 +1,195 @@
+"""Paid live access: from the devnet confirming a payment to the buyer's live subscription.
+
+Stack: Mosquitto (dynamic security), FerretDB, VictoriaMetrics, the devnet, broker_auth with the
+demo seed (device plug-1, product plug-1-live at 500 iota/h) and WATCHER_INTERVAL_S=0.5, and
+`iot-sim` publishing live/plug-1/power at 20 Hz as device plug-1.
+
+Before measuring, every buyer registers and orders 0.01 h (5 iota), and one address per order is
+generated and funded with exactly 5 iota (PyOTA's address generation stays out of the window).
+Then, one payment at a time, after a random pause (so payments fall at every phase of the
+milestone cycle):
+  sign the bundle (PyOTA, timed apart) -> t_send -> send_trytes (attach + broadcast) ->
+  connect + SUBSCRIBE live/plug-1/# as the buyer every 20 ms until granted (t_access) ->
+  first live reading on that connection (t_first).
+The confirmation time t_confirm is the timestamp of the milestone that confirmed the bundle,
+read from the devnet's journal afterwards (stamped before the node even applies it, so the
+latency is not flattered). The watcher's own confirmation time comes from /api/payments.
+
+Figures: confirmation -> access (target p99 <= 1 s), split into confirmation -> watcher saw it
+-> access; send -> first live reading (end to end, with the milestone wait); signing time.
+
+Environment: BENCH_ACCESS_PAYMENTS (default 20), BENCH_MILESTONE_INTERVAL_S (default 2, the
+devnet's default as `make run` uses it), BENCH_ACCESS_RATE_HZ (publisher, default 20).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import harness
+from bench.common import write_result
+from bench.ingest import histogram_quantile
+from stack.mqtt_probe import MqttProbe
+
+WATCHER_INTERVAL_S = 0.5
+PRODUCT = "plug-1-live"
+TOPIC = "live/plug-1/#"
+HOURS = 0.01
+TARGET_P99_S = 1.0
+
+
+def wait_for_readings(stack: harness.Stack, timeout: float = 30) -> None:
+    probe = MqttProbe(stack.broker.port, "svc.ingest", stack.broker.ingest_password)
+    try:
+        if not probe.connect() or not probe.subscribe(TOPIC):
+            raise RuntimeError("the ingest account cannot read the live topic")
+        if harness.first_live_message(probe, timeout) is None:
+            raise RuntimeError("plug-1 publishes nothing")
+    finally:
+        probe.close()
+
+
+def one_payment(
+    stack: harness.Stack,
+    wallet: harness.Wallet,
+    buyer: str,
+    order: dict[str, Any],
+    source: Any,
+) -> dict[str, Any]:
+    signed = wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
+    sent_at = time.time()
+    wallet.send(signed)
+    sent_done = time.time()
+    access = harness.wait_live_access(
+        stack.broker.port, buyer, harness.BUYER_PASSWORD, TOPIC, timeout=60
+    )
+    try:
+        first_at = harness.first_live_message(access.probe, 5)
+    finally:
+        access.probe.close()
+    return {
+        "buyer": buyer,
+        "tag": order["tag"],
+        "bundle": signed.bundle_hash,
+        "signing_s": signed.signing_s,
+        "sent_at": sent_at,
+        "send_s": sent_done - sent_at,
+        "access_at": access.granted_at,
+        "last_refused_at": access.last_refused_at,
+        "attempts": access.attempts,
+        "first_at": first_at,
+    }
+
+
+def measure(workdir: Path, n: int, milestone_s: float, rate_hz: float) -> dict[str, Any]:
+    stack = harness.start_stack(
+        workdir, milestone_s=milestone_s, watcher_s=WATCHER_INTERVAL_S, with_ingest=False
+    )
+    try:
+        sim = stack.simulator(
+            "simulator",
+            "device.plug-1",
+            stack.demo_password,
+            ["--device", "plug-1", "--rate", str(rate_hz)],
+        )
+        sim.start()
+        wait_for_readings(stack)
+        run = secrets.token_hex(3)
+        buyers = [f"bench-{run}-{i}" for i in range(n)]
+        orders = []
+        for buyer in buyers:
+            stack.auth.register(buyer)
+            orders.append(stack.auth.order(buyer, PRODUCT, HOURS))
+        wallet = harness.Wallet(stack.devnet.url)
+        sources = wallet.fund([o["amount_iota"] for o in orders])
+        rows = []
+        for buyer, order, source in zip(buyers, orders, sources, strict=True):
+            time.sleep(random.uniform(0.2, milestone_s + 0.2))
+            rows.append(one_payment(stack, wallet, buyer, order, source))
+        time.sleep(WATCHER_INTERVAL_S * 2)
+        confirmed = harness.confirmation_times(stack.devnet.journal)
+        watcher_seen = {
+            p["tag"]: harness.parse_time(p["confirmed_at"])
+            for p in stack.auth.payments()
+            if p["confirmed_at"]
+        }
+        auth_metrics = stack.auth.metrics()
+    finally:
+        stack.stop()
+    for row in rows:
+        row["confirmed_at"] = confirmed.get(row["bundle"])
+        row["watcher_seen_at"] = watcher_seen.get(row["tag"])
+    return {
+        "rows": rows,
+        "grant_apply_p99_s": histogram_quantile(
+            auth_metrics, "broker_auth_grant_apply_seconds", 0.99
+        ),
+    }
+
+
+def figures_from(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if r["confirmed_at"] is not None]
+    confirm_to_access = [r["access_at"] - r["confirmed_at"] for r in ok]
+    confirm_to_watcher = [
+        r["watcher_seen_at"] - r["confirmed_at"] for r in ok if r["watcher_seen_at"]
+    ]
+    watcher_to_access = [r["access_at"] - r["watcher_seen_at"] for r in ok if r["watcher_seen_at"]]
+    e2e = [r["first_at"] - r["sent_at"] for r in rows if r["first_at"] is not None]
+    access_to_first = [r["first_at"] - r["access_at"] for r in rows if r["first_at"] is not None]
+    send_to_confirm = [r["confirmed_at"] - r["sent_at"] for r in ok]
+    # How long before t_access the previous attempt was refused: the probe's resolution.
+    resolution = [r["access_at"] - r["last_refused_at"] for r in rows if r["last_refused_at"]]
+    return {
+        "payments": len(rows),
+        "confirmation_to_access_s": harness.spread(confirm_to_access),
+        "confirmation_to_watcher_s": harness.spread(confirm_to_watcher),
+        "watcher_to_access_s": harness.spread(watcher_to_access),
+        "send_to_first_live_message_s": harness.spread(e2e),
+        "send_to_confirmation_s": harness.spread(send_to_confirm),
+        "access_to_first_live_message_s": harness.spread(access_to_first),
+        "send_trytes_s": harness.spread([r["send_s"] for r in rows]),
+        "signing_s_outside_window": harness.spread([r["signing_s"] for r in rows]),
+        "probe_resolution_s": harness.spread(resolution),
+        "missing_confirmation": len(rows) - len(ok),
+        "no_first_message": sum(1 for r in rows if r["first_at"] is None),
+    }
+
+
+def main() -> int:
+    n = int(os.environ.get("BENCH_ACCESS_PAYMENTS", "20"))
+    milestone_s = float(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "2"))
+    rate_hz = float(os.environ.get("BENCH_ACCESS_RATE_HZ", "20"))
+    load = harness.LoadMonitor().start()
+    with tempfile.TemporaryDirectory(prefix="bench-access-") as tmp:
+        result = measure(Path(tmp), n, milestone_s, rate_hz)
+    figures = figures_from(result["rows"])
+    p99 = figures["confirmation_to_access_s"].get("p99")
+    figures.update(
+        {
+            "grant_apply_p99_s_from_broker_auth": harness.rounded(result["grant_apply_p99_s"]),
+            "settings": {
+                "watcher_interval_s": WATCHER_INTERVAL_S,
+                "milestone_interval_s": milestone_s,
+                "publisher_hz": rate_hz,
+                "probe_period_s": 0.02,
+                "order_hours": HOURS,
+            },
+            "target": f"confirmation_to_access p99 <= {TARGET_P99_S} s",
+            "target_met": p99 is not None and p99 <= TARGET_P99_S,
+            "load": load.stop(),
+        }
+    )
+    write_result("access", figures)
+    complete = figures["missing_confirmation"] == 0 and figures["no_first_message"] == 0
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

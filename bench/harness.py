@@ -1,0 +1,625 @@
+"""Shared pieces of the access, acl and soak benchmarks.
+
+- the stack on free ports in a temporary directory (Mosquitto with dynamic security, FerretDB,
+  VictoriaMetrics, the devnet, broker_auth, optionally the ingest worker and `iot-sim`);
+- IOTA payments with the wallet's cost moved out of the measured window: addresses are generated
+  and funded (faucet) before, bundles are signed just before sending, and only `send_trytes`
+  (attach + broadcast) is timed;
+- when the devnet confirmed a bundle, read from its journal (the milestone's own timestamp);
+- live-access probing as a buyer does it (fresh MQTT connection, SUBSCRIBE, every ~20 ms);
+- per-process CPU and memory from /proc, and the machine's load average.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import secrets
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from iota import Address, Iota, ProposedTransaction, Tag
+from iota.crypto.addresses import AddressGenerator
+from iota.crypto.types import Seed
+
+from bench.common import percentile
+from broker_auth.acl_model import Acl, Client, Role
+from devnet import speedups
+from stack import procs
+from stack.mqtt_probe import MqttProbe
+from wallet import payments
+
+TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+NODE_HEADERS = {"Content-Type": "application/json", "X-IOTA-API-Version": "1"}
+# Where a transaction's bundle hash sits in its 2673 trytes (after signature, address, value,
+# obsolete tag, timestamp, current and last index).
+BUNDLE_TRYTES = slice(2349, 2430)
+PUBLISHER = "bench.publisher"
+BUYER_PASSWORD = "bench-buyer-password-1"
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def rounded(value: float, digits: int = 3) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def spread(values: Sequence[float], digits: int = 3) -> dict[str, Any]:
+    """n, p50, p90, p99, max and mean of a sample (nearest rank)."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": rounded(percentile(values, 50), digits),
+        "p90": rounded(percentile(values, 90), digits),
+        "p99": rounded(percentile(values, 99), digits),
+        "max": rounded(max(values), digits),
+        "mean": rounded(sum(values) / len(values), digits),
+    }
+
+
+def parse_time(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def publisher_role() -> Role:
+    """One MQTT connection publishing for many simulated devices needs all their topics."""
+    return Role("bench-publisher", (Acl("publishClientSend", "live/#"),), "benchmark publisher")
+
+
+def publisher_client(password: str) -> Client:
+    return Client(PUBLISHER, password, ("bench-publisher",))
+
+
+def metrics(url: str) -> dict[str, float]:
+    """A Prometheus text page as {'name{labels}': value}."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
+
+
+class Periodic:
+    """Call `fn` every `interval` seconds in a daemon thread until `stop()` (errors counted)."""
+
+    def __init__(self, interval: float, fn: Callable[[], None], name: str) -> None:
+        self.interval = interval
+        self.fn = fn
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Periodic:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.fn()
+            except Exception:  # a sampler must outlive a slow or failed read
+                self.errors += 1
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class LoadMonitor:
+    """The machine's 1-minute load average, sampled every few seconds during a benchmark."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.at_start = os.getloadavg()
+        self.cpu_start = machine_cpu_times()
+        self.samples: list[float] = []
+        self._periodic = Periodic(interval, lambda: self.samples.append(os.getloadavg()[0]), "load")
+
+    def start(self) -> LoadMonitor:
+        self._periodic.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self._periodic.stop()
+        samples = self.samples or [os.getloadavg()[0]]
+        busy, total = (b - a for a, b in zip(self.cpu_start, machine_cpu_times(), strict=True))
+        return {
+            "machine_cpu_busy_pct": round(100 * busy / total, 1) if total else None,
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": [round(x, 2) for x in self.at_start],
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+            "load1_mean": round(sum(samples) / len(samples), 2),
+            "load1_max": round(max(samples), 2),
+        }
+
+
+def machine_cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def proc_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in kB."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(rest.split()[0])
+    return out
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_of(proc: procs.Proc) -> int:
+    assert proc.popen is not None, f"{proc.name} was never started"
+    return proc.popen.pid
+
+
+# ---------------------------------------------------------------- devnet
+
+
+@dataclass(frozen=True)
+class Devnet:
+    proc: procs.Proc
+    url: str
+    journal: Path
+
+
+def node_ready(url: str) -> bool:
+    request = urllib.request.Request(
+        url, data=json.dumps({"command": "getNodeInfo"}).encode(), headers=NODE_HEADERS
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=1) as r:
+            return int(r.status) == 200
+    except OSError:
+        return False
+
+
+def start_devnet(workdir: Path, milestone_s: float) -> Devnet:
+    port = procs.free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = workdir / "data"
+    proc = procs.python_service(
+        "devnet",
+        "devnet",
+        workdir,
+        env={},
+        args=[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--milestone-interval",
+            str(milestone_s),
+            "--data-dir",
+            str(data),
+        ],
+        ready=lambda: node_ready(url),
+    ).start()
+    return Devnet(proc, url, data / "journal.jsonl")
+
+
+def confirmation_times(journal: Path) -> dict[str, float]:
+    """Bundle hash -> wall time of the milestone that confirmed it, from the devnet's journal.
+
+    The node stamps a milestone before it journals (fsync) and applies it, so this is the
+    earliest moment anyone could see the confirmation: latencies measured from it are upper
+    bounds, never flattered by the node's own delay.
+    """
+    bundle_of: dict[str, str] = {}
+    confirmed: dict[str, float] = {}
+    for line in journal.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        for tx_hash, trytes in record.get("s", ()):
+            bundle_of[tx_hash] = trytes[BUNDLE_TRYTES]
+        if "m" in record:
+            for tail in record.get("c", ()):
+                bundle = bundle_of.get(tail)
+                if bundle is not None and bundle not in confirmed:
+                    confirmed[bundle] = record["t"] / 1000
+    return confirmed
+
+
+# ---------------------------------------------------------------- payments
+
+
+@dataclass(frozen=True)
+class Signed:
+    trytes: list[Any]
+    bundle_hash: str
+    signing_s: float
+
+
+class Wallet:
+    """One seed whose addresses are funded before a benchmark, each to pay exactly one order.
+
+    Each funded address holds exactly the order's amount, so a payment needs no change address
+    (no extra address generation) and spends nothing another payment needs: payments are
+    independent and may run in parallel.
+    """
+
+    def __init__(self, node_url: str) -> None:
+        speedups.install()  # the wallet's own PyOTA speed-ups, as iot-wallet uses them
+        self.node_url = node_url
+        self.seed = Seed.random()
+        self.mwm = payments.node_min_weight_magnitude(node_url)
+        self._next_index = 0
+        self._lock = threading.Lock()
+
+    def fund(self, values: Sequence[int]) -> list[Address]:
+        with self._lock:
+            start, self._next_index = self._next_index, self._next_index + len(values)
+        generator = AddressGenerator(self.seed, payments.SECURITY_LEVEL, checksum=False)
+        addresses: list[Address] = generator.get_addresses(start, len(values))
+        for address, value in zip(addresses, values, strict=True):
+            body = json.dumps({"address": str(address), "value": value}).encode()
+            request = urllib.request.Request(
+                self.node_url + "/faucet", data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as r:
+                json.loads(r.read())
+            address.balance = value
+        return addresses
+
+    def sign(self, source: Address, to: str, tag: str, amount: int) -> Signed:
+        if amount != source.balance:
+            raise ValueError(f"address holds {source.balance}, the order wants {amount}")
+        started = time.monotonic()
+        answer = Iota(self.node_url, self.seed).prepare_transfer(
+            transfers=[
+                ProposedTransaction(
+                    address=Address(to.encode()), value=amount, tag=Tag(tag.encode())
+                )
+            ],
+            inputs=[source],
+        )
+        trytes = list(answer["trytes"])
+        return Signed(trytes, str(trytes[0])[BUNDLE_TRYTES], time.monotonic() - started)
+
+    def send(self, signed: Signed) -> None:
+        """Attach (the node does the PoW), store and broadcast: what send_transfer does last."""
+        Iota(self.node_url).send_trytes(
+            signed.trytes, depth=payments.DEPTH, min_weight_magnitude=self.mwm
+        )
+
+
+def random_address() -> str:
+    """81 trytes ending in 9 (last trit 0, as every valid IOTA address has)."""
+    return "".join(secrets.choice(TRYTES) for _ in range(80)) + "9"
+
+
+# ---------------------------------------------------------------- broker_auth
+
+
+@dataclass
+class AuthService:
+    proc: procs.Proc
+    url: str
+    admin_token: str
+    deposit_address: str
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def health(self) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=3).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        return body
+
+    def ready(self) -> bool:
+        h = self.health()
+        return all(h.get(k) == "ok" for k in ("mongo", "broker", "node"))
+
+    def _check(self, r: httpx.Response, status: int = 200) -> Any:
+        if r.status_code != status:
+            raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text}")
+        return r.json()
+
+    def register(self, username: str, password: str = BUYER_PASSWORD) -> None:
+        body = {"username": username, "password": password}
+        self._check(httpx.post(f"{self.url}/api/accounts", json=body, timeout=30), 201)
+
+    def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
+        body = {"id": product_id, "topic_filter": topic_filter, "price_iota_per_hour": price}
+        r = httpx.post(f"{self.url}/api/products", json=body, headers=self.admin, timeout=30)
+        self._check(r, 201)
+
+    def products(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._check(httpx.get(f"{self.url}/api/products"))
+        return found
+
+    def order(self, username: str, product_id: str, hours: float) -> dict[str, Any]:
+        r = httpx.post(
+            f"{self.url}/api/orders",
+            json={"product_id": product_id, "hours": hours},
+            auth=(username, BUYER_PASSWORD),
+            timeout=30,
+        )
+        order: dict[str, Any] = self._check(r, 201)
+        return order
+
+    def payments(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.url}/api/payments", headers=self.admin, timeout=30)
+        found: list[dict[str, Any]] = self._check(r)
+        return found
+
+    def metrics(self) -> dict[str, float]:
+        return metrics(f"{self.url}/metrics")
+
+
+def start_broker_auth(
+    workdir: Path,
+    broker: procs.MosquittoHandle,
+    mongo_url: str,
+    node_url: str,
+    influx_url: str,
+    watcher_s: float,
+    demo_password: str,
+    extra_env: Mapping[str, str] | None = None,
+) -> AuthService:
+    port = procs.free_port()
+    service = AuthService(
+        proc=procs.Proc("broker_auth", [], workdir),
+        url=f"http://127.0.0.1:{port}",
+        admin_token=secrets.token_urlsafe(24),
+        deposit_address=random_address(),
+    )
+    env = {
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "MONGO_URL": mongo_url,
+        "MONGO_DB": f"bench_{secrets.token_hex(4)}",
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker.port),
+        "MQTT_WS_PORT": str(broker.ws_port),
+        "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
+        "BROKER_ADMIN_TOKEN": service.admin_token,
+        "IOTA_NODE_URL": node_url,
+        "IOTA_DEPOSIT_ADDRESS": service.deposit_address,
+        "WATCHER_INTERVAL_S": str(watcher_s),
+        "INFLUX_URL": influx_url,
+        "SEED_DEMO": "true",
+        "DEMO_DEVICE_PASSWORD": demo_password,
+        # Every buyer of a benchmark signs up from 127.0.0.1.
+        "SIGNUP_MAX_PER_IP": "100000",
+        **(extra_env or {}),
+    }
+    service.proc = procs.python_service(
+        "broker_auth", "broker_auth", workdir, env, ready=service.ready, ready_timeout=90
+    )
+    service.proc.start()
+    return service
+
+
+# ---------------------------------------------------------------- live access
+
+
+@dataclass
+class Access:
+    probe: MqttProbe
+    granted_at: float  # wall time the SUBACK granting the live topic arrived
+    attempts: int
+    last_refused_at: float | None  # the attempt before: access began between the two
+
+
+def wait_live_access(
+    port: int,
+    username: str,
+    password: str,
+    topic: str,
+    timeout: float = 60.0,
+    period: float = 0.02,
+) -> Access:
+    """Connect and SUBSCRIBE to `topic` every `period` s until it is granted.
+
+    A fresh connection per attempt, as a buyer's client would after a refusal: the grant itself
+    disconnects the buyer's connected clients (dynamic security kicks a client whose roles
+    change), so an old connection could be mid-kick. A kick between SUBSCRIBE and SUBACK leaves
+    the SUBACK unanswered: the short SUBACK timeout bounds what such an attempt costs (a SUBACK
+    comes in milliseconds here; a late one only means one more attempt).
+    """
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    last_refused: float | None = None
+    while time.monotonic() < deadline:
+        attempts += 1
+        probe = MqttProbe(port, username, password)
+        try:
+            if probe.connect(timeout=2) and probe.subscribe(topic, timeout=0.25):
+                return Access(probe, time.time(), attempts, last_refused)
+            last_refused = time.time()
+        except (TimeoutError, OSError):
+            pass  # kicked mid-attempt or a slow broker: try again
+        probe.close()
+        time.sleep(period)
+    raise TimeoutError(f"{username}: {topic} not granted within {timeout:.0f} s")
+
+
+def first_live_message(probe: MqttProbe, timeout: float = 5.0) -> float | None:
+    """Wall time the first (non-retained) live reading arrived at the probe."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = probe.next_message(max(0.0, deadline - time.monotonic()))
+        if msg is not None and msg.topic.startswith("live/") and not msg.retain:
+            return time.time() - (time.monotonic() - msg.received_at)
+    return None
+
+
+# ---------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    broker: procs.MosquittoHandle
+    ferret: procs.Proc
+    vm: procs.Proc
+    vm_port: int
+    devnet: Devnet
+    auth: AuthService
+    demo_password: str
+    publisher_password: str
+    ingest: procs.Proc | None = None
+    ingest_metrics_port: int = 0
+    extra: list[procs.Proc] = field(default_factory=list)
+
+    @property
+    def vm_url(self) -> str:
+        return f"http://127.0.0.1:{self.vm_port}"
+
+    def processes(self) -> dict[str, procs.Proc]:
+        found = {
+            "mosquitto": self.broker.proc,
+            "broker_auth": self.auth.proc,
+            "devnet": self.devnet.proc,
+            "ferretdb": self.ferret,
+            "victoria-metrics": self.vm,
+        }
+        if self.ingest is not None:
+            found["ingest"] = self.ingest
+        for proc in self.extra:
+            found[proc.name] = proc
+        return found
+
+    def ingest_metrics(self) -> dict[str, float]:
+        return metrics(f"http://127.0.0.1:{self.ingest_metrics_port}/metrics")
+
+    def simulator(self, name: str, username: str, password: str, args: Iterable[str]) -> procs.Proc:
+        """`iot-sim` as its own process (its own core share, no GIL shared with the probes)."""
+        proc = procs.python_service(
+            name,
+            "simulator",
+            self.workdir / name,
+            env={"SIM_USERNAME": username, "SIM_PASSWORD": password},
+            args=["--port", str(self.broker.port), *args],
+        )
+        self.extra.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(
+            [
+                self.broker.proc,
+                self.ferret,
+                self.vm,
+                self.devnet.proc,
+                self.auth.proc,
+                *([self.ingest] if self.ingest else []),
+                *self.extra,
+            ]
+        ):
+            with contextlib.suppress(Exception):
+                proc.stop()
+
+
+def start_stack(
+    workdir: Path,
+    *,
+    milestone_s: float,
+    watcher_s: float,
+    with_ingest: bool,
+    auth_env: Mapping[str, str] | None = None,
+) -> Stack:
+    """Every role on free ports, configured as `make run` configures it (plus a bench publisher
+    allowed on live/#); stopped by `Stack.stop()` (or here, if start-up fails)."""
+    started: list[procs.Proc] = []
+    publisher_password = secrets.token_urlsafe(12)
+    try:
+        broker = procs.mosquitto(
+            workdir / "mosquitto",
+            admin_password=secrets.token_urlsafe(12),
+            ingest_password=secrets.token_urlsafe(12),
+            extra_clients=[publisher_client(publisher_password)],
+            extra_roles=[publisher_role()],
+        )
+        started.append(broker.proc)
+        ferret, ferret_port = procs.ferretdb(workdir / "ferretdb")
+        started.append(ferret)
+        vm, vm_port = procs.victoria_metrics(workdir / "victoria-metrics")
+        started.append(vm)
+        devnet = start_devnet(workdir / "devnet", milestone_s)
+        started.append(devnet.proc)
+        demo_password = secrets.token_urlsafe(12)
+        auth = start_broker_auth(
+            workdir / "broker_auth",
+            broker,
+            f"mongodb://127.0.0.1:{ferret_port}/",
+            devnet.url,
+            f"http://127.0.0.1:{vm_port}",
+            watcher_s,
+            demo_password,
+            auth_env,
+        )
+        started.append(auth.proc)
+        stack = Stack(
+            workdir, broker, ferret, vm, vm_port, devnet, auth, demo_password, publisher_password
+        )
+        procs.wait_until(lambda: bool(auth.products()), 30, "the demo seed")
+        if with_ingest:
+            stack.ingest_metrics_port = procs.free_port()
+            env = {
+                "MQTT_PORT": str(broker.port),
+                "INGEST_MQTT_PASSWORD": broker.ingest_password,
+                "INFLUX_URL": stack.vm_url,
+                "INGEST_METRICS_HOST": "127.0.0.1",
+                "INGEST_METRICS_PORT": str(stack.ingest_metrics_port),
+            }
+
+            def ingest_ready() -> bool:
+                try:
+                    return stack.ingest_metrics().get("ingest_mqtt_ready") == 1.0
+                except OSError:
+                    return False
+
+            stack.ingest = procs.python_service(
+                "ingest", "ingest", workdir / "ingest", env, ready=ingest_ready
+            )
+            started.append(stack.ingest)
+            stack.ingest.start()
+        return stack
+    except BaseException:
+        for proc in reversed(started):
+            with contextlib.suppress(Exception):
+                proc.stop()
+        raise
+
+
+def simulator_summary(proc: procs.Proc) -> dict[str, Any]:
+    """The JSON summary line `iot-sim --json` prints when it is done."""
+    for line in reversed(proc.log_text().splitlines()):
+        if line.startswith("{"):
+            summary: dict[str, Any] = json.loads(line)
+            return summary
+    raise RuntimeError(f"{proc.name} printed no summary; log:\n{proc.tail()}")
