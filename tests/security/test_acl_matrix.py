@@ -1,0 +1,276 @@
+"""Who may do what on the broker, measured: every principal against every topic class.
+
+Against the real Mosquitto that broker_auth drives (grants bought on the devnet), each principal
+subscribes to each filter (SUBACK granted or refused, and whether a message published there
+then reaches it) and publishes at QoS 1 to each topic on a fresh connection (the PUBACK reason
+code, whether the broker closed the connection, and whether the message reached anyone: a
+test-only observer reading `#` and `$SYS/#` tells, and for `$CONTROL` whether the plugin ran the
+command). The expected matrix is the design's "Topics" section:
+
+- anonymous: subscribe `avg/#` only; buyers: `avg/#` plus their active grants;
+- a device publishes only to `live/<its id>/#`; the ingest worker reads `live/#` and publishes
+  `avg/#`; only the admin client uses `$CONTROL` (its grant is `$CONTROL/dynamic-security/#`,
+  so even it may not subscribe to all of `$CONTROL/#`); nobody touches `$SYS`.
+
+The measured matrix is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from tests.security.conftest import DEVICE_A, DEVICE_B, REPORTS, FullStack, Mqtt, Principal
+
+NOT_AUTHORIZED = 0x87
+# Column label -> subscription filter.
+SUBSCRIBE = {
+    "live/A/x": f"live/{DEVICE_A}/x",
+    "live/B/x": f"live/{DEVICE_B}/x",
+    "avg/#": "avg/#",
+    "$CONTROL/#": "$CONTROL/#",
+    "$CONTROL/dynsec/#": "$CONTROL/dynamic-security/#",
+    "$SYS/#": "$SYS/#",
+}
+# Column label -> topic published to.
+PUBLISH = {
+    "live/A/x": f"live/{DEVICE_A}/x",
+    "live/B/x": f"live/{DEVICE_B}/x",
+    "avg/1m/A/x": f"avg/1m/{DEVICE_A}/x",
+    "$CONTROL/dynsec/v1": "$CONTROL/dynamic-security/v1",
+    "$SYS/test": "$SYS/security-test/x",
+}
+ALLOWED_SUBSCRIBE: dict[str, set[str]] = {
+    "anonymous": {"avg/#"},
+    "buyer (no grant)": {"avg/#"},
+    "buyer (grant)": {"avg/#", "live/A/x"},
+    "buyer (expired)": {"avg/#"},
+    "device A": set(),
+    "device B": set(),
+    "ingest": {"live/A/x", "live/B/x"},
+    "admin": {"$CONTROL/dynsec/#"},
+}
+ALLOWED_PUBLISH: dict[str, set[str]] = {
+    "anonymous": set(),
+    "buyer (no grant)": set(),
+    "buyer (grant)": set(),
+    "buyer (expired)": set(),
+    "device A": {"live/A/x"},
+    "device B": {"live/B/x"},
+    "ingest": {"avg/1m/A/x"},
+    "admin": {"$CONTROL/dynsec/v1"},
+}
+
+
+@dataclass
+class SubCell:
+    code: int
+    received: bool
+
+    @property
+    def granted(self) -> bool:
+        return self.code < 0x80
+
+    def text(self) -> str:
+        if self.granted:
+            return f"0x{self.code:02x} rx" if self.received else f"0x{self.code:02x} NO-rx"
+        return f"0x{self.code:02x}" + (" RX!" if self.received else "")
+
+
+@dataclass
+class PubCell:
+    code: int | None  # PUBACK reason; None: no PUBACK at all
+    closed: bool  # the broker closed the connection afterwards
+    delivered: bool = False
+
+    def text(self) -> str:
+        code = "none" if self.code is None else f"0x{self.code:02x}"
+        return f"{code}{' closed' if self.closed else ''}{' DLV' if self.delivered else ' -'}"
+
+
+def connect(stack: FullStack, who: Principal) -> Mqtt:
+    client = Mqtt(stack.broker.port, who.username, who.password)
+    assert client.connect(), f"{who.name} could not connect"
+    return client
+
+
+def subscribe_row(stack: FullStack, who: Principal) -> tuple[Mqtt, dict[str, int]]:
+    client = connect(stack, who)
+    return client, {label: client.subscribe(f) for label, f in SUBSCRIBE.items()}
+
+
+def reached(label: str, codes: dict[str, int], got: list[tuple[str, bytes]]) -> bool:
+    """Did a message reach the client through this subscription? A refused filter "receives"
+    only what no granted filter of the same connection explains."""
+    granted = [SUBSCRIBE[c] for c, code in codes.items() if code < 0x80]
+    return any(
+        mqtt.topic_matches_sub(SUBSCRIBE[label], topic)
+        and (codes[label] < 0x80 or not any(mqtt.topic_matches_sub(g, topic) for g in granted))
+        for topic, _ in got
+    )
+
+
+def control_command(rolename: str) -> bytes:
+    return json.dumps({"commands": [{"command": "createRole", "rolename": rolename}]}).encode()
+
+
+def publish_cell(stack: FullStack, who: Principal, topic: str, payload: bytes) -> PubCell:
+    client = connect(stack, who)
+    try:
+        code = client.publish(topic, payload)
+        # Mosquitto 2.0 closes the connection right after a refused QoS 1 publish.
+        closed = client.closed.wait(2.0) if code is None or code >= 0x80 else False
+        return PubCell(code, closed)
+    finally:
+        client.close()
+
+
+def render(
+    subs: dict[str, dict[str, SubCell]], pubs: dict[str, dict[str, PubCell]], wrong: list[str]
+) -> str:
+    head = ["principal"] + [f"sub {c}" for c in SUBSCRIBE] + [f"pub {c}" for c in PUBLISH]
+    rows = [head]
+    for name in ALLOWED_SUBSCRIBE:
+        rows.append(
+            [name]
+            + [subs[name][c].text() for c in SUBSCRIBE]
+            + [pubs[name][c].text() for c in PUBLISH]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    legend = (
+        "sub: SUBACK reason (0x01 granted QoS 1, 0x87 not authorized); rx = a message published "
+        "there reached the subscriber.\npub: PUBACK reason of a QoS 1 publish on a fresh "
+        "connection; closed = the broker then closed the connection; DLV = delivered (seen by "
+        "the observer, or the $CONTROL command was executed), - = dropped."
+    )
+    title = "ACL matrix (Mosquitto 2.0 dynamic security, driven by broker_auth), measured:"
+    mismatches = "\n".join(wrong) if wrong else "all cells as the design says"
+    return f"{title}\n" + "\n".join(lines) + f"\n{legend}\n{mismatches}"
+
+
+def test_acl_matrix(full_stack: FullStack) -> None:
+    stack = full_stack
+    p = stack.principals
+    observer = stack.observer()
+    nonce = secrets.token_hex(4)
+
+    # -- subscriptions: one connection per principal, every filter, then traffic on each ----
+    rows = {name: subscribe_row(stack, p[name]) for name in ALLOWED_SUBSCRIBE}
+    feeds: list[tuple[str, str, bytes]] = [
+        ("device A", PUBLISH["live/A/x"], f"1.{nonce}1".encode()),
+        ("device B", PUBLISH["live/B/x"], f"2.{nonce}2".encode()),
+        ("ingest", PUBLISH["avg/1m/A/x"], f"3.{nonce}3".encode()),
+        # Any command makes the plugin answer on $CONTROL/dynamic-security/v1/response.
+        (
+            "admin",
+            PUBLISH["$CONTROL/dynsec/v1"],
+            json.dumps({"commands": [{"command": "getDefaultACLAccess"}]}).encode(),
+        ),
+    ]
+    for name, topic, payload in feeds:
+        assert publish_cell(stack, p[name], topic, payload).code == 0, (name, topic)
+    time.sleep(1.0)
+    subs: dict[str, dict[str, SubCell]] = {}
+    for name, (client, codes) in rows.items():
+        got = client.received()
+        client.close()
+        subs[name] = {
+            label: SubCell(codes[label], reached(label, codes, got)) for label in SUBSCRIBE
+        }
+
+    # -- publishes: a fresh connection per cell (a refusal closes it), all at once ----------
+    jobs: dict[tuple[str, str], tuple[str, bytes]] = {}
+    for i, name in enumerate(ALLOWED_PUBLISH):
+        slug = name.replace(" ", "-").replace("(", "").replace(")", "")
+        for j, label in enumerate(PUBLISH):
+            payload = f"{100 + 10 * i + j}.{nonce}".encode()
+            if label == "$CONTROL/dynsec/v1":
+                payload = control_command(f"matrix-{slug}-{nonce}")
+            jobs[(name, label)] = (PUBLISH[label], payload)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = {
+            key: pool.submit(publish_cell, stack, p[key[0]], topic, payload)
+            for key, (topic, payload) in jobs.items()
+        }
+        results = {key: f.result(60) for key, f in futures.items()}
+    expected_deliveries = {
+        (PUBLISH[label], jobs[(name, label)][1])
+        for name, allowed in ALLOWED_PUBLISH.items()
+        for label in allowed
+        if label != "$CONTROL/dynsec/v1"
+    }
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not expected_deliveries <= set(observer.received()):
+        time.sleep(0.05)
+    time.sleep(0.5)  # room for anything that should not arrive
+    seen = set(observer.received())
+    observer.close()
+    roles = {str(r.get("rolename")) for r in stack.auth.control().list_roles()}
+    pubs: dict[str, dict[str, PubCell]] = {name: {} for name in ALLOWED_PUBLISH}
+    for (name, label), result in results.items():
+        topic, payload = jobs[(name, label)]
+        if label == "$CONTROL/dynsec/v1":
+            rolename = json.loads(payload)["commands"][0]["rolename"]
+            result.delivered = rolename in roles
+            if result.delivered:
+                stack.auth.control().call({"command": "deleteRole", "rolename": rolename})
+        else:
+            result.delivered = (topic, payload) in seen
+        pubs[name][label] = result
+
+    wrong = []
+    for name in ALLOWED_SUBSCRIBE:
+        for label in SUBSCRIBE:
+            cell = subs[name][label]
+            allowed = label in ALLOWED_SUBSCRIBE[name]
+            ok = (
+                (cell.granted and cell.received)
+                if allowed
+                else (cell.code == NOT_AUTHORIZED and not cell.received)
+            )
+            if not ok:
+                want = "granted" if allowed else "refused"
+                wrong.append(f"MISMATCH {name} sub {label}: {cell.text()} (want {want})")
+        for label in PUBLISH:
+            pcell = pubs[name][label]
+            allowed = label in ALLOWED_PUBLISH[name]
+            ok = (
+                (pcell.code == 0 and pcell.delivered)
+                if allowed
+                else (pcell.code == NOT_AUTHORIZED and not pcell.delivered)
+            )
+            if not ok:
+                want = "accepted+delivered" if allowed else "0x87+dropped"
+                wrong.append(f"MISMATCH {name} pub {label}: {pcell.text()} (want {want})")
+    table = render(subs, pubs, wrong)
+    REPORTS.append(table)
+    print("\n" + table)
+    assert not wrong, table
+
+
+def test_wrong_credentials_are_refused_at_connect(full_stack: FullStack) -> None:
+    p = full_stack.principals
+    attempts: list[tuple[str | None, str | None]] = [
+        (p[name].username, "not-the-password-" + secrets.token_hex(4))
+        for name in ("buyer (grant)", "device A", "ingest", "admin")
+    ]
+    attempts += [
+        ("nobody-" + secrets.token_hex(3), "whatever-password"),
+        # A device password is bound to its own username.
+        (p["device B"].username, p["device A"].password),
+        ("svc.test-observer", p["admin"].password),
+    ]
+    for username, password in attempts:
+        client = Mqtt(full_stack.broker.port, username, password)
+        try:
+            assert not client.connect(), f"{username} connected with a wrong password"
+            assert client.connack is not None and client.connack.value in (0x86, 0x87)
+        finally:
+            client.close()
