@@ -1,0 +1,318 @@
+"""Load while a process is killed: devices publishing, a buyer paying, a sampler of health.
+
+- `Devices`: paho publishers at QoS 1, one reading per tick with a strictly increasing
+  millisecond timestamp per series. A reading counts as accepted by the broker when its PUBACK
+  arrives with a success code (paho re-sends unacknowledged readings after a reconnect).
+- `Payer`: a buyer paying orders one after another (a fresh faucet-funded seed per payment)
+  with wallet.payments; API or node errors are retried, a payment that failed half-way is
+  marked ambiguous (the tangle says whether it happened).
+- `Sampler`: every 0.1 s, broker_auth's /healthz, the ingest worker's buffer depth and time
+  of its last store write, and the devices' unacknowledged readings.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from iota import Address, Iota, Transaction, TransactionHash
+from iota.crypto.types import Seed
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from tests.faults.stack import FaultStack
+from wallet import payments
+
+
+class Publisher:
+    """One device's connection publishing `live/<device>/<sensor>` at `rate_hz`."""
+
+    def __init__(self, port: int, device: str, password: str, sensor: str, rate_hz: float):
+        self.device = device
+        self.topic = f"live/{device}/{sensor}"
+        self.period = 1.0 / rate_hz
+        self._lock = threading.Lock()
+        self._sent: list[tuple[int, int]] = []  # (mid, ts ms)
+        self._acks: dict[int, bool] = {}  # mid -> success
+        self._last_ts = 0
+        self._stop = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"fault-{device}-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.username_pw_set(f"device.{device}", password)
+        self.client.max_inflight_messages_set(0)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"pub-{device}")
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: object, mid: int, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        with self._lock:
+            self._acks[mid] = not reason.is_failure
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            ts = max(int(time.time() * 1000), self._last_ts + 1)
+            self._last_ts = ts
+            info = self.client.publish(self.topic, json.dumps({"value": ts % 1000, "ts": ts}), 1)
+            with self._lock:
+                self._sent.append((info.mid, ts))
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._sent) - len(self._acks)
+
+    def stop(self, drain_timeout: float = 20.0) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        deadline = time.monotonic() + drain_timeout
+        while self.outstanding() > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def sent(self) -> list[int]:
+        with self._lock:
+            return [ts for _, ts in self._sent]
+
+    def accepted(self) -> list[int]:
+        with self._lock:
+            return [ts for mid, ts in self._sent if self._acks.get(mid)]
+
+
+class Devices:
+    def __init__(self, stack: FaultStack, sensor: str, devices: dict[str, str], rate_hz: float):
+        self.sensor = sensor
+        self.publishers = [
+            Publisher(stack.broker.port, d, pw, sensor, rate_hz) for d, pw in devices.items()
+        ]
+
+    def start(self) -> Devices:
+        for p in self.publishers:
+            p._thread.start()
+        return self
+
+    def stop(self) -> None:
+        for p in self.publishers:
+            p.stop()
+
+    def outstanding(self) -> int:
+        return sum(p.outstanding() for p in self.publishers)
+
+    def accepted(self) -> dict[str, list[int]]:
+        return {p.device: p.accepted() for p in self.publishers}
+
+    def sent(self) -> dict[str, list[int]]:
+        return {p.device: p.sent() for p in self.publishers}
+
+
+@dataclass
+class Paid:
+    order_id: str
+    tag: str
+    amount: int
+    bundle_hash: str | None  # None: the payment failed half-way (ambiguous)
+    at: float
+
+
+@dataclass
+class Payer:
+    """One buyer paying orders of `product` back to back in a thread."""
+
+    stack: FaultStack
+    auth: tuple[str, str]
+    product: str
+    seconds: float
+    orders: list[dict[str, Any]] = field(default_factory=list)  # created, not yet paid
+    created: list[dict[str, Any]] = field(default_factory=list)  # every order of the buyer
+    paid: list[Paid] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="payer")
+
+    def prepare(self, n: int) -> Payer:
+        """Create orders ahead, so payments go on while the API is down."""
+        for _ in range(n):
+            self.orders.append(self.order())
+        return self
+
+    def order(self) -> dict[str, Any]:
+        order = self.stack.create_order(self.auth, self.product, self.seconds)
+        self.created.append(order)
+        return order
+
+    def start(self) -> Payer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if not self._thread.is_alive():
+            return
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "payer did not finish its payment"
+
+    def pay_one(self, order: dict[str, Any]) -> Paid:
+        seed = Seed.random()
+        while True:  # nothing is paid until the funds are there: retry freely
+            try:
+                payments.fund_from_faucet(self.stack.node_url, seed, order["amount_iota"])
+                break
+            except Exception as exc:
+                self._note(exc)
+                if self._stop.wait(0.3):
+                    raise
+        try:
+            result = payments.pay(
+                self.stack.node_url,
+                seed,
+                order["address"],
+                order["tag"],
+                order["amount_iota"],
+                min_weight_magnitude=1,
+            )
+            paid = Paid(
+                order["order_id"], order["tag"], order["amount_iota"], result.bundle_hash, 0
+            )
+        except Exception as exc:
+            self._note(exc)
+            paid = Paid(order["order_id"], order["tag"], order["amount_iota"], None, 0)
+        paid.at = time.time()
+        self.paid.append(paid)
+        return paid
+
+    def _note(self, exc: Exception) -> None:
+        self.errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+
+    def _next_order(self) -> dict[str, Any] | None:
+        if self.orders:
+            return self.orders.pop(0)
+        while not self._stop.is_set():
+            try:
+                return self.order()
+            except (AssertionError, httpx.HTTPError) as exc:  # API down or degraded
+                self.errors.append(f"order: {str(exc)[:120]}")
+                self._stop.wait(0.3)
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            order = self._next_order()
+            if order is None:
+                return
+            try:
+                self.pay_one(order)
+            except Exception:  # stopped while funding: nothing was paid
+                return
+
+
+def tangle_payments(stack: FaultStack) -> dict[str, dict[str, int]]:
+    """What the node holds: tag -> {bundle hash: iota to the deposit address}, confirmed only."""
+    api = Iota(stack.node_url)
+    hashes = [
+        str(h) for h in api.find_transactions(addresses=[Address(stack.deposit_address)])["hashes"]
+    ]
+    if not hashes:
+        return {}
+    txs: list[Transaction] = []
+    for start in range(0, len(hashes), 200):
+        chunk = hashes[start : start + 200]
+        trytes = api.get_trytes([TransactionHash(h) for h in chunk])["trytes"]
+        txs += [
+            Transaction.from_tryte_string(t, hash_=TransactionHash(h))
+            for h, t in zip(chunk, trytes, strict=True)
+            if str(t).strip("9")
+        ]
+    txs = [t for t in txs if str(t.address) == stack.deposit_address and t.value > 0]
+    states = api.get_latest_inclusion([t.hash for t in txs])["states"] if txs else {}
+    confirmed = {str(h) for h, ok in states.items() if ok}
+    out: dict[str, dict[str, int]] = {}
+    seen: set[tuple[str, int]] = set()  # (bundle, index): a reattachment is the same output
+    for t in txs:
+        key = (str(t.bundle_hash), int(t.current_index))
+        if key in seen:
+            continue
+        bundle_confirmed = any(
+            str(u.hash) in confirmed for u in txs if str(u.bundle_hash) == key[0]
+        )
+        if bundle_confirmed:
+            seen.add(key)
+            per_tag = out.setdefault(str(t.tag), {})
+            per_tag[key[0]] = per_tag.get(key[0], 0) + int(t.value)
+    return out
+
+
+@dataclass
+class Sample:
+    at: float  # wall time
+    buffer_depth: float | None
+    last_stored: float | None  # wall time of the worker's last store write
+    device_queue: int
+
+
+class Sampler:
+    """Two threads, so a slow /healthz (MongoDB down: it waits for a ping) does not thin out
+    the ingest samples."""
+
+    def __init__(self, stack: FaultStack, devices: Devices, interval: float = 0.1) -> None:
+        self.stack = stack
+        self.devices = devices
+        self.interval = interval
+        self.samples: list[Sample] = []
+        self.health: list[tuple[float, int | None]] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run_ingest, daemon=True, name="sampler-ingest"),
+            threading.Thread(target=self._run_health, daemon=True, name="sampler-health"),
+        ]
+
+    def start(self) -> Sampler:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+
+    def _run_ingest(self) -> None:
+        while not self._stop.is_set():
+            at = time.time()
+            m = self.stack.ingest_metrics()
+            self.samples.append(
+                Sample(
+                    at,
+                    m.get("ingest_buffer_depth") if m else None,
+                    m.get("ingest_last_stored_timestamp_seconds") if m else None,
+                    self.devices.outstanding(),
+                )
+            )
+            self._stop.wait(self.interval)
+
+    def _run_health(self) -> None:
+        while not self._stop.is_set():
+            at = time.time()
+            self.health.append((at, self.stack.healthz()))
+            self._stop.wait(self.interval)
+
+    def first_stored_after(self, after: float) -> float | None:
+        """When the sampler first saw a store write later than `after`."""
+        for s in self.samples:
+            if s.at >= after and (s.last_stored or 0) > after:
+                return s.at
+        return None

@@ -1,0 +1,316 @@
+"""The whole stack for the fault tests, every process its own, on free ports in one folder.
+
+VictoriaMetrics, FerretDB, Mosquitto (dynamic security), the devnet, broker_auth and the ingest
+worker. Nothing is shared with other test modules: these processes get killed. Each `Proc`
+keeps its command line, ports and data directory, so `proc.start()` after a kill brings the
+same service back on the same port with the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stack import procs
+from stack.mqtt_probe import MqttProbe
+from tests.devnet_fixture import start_devnet
+
+TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MILESTONE_INTERVAL_S = 0.5
+WATCHER_INTERVAL_S = 0.25
+# The watcher backs off while the node or MongoDB is down; the production default (10 s) would
+# dominate the recovery figures of a 4 s outage, so the tests cap it lower.
+WATCHER_MAX_BACKOFF_S = 1.0
+DEVICES = ("fd-1", "fd-2")
+SLOW = "fault-slow"  # 3600 iota/h: 1 iota buys 1 s (long, stacked grants)
+SLOW_PRICE = 3600
+FAST = "fault-fast"  # 3 600 000 iota/h: 1000 iota buy 1 s (grants that end within a test)
+FAST_PRICE = 3_600_000
+LIVE_FILTER = "live/fd-1/#"
+BUYER_PASSWORD = "fault-buyer-pw-1"
+
+INGEST_ENV = {
+    "INGEST_WINDOWS": "1m",
+    "INGEST_PUBLISH_INTERVAL_S": "1",
+    "INGEST_FLUSH_INTERVAL_S": "0.1",
+    "INGEST_BATCH_SIZE": "100",
+    "INGEST_RECEIVE_MAXIMUM": "1000",
+    "INGEST_RETRY_MAX_S": "0.5",
+    "INGEST_STORE_TIMEOUT_S": "2",
+    "INGEST_METRICS_HOST": "127.0.0.1",
+}
+
+
+def random_address() -> str:
+    """81 trytes ending in 9 (a last trit of 0, as every valid IOTA address has)."""
+    return "".join(secrets.choice(TRYTES) for _ in range(80)) + "9"
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+@dataclass
+class FaultStack:
+    workdir: Path
+    victoria: procs.Proc
+    victoria_url: str
+    ferret: procs.Proc
+    broker: procs.MosquittoHandle
+    node: procs.Proc
+    node_url: str
+    auth: procs.Proc
+    api_url: str
+    admin_token: str
+    deposit_address: str
+    ingest: procs.Proc
+    ingest_metrics_port: int
+    device_passwords: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def procs(self) -> dict[str, procs.Proc]:
+        return {
+            "victoria-metrics": self.victoria,
+            "ingest": self.ingest,
+            "broker_auth": self.auth,
+            "devnet": self.node,
+            "ferretdb": self.ferret,
+            "mosquitto": self.broker.proc,
+        }
+
+    def stop(self) -> None:
+        # The worker first, so its shutdown flush finds the store and the broker up.
+        for proc in (self.ingest, self.auth, self.node, self.broker.proc, self.ferret):
+            proc.stop()
+        self.victoria.stop()
+
+    # -- health ------------------------------------------------------------------------------
+    def healthz(self) -> int | None:
+        """broker_auth's /healthz status code (200 only when MongoDB, broker and node are ok)."""
+        try:
+            return httpx.get(f"{self.api_url}/healthz", timeout=1.5).status_code
+        except httpx.HTTPError:
+            return None
+
+    def ingest_metrics(self) -> dict[str, float] | None:
+        try:
+            url = f"http://127.0.0.1:{self.ingest_metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=1.5) as r:
+                return parse_metrics(r.read().decode())
+        except OSError:
+            return None
+
+    def ingest_ready(self) -> bool:
+        m = self.ingest_metrics()
+        return bool(m and m.get("ingest_mqtt_ready") == 1.0)
+
+    def all_healthy(self) -> bool:
+        return (
+            all(p.running() for p in self.procs.values())
+            and self.healthz() == 200
+            and self.ingest_ready()
+        )
+
+    # -- HTTP API ----------------------------------------------------------------------------
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, f"{self.api_url}{path}", timeout=10, **kwargs)
+
+    def register(self, prefix: str) -> tuple[str, str]:
+        username = f"{prefix}-{secrets.token_hex(3)}"
+        r = self.api(
+            "POST", "/api/accounts", json={"username": username, "password": BUYER_PASSWORD}
+        )
+        assert r.status_code == 201, r.text
+        return username, BUYER_PASSWORD
+
+    def create_order(self, auth: tuple[str, str], product: str, seconds: float) -> dict[str, Any]:
+        hours = seconds / 3600
+        r = self.api("POST", "/api/orders", json={"product_id": product, "hours": hours}, auth=auth)
+        assert r.status_code == 201, r.text
+        order: dict[str, Any] = r.json()
+        return order
+
+    def get_order(self, auth: tuple[str, str], order_id: str) -> dict[str, Any]:
+        r = self.api("GET", f"/api/orders/{order_id}", auth=auth)
+        assert r.status_code == 200, r.text
+        order: dict[str, Any] = r.json()
+        return order
+
+    def grants(self, auth: tuple[str, str]) -> list[dict[str, Any]]:
+        r = self.api("GET", "/api/grants", auth=auth)
+        assert r.status_code == 200, r.text
+        grants: list[dict[str, Any]] = r.json()
+        return grants
+
+    def payments(self) -> list[dict[str, Any]]:
+        r = self.api("GET", "/api/payments", headers=self.admin)
+        assert r.status_code == 200, r.text
+        found: list[dict[str, Any]] = r.json()
+        return found
+
+    # -- MQTT --------------------------------------------------------------------------------
+    def may_subscribe(self, auth: tuple[str, str], topic: str = LIVE_FILTER) -> bool | None:
+        """Whether a fresh connection of the buyer gets `topic` (None: broker unreachable)."""
+        probe = MqttProbe(self.broker.port, *auth)
+        try:
+            if not probe.connect(timeout=3):
+                return False
+            return probe.subscribe(topic, timeout=3)
+        except (OSError, TimeoutError):
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                probe.close()
+
+    # -- time series -------------------------------------------------------------------------
+    def export_counts(self, sensor: str) -> dict[str, Counter[int]]:
+        """Samples per timestamp of each device's `reading_value{sensor=...}` (raw export:
+        VictoriaMetrics keeps a sample written twice twice, unless deduplication is on)."""
+        with urllib.request.urlopen(f"{self.victoria_url}/internal/force_flush", timeout=10):
+            pass
+        query = urllib.parse.urlencode({"match[]": f'reading_value{{sensor="{sensor}"}}'})
+        counts: dict[str, Counter[int]] = {}
+        with urllib.request.urlopen(f"{self.victoria_url}/api/v1/export?{query}", timeout=20) as r:
+            for line in r.read().decode().splitlines():
+                if line.strip():
+                    series = json.loads(line)
+                    device = series["metric"]["device"]
+                    counts.setdefault(device, Counter()).update(series["timestamps"])
+        return counts
+
+
+def start_stack(workdir: Path) -> FaultStack:
+    started: list[procs.Proc] = []
+    try:
+        return _start(workdir, started)
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+
+
+def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
+    vm, vm_port = procs.victoria_metrics(workdir / "victoria-metrics")
+    started.append(vm)
+    ferret, ferret_port = procs.ferretdb(workdir / "ferretdb")
+    started.append(ferret)
+    broker = procs.mosquitto(
+        workdir / "mosquitto",
+        admin_password=secrets.token_urlsafe(18),
+        ingest_password=secrets.token_urlsafe(18),
+    )
+    started.append(broker.proc)
+    node, node_url = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
+    started.append(node)
+
+    api_port = procs.free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    token = secrets.token_urlsafe(24)
+    address = random_address()
+    victoria_url = f"http://127.0.0.1:{vm_port}"
+    auth = procs.python_service(
+        "broker_auth",
+        "broker_auth",
+        workdir / "broker_auth",
+        env={
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(api_port),
+            "MONGO_URL": f"mongodb://127.0.0.1:{ferret_port}/",
+            "MONGO_DB": "faults",
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(broker.port),
+            "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
+            "BROKER_ADMIN_TOKEN": token,
+            "IOTA_NODE_URL": node_url,
+            "IOTA_DEPOSIT_ADDRESS": address,
+            "WATCHER_INTERVAL_S": str(WATCHER_INTERVAL_S),
+            "WATCHER_MAX_BACKOFF_S": str(WATCHER_MAX_BACKOFF_S),
+            "INFLUX_URL": victoria_url,
+            "RECONCILE_INTERVAL_S": "30",
+            "GRANTS_ACTIVE_INTERVAL_S": "2",
+            "LOG_LEVEL": "INFO",
+        },
+        ready=lambda: procs.http_ok(f"{api_url}/healthz"),
+        ready_timeout=60,
+    )
+    auth.start()
+    started.append(auth)
+
+    metrics_port = procs.free_port()
+    ingest = procs.python_service(
+        "ingest",
+        "ingest",
+        workdir / "ingest",
+        env={
+            **INGEST_ENV,
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(broker.port),
+            "INGEST_MQTT_PASSWORD": broker.ingest_password,
+            "INGEST_CLIENT_ID": "ingest-faults",
+            "INFLUX_URL": victoria_url,
+            "INGEST_METRICS_PORT": str(metrics_port),
+        },
+    )
+    stack = FaultStack(
+        workdir=workdir,
+        victoria=vm,
+        victoria_url=victoria_url,
+        ferret=ferret,
+        broker=broker,
+        node=node,
+        node_url=node_url,
+        auth=auth,
+        api_url=api_url,
+        admin_token=token,
+        deposit_address=address,
+        ingest=ingest,
+        ingest_metrics_port=metrics_port,
+    )
+    ingest.ready = stack.ingest_ready
+    ingest.start()
+    started.append(ingest)
+
+    for product, price in ((SLOW, SLOW_PRICE), (FAST, FAST_PRICE)):
+        r = stack.api(
+            "POST",
+            "/api/products",
+            json={"id": product, "topic_filter": LIVE_FILTER, "price_iota_per_hour": price},
+            headers=stack.admin,
+        )
+        assert r.status_code == 201, r.text
+    for device in (*DEVICES, "fd-sim"):
+        r = stack.api("POST", "/api/devices", json={"device_id": device}, headers=stack.admin)
+        assert r.status_code == 201, r.text
+        stack.device_passwords[device] = r.json()["password"]
+    return stack
