@@ -9,7 +9,8 @@ Payload forms:
   |ts| >= 1e11 is milliseconds. 1e11 s would be the year 5138 and 1e11 ms is 1973-03-03, so every
   plausible time after early 1973 is read right in either unit;
 - an RFC 3339 string with a time zone (`2024-05-01T12:00:00.250Z`, `...+02:00`);
-- absent or null: arrival time.
+- absent or null: arrival time (the worker then gives each reading of a series its own
+  millisecond, so a burst within one millisecond is not collapsed into one point by the store).
 """
 
 from __future__ import annotations

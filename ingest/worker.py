@@ -85,6 +85,7 @@ class IngestWorker:
         self._connected = False
         self._stop = threading.Event()
         self._rejects = RateLimitedLog(log, settings.reject_log_interval_s)
+        self._last_arrival_ms: dict[tuple[str, str], int] = {}  # network thread only
         self.client = self._make_client()
         metrics.BUFFER_DEPTH.set_function(self.unacknowledged)
 
@@ -202,11 +203,30 @@ class IngestWorker:
         except UnicodeDecodeError:
             item: Reading | Rejection = Rejection("malformed_topic", "topic is not UTF-8")
         else:
-            item = self.parser.parse(topic, msg.payload, time.time())
+            arrival = time.time()
+            item = self.parser.parse(topic, msg.payload, arrival)
+            if type(item) is Reading and item.ts == arrival:
+                item = self._distinct_arrival(item)
         if isinstance(item, Rejection):
             metrics.REJECTED.labels(item.reason).inc()
             self._rejects.warning(item.reason, "rejected a reading (%s): %s", *item)
         return item
+
+    def _distinct_arrival(self, reading: Reading) -> Reading:
+        """Give a reading stamped on arrival a millisecond of its own within its series.
+
+        The store keeps one point per series and millisecond, so two readings without `ts`
+        arriving within the same millisecond would otherwise overwrite each other.
+        """
+        key = (reading.device, reading.sensor)
+        ms = round(reading.ts * 1000)
+        last = self._last_arrival_ms.get(key)
+        if last is not None and ms <= last:
+            ms = last + 1
+        if len(self._last_arrival_ms) >= self.settings.max_series:
+            self._last_arrival_ms.clear()  # bounded memory; only same-ms neighbours matter
+        self._last_arrival_ms[key] = ms
+        return reading._replace(ts=ms / 1000)
 
     # ---- writer loop (main thread) ----
 
