@@ -58,6 +58,11 @@ E429: dict[int | str, dict[str, Any]] = {
 E503: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorOut, "description": "a dependency is unavailable"}
 }
+# Any route with a body: FastAPI answers 400 to bytes it cannot decode, BodyLimit 413.
+EBODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "body is not UTF-8 JSON"},
+    413: {"model": ErrorOut, "description": "body over MAX_BODY_BYTES"},
+}
 
 
 class BodyLimit:
@@ -205,6 +210,7 @@ def _install_routes(app: FastAPI) -> None:
             **E422,
             429: {"model": ErrorOut, "description": "too many sign-ups"},
             **E503,
+            **EBODY,
         },
         dependencies=[Depends(check_signup_rate)],
         tags=["buyers"],
@@ -228,7 +234,13 @@ def _install_routes(app: FastAPI) -> None:
         status_code=201,
         summary="Create a product (admin)",
         dependencies=ADMIN,
-        responses={**E401, 409: {"model": ErrorOut, "description": "exists"}, **E422, **E503},
+        responses={
+            **E401,
+            409: {"model": ErrorOut, "description": "exists"},
+            **E422,
+            **E503,
+            **EBODY,
+        },
         tags=["admin"],
     )
     def create_product(body: ProductIn, rt: Rt) -> ProductOut:
@@ -240,7 +252,13 @@ def _install_routes(app: FastAPI) -> None:
         status_code=201,
         summary="Register a device (admin); its MQTT password is shown once",
         dependencies=ADMIN,
-        responses={**E401, 409: {"model": ErrorOut, "description": "exists"}, **E422, **E503},
+        responses={
+            **E401,
+            409: {"model": ErrorOut, "description": "exists"},
+            **E422,
+            **E503,
+            **EBODY,
+        },
         tags=["admin"],
     )
     def create_device(body: DeviceCreate, rt: Rt) -> DeviceCreated:
@@ -257,6 +275,7 @@ def _install_routes(app: FastAPI) -> None:
             404: {"model": ErrorOut, "description": "no such product"},
             **E422,
             **E429,
+            **EBODY,
         },
         tags=["buyers"],
     )
