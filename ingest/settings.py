@@ -80,7 +80,7 @@ class IngestSettings(BaseSettings):
     value_max: float = Field(1e9, alias="INGEST_VALUE_MAX")
     reject_log_interval_s: float = Field(60.0, alias="INGEST_REJECT_LOG_INTERVAL_S", ge=0)
 
-    metrics_host: str = Field("0.0.0.0", alias="INGEST_METRICS_HOST")
+    metrics_host: str = Field("127.0.0.1", alias="INGEST_METRICS_HOST")
     metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT", ge=0)
     log_level: str = Field("INFO", alias="INGEST_LOG_LEVEL")
 
