@@ -29,13 +29,14 @@ from iota import Address, Iota, ProposedTransaction, Tag, TransactionHash
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
-from devnet import speedups
+from devnet import speedups, ternary
 
 SECURITY_LEVEL = 2
 DEPTH = 3
 DEFAULT_MWM = 14  # IRI mainnet's, used when a node hides getNodeAPIConfiguration
 HTTP_TIMEOUT_S = 60.0
 TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_UNSAFE_TAG_CYCLE = 100_000  # finalize needs ~100 attempts on average; give it a wide margin
 
 SeedLike: TypeAlias = Seed | str
 
@@ -106,6 +107,11 @@ def _tag(tag: str) -> Tag:
     tag = tag.strip()
     if len(tag) > 27 or any(c not in TRYTES for c in tag):
         raise WalletError("a tag is up to 27 trytes (A-Z and 9)")
+    # PyOTA 2.1.0 makes the bundle hash "secure" by incrementing the tail's obsolete tag, which
+    # starts as the tag; counting up from a small negative value reaches all-9s, where it falls
+    # back to the tag again: an endless loop in send_transfer (e.g. tag "X").
+    if -_UNSAFE_TAG_CYCLE < ternary.to_int(tag) < 0:
+        raise WalletError(f"tag {tag!r} would make PyOTA loop forever; use a longer tag")
     return Tag(tag.encode())
 
 
