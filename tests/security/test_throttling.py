@@ -1,6 +1,6 @@
 """Password guessing and sign-up floods are throttled; admin routes refuse bad tokens.
 
-A real broker_auth (with its own Mosquitto) with small limits and a 3 s window. Clients come
+A real broker_auth (with its own Mosquitto) with small limits and a 4 s window. Clients come
 from different loopback addresses (127.0.0.x), so per-address limits are measured as a remote
 attacker and a legitimate user on another address would meet them.
 """
@@ -22,7 +22,7 @@ from tests.broker_auth.conftest import AuthStack, AuthStackFactory
 MAX_FAILURES = 4
 MAX_FAILURES_PER_IP = 8
 MAX_SIGNUPS_PER_IP = 4
-WINDOW_S = 3.0
+WINDOW_S = 4.0  # long enough for a burst on a loaded machine to land inside one window
 PASSWORD = "right-password-" + secrets.token_hex(4)
 # Operations anyone may call; every other one needs credentials.
 PUBLIC = {
@@ -113,7 +113,7 @@ def test_guess_rate_is_bounded_by_the_window(clients: Any) -> None:
     attacker = clients()
     started = time.monotonic()
     checked = throttled = 0
-    while time.monotonic() - started < 2 * WINDOW_S:
+    while time.monotonic() - started < 1.5 * WINDOW_S:
         r = grants(attacker, victim, "guess-" + secrets.token_hex(4))
         assert r.status_code in (401, 429)
         checked += r.status_code == 401
