@@ -55,14 +55,18 @@ def parse_time(value: str) -> float:
 
 
 class RefusalWatch:
-    """Polls a fresh subscription of a buyer until the broker refuses it; notes when."""
+    """Polls a fresh subscription of a buyer until the broker refuses it.
+
+    An attempt is dated by its start: a grant seen then was still in Mosquitto at that time or
+    later. An attempt that hangs (broker restarting, machine busy) proves nothing either way.
+    """
 
     def __init__(self, stack: FaultStack, auth: tuple[str, str]) -> None:
         self.stack = stack
         self.auth = auth
-        self.refused_at: float | None = None
-        self.granted_after_end: list[float] = []
         self.end = 0.0
+        self.refused_at: float | None = None
+        self.seen: list[tuple[float, float, bool | None]] = []  # (after end, took, answer)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="refusal-watch")
 
@@ -75,11 +79,15 @@ class RefusalWatch:
         while not self._stop.is_set() and self.refused_at is None:
             at = time.time()
             answer = self.stack.may_subscribe(self.auth)
+            self.seen.append((round(at - self.end, 2), round(time.time() - at, 2), answer))
             if answer is False:
                 self.refused_at = at
-            elif answer is True and at > self.end + 2.0:
-                self.granted_after_end.append(at - self.end)
             self._stop.wait(0.3)
+
+    def last_granted_after_end(self) -> float | None:
+        """Seconds after the end of the last attempt that still got the subscription."""
+        granted = [after for after, _, answer in self.seen if answer is True and after > 0]
+        return max(granted) if granted else None
 
     def stop(self) -> None:
         self._stop.set()
@@ -252,13 +260,12 @@ def run_fault(stack: FaultStack, fault: str, action: str, lossless: bool) -> dic
     # 4. Grants: the short one ended (API and broker), in time.
     assert stack.grants(short) == []
     assert watch.refused_at is not None
-    if fault in EXPIRY_UNAFFECTED:
-        assert watch.refused_at - short_end < 2.5, watch.refused_at - short_end
-    else:
-        assert watch.refused_at - max(short_end, t_health) < 3.0, (
-            watch.refused_at - short_end,
-            t_health - short_end,
-        )
+    late = watch.last_granted_after_end()
+    if late is not None:
+        # Ends within 2 s of its end (design); if broker_auth, MongoDB or Mosquitto was down
+        # then, within 2 s of /healthz 200 (broker_auth reconciles when it reconnects).
+        allowed = 2.0 if fault in EXPIRY_UNAFFECTED else max(0.0, t_health - short_end) + 2.0
+        assert late < allowed, f"granted {late:.2f} s after the end: {watch.seen}"
     # 5. Readings and payments.
     readings = check_readings(stack, devices, lossless, recovered)
     money = check_payments(stack, [payer, short_payer], first, stacker)
@@ -284,7 +291,7 @@ def run_fault(stack: FaultStack, fault: str, action: str, lossless: bool) -> dic
         "readings_held": held,
         "healthz_seen": sorted({str(code) for at, code in sampler.health if at >= t_kill}),
         "short_grant_end_to_refused_s": round(watch.refused_at - short_end, 2),
-        "short_grant_granted_after_end_s": [round(x, 2) for x in watch.granted_after_end][-1:],
+        "short_grant_last_granted_after_end_s": late,
         **{k: v for k, v in readings.items() if k != "lost_ts"},
         **money,
         "payments_during_outage": len(paid_during),
