@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import secrets
 import signal
+import socket
 from pathlib import Path
+
+import httpx
 
 from stack.mqtt_probe import MqttProbe
 from tests.broker_auth.conftest import wait_for
@@ -155,3 +158,43 @@ def test_wrong_secret_attempts_answer_without_echo(full_stack: FullStack) -> Non
         assert r.status_code in (401, 422), r.text
         assert token not in r.text and short not in r.text
         assert isinstance(r.json()["detail"], str | list)
+
+
+def test_public_metrics_name_no_buyer_and_no_secret(full_stack: FullStack) -> None:
+    """/metrics is public (Prometheus scrapes it): no usernames, device ids or secrets."""
+    stack = full_stack
+    texts = [
+        stack.api().get("/metrics").text,
+        httpx.get(f"http://127.0.0.1:{stack.ingest.metrics_port}/metrics", timeout=10).text,
+    ]
+    names = [p.username for p in stack.principals.values() if p.username]
+    for text in texts:
+        assert "broker_auth_" in text or "ingest_" in text
+        for value in [*stack.secrets.values(), *names]:
+            assert value not in text
+
+
+def raw_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET a path exactly as written (no client-side normalisation of `..`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def test_portal_files_do_not_escape_their_folder(full_stack: FullStack) -> None:
+    port = int(full_stack.auth.api_url.rsplit(":", 1)[1])
+    status, answer = raw_get(port, "/portal/portal.css")
+    assert status == 200 and answer  # the folder is served...
+    for path in (  # ...and nothing outside it
+        "/portal/../../../../../../etc/passwd",
+        "/portal/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/portal/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/portal/../mount.py",
+        "/portal/..%2fmount.py",
+    ):
+        status, answer = raw_get(port, path)
+        assert status in (400, 404), (path, answer[:200])
+        assert b"root:" not in answer and b"StaticFiles" not in answer
