@@ -13,14 +13,23 @@ from pathlib import Path
 
 TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
 
+# Kerl addresses end in a zero trit and nodes refuse value transfers to any other address: the
+# last tryte must have a zero third trit (values -4..4).
+LAST_TRYTES = "9ABCDWXYZ"
+
+
+def random_address() -> str:
+    return "".join(secrets.choice(TRYTES) for _ in range(80)) + secrets.choice(LAST_TRYTES)
+
+
 GENERATED: dict[str, Callable[[], str]] = {
     "BROKER_ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),
     "DYNSEC_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "INGEST_MQTT_PASSWORD": lambda: secrets.token_urlsafe(24),
     "DEMO_DEVICE_PASSWORD": lambda: secrets.token_urlsafe(24),
-    # Jane's deposit address. The service never holds a seed: for the local demo any 81 trytes
-    # make a valid receiving address; in production set the address of your own wallet.
-    "IOTA_DEPOSIT_ADDRESS": lambda: "".join(secrets.choice(TRYTES) for _ in range(81)),
+    # Jane's deposit address. The service never holds a seed: in production set the address of
+    # your own wallet; for the local demo random trytes do.
+    "IOTA_DEPOSIT_ADDRESS": lambda: random_address(),
 }
 
 
