@@ -1,0 +1,115 @@
+"""`make run`'s runner: everything comes up, averages flow, Ctrl-C stops it all, data survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from stack import procs
+from stack.mqtt_probe import MqttProbe
+
+
+def _stack_env(data_dir: Path) -> dict[str, str]:
+    names = [
+        "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
+        "FERRETDB_DEBUG_PORT", "VICTORIA_PORT", "DEVNET_PORT", "INGEST_METRICS_PORT",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
+    env.update({name: str(procs.free_port()) for name in names})
+    env["IOT_DATA_DIR"] = str(data_dir)
+    env["DEVNET_MILESTONE_INTERVAL"] = "0.5"
+    return env
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stack", "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stored_readings(env: dict[str, str]) -> int:
+    base = f"http://127.0.0.1:{env['VICTORIA_PORT']}"
+    urllib.request.urlopen(f"{base}/internal/force_flush", timeout=5).close()
+    query = 'match[]=reading_value{device="plug-1",sensor="power"}'
+    with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=5) as r:
+        return sum(len(json.loads(line)["values"]) for line in r.read().splitlines() if line)
+
+
+def _products(env: dict[str, str]) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['API_PORT']}/api/products") as r:
+        products: list[dict[str, object]] = json.loads(r.read())
+    return products
+
+
+def _stop(runner: subprocess.Popen[bytes], env: dict[str, str]) -> None:
+    runner.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+    assert runner.wait(60) == 0
+    for name in ("MQTT_PORT", "API_PORT", "FERRETDB_PORT", "VICTORIA_PORT", "DEVNET_PORT"):
+        assert not procs.port_open(int(env[name])), f"{name} still open after Ctrl-C"
+
+
+def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    env = _stack_env(tmp_path / "data")
+    log = tmp_path / "run.log"
+    runner = _start(env, log)
+    try:
+        procs.wait_until(
+            lambda: procs.http_ok(f"http://127.0.0.1:{env['API_PORT']}/healthz"), 120, "healthz"
+        )
+        # The demo seed is created (right after start-up) and the plug's average is published.
+        procs.wait_until(lambda: bool(_products(env)), 30, "the demo product")
+        product = _products(env)[0]
+        assert {"id": "plug-1-live", "price_iota_per_hour": 500}.items() <= product.items()
+        probe = MqttProbe(int(env["MQTT_PORT"]))
+        probe.connect()
+        assert probe.subscribe("avg/1m/plug-1/power")
+        msg = probe.next_message(30)
+        probe.close()
+        assert msg is not None, log.read_text()[-3000:]
+        assert json.loads(msg.payload)["window"] == "1m"
+        procs.wait_until(lambda: _stored_readings(env) > 0, 30, "raw readings in the store")
+        assert "IoT telemetry broker is up" in log.read_text()
+    finally:
+        if runner.poll() is None:
+            _stop(runner, env)
+    first = _stored_readings_after_restart(env, log)
+    assert first > 0
+    secrets_file = tmp_path / "data" / "secrets.env"
+    assert secrets_file.stat().st_mode & 0o077 == 0
+    # No secret reaches the console output.
+    token = next(
+        line.split("=", 1)[1]
+        for line in secrets_file.read_text().splitlines()
+        if line.startswith("BROKER_ADMIN_TOKEN=")
+    )
+    assert token not in log.read_text()
+
+
+def _stored_readings_after_restart(env: dict[str, str], log: Path) -> int:
+    """A second run keeps the data of the first."""
+    runner = _start(env, log)
+    try:
+        procs.wait_until(
+            lambda: procs.http_ok(f"http://127.0.0.1:{env['VICTORIA_PORT']}/health"), 60, "store"
+        )
+        deadline = time.monotonic() + 30
+        count = 0
+        while time.monotonic() < deadline and count == 0:
+            try:
+                count = _stored_readings(env)
+            except OSError:
+                time.sleep(0.5)
+        return count
+    finally:
+        _stop(runner, env)
