@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stack import procs
 
@@ -32,7 +33,6 @@ DASHBOARDS = REPO / "dashboard" / "dashboards"
 DATASOURCES = REPO / "dashboard" / "provisioning" / "datasources" / "datasources.yml"
 DASHBOARD_PROVIDERS = REPO / "dashboard" / "provisioning" / "dashboards" / "dashboards.yml"
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus.yml"
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Services that run once and exit (no health check, `restart: "no"`).
 ONE_SHOT = {"init"}
@@ -73,19 +73,7 @@ def run_compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.Complete
 
 
 def load_yaml(text: str) -> Any:
-    result = subprocess.run(
-        [
-            SYSTEM_PYTHON,
-            "-c",
-            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
-        ],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return json.loads(result.stdout)
+    return yaml.safe_load(text)
 
 
 def load_yaml_file(path: Path) -> Any:
