@@ -24,7 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from tests.broker_auth.conftest import wait_for
 from tests.security.conftest import DEVICE_A, DEVICE_B, REPORTS, FullStack, Mqtt, Principal
 
 NOT_AUTHORIZED = 0x87
@@ -274,3 +278,49 @@ def test_wrong_credentials_are_refused_at_connect(full_stack: FullStack) -> None
             assert client.connack is not None and client.connack.value in (0x86, 0x87)
         finally:
             client.close()
+
+
+def test_taking_over_a_buyers_session_leaks_nothing(full_stack: FullStack) -> None:
+    """MQTT sessions belong to a client id, not a user: Mosquitto 2.0 lets anyone resume
+    anyone's session (with its subscriptions and queued messages). Receiving is checked per
+    message against the new owner (publishClientReceive), so the taker gets nothing: neither
+    what was queued for the victim nor what arrives after."""
+    stack = full_stack
+    p = stack.principals
+    victim_id = f"victim-{secrets.token_hex(4)}"
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 300
+
+    def session(who: Principal) -> tuple[mqtt.Client, list[bytes], dict[str, bool]]:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=victim_id, protocol=mqtt.MQTTv5)
+        if who.username is not None:
+            client.username_pw_set(who.username, who.password)
+        got: list[bytes] = []
+        state: dict[str, bool] = {}
+        client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+        client.on_connect = lambda _c, _u, flags, _rc, _p: state.update(
+            present=bool(flags.session_present)
+        )
+        client.connect("127.0.0.1", stack.broker.port, clean_start=False, properties=props)
+        client.loop_start()
+        wait_for(lambda: "present" in state, 10, f"{who.name} connected")
+        return client, got, state
+
+    victim, victim_got, _ = session(p["buyer (grant)"])
+    assert victim.subscribe(PUBLISH["live/A/x"], qos=1)[0] == mqtt.MQTT_ERR_SUCCESS
+    time.sleep(0.3)
+    # The victim's own session works: its grant lets the readings through.
+    assert publish_cell(stack, p["device A"], PUBLISH["live/A/x"], b"7.0").code == 0
+    wait_for(lambda: victim_got == [b"7.0"], 5, "the victim's reading")
+    victim.disconnect()
+    victim.loop_stop()
+    for payload in (b"7.1", b"7.2"):  # queued for the absent victim
+        assert publish_cell(stack, p["device A"], PUBLISH["live/A/x"], payload).code == 0
+    for taker in (p["anonymous"], p["buyer (no grant)"]):
+        client, got, state = session(taker)
+        assert state["present"], "Mosquitto no longer hands sessions over (update this test)"
+        assert publish_cell(stack, p["device A"], PUBLISH["live/A/x"], b"7.3").code == 0
+        time.sleep(0.5)
+        client.disconnect()
+        client.loop_stop()
+        assert got == [], f"{taker.name} received the victim's live data"
