@@ -8,6 +8,7 @@ and scrape URLs must point at compose services and their ports.
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -15,8 +16,6 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.compose.conftest import (
     DASHBOARD_PROVIDERS,
@@ -186,7 +185,7 @@ def broker_auth_metrics_text() -> str:
     (Running broker_auth itself needs MongoDB, the broker and a node; its endpoint is just
     `generate_latest()` of this registry.)
     """
-    pytest.importorskip("broker_auth.metrics")
+    importlib.import_module("broker_auth.metrics")
     code = (
         "import sys, broker_auth.metrics; from prometheus_client import generate_latest; "
         "sys.stdout.write(generate_latest().decode())"

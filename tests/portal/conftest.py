@@ -176,7 +176,7 @@ def portal_stack(
 @pytest.fixture(scope="module")
 def playwright_instance() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/bootstrap.sh)")
     with sync_playwright() as p:
         yield p
 
