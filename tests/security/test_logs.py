@@ -8,6 +8,9 @@ password refused by validation), devices and buyers use MQTT, and then every pro
 searched for every secret used: buyer passwords (and their HTTP Basic encoding), device
 passwords returned by the API, the admin token, the dynamic-security admin password, the ingest
 password, the observer's password, the buyers' seeds, and the wrong guesses themselves.
+The same secrets are looked for at rest (Mosquitto's dynamic-security file and persistence,
+FerretDB's files) and on the public /metrics pages; and the portal's static files must not be
+a way out of their folder.
 """
 
 from __future__ import annotations
