@@ -31,7 +31,9 @@ while IFS= read -r line || [ -n "$line" ]; do
         [A-Z]*=change-me*) printf '%s=%s\n' "${line%%=*}" "$(random_chars 'A-Za-z0-9' 32)" ;;
         IOTA_DEPOSIT_ADDRESS=*)
             if $dev; then
-                printf 'IOTA_DEPOSIT_ADDRESS=%s\n' "$(random_chars 'A-Z9' 81)"
+                # Nodes refuse value transfers to an address whose last trit is not 0.
+                printf 'IOTA_DEPOSIT_ADDRESS=%s%s\n' "$(random_chars 'A-Z9' 80)" \
+                    "$(random_chars '9ABCDWXYZ' 1)"
             else
                 printf '%s\n' "$line"
             fi ;;

@@ -27,6 +27,9 @@ GENERATED: dict[str, Callable[[], str]] = {
     "DYNSEC_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "INGEST_MQTT_PASSWORD": lambda: secrets.token_urlsafe(24),
     "DEMO_DEVICE_PASSWORD": lambda: secrets.token_urlsafe(24),
+    # Mosquitto 2.0 lets any client that connects with a known client id take over that session,
+    # anonymous ones too: the worker's persistent session gets an id nobody can guess.
+    "INGEST_CLIENT_ID": lambda: f"ingest-{secrets.token_hex(12)}",
     # Jane's deposit address. The service never holds a seed: in production set the address of
     # your own wallet; for the local demo random trytes do.
     "IOTA_DEPOSIT_ADDRESS": lambda: random_address(),
