@@ -133,23 +133,19 @@ class IngestWorker:
             return
         with self._cond:
             self._generation += 1
-            if flags.session_present:
-                # The broker redelivers every unacknowledged message of the session: drop our
-                # copies of those not yet written, or they would be stored twice.
-                kept = [p for p in self._pending if p.generation == self._generation]
-                dropped = len(self._pending) - len(kept)
-                self._pending = kept
-            else:
-                # A new session (first start, or the broker lost it): nothing will be
-                # redelivered, so keep and store what we hold; it cannot be acknowledged.
-                dropped = 0
+            # Keep and store the copies received on the earlier connection (they cannot be
+            # acknowledged on this one). Even with the session present the broker may not
+            # redeliver them all: a Mosquitto killed (not stopped) comes back from its last
+            # autosave without what arrived since. What it does redeliver is written twice,
+            # which the store absorbs (one point per series and time).
+            kept = len(self._pending)
             self._connected = True
         log.info(
-            "connected to %s:%d (session present: %s, %d pending copies dropped)",
+            "connected to %s:%d (session present: %s, %d earlier copies kept)",
             self.settings.mqtt_host,
             self.settings.mqtt_port,
             flags.session_present,
-            dropped,
+            kept,
         )
         topic = f"{self.settings.live_topic_prefix}/+/+"
         # retainHandling 1: a retained raw reading is delivered once, not on every reconnect.
