@@ -398,3 +398,47 @@ def test_simulator_retries_across_a_mosquitto_restart(stack: FaultStack) -> None
             "duplicates": 0,
         },
     )
+
+
+def test_mosquitto_sigkill_while_the_store_is_down(stack: FaultStack) -> None:
+    """Two faults at once: the worker holds readings it cannot write yet (store down) when
+    Mosquitto is killed. The broker comes back from its last autosave without the newest of
+    them, so the worker must store its own copies rather than wait for a redelivery."""
+    wait_for(stack.all_healthy, 60, "the stack healthy before the fault", 0.5)
+    sensor = f"double-{uuid.uuid4().hex[:6]}"
+    devices = Devices(stack, sensor, {d: stack.device_passwords[d] for d in DEVICES}, RATE_HZ)
+    devices.start()
+    sampler = Sampler(stack, devices).start()
+    try:
+        time.sleep(1.0)
+        t_store_down = time.time()
+        stack.victoria.kill()
+        time.sleep(6.0)  # the worker buffers (below its Receive Maximum), nothing acknowledged
+        t_kill = time.time()
+        stack.broker.proc.kill()
+        time.sleep(3.0)
+        stack.broker.proc.start()
+        wait_for(stack.ingest_ready, 30, "the worker back on the broker", 0.1)
+        time.sleep(1.0)  # reconnected while the store is still down
+        stack.victoria.start()
+        t_stored = wait_for(
+            lambda: sampler.first_stored_after(time.time() - 0.05), 60, "readings stored", 0.1
+        )
+        wait_for(lambda: stack.healthz() == 200, 60, "/healthz 200 again", 0.1)
+        time.sleep(2.0)
+    finally:
+        devices.stop()
+        sampler.stop()
+    buffered = [s.buffer_depth or 0 for s in sampler.samples if s.at >= t_store_down]
+    readings = check_readings(stack, devices, lossless=True, before=t_stored)
+    record(
+        "mosquitto SIGKILL + store down",
+        {
+            "action": "SIGKILL both",
+            "outage_s": round(t_stored - t_store_down, 2),
+            "kill_to_first_reading_stored_s": round(t_stored - t_kill, 2),
+            "ingest_buffer_max": int(max(buffered)),
+            "device_queue_max": max(s.device_queue for s in sampler.samples),
+            **{k: v for k, v in readings.items() if k != "lost_ts"},
+        },
+    )
