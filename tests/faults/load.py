@@ -124,7 +124,8 @@ class Paid:
     tag: str
     amount: int
     bundle_hash: str | None  # None: the payment failed half-way (ambiguous)
-    at: float
+    at: float  # when pay() returned
+    started: float = 0.0  # when the buyer began paying (funding a fresh seed first)
 
 
 @dataclass
@@ -167,6 +168,7 @@ class Payer:
         assert not self._thread.is_alive(), "payer did not finish its payment"
 
     def pay_one(self, order: dict[str, Any]) -> Paid:
+        started = time.time()
         seed = Seed.random()
         while True:  # nothing is paid until the funds are there: retry freely
             try:
@@ -192,6 +194,7 @@ class Payer:
             self._note(exc)
             paid = Paid(order["order_id"], order["tag"], order["amount_iota"], None, 0)
         paid.at = time.time()
+        paid.started = started
         self.paid.append(paid)
         return paid
 

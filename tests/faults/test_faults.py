@@ -13,10 +13,13 @@ after order on the devnet:
 - the stack recovers by itself: /healthz back to 200, the worker subscribed, readings stored
   again. Recovery times and readings buffered are recorded (tests/artifacts/faults.json).
 
-Mosquitto is restarted cleanly (SIGTERM: it saves sessions and queues); its SIGKILL is measured
-separately: Mosquitto persists only every `autosave_interval` (10 s), so readings it had
-acknowledged since its last save and not yet handed to the worker are lost - the test bounds
-that loss to the autosave window before the kill.
+Mosquitto is restarted cleanly (SIGTERM: it saves sessions and queues); its SIGKILL is tested
+separately: Mosquitto persists only every `autosave_interval` (10 s), so it comes back without
+what it acknowledged since its last save. Readings it had not yet handed to the worker would be
+lost (the test bounds that to the autosave window; none in practice: it forwards at once); what
+the worker held is stored from the worker's own copies, even with the store down at the same
+time (the double-fault test). The simulator (`iot-sim`) keeps and re-sends what it samples
+while the broker is away.
 """
 
 from __future__ import annotations
@@ -273,7 +276,9 @@ def run_fault(stack: FaultStack, fault: str, action: str, lossless: bool) -> dic
     # Buyers paid while the component was down (none can while the node itself is).
     paid_during = [x for x in payer.paid if x.bundle_hash and t_kill <= x.at <= recovered]
     if fault != "devnet":
-        assert paid_during, "no payment was made during the outage"
+        assert any(x.started < t_restart and x.at > t_kill for x in payer.paid), payer.paid
+    else:  # the buyer's retries go through once the node is back
+        assert any(x.bundle_hash and x.at > t_restart for x in payer.paid), payer.errors
     samples = [s for s in sampler.samples if s.at >= t_kill]
     accepted = devices.accepted()
     held = sum(1 for ts in accepted.values() for t in ts if t_kill <= t / 1000 <= t_stored)
