@@ -7,6 +7,7 @@ to tests/artifacts/faults.json after every test, so a run stopped by -x keeps wh
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -15,10 +16,41 @@ from typing import Any
 
 import pytest
 
-from tests.faults.stack import FaultStack, start_stack
+from tests.faults.stack import (
+    INGEST_ENV,
+    MILESTONE_INTERVAL_S,
+    WATCHER_INTERVAL_S,
+    WATCHER_MAX_BACKOFF_S,
+    FaultStack,
+    start_stack,
+)
 
 ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "faults.json"
 FIGURES: dict[str, dict[str, Any]] = {}
+SETUP = {
+    "load": "2 devices x 15 readings/s at QoS 1; one buyer paying 60 s orders back to back",
+    "outage_s": 4,
+    "devnet_milestone_interval_s": MILESTONE_INTERVAL_S,
+    "watcher_interval_s": WATCHER_INTERVAL_S,
+    "watcher_max_backoff_s": WATCHER_MAX_BACKOFF_S,
+    "ingest": INGEST_ENV,
+}
+DEFINITIONS = {
+    "outage_s": "kill (or stop) -> Proc.start() called again",
+    "restart_to_ready_s": "Proc.start() -> the process answers its readiness check",
+    "kill_to_health_200_s": "kill -> broker_auth /healthz 200 again after the restart",
+    "kill_to_first_reading_stored_s": "kill -> the worker's first store write after the kill",
+    "max_store_gap_s": "longest time without a store write seen by the sampler (0.1 s)",
+    "ingest_buffer_max": "peak ingest_buffer_depth (received, not yet acknowledged)",
+    "device_queue_max": "peak readings published and not yet acknowledged by the broker",
+    "readings_held": "accepted readings published between the kill and the first store "
+    "write after it (held by devices, broker queue or worker)",
+    "short_grant_end_to_refused_s": "end of a grant that ends in the outage -> first refusal "
+    "of a fresh subscription",
+    "short_grant_last_granted_after_end_s": "latest fresh subscription still granted after "
+    "that end (null: none)",
+    "lost / duplicates": "accepted readings missing / stored twice in VictoriaMetrics' export",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +67,9 @@ def record(name: str, figures: dict[str, Any]) -> None:
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.system()} {platform.machine()}",
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+        "setup": SETUP,
+        "definitions": DEFINITIONS,
         "faults": FIGURES,
     }
     ARTIFACT.write_text(json.dumps(doc, indent=2) + "\n")
