@@ -115,7 +115,8 @@ class FaultStack:
     def healthz(self) -> int | None:
         """broker_auth's /healthz status code (200 only when MongoDB, broker and node are ok)."""
         try:
-            return httpx.get(f"{self.api_url}/healthz", timeout=1.5).status_code
+            # MongoDB down: /healthz waits for its ping (MONGO_TIMEOUT_S, 2 s) before the 503.
+            return httpx.get(f"{self.api_url}/healthz", timeout=4).status_code
         except httpx.HTTPError:
             return None
 
