@@ -187,7 +187,9 @@ class FaultStack:
         try:
             if not probe.connect(timeout=3):
                 return False
-            return probe.subscribe(topic, timeout=3)
+            granted = probe.subscribe(topic, timeout=3)
+            # A connection lost meanwhile (broker killed) is no answer, not a refusal.
+            return granted if granted or probe.connected else None
         except (OSError, TimeoutError):
             return None
         finally:
