@@ -126,12 +126,17 @@ class IngestWorker:
             return str(r.read().decode())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ingest_worker(
-    tmp_path_factory: pytest.TempPathFactory, mosquitto: procs.MosquittoHandle, victoria: Any
+    tmp_path_factory: pytest.TempPathFactory, mosquitto_factory: Any, victoria: Any
 ) -> Iterator[IngestWorker]:
-    """A real ingest worker (`python -m ingest`) on the session's broker and store."""
+    """A real ingest worker (`python -m ingest`) for its metric names.
+
+    It gets a broker of its own: on the shared one it would also consume and store the ingest
+    tests' readings, racing their own worker.
+    """
     importlib.import_module("ingest.__main__")
+    mosquitto = mosquitto_factory(f"compose-mosquitto-{procs.free_port()}")
     port = procs.free_port()
     proc = procs.python_service(
         "ingest",
