@@ -462,7 +462,8 @@ def wait_live_access(
             last_refused = time.time()
         except (TimeoutError, OSError):
             pass  # kicked mid-attempt or a slow broker: try again
-        probe.close()
+        # Closing a kicked probe waits out paho's reconnect sleep (up to 1 s): not our time.
+        threading.Thread(target=probe.close, daemon=True).start()
         time.sleep(period)
     raise TimeoutError(f"{username}: {topic} not granted within {timeout:.0f} s")
 
