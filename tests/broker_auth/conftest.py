@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,26 +20,10 @@ import pytest
 from broker_auth.dynsec import DynsecClient
 from stack import procs
 from stack.mqtt_probe import MqttProbe
+from stack.secrets import random_address
 from tests.conftest import Mongo, MosquittoFactory
 
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
-
-
-def random_address() -> str:
-    """81 trytes ending in 9 (a last trit of 0, as every valid IOTA address has)."""
-    return "".join(secrets.choice(TRYTES) for _ in range(80)) + "9"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass

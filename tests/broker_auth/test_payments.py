@@ -26,9 +26,10 @@ from iota.crypto.types import Seed
 
 from stack import procs
 from stack.mqtt_probe import MqttProbe
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher, wait_for
+from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher
 from tests.conftest import Store
 from tests.devnet_fixture import start_devnet
+from tests.support import wait_for
 from wallet import payments
 
 MILESTONE_INTERVAL_S = 1.0

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from stack.mqtt_probe import MqttProbe
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher, wait_for
+from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher
+from tests.support import wait_for
 
 PASSWORD = "buyer-password-1"
 

@@ -7,8 +7,9 @@ import secrets
 
 import pytest
 
-from tests.broker_auth.conftest import start_auth_stack, wait_for
+from tests.broker_auth.conftest import start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
+from tests.support import wait_for
 
 
 def test_starts_before_the_broker(

@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +22,10 @@ import httpx
 
 from stack import procs
 from stack.mqtt_probe import MqttProbe
+from stack.secrets import random_address
 from tests.devnet_fixture import start_devnet
+from tests.support import scrape_metrics
 
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MILESTONE_INTERVAL_S = 0.5
 WATCHER_INTERVAL_S = 0.25
 # The watcher backs off while the node or MongoDB is down; the production default (10 s) would
@@ -50,31 +49,6 @@ INGEST_ENV = {
     "INGEST_STORE_TIMEOUT_S": "2",
     "INGEST_METRICS_HOST": "127.0.0.1",
 }
-
-
-def random_address() -> str:
-    """81 trytes ending in 9 (a last trit of 0, as every valid IOTA address has)."""
-    return "".join(secrets.choice(TRYTES) for _ in range(80)) + "9"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 @dataclass
@@ -122,9 +96,7 @@ class FaultStack:
 
     def ingest_metrics(self) -> dict[str, float] | None:
         try:
-            url = f"http://127.0.0.1:{self.ingest_metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=1.5) as r:
-                return parse_metrics(r.read().decode())
+            return scrape_metrics(self.ingest_metrics_port, 1.5)
         except OSError:
             return None
 

@@ -40,7 +40,8 @@ import pytest
 
 from tests.faults.conftest import record
 from tests.faults.load import Devices, Paid, Payer, Sampler, tangle_payments
-from tests.faults.stack import DEVICES, FAST, SLOW, FaultStack, wait_for
+from tests.faults.stack import DEVICES, FAST, SLOW, FaultStack
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

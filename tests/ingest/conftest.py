@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from broker_auth import acl_model
 from stack import procs
 from tests.conftest import Store, device_password
+from tests.support import http_text, scrape_metrics
 
 # Fast cadences so tests finish quickly; the defaults are for production.
 FAST_ENV = {
@@ -39,20 +40,6 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def http_text(url: str, timeout: float = 10.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return str(r.read().decode())
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 @dataclass
 class Worker:
     proc: procs.Proc
@@ -61,7 +48,7 @@ class Worker:
     env: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        return parse_metrics(http_text(f"http://127.0.0.1:{self.metrics_port}/metrics", 5))
+        return scrape_metrics(self.metrics_port, 5)
 
     def metric(self, name: str) -> float:
         return self.metrics().get(name, 0.0)
@@ -95,29 +82,39 @@ def clear_session(port: int, password: str, client_id: str) -> None:
 WorkerFactory = Callable[..., Worker]
 
 
+def ingest_worker(
+    workdir: Path, broker: procs.MosquittoHandle, store_url: str, client_id: str, **extra: str
+) -> Worker:
+    """An ingest worker on `broker` with the fast cadences, not started yet (`worker.proc.start()`
+    waits until it is subscribed); `extra` overrides any variable."""
+    port = procs.free_port()
+    env = {
+        **FAST_ENV,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker.port),
+        "INGEST_MQTT_PASSWORD": broker.ingest_password,
+        "INGEST_CLIENT_ID": client_id,
+        "INFLUX_URL": store_url,
+        "INGEST_METRICS_PORT": str(port),
+        **extra,
+    }
+    proc = procs.python_service(f"ingest-{client_id}", "ingest", workdir, env)
+    worker = Worker(proc, port, client_id, env)
+    proc.ready = worker.ready
+    return worker
+
+
 def _worker_factory(
     workdir: Path, broker: procs.MosquittoHandle
 ) -> tuple[WorkerFactory, list[Worker]]:
     started: list[Worker] = []
 
     def start(store_url: str, client_id: str | None = None, **extra: str) -> Worker:
-        port = procs.free_port()
-        client_id = client_id or unique("ingest-test")
-        env = {
-            **FAST_ENV,
-            "MQTT_HOST": "127.0.0.1",
-            "MQTT_PORT": str(broker.port),
-            "INGEST_MQTT_PASSWORD": broker.ingest_password,
-            "INGEST_CLIENT_ID": client_id,
-            "INFLUX_URL": store_url,
-            "INGEST_METRICS_PORT": str(port),
-            **extra,
-        }
-        proc = procs.python_service(f"ingest-{client_id}", "ingest", workdir, env)
-        worker = Worker(proc, port, client_id, env)
-        proc.ready = worker.ready
-        started.append(worker)
-        proc.start()
+        worker = ingest_worker(
+            workdir, broker, store_url, client_id or unique("ingest-test"), **extra
+        )
+        started.append(worker)  # before start(): a worker that fails to start is stopped too
+        worker.proc.start()
         return worker
 
     return start, started
@@ -227,7 +224,3 @@ def export(store_url: str, metric: str, **labels: str) -> list[tuple[int, float]
             series = json.loads(line)
             samples.update(zip(series["timestamps"], series["values"], strict=True))
     return sorted(samples)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    procs.wait_until(check, timeout, what, interval=0.2)

@@ -12,7 +12,8 @@ import pytest
 from ingest import parsing
 from stack import procs
 from tests.conftest import Store
-from tests.ingest.conftest import Device, Subscriber, Worker, export, unique, wait_for
+from tests.ingest.conftest import Device, Subscriber, Worker, export, unique
+from tests.support import wait_for
 
 
 def stored(victoria: Store, device: str, sensor: str) -> list[tuple[int, float]]:
@@ -23,8 +24,8 @@ def wait_stored(
     victoria: Store, device: str, sensor: str, n: int, worker: Worker
 ) -> list[tuple[int, float]]:
     try:
-        wait_for(lambda: len(stored(victoria, device, sensor)) >= n, 15, f"{n} of {sensor}")
-    except TimeoutError as exc:
+        wait_for(lambda: len(stored(victoria, device, sensor)) >= n, 15, f"{n} of {sensor}", 0.2)
+    except AssertionError as exc:
         found = stored(victoria, device, sensor)
         raise AssertionError(
             f"{exc}: found {found}\nmetrics: {worker.metrics()}\nlog:\n{worker.proc.tail()}"
@@ -125,7 +126,7 @@ def test_moving_averages_match_reference_and_are_retained(
             found.update(doc or {})
             return doc is not None and doc["count"] == count
 
-        wait_for(published, 10, f"retained average on {topic}")
+        wait_for(published, 10, f"retained average on {topic}", 0.2)
         assert found["window"] == window
         assert found["value"] == pytest.approx(mean)
         assert found["ts"] == time.strftime("%Y-%m-%dT%H:%M:%S.250Z", time.gmtime(base + 100))
@@ -135,7 +136,7 @@ def test_moving_averages_match_reference_and_are_retained(
             counts = export(victoria.url, "reading_avg_count", **labels)
             return bool(counts) and counts[-1][1] == count
 
-        wait_for(final_point_written, 10, f"final reading_avg point of {window}")
+        wait_for(final_point_written, 10, f"final reading_avg point of {window}", 0.2)
         # The newest point (at the newest reading's time) carries the final average.
         ts_ms, value = export(victoria.url, "reading_avg_value", **labels)[-1]
         assert ts_ms == int((base + 100.25) * 1000)
@@ -183,6 +184,7 @@ def test_bad_input_is_counted_and_dropped_while_good_is_stored(
         lambda: all(worker.rejected(r) - before[r] == expected.get(r, 0) for r in parsing.REASONS),
         10,
         "rejections counted",
+        0.2,
     )
     assert worker.proc.running()
     log = worker.proc.log_text()

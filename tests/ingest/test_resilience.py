@@ -11,7 +11,8 @@ from pathlib import Path
 
 from stack import procs
 from tests.conftest import Store
-from tests.ingest.conftest import Device, Worker, WorkerFactory, export, unique, wait_for
+from tests.ingest.conftest import Device, Worker, WorkerFactory, export, unique
+from tests.support import wait_for
 
 
 class Stream:
@@ -40,7 +41,7 @@ class Stream:
             self._stop.wait(self.period)
 
     def wait_sent(self, n: int, timeout: float = 20) -> None:
-        wait_for(lambda: len(self.sent) >= n, timeout, f"{n} readings sent")
+        wait_for(lambda: len(self.sent) >= n, timeout, f"{n} readings sent", 0.2)
 
     def stop(self) -> list[int]:
         self._stop.set()
@@ -55,7 +56,10 @@ def stored_ts(store_url: str, device: str, sensor: str) -> set[int]:
 
 def wait_all_stored(store_url: str, device: str, sensor: str, sent: list[int]) -> None:
     wait_for(
-        lambda: stored_ts(store_url, device, sensor) >= set(sent), 30, f"all {len(sent)} stored"
+        lambda: stored_ts(store_url, device, sensor) >= set(sent),
+        30,
+        f"all {len(sent)} stored",
+        0.2,
     )
     assert stored_ts(store_url, device, sensor) == set(sent)
 
@@ -71,7 +75,7 @@ def test_no_loss_when_the_store_is_killed_and_restarted(
         sensor = unique("vmkill")
         stream = Stream(device_factory("dev-d"), sensor, rate_hz=100).start()
         stream.wait_sent(100)
-        wait_for(lambda: worker.metric("ingest_readings_stored_total") >= 50, 10, "stored")
+        wait_for(lambda: worker.metric("ingest_readings_stored_total") >= 50, 10, "stored", 0.2)
         vm.kill()  # SIGKILL mid-stream: VictoriaMetrics loses what it had not persisted yet
         time.sleep(0.3)  # let a write answered just before the kill be counted
         stored_at_kill = worker.metric("ingest_readings_stored_total")
@@ -126,7 +130,7 @@ def test_sigterm_flushes_and_acknowledges_before_leaving(
     for i in range(40):
         dev.publish(sensor, json.dumps({"value": i, "ts": base + i}))
     dev.flush()
-    wait_for(lambda: worker.metric("ingest_buffer_depth") == 40, 10, "40 readings buffered")
+    wait_for(lambda: worker.metric("ingest_buffer_depth") == 40, 10, "40 readings buffered", 0.2)
     assert not stored_ts(victoria.url, "dev-a", sensor)
     worker.proc.signal(signal.SIGTERM)
     assert worker.proc.popen is not None

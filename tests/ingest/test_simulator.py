@@ -21,7 +21,8 @@ from broker_auth.acl_model import Client
 from simulator.plug import SmartPlug
 from stack import procs
 from tests.conftest import MosquittoFactory, device_password
-from tests.ingest.conftest import unique, wait_for
+from tests.ingest.conftest import unique
+from tests.support import wait_for
 
 
 def test_plug_draws_hundreds_of_watts_with_on_off_periods() -> None:
@@ -107,7 +108,7 @@ def test_publishes_count_as_the_device_with_a_password_file(
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["published"] == 30 and summary["unacked"] == 0
         assert summary["elapsed_s"] > 0.5  # paced at 50 Hz, not a burst
-        wait_for(lambda: collector.count() == 30, 10, "30 readings received")
+        wait_for(lambda: collector.count() == 30, 10, "30 readings received", 0.2)
     finally:
         collector.close()
 
@@ -134,7 +135,7 @@ def test_keeps_and_resends_readings_while_the_broker_is_down(
         env={**os.environ, "SIM_PASSWORD": device_password("dev-a")},
     )
     try:
-        wait_for(lambda: collector.count() >= 50, 15, "first readings")
+        wait_for(lambda: collector.count() >= 50, 15, "first readings", 0.2)
         broker.proc.stop()  # graceful: Mosquitto saves the collector's session
         time.sleep(1.5)  # the simulator keeps sampling into its bounded queue
         broker.proc.start()
@@ -143,7 +144,7 @@ def test_keeps_and_resends_readings_while_the_broker_is_down(
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["published"] == 200
         assert "disconnected" in err
-        wait_for(lambda: collector.count() == 200, 15, "all 200 readings received")
+        wait_for(lambda: collector.count() == 200, 15, "all 200 readings received", 0.2)
     finally:
         if sim.poll() is None:
             sim.kill()

@@ -34,11 +34,11 @@ from tests.broker_auth.conftest import (
     AuthStack,
     auth_stack_factory,
     start_auth_stack,
-    wait_for,
 )
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
-from tests.ingest.conftest import FAST_ENV, Worker
+from tests.ingest.conftest import Worker, ingest_worker
+from tests.support import wait_for
 
 __all__ = ["auth_stack_factory"]  # re-exported: modules here start their own broker_auth
 
@@ -210,22 +210,9 @@ def start_ingest(
     workdir: Path, broker: procs.MosquittoHandle, store_url: str, **extra: str
 ) -> Worker:
     """An ingest worker process on `broker` (fast cadences from the ingest tests)."""
-    port = procs.free_port()
     client_id = f"ingest-sec-{secrets.token_hex(3)}"
-    env = {
-        **FAST_ENV,
-        "MQTT_HOST": "127.0.0.1",
-        "MQTT_PORT": str(broker.port),
-        "INGEST_MQTT_PASSWORD": broker.ingest_password,
-        "INGEST_CLIENT_ID": client_id,
-        "INFLUX_URL": store_url,
-        "INGEST_METRICS_PORT": str(port),
-        **extra,
-    }
-    proc = procs.python_service(f"ingest-{client_id}", "ingest", workdir, env)
-    worker = Worker(proc, port, client_id, env)
-    proc.ready = worker.ready
-    proc.start()
+    worker = ingest_worker(workdir, broker, store_url, client_id, **extra)
+    worker.proc.start()
     return worker
 
 

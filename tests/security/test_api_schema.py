@@ -31,9 +31,10 @@ from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
 from broker_auth.models import ID_PATTERN
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory, wait_for
+from tests.broker_auth.conftest import AuthStack, AuthStackFactory
 from tests.devnet_fixture import start_devnet
 from tests.security.conftest import REPORTS
+from tests.support import wait_for
 
 MAX_EXAMPLES = 30
 BUYER, PASSWORD = "schema-buyer", "schema-buyer-password"

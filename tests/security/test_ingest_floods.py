@@ -32,8 +32,9 @@ from ingest.parsing import Reading
 from ingest.settings import Window
 from stack import procs
 from tests.conftest import MosquittoFactory, Store
-from tests.ingest.conftest import Worker, export, wait_for
+from tests.ingest.conftest import Worker, export
 from tests.security.conftest import REPORTS, start_ingest
+from tests.support import wait_for
 
 MAX_SERIES = 300
 MAX_POINTS = 200
@@ -140,6 +141,7 @@ def good_reading(flood: Flood, value: float) -> None:
         lambda: value in [v for _, v in export(flood.victoria_url, "reading_value", device=GOOD)],
         30,
         f"the good reading {value} in the store",
+        0.2,
     )
 
 
@@ -156,6 +158,7 @@ def run_flood(flood: Flood, tag: str, size: int) -> float:
         ),
         180,
         f"the worker to take the {tag} flood",
+        0.2,
     )
     time.sleep(1.5)  # one averages publication after the flood
     assert worker.metric("ingest_series") <= MAX_SERIES
