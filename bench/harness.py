@@ -39,7 +39,6 @@ from stack.mqtt_probe import MqttProbe
 from wallet import payments
 
 TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-NODE_HEADERS = {"Content-Type": "application/json", "X-IOTA-API-Version": "1"}
 # Where a transaction's bundle hash sits in its 2673 trytes (after signature, address, value,
 # obsolete tag, timestamp, current and last index).
 BUNDLE_TRYTES = slice(2349, 2430)
@@ -191,39 +190,9 @@ class Devnet:
     journal: Path
 
 
-def node_ready(url: str) -> bool:
-    request = urllib.request.Request(
-        url, data=json.dumps({"command": "getNodeInfo"}).encode(), headers=NODE_HEADERS
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=1) as r:
-            return int(r.status) == 200
-    except OSError:
-        return False
-
-
 def start_devnet(workdir: Path, milestone_s: float) -> Devnet:
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    data = workdir / "data"
-    proc = procs.python_service(
-        "devnet",
-        "devnet",
-        workdir,
-        env={},
-        args=[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--milestone-interval",
-            str(milestone_s),
-            "--data-dir",
-            str(data),
-        ],
-        ready=lambda: node_ready(url),
-    ).start()
-    return Devnet(proc, url, data / "journal.jsonl")
+    proc, url = procs.devnet(workdir, milestone_interval=milestone_s)
+    return Devnet(proc, url, workdir / "data" / "journal.jsonl")
 
 
 def confirmation_times(journal: Path) -> dict[str, float]:

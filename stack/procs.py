@@ -7,6 +7,7 @@ after a grace period). Readiness is a TCP connect or an HTTP probe, never a fixe
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -281,3 +282,52 @@ def python_service(
         env={"PYTHONUNBUFFERED": "1", **env},
         ready_timeout=ready_timeout,
     )
+
+
+IOTA_API_HEADERS = {"Content-Type": "application/json", "X-IOTA-API-Version": "1"}
+
+
+def iota_node_info(url: str, timeout: float = 2.0) -> dict[str, object]:
+    """`getNodeInfo` as a plain dict (raises OSError/ValueError when the node does not answer)."""
+    request = urllib.request.Request(
+        url, data=json.dumps({"command": "getNodeInfo"}).encode(), headers=IOTA_API_HEADERS
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer: dict[str, object] = json.loads(response.read())
+    return answer
+
+
+def iota_node_ready(url: str) -> bool:
+    try:
+        iota_node_info(url, timeout=1.0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def devnet(
+    workdir: Path, milestone_interval: float = 0.5, min_weight_magnitude: int = 1
+) -> tuple[Proc, str]:
+    """`python -m devnet` on a free port, state under `workdir/data`; the Proc and the node URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = python_service(
+        "devnet",
+        "devnet",
+        workdir,
+        env={},
+        args=[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--milestone-interval",
+            str(milestone_interval),
+            "--min-weight-magnitude",
+            str(min_weight_magnitude),
+            "--data-dir",
+            str(workdir / "data"),
+        ],
+        ready=lambda: iota_node_ready(url),
+    ).start()
+    return proc, url

@@ -19,57 +19,17 @@ for its pure-Python trit conversions (identical results, ~10x faster).
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
 from stack import procs
 
-API_HEADERS = {"Content-Type": "application/json", "X-IOTA-API-Version": "1"}
-
-
-def node_info(url: str, timeout: float = 2.0) -> dict[str, object]:
-    """`getNodeInfo` as a plain dict (raises OSError/ValueError when the node does not answer)."""
-    request = urllib.request.Request(
-        url, data=json.dumps({"command": "getNodeInfo"}).encode(), headers=API_HEADERS
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        answer: dict[str, object] = json.loads(response.read())
-    return answer
-
-
-def node_ready(url: str) -> bool:
-    try:
-        node_info(url, timeout=1.0)
-    except (OSError, ValueError):
-        return False
-    return True
+API_HEADERS = procs.IOTA_API_HEADERS
+node_info = procs.iota_node_info
+node_ready = procs.iota_node_ready
 
 
 def start_devnet(
     workdir: Path, milestone_interval: float = 0.5, min_weight_magnitude: int = 1
 ) -> tuple[procs.Proc, str]:
     """Start `python -m devnet` on a free port; return the running Proc and the node URL."""
-    port = procs.free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = procs.python_service(
-        "devnet",
-        "devnet",
-        workdir,
-        env={},
-        args=[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--milestone-interval",
-            str(milestone_interval),
-            "--min-weight-magnitude",
-            str(min_weight_magnitude),
-            "--data-dir",
-            str(workdir / "data"),
-        ],
-        ready=lambda: node_ready(url),
-    )
-    proc.start()
-    return proc, url
+    return procs.devnet(workdir, milestone_interval, min_weight_magnitude)
