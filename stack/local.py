@@ -126,6 +126,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
     conf.write_text(
         f"""[supervisord]
 nodaemon=true
+{"user=root" if os.geteuid() == 0 else ""}
 logfile=/dev/stdout
 logfile_maxbytes=0
 loglevel=info
