@@ -17,7 +17,7 @@ from typing import TypeVar
 import httpx
 from iota.crypto.types import Seed
 
-from stack.mqtt_probe import MqttProbe
+from stack.mqtt_probe import ConnectionLostError, MqttProbe
 from stack.settings import StackSettings
 from wallet import payments
 
@@ -133,11 +133,16 @@ def run_story(api: httpx.Client, node: str, mqtt_port: int) -> None:
 
     buyer = MqttProbe(mqtt_port, username, password)
 
+    def subscribe_live() -> bool:
+        try:
+            return buyer.subscribe("live/plug-1/#")
+        except ConnectionLostError:  # the grant kicks connected clients; paho reconnects
+            buyer.wait_connected(5)
+            return False
+
     def live_access() -> None:
         buyer.connect()
-        wait_for(
-            lambda: buyer.subscribe("live/plug-1/#"), 10, "the live subscription to be granted"
-        )
+        wait_for(subscribe_live, 10, "the live subscription to be granted")
         msg = wait_for(lambda: buyer.next_message(0.5), 10, "a live reading")
         print(f"   John's client receives {msg.topic} = {msg.payload.decode()}")
 

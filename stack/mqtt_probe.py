@@ -18,6 +18,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 
+class ConnectionLostError(ConnectionError):
+    """The broker closed the connection before answering. Not a refusal: Mosquitto's dynamic
+    security disconnects a client whose roles change (a grant or its end), so callers that
+    wait for a grant try again on a fresh or reconnected connection."""
+
+
 @dataclass(frozen=True)
 class Message:
     topic: str
@@ -63,7 +69,9 @@ class MqttProbe:
         self, _c: mqtt.Client, _u: object, _f: object, _rc: ReasonCode, _p: Properties | None
     ) -> None:
         self._connected.clear()
-        self.disconnects += 1
+        with self._suback_ready:  # wakes a subscribe() waiting for a SUBACK that will not come
+            self.disconnects += 1
+            self._suback_ready.notify_all()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         self.messages.put(
@@ -104,13 +112,23 @@ class MqttProbe:
         return self._connected.is_set()
 
     def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0) -> bool:
-        """True if the broker granted the subscription, False if it refused it."""
+        """True if the broker granted the subscription, False if it refused it.
+
+        Raises ConnectionLostError when there is no connection or it drops before the SUBACK.
+        """
+        with self._suback_ready:
+            generation = self.disconnects
         result, mid = self._client.subscribe(topic, qos)
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
-            return False
+            raise ConnectionLostError(f"cannot subscribe to {topic}: {mqtt.error_string(result)}")
         with self._suback_ready:
-            if not self._suback_ready.wait_for(lambda: mid in self._suback, timeout):
+            answered = self._suback_ready.wait_for(
+                lambda: mid in self._suback or self.disconnects != generation, timeout
+            )
+            if not answered:
                 raise TimeoutError(f"no SUBACK for {topic}")
+            if mid not in self._suback:
+                raise ConnectionLostError(f"disconnected before the SUBACK for {topic}")
             codes = self._suback.pop(mid)
         return all(not c.is_failure for c in codes)
 

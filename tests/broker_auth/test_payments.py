@@ -25,7 +25,7 @@ from iota import Iota, TransactionHash
 from iota.crypto.types import Seed
 
 from stack import procs
-from stack.mqtt_probe import MqttProbe
+from stack.mqtt_probe import ConnectionLostError, MqttProbe
 from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher
 from tests.conftest import Store
 from tests.devnet_fixture import start_devnet
@@ -139,8 +139,11 @@ class World:
         while time.monotonic() < deadline:
             probe = self.stack.probe(*auth)
             assert probe.connect()
-            if probe.subscribe("live/plug-1/#"):
-                return probe, time.time()
+            try:
+                if probe.subscribe("live/plug-1/#"):
+                    return probe, time.time()
+            except ConnectionLostError:
+                pass  # kicked by the grant itself between CONNACK and SUBACK
             probe.close()
             time.sleep(0.02)
         raise AssertionError("live subscription never granted")
