@@ -16,6 +16,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from broker_auth import metrics
+from broker_auth.background import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, int | float])
     return f"{measurement}{tag_text} {field_text} {stamp}"
 
 
-class EventWriter:
+class EventWriter(BackgroundWorker):
     def __init__(
         self,
         url: str,
@@ -46,18 +47,16 @@ class EventWriter:
         capacity: int = 10_000,
         timeout_s: float = 5.0,
     ) -> None:
+        super().__init__("events")
         self.bucket = bucket
         self.org = org
         self._buffer: deque[str] = deque()
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._client = InfluxDBClient(
             url=url, token=token or "unused", org=org, timeout=int(timeout_s * 1000)
         )
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
-        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
         self._failing = False
 
     # -- producers (any thread, never blocks) --------------------------------------------
@@ -67,7 +66,7 @@ class EventWriter:
                 self._buffer.popleft()
                 metrics.EVENTS_DROPPED.inc()
             self._buffer.append(point)
-        self._wake.set()
+        self.wake()
 
     def payment(self, product: str, status: str, amount_iota: int) -> None:
         self._put(
@@ -86,14 +85,8 @@ class EventWriter:
             self._put(line("grants_active", {"product": product}, {"count": int(count)}))
 
     # -- writer thread -------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
+        super().stop()
         self._client.close()  # type: ignore[no-untyped-call]
 
     def pending(self) -> int:
@@ -103,8 +96,7 @@ class EventWriter:
     def _run(self) -> None:
         backoff = 0.5
         while True:
-            self._wake.wait(1.0)
-            self._wake.clear()
+            stopping = self._pause(1.0)
             while True:
                 with self._lock:
                     batch = [self._buffer[i] for i in range(min(BATCH, len(self._buffer)))]
@@ -120,7 +112,7 @@ class EventWriter:
                     if not self._failing:
                         log.warning("time-series store unavailable (%s); buffering events", exc)
                     self._failing = True
-                    if self._stop.wait(backoff):
+                    if self._stop.wait(backoff):  # not woken by new points: keep backing off
                         return
                     backoff = min(backoff * 2, 10.0)
                     continue
@@ -134,5 +126,5 @@ class EventWriter:
                         if self._buffer and self._buffer[0] is point:
                             self._buffer.popleft()
                 metrics.EVENTS_WRITTEN.inc(len(batch))
-            if self._stop.is_set():
+            if stopping:
                 return

@@ -7,10 +7,10 @@ woken early whenever a grant changes; it also re-reads MongoDB at least once a s
 from __future__ import annotations
 
 import logging
-import threading
 
 from pymongo.errors import PyMongoError
 
+from broker_auth.background import BackgroundWorker
 from broker_auth.clock import utcnow
 from broker_auth.grants import Grants
 
@@ -21,28 +21,14 @@ MAX_SLEEP_S = 1.0
 MARGIN_S = 0.005
 
 
-class ExpiryScheduler:
+class ExpiryScheduler(BackgroundWorker):
     def __init__(self, grants: Grants) -> None:
+        super().__init__("expiry")
         self.grants = grants
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="expiry", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def _run(self) -> None:
         store_down = False
-        while not self._stop.is_set():
+        while not self.stopping:
             sleep = MAX_SLEEP_S
             try:
                 self.grants.expire_due()
@@ -59,5 +45,4 @@ class ExpiryScheduler:
                 store_down = True
             except Exception:
                 log.exception("expiry pass failed")
-            self._wake.wait(sleep)
-            self._wake.clear()
+            self._pause(sleep)

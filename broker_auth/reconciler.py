@@ -4,13 +4,13 @@ to the broker, and every RECONCILE_INTERVAL_S) and reports the number of active 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from pymongo.errors import PyMongoError
 
 from broker_auth import metrics
+from broker_auth.background import BackgroundWorker
 from broker_auth.dynsec import DynsecError, DynsecUnavailableError
 from broker_auth.errors import ServiceError
 from broker_auth.events import EventWriter
@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 RETRY_S = 2.0
 
 
-class Reconciler:
+class Reconciler(BackgroundWorker):
+    join_timeout_s = 15.0
+
     def __init__(
         self,
         projector: Projector,
@@ -32,6 +34,7 @@ class Reconciler:
         report_interval_s: float,
         before_first: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__("reconciler")
         self.projector = projector
         self.grants = grants
         self.events = events
@@ -39,37 +42,28 @@ class Reconciler:
         self.report_interval_s = report_interval_s
         # Run once successfully before the first reconciliation (the demo seed).
         self._before_first = before_first
-        self._trigger = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
         self.last_ok: float | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._trigger.set()
-        if self._thread.is_alive():
-            self._thread.join(15)
+        self._requested = False  # reconcile at the next pass (broker reconnected)
 
     def trigger(self) -> None:
-        self._trigger.set()
+        """Reconcile now (e.g. after a reconnection to the broker)."""
+        self._requested = True
+        self.wake()
 
     def _run(self) -> None:
         next_reconcile = 0.0
         next_report = 0.0
-        while not self._stop.is_set():
+        while not self.stopping:
             now = time.monotonic()
-            if self._trigger.is_set() or now >= next_reconcile:
-                self._trigger.clear()
+            if self._requested or now >= next_reconcile:
+                self._requested = False
                 next_reconcile = now + (self.interval_s if self._reconcile() else RETRY_S)
             if now >= next_report:
                 self._report()
                 next_report = now + self.report_interval_s
             metrics.BROKER_UP.set(1 if self.projector.dynsec.ready else 0)
             wait = max(0.05, min(next_reconcile, next_report) - time.monotonic())
-            self._trigger.wait(wait)
+            self._pause(wait)
 
     def _reconcile(self) -> bool:
         if not self.projector.dynsec.ready:

@@ -12,7 +12,6 @@ catches up from `findTransactions`, which returns the whole history of the addre
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -21,6 +20,7 @@ from iota.adapter import HttpAdapter
 from pymongo.errors import PyMongoError
 
 from broker_auth import metrics
+from broker_auth.background import BackgroundWorker
 from broker_auth.grants import Grants
 from broker_auth.payments import Ledger, Transfer
 
@@ -34,7 +34,9 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-class Watcher:
+class Watcher(BackgroundWorker):
+    join_timeout_s = 15.0
+
     def __init__(
         self,
         node_url: str,
@@ -45,6 +47,7 @@ class Watcher:
         max_backoff_s: float = 10.0,
         timeout_s: float = 5.0,
     ) -> None:
+        super().__init__("watcher")
         self.api = Iota(HttpAdapter(node_url, timeout=timeout_s))
         self.address = deposit_address
         self.ledger = ledger
@@ -56,20 +59,10 @@ class Watcher:
         self._node_warned = False
         self._store_warned = False
         self._seen: set[str] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(15)
 
     def _run(self) -> None:
         backoff = self.interval_s
-        while not self._stop.is_set():
+        while not self.stopping:
             started = time.monotonic()
             try:
                 self.poll_once()
@@ -92,7 +85,7 @@ class Watcher:
                 self._store_warned = False
                 backoff = self.interval_s
             metrics.WATCHER_POLL_SECONDS.observe(time.monotonic() - started)
-            self._stop.wait(backoff)
+            self._pause(backoff)
 
     def _node_answered(self) -> None:
         if not self.node_ok:
