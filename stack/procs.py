@@ -105,6 +105,7 @@ class Proc:
             try:
                 wait_until(self._ready_or_dead, self.ready_timeout, f"{self.name} to be ready")
             except TimeoutError:
+                self.stop()  # nobody else holds it yet: leave nothing running behind
                 raise TimeoutError(f"{self.name} not ready; log:\n{self.tail()}") from None
             if not self.running():
                 raise RuntimeError(f"{self.name} exited early; log:\n{self.tail()}")

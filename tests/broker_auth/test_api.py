@@ -10,7 +10,8 @@ import math
 import httpx
 import pytest
 
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory
+from tests.auth_stack import AuthStack
+from tests.broker_auth.conftest import AuthStackFactory
 from tests.support import wait_for
 
 PASSWORD = "correct-horse-battery"

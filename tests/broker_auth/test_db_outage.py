@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stack import procs
-from tests.broker_auth.conftest import AuthStack, start_auth_stack
+from tests.auth_stack import AuthStack, start_auth_stack
 from tests.conftest import MosquittoFactory
 from tests.support import wait_for
 

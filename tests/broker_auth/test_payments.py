@@ -26,7 +26,8 @@ from iota.crypto.types import Seed
 
 from stack import procs
 from stack.mqtt_probe import ConnectionLostError, MqttProbe
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher
+from tests.auth_stack import AuthStack
+from tests.broker_auth.conftest import AuthStackFactory, Publisher
 from tests.conftest import Store
 from tests.devnet_fixture import start_devnet
 from tests.support import wait_for

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from stack.mqtt_probe import MqttProbe
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory, Publisher
+from tests.auth_stack import AuthStack
+from tests.broker_auth.conftest import AuthStackFactory, Publisher
 from tests.support import wait_for
 
 PASSWORD = "buyer-password-1"

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from tests.broker_auth.conftest import start_auth_stack
+from tests.auth_stack import start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
 from tests.support import wait_for
 

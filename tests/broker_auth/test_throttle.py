@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory
+from tests.auth_stack import AuthStack
+from tests.broker_auth.conftest import AuthStackFactory
 
 PASSWORD = "throttle-password"
 

@@ -22,7 +22,7 @@ import httpx
 
 from stack import procs
 from stack.mqtt_probe import MqttProbe
-from stack.secrets import random_address
+from tests.auth_stack import start_auth_stack
 from tests.devnet_fixture import start_devnet
 from tests.support import scrape_metrics
 
@@ -209,38 +209,20 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
     node, node_url = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
     started.append(node)
 
-    api_port = procs.free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
-    token = secrets.token_urlsafe(24)
-    address = random_address()
     victoria_url = f"http://127.0.0.1:{vm_port}"
-    auth = procs.python_service(
-        "broker_auth",
-        "broker_auth",
+    service = start_auth_stack(
         workdir / "broker_auth",
-        env={
-            "API_HOST": "127.0.0.1",
-            "API_PORT": str(api_port),
-            "MONGO_URL": f"mongodb://127.0.0.1:{ferret_port}/",
-            "MONGO_DB": "faults",
-            "MQTT_HOST": "127.0.0.1",
-            "MQTT_PORT": str(broker.port),
-            "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
-            "BROKER_ADMIN_TOKEN": token,
-            "IOTA_NODE_URL": node_url,
-            "IOTA_DEPOSIT_ADDRESS": address,
+        broker,
+        f"mongodb://127.0.0.1:{ferret_port}/",
+        node_url,
+        {
             "WATCHER_INTERVAL_S": str(WATCHER_INTERVAL_S),
             "WATCHER_MAX_BACKOFF_S": str(WATCHER_MAX_BACKOFF_S),
             "INFLUX_URL": victoria_url,
-            "RECONCILE_INTERVAL_S": "30",
             "GRANTS_ACTIVE_INTERVAL_S": "2",
-            "LOG_LEVEL": "INFO",
         },
-        ready=lambda: procs.http_ok(f"{api_url}/healthz"),
-        ready_timeout=60,
     )
-    auth.start()
-    started.append(auth)
+    started.append(service.proc)
 
     metrics_port = procs.free_port()
     ingest = procs.python_service(
@@ -265,10 +247,10 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
         broker=broker,
         node=node,
         node_url=node_url,
-        auth=auth,
-        api_url=api_url,
-        admin_token=token,
-        deposit_address=address,
+        auth=service.proc,
+        api_url=service.api_url,
+        admin_token=service.admin_token,
+        deposit_address=service.deposit_address,
         ingest=ingest,
         ingest_metrics_port=metrics_port,
     )

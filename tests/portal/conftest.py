@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from stack import procs
+from tests.auth_stack import start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
 
@@ -52,15 +53,6 @@ class PortalStack:
     ws_port: int
     admin_token: str
     deposit_address: str
-
-
-def deposit_address() -> str:
-    """Jane's deposit address: the first address of a fresh seed (81 trytes, no checksum)."""
-    from iota.crypto.addresses import AddressGenerator
-    from iota.crypto.types import Seed
-
-    generator = AddressGenerator(Seed.random(), security_level=2, checksum=False)
-    return str(generator.get_addresses(0, 1)[0])
 
 
 class Plug:
@@ -116,37 +108,22 @@ def portal_stack(
     try:
         devnet, node_url = start_devnet(work / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
         started.append(devnet)
-        api_port = procs.free_port()
-        api_url = f"http://127.0.0.1:{api_port}"
-        admin_token = secrets.token_urlsafe(24)
         device_password = secrets.token_urlsafe(18)
-        address = deposit_address()
-        broker_auth = procs.python_service(
-            "broker_auth",
-            "broker_auth",
+        auth = start_auth_stack(
             work / "broker_auth",
-            env={
-                "API_HOST": "127.0.0.1",
-                "API_PORT": str(api_port),
-                "MONGO_URL": ferret.url,
-                "MONGO_DB": f"portal_{secrets.token_hex(4)}",
-                "MQTT_HOST": "127.0.0.1",
-                "MQTT_PORT": str(broker.port),
+            broker,
+            ferret.url,
+            node_url,
+            {
                 # The portal builds ws://<page host>:<MQTT_WS_PORT> from this.
                 "MQTT_WS_PORT": str(broker.ws_port),
-                "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
-                "BROKER_ADMIN_TOKEN": admin_token,
-                "IOTA_NODE_URL": node_url,
-                "IOTA_DEPOSIT_ADDRESS": address,
                 "WATCHER_INTERVAL_S": "0.5",
                 "INFLUX_URL": victoria.url,
                 "SEED_DEMO": "true",
                 "DEMO_DEVICE_PASSWORD": device_password,
             },
-            ready=lambda: procs.http_ok(f"{api_url}/healthz"),
-            ready_timeout=60,
         )
-        started.append(broker_auth.start())
+        started.append(auth.proc)
         ingest = procs.python_service(
             "ingest",
             "ingest",
@@ -165,7 +142,14 @@ def portal_stack(
         )
         started.append(ingest.start())
         plug = Plug(broker.port, DEMO_DEVICE, device_password).start()
-        yield PortalStack(api_url, node_url, broker.port, broker.ws_port, admin_token, address)
+        yield PortalStack(
+            auth.api_url,
+            node_url,
+            broker.port,
+            broker.ws_port,
+            auth.admin_token,
+            auth.deposit_address,
+        )
     finally:
         if plug is not None:
             plug.stop()

@@ -30,11 +30,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_auth.acl_model import Acl, Client, Role
 from stack import procs
-from tests.broker_auth.conftest import (
-    AuthStack,
-    auth_stack_factory,
-    start_auth_stack,
-)
+from tests.auth_stack import AuthStack, start_auth_stack
+from tests.broker_auth.conftest import auth_stack_factory
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
 from tests.ingest.conftest import Worker, ingest_worker

@@ -31,7 +31,8 @@ from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
 from broker_auth.models import ID_PATTERN
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory
+from tests.auth_stack import AuthStack
+from tests.broker_auth.conftest import AuthStackFactory
 from tests.devnet_fixture import start_devnet
 from tests.security.conftest import REPORTS
 from tests.support import wait_for

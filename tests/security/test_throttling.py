@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from stack.mqtt_probe import MqttProbe
-from tests.broker_auth.conftest import AuthStack, AuthStackFactory
+from tests.auth_stack import AuthStack
+from tests.broker_auth.conftest import AuthStackFactory
 
 MAX_FAILURES = 4
 MAX_FAILURES_PER_IP = 8

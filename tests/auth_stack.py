@@ -1,0 +1,151 @@
+"""broker_auth as a real process on a given broker and MongoDB, and helpers to talk to both.
+
+Shared by every test package that needs the service (broker_auth, security, portal, faults):
+one place builds its environment and decides when it is ready.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from broker_auth.dynsec import DynsecClient
+from stack import procs
+from stack.mqtt_probe import MqttProbe
+from stack.secrets import random_address
+
+CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+@dataclass
+class AuthStack:
+    """One broker_auth process, its broker, and helpers to talk to both."""
+
+    proc: procs.Proc
+    api_url: str
+    broker: procs.MosquittoHandle
+    admin_token: str
+    deposit_address: str
+    env: dict[str, str]
+    _control: DynsecClient | None = field(default=None, repr=False)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=15)
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = httpx.get(f"{self.api_url}/healthz", timeout=3).json()
+            return body
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def ready(self) -> bool:
+        body = self.health()
+        return bool(body and body.get("mongo") == "ok" and body.get("broker") == "ok")
+
+    def restart(self) -> None:
+        self.proc.stop()
+        self.proc.start()
+
+    def probe(self, username: str | None = None, password: str | None = None) -> MqttProbe:
+        p = MqttProbe(self.broker.port, username, password)
+        return p
+
+    def control(self) -> DynsecClient:
+        """The tests' own dynamic-security client, to inspect and disturb Mosquitto."""
+        if self._control is None:
+            self._control = DynsecClient(
+                "127.0.0.1", self.broker.port, "svc.broker-admin", self.broker.admin_password
+            )
+            self._control.start()
+            assert self._control.wait_ready(10), "test control client could not connect"
+        return self._control
+
+    def client_roles(self, username: str) -> set[str] | None:
+        client = self.control().get_client(username)
+        if client is None:
+            return None
+        return {str(r["rolename"]) for r in client.get("roles", [])}
+
+    def register(self, username: str, password: str) -> None:
+        r = httpx.post(
+            f"{self.api_url}/api/accounts",
+            json={"username": username, "password": password},
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+
+    def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
+        r = httpx.post(
+            f"{self.api_url}/api/products",
+            json={"id": product_id, "topic_filter": topic_filter, "price_iota_per_hour": price},
+            headers=self.admin,
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+
+    def create_device(self, device_id: str) -> str:
+        r = httpx.post(
+            f"{self.api_url}/api/devices",
+            json={"device_id": device_id},
+            headers=self.admin,
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+        password: str = r.json()["password"]
+        return password
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+            self._control = None
+        self.proc.stop()
+
+
+def start_auth_stack(
+    workdir: Path,
+    broker: procs.MosquittoHandle,
+    mongo_url: str,
+    node_url: str = CLOSED_PORT_URL,
+    extra_env: dict[str, str] | None = None,
+    wait_for_broker: bool = True,
+) -> AuthStack:
+    port = procs.free_port()
+    token = secrets.token_urlsafe(24)
+    address = random_address()
+    env = {
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "MONGO_URL": mongo_url,
+        "MONGO_DB": f"ba_{workdir.name}_{secrets.token_hex(3)}".replace("-", "_")[:60],
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker.port),
+        "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
+        "BROKER_ADMIN_TOKEN": token,
+        "IOTA_NODE_URL": node_url,
+        "IOTA_DEPOSIT_ADDRESS": address,
+        "WATCHER_INTERVAL_S": "0.25",
+        "INFLUX_URL": CLOSED_PORT_URL,
+        "RECONCILE_INTERVAL_S": "30",
+        "LOG_LEVEL": "INFO",
+        **(extra_env or {}),
+    }
+    stack = AuthStack(
+        proc=procs.python_service("broker_auth", "broker_auth", workdir, env, ready_timeout=60),
+        api_url=f"http://127.0.0.1:{port}",
+        broker=broker,
+        admin_token=token,
+        deposit_address=address,
+        env=env,
+    )
+    stack.proc.ready = stack.ready if wait_for_broker else lambda: stack.health() is not None
+    stack.proc.start()
+    return stack
