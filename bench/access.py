@@ -36,7 +36,7 @@ from typing import Any
 from bench import harness
 from bench.common import write_result
 from bench.ingest import histogram_quantile
-from stack.mqtt_probe import MqttProbe
+from stack.mqtt_probe import MqttProbe, wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "plug-1-live"
@@ -67,9 +67,7 @@ def one_payment(
     sent_at = time.time()
     wallet.send(signed)
     sent_done = time.time()
-    access = harness.wait_live_access(
-        stack.broker.port, buyer, harness.BUYER_PASSWORD, TOPIC, timeout=60
-    )
+    access = wait_for_access(stack.broker.port, buyer, harness.BUYER_PASSWORD, TOPIC, timeout=60)
     try:
         first_at = harness.first_live_message(access.probe, 5)
     finally:

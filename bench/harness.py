@@ -395,48 +395,6 @@ def start_broker_auth(
 # ---------------------------------------------------------------- live access
 
 
-@dataclass
-class Access:
-    probe: MqttProbe
-    granted_at: float  # wall time the SUBACK granting the live topic arrived
-    attempts: int
-    last_refused_at: float | None  # the attempt before: access began between the two
-
-
-def wait_live_access(
-    port: int,
-    username: str,
-    password: str,
-    topic: str,
-    timeout: float = 60.0,
-    period: float = 0.02,
-) -> Access:
-    """Connect and SUBSCRIBE to `topic` every `period` s until it is granted.
-
-    A fresh connection per attempt, as a buyer's client would after a refusal: the grant itself
-    disconnects the buyer's connected clients (dynamic security kicks a client whose roles
-    change), so an old connection could be mid-kick. A kick between SUBSCRIBE and SUBACK leaves
-    the SUBACK unanswered: the short SUBACK timeout bounds what such an attempt costs (a SUBACK
-    comes in milliseconds here; a late one only means one more attempt).
-    """
-    deadline = time.monotonic() + timeout
-    attempts = 0
-    last_refused: float | None = None
-    while time.monotonic() < deadline:
-        attempts += 1
-        probe = MqttProbe(port, username, password)
-        try:
-            if probe.connect(timeout=2) and probe.subscribe(topic, timeout=0.25):
-                return Access(probe, time.time(), attempts, last_refused)
-            last_refused = time.time()
-        except (TimeoutError, OSError):
-            pass  # kicked mid-attempt or a slow broker: try again
-        # Closing a kicked probe waits out paho's reconnect sleep (up to 1 s): not our time.
-        threading.Thread(target=probe.close, daemon=True).start()
-        time.sleep(period)
-    raise TimeoutError(f"{username}: {topic} not granted within {timeout:.0f} s")
-
-
 def first_live_message(probe: MqttProbe, timeout: float = 5.0) -> float | None:
     """Wall time the first (non-retained) live reading arrived at the probe."""
     deadline = time.monotonic() + timeout

@@ -47,6 +47,7 @@ from typing import Any
 from bench import harness
 from bench.common import RESULTS_DIR, write_result
 from bench.ingest import count_stored, histogram_quantile
+from stack.mqtt_probe import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "soak-live"
@@ -204,7 +205,7 @@ def run_buyer(
         row["bundle"] = signed.bundle_hash
         row["sent_at"] = time.time()
         wallet.send(signed)
-        access = harness.wait_live_access(
+        access = wait_for_access(
             stack.broker.port, username, harness.BUYER_PASSWORD, f"live/{PREFIX}1/#", timeout=90
         )
         access.probe.close()

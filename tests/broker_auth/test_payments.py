@@ -25,7 +25,7 @@ from iota import Iota, TransactionHash
 from iota.crypto.types import Seed
 
 from stack import procs
-from stack.mqtt_probe import ConnectionLostError, MqttProbe
+from stack.mqtt_probe import MqttProbe, wait_for_access
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory, Publisher
 from tests.conftest import Store
@@ -134,20 +134,9 @@ class World:
         return [p for p in self.payments_list() if p["tag"] == tag]
 
     def live_client(self, auth: tuple[str, str], timeout: float = 30) -> tuple[MqttProbe, float]:
-        """Connect and subscribe to live/plug-1/# as soon as it is granted (fresh connection
-        per attempt: the grant itself disconnects connected clients of the buyer)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            probe = self.stack.probe(*auth)
-            assert probe.connect()
-            try:
-                if probe.subscribe("live/plug-1/#"):
-                    return probe, time.time()
-            except ConnectionLostError:
-                pass  # kicked by the grant itself between CONNACK and SUBACK
-            probe.close()
-            time.sleep(0.02)
-        raise AssertionError("live subscription never granted")
+        """A client of the buyer subscribed to live/plug-1/# as soon as it is granted, and when."""
+        access = wait_for_access(self.stack.broker.port, *auth, "live/plug-1/#", timeout)
+        return access.probe, access.granted_at
 
 
 @pytest.fixture(scope="module")
