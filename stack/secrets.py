@@ -32,7 +32,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "INGEST_CLIENT_ID": lambda: f"ingest-{secrets.token_hex(12)}",
     # Jane's deposit address. The service never holds a seed: in production set the address of
     # your own wallet; for the local demo random trytes do.
-    "IOTA_DEPOSIT_ADDRESS": lambda: random_address(),
+    "IOTA_DEPOSIT_ADDRESS": random_address,
 }
 
 
