@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -9,18 +10,18 @@ BENCHMARKS = ["ingest", "acl", "access", "soak"]
 
 
 def main(argv: list[str]) -> int:
-    names = argv or BENCHMARKS
-    failed = []
-    for name in names:
-        try:
-            module = importlib.import_module(f"bench.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"bench.{name}":
-                print(f"== {name} == not written yet, skipped")
-                continue
-            raise
-        if module.main() != 0:
-            failed.append(name)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run benchmarks; each prints its figures and writes bench/results/<name>.json.",
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})"
+    )
+    names = parser.parse_args(argv).names or BENCHMARKS
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    failed = [name for name in names if importlib.import_module(f"bench.{name}").main() != 0]
     if failed:
         print("failed:", ", ".join(failed))
     return 1 if failed else 0
