@@ -36,6 +36,8 @@ from broker_auth.acl_model import Acl, Client, Role
 from devnet import speedups
 from stack import procs
 from stack.mqtt_probe import MqttProbe
+from stack.scrape import scrape_metrics
+from stack.secrets import random_address
 from wallet import payments
 
 TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -78,19 +80,6 @@ def publisher_role() -> Role:
 
 def publisher_client(password: str) -> Client:
     return Client(PUBLISHER, password, ("bench-publisher",))
-
-
-def metrics(url: str) -> dict[str, float]:
-    """A Prometheus text page as {'name{labels}': value}."""
-    out: dict[str, float] = {}
-    with urllib.request.urlopen(url, timeout=10) as r:
-        text = r.read().decode()
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
 
 
 class Periodic:
@@ -281,11 +270,6 @@ class Wallet:
         )
 
 
-def random_address() -> str:
-    """81 trytes ending in 9 (last trit 0, as every valid IOTA address has)."""
-    return "".join(secrets.choice(TRYTES) for _ in range(80)) + "9"
-
-
 # ---------------------------------------------------------------- broker_auth
 
 
@@ -345,7 +329,7 @@ class AuthService:
         return found
 
     def metrics(self) -> dict[str, float]:
-        return metrics(f"{self.url}/metrics")
+        return scrape_metrics(f"{self.url}/metrics")
 
 
 def start_broker_auth(
@@ -442,7 +426,7 @@ class Stack:
         return found
 
     def ingest_metrics(self) -> dict[str, float]:
-        return metrics(f"http://127.0.0.1:{self.ingest_metrics_port}/metrics")
+        return scrape_metrics(f"http://127.0.0.1:{self.ingest_metrics_port}/metrics")
 
     def simulator(self, name: str, username: str, password: str, args: Iterable[str]) -> procs.Proc:
         """`iot-sim` as its own process (its own core share, no GIL shared with the probes)."""

@@ -38,30 +38,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import harness
 from bench.common import RESULTS_DIR, write_result
 from broker_auth import acl_model
-from broker_auth.acl_model import Acl, Client, Role
+from broker_auth.acl_model import Client
 from stack import procs
+from stack.scrape import http_text, scrape_metrics
 
 PUBLISHER = "bench.publisher"
-
-
-def _publisher_role() -> Role:
-    return Role("bench-publisher", (Acl("publishClientSend", "live/#"),), "benchmark publisher")
-
-
-def _http_text(url: str, timeout: float = 10.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return str(r.read().decode())
-
-
-def _metrics(port: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in _http_text(f"http://127.0.0.1:{port}/metrics").splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float:
@@ -150,11 +134,11 @@ class CountingSubscriber:
 
 def count_stored(vm_port: int, prefix: str) -> int:
     # VictoriaMetrics 1.79 makes new series searchable after ~10 s unless asked to flush.
-    _http_text(f"http://127.0.0.1:{vm_port}/internal/force_flush")
+    http_text(f"http://127.0.0.1:{vm_port}/internal/force_flush")
     time.sleep(1.5)
     query = urllib.parse.urlencode({"match[]": f'reading_value{{device=~"{prefix}.*"}}'})
     samples = 0
-    for line in _http_text(f"http://127.0.0.1:{vm_port}/api/v1/export?{query}", 60).splitlines():
+    for line in http_text(f"http://127.0.0.1:{vm_port}/api/v1/export?{query}", 60).splitlines():
         if line.strip():
             samples += len(set(json.loads(line)["timestamps"]))
     return samples
@@ -192,6 +176,7 @@ def run_pipeline(
     prefix: str,
 ) -> dict[str, Any]:
     metrics_port = procs.free_port()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     env = {
         "MQTT_PORT": str(mq.port),
         "INGEST_MQTT_PASSWORD": mq.ingest_password,
@@ -204,7 +189,7 @@ def run_pipeline(
 
     def ready() -> bool:
         try:
-            return _metrics(metrics_port).get("ingest_mqtt_ready") == 1.0
+            return scrape_metrics(metrics_url).get("ingest_mqtt_ready") == 1.0
         except OSError:
             return False
 
@@ -216,11 +201,14 @@ def run_pipeline(
     try:
         summary = run_simulator(mq, pub_password, prefix, n, devices)
         deadline = time.monotonic() + 120
-        while _metrics(metrics_port).get("ingest_readings_stored_total", 0) < summary["published"]:
+        while (
+            scrape_metrics(metrics_url).get("ingest_readings_stored_total", 0)
+            < summary["published"]
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError("the worker did not store every reading within 120 s")
             time.sleep(0.25)
-        m = _metrics(metrics_port)
+        m = scrape_metrics(metrics_url)
     finally:
         worker.stop()
     stored = count_stored(vm_port, prefix)
@@ -277,7 +265,7 @@ def main() -> int:
             admin_password=secrets.token_urlsafe(12),
             ingest_password=secrets.token_urlsafe(12),
             extra_clients=[Client(PUBLISHER, pub_password, ("bench-publisher",))],
-            extra_roles=[_publisher_role()],
+            extra_roles=[harness.publisher_role()],
         )
         vm, vm_port = procs.victoria_metrics(workdir / "vm")
         baselines, pipelines = [], []

@@ -22,9 +22,9 @@ import httpx
 
 from stack import procs
 from stack.mqtt_probe import MqttProbe
+from stack.scrape import scrape_metrics
 from tests.auth_stack import start_auth_stack
 from tests.devnet_fixture import start_devnet
-from tests.support import scrape_metrics
 
 MILESTONE_INTERVAL_S = 0.5
 WATCHER_INTERVAL_S = 0.25
@@ -96,7 +96,7 @@ class FaultStack:
 
     def ingest_metrics(self) -> dict[str, float] | None:
         try:
-            return scrape_metrics(self.ingest_metrics_port, 1.5)
+            return scrape_metrics(f"http://127.0.0.1:{self.ingest_metrics_port}/metrics", 1.5)
         except OSError:
             return None
 

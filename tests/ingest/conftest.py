@@ -20,8 +20,8 @@ from paho.mqtt.properties import Properties
 
 from broker_auth import acl_model
 from stack import procs
+from stack.scrape import http_text, scrape_metrics
 from tests.conftest import Store, device_password
-from tests.support import http_text, scrape_metrics
 
 # Fast cadences so tests finish quickly; the defaults are for production.
 FAST_ENV = {
@@ -48,7 +48,7 @@ class Worker:
     env: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        return scrape_metrics(self.metrics_port, 5)
+        return scrape_metrics(f"http://127.0.0.1:{self.metrics_port}/metrics", 5)
 
     def metric(self, name: str) -> float:
         return self.metrics().get(name, 0.0)
