@@ -22,12 +22,17 @@ from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker_auth import metrics
+from broker_auth.addresses import AddressState
 from broker_auth.auth import check_signup_rate, require_admin, require_buyer, runtime
 from broker_auth.dynsec import DynsecError, DynsecUnavailableError
 from broker_auth.errors import ServiceError
 from broker_auth.models import (
     AccountCreate,
     AccountOut,
+    DepositAddressesIn,
+    DepositAddressesLoaded,
+    DepositAddressList,
+    DepositAddressOut,
     DeviceCreate,
     DeviceCreated,
     ErrorOut,
@@ -39,6 +44,7 @@ from broker_auth.models import (
     PaymentOut,
     ProductIn,
     ProductOut,
+    SweptIn,
 )
 from broker_auth.portal import mount_portal
 from broker_auth.service import Runtime
@@ -123,8 +129,9 @@ def create_app(settings: Settings) -> FastAPI:
         title="broker_auth",
         summary="Accounts, products, orders, IOTA payments and time-limited live access",
         description=(
-            "Buyers register, order live access to a product, pay IOTA to the deposit address "
-            "with the order's tag, and get the product's MQTT topics for the time paid. "
+            "Buyers register, order live access to a product, pay IOTA to the order's own "
+            "deposit address, and get the product's MQTT topics for the time paid (what the "
+            "ledger confirms on that address counts; the tag is only shown to wallets). "
             "Admin calls carry `Authorization: Bearer <BROKER_ADMIN_TOKEN>`; buyer calls "
             "carry HTTP Basic with the buyer's username and password (also the MQTT "
             'credentials). Times are RFC 3339 UTC; errors are JSON `{"detail": ...}`.'
@@ -196,8 +203,19 @@ def _install_routes(app: FastAPI) -> None:
         metrics.MONGO_UP.set(1 if mongo == "ok" else 0)
         broker = "ok" if rt.dynsec.ready else "down"
         node = "ok" if rt.watcher.node_ok else "down"
-        healthy = mongo == broker == node == "ok"
-        body = Health(status="ok" if healthy else "degraded", mongo=mongo, broker=broker, node=node)
+        free = rt.pool.free_count() if mongo == "ok" else 0
+        pool = (
+            "empty" if free == 0 else "low" if free < rt.settings.deposit_pool_low_water else "ok"
+        )
+        healthy = mongo == broker == node == "ok" and pool != "empty"
+        body = Health(
+            status="ok" if healthy else "degraded",
+            mongo=mongo,
+            broker=broker,
+            node=node,
+            deposit_addresses=pool,
+            free_addresses=free,
+        )
         return JSONResponse(body.model_dump(), 200 if healthy else 503)
 
     @app.post(
@@ -325,7 +343,68 @@ def _install_routes(app: FastAPI) -> None:
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> list[PaymentOut]:
-        return rt.ledger.list(limit, offset)
+        return rt.payments.list(limit, offset)
+
+    @app.post(
+        "/api/deposit-addresses",
+        response_model=DepositAddressesLoaded,
+        summary="Add deposit addresses to the pool (admin); invalid and spent ones are refused",
+        dependencies=ADMIN,
+        responses={**E401, **E422, **E503, **EBODY},
+        tags=["admin"],
+    )
+    def add_deposit_addresses(body: DepositAddressesIn, rt: Rt) -> DepositAddressesLoaded:
+        result = rt.pool.load(body.addresses)
+        return DepositAddressesLoaded(
+            added=result.added, already_known=result.already_known, refused=result.refused
+        )
+
+    @app.get(
+        "/api/deposit-addresses",
+        response_model=DepositAddressList,
+        summary="The deposit-address pool: counts by state and the addresses (admin)",
+        dependencies=ADMIN,
+        responses={**E401, **E422},
+        tags=["admin"],
+    )
+    def list_deposit_addresses(
+        rt: Rt,
+        state: Annotated[AddressState | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> DepositAddressList:
+        docs = rt.pool.page(state, limit, offset)
+        return DepositAddressList(
+            counts=rt.pool.refresh_gauge(),
+            addresses=[
+                DepositAddressOut(
+                    address=str(d["_id"]),
+                    state=d["state"],
+                    order_id=d.get("order_id"),
+                    confirmed_iota=int(d.get("accounted_iota", 0)),
+                )
+                for d in docs
+            ],
+        )
+
+    @app.post(
+        "/api/deposit-addresses/swept",
+        status_code=204,
+        response_class=Response,
+        summary="Mark closed addresses swept by the seller (admin); never handed out again",
+        dependencies=ADMIN,
+        responses={
+            **E401,
+            404: {"model": ErrorOut, "description": "not in the pool"},
+            409: {"model": ErrorOut, "description": "an address is not closed"},
+            **E422,
+            **EBODY,
+        },
+        tags=["admin"],
+    )
+    def mark_swept(body: SweptIn, rt: Rt) -> Response:
+        rt.pool.mark_swept(body.addresses, body.bundle)
+        return Response(status_code=204)
 
     @app.get(
         "/metrics",

@@ -41,19 +41,28 @@ class Store:
         self.orders: Collection[Doc] = self.db["orders"]
         self.payments: Collection[Doc] = self.db["payments"]
         self.grants: Collection[Doc] = self.db["grants"]
+        self.deposit_addresses: Collection[Doc] = self.db["deposit_addresses"]
+
+    def migrate(self) -> None:
+        """Data of the single-address era: orders then shared one address (kept apart now)."""
+        if "payment_key_unique" in self.payments.index_information():
+            self.payments.drop_index("payment_key_unique")
+        self.orders.update_many(
+            {"watch_until": {"$exists": False}, "address": {"$exists": True}},
+            {"$rename": {"address": "legacy_address"}},
+        )
 
     def ensure_indexes(self) -> None:
+        self.migrate()
         self.orders.create_index([("tag", ASCENDING)], unique=True, name="order_tag_unique")
         self.orders.create_index([("username", ASCENDING)], name="order_username")
-        # A payment is one bundle to one address carrying one tag: reattachments of the bundle
-        # (new transaction hashes) land on the same document.
-        self.payments.create_index(
-            [("bundle_hash", ASCENDING), ("address", ASCENDING), ("tag", ASCENDING)],
-            unique=True,
-            name="payment_key_unique",
+        # One order per deposit address, ever: what makes handing out an address atomic.
+        self.orders.create_index([("address", ASCENDING)], unique=True, name="order_address_unique")
+        self.deposit_addresses.create_index(
+            [("state", ASCENDING), ("added_at", ASCENDING)], name="deposit_address_state"
         )
         self.payments.create_index([("order_id", ASCENDING)], name="payment_order")
-        self.payments.create_index([("confirmed", ASCENDING)], name="payment_confirmed")
+        self.payments.create_index([("address", ASCENDING)], name="payment_address")
         self.payments.create_index([("credited", ASCENDING)], name="payment_credited")
         self.grants.create_index(
             [("active", ASCENDING), ("expires_at", ASCENDING)], name="grant_active_expiry"

@@ -32,6 +32,10 @@ REVOKE_LAG_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
 )
 
+DEPOSIT_ADDRESSES = Gauge(
+    "broker_auth_deposit_addresses", "Deposit addresses of the pool by state", ["state"]
+)
+WATCHED_ADDRESSES = Gauge("broker_auth_watched_addresses", "Addresses the watcher polls")
 WATCHER_POLLS = Counter("broker_auth_watcher_polls_total", "Watcher polls", ["result"])
 WATCHER_POLL_SECONDS = Histogram("broker_auth_watcher_poll_seconds", "Watcher poll duration")
 NODE_UP = Gauge("broker_auth_node_up", "1 if the IOTA node answered the last poll")

@@ -138,20 +138,53 @@ class GrantOut(BaseModel):
 
 
 class PaymentOut(BaseModel):
-    payment_id: str
-    bundle_hash: str
+    payment_id: str = Field(description="<address>:<value accounted before this payment>")
     address: str
-    tag: str
-    amount_iota: int
-    matched: bool = Field(description="false when no order carries this tag")
+    amount_iota: int = Field(description="confirmed increase of the address's ledger value")
+    matched: bool = Field(description="false when no watched order held the address")
     order_id: str | None
     product_id: str | None
     username: str | None
-    confirmed: bool
     credited: bool
-    first_seen: UtcDateTime
-    confirmed_at: UtcDateTime | None
-    tx_hashes: list[str]
+    confirmed_at: UtcDateTime = Field(description="when the watcher saw the confirmed value")
+    ledger_index: int = Field(description="milestone of the ledger state that showed it")
+    bundles: list[str] = Field(description="confirmed, valid bundles that paid (evidence)")
+
+
+MAX_ADDRESSES_PER_CALL = 10_000
+
+
+class DepositAddressesIn(_Strict):
+    addresses: list[Annotated[str, Field(max_length=100)]] = Field(
+        min_length=1,
+        max_length=MAX_ADDRESSES_PER_CALL,
+        description="81-tryte addresses (or 90 with checksum) derived from the seller's seed",
+    )
+
+
+class DepositAddressesLoaded(BaseModel):
+    added: int
+    already_known: int
+    refused: list[dict[str, str]] = Field(description='[{"address", "reason"}]')
+
+
+class DepositAddressOut(BaseModel):
+    address: str
+    state: Literal["free", "assigned", "closed", "swept"]
+    order_id: str | None
+    confirmed_iota: int = Field(description="confirmed value recorded as payments on it")
+
+
+class DepositAddressList(BaseModel):
+    counts: dict[str, int]
+    addresses: list[DepositAddressOut]
+
+
+class SweptIn(_Strict):
+    addresses: list[Annotated[str, Field(pattern=r"^[9A-Z]{81}([9A-Z]{9})?$")]] = Field(
+        min_length=1, max_length=MAX_ADDRESSES_PER_CALL
+    )
+    bundle: str = Field(pattern=r"^[9A-Z]{81}$", description="the sweep's bundle hash")
 
 
 class Health(BaseModel):
@@ -159,6 +192,10 @@ class Health(BaseModel):
     mongo: Literal["ok", "down"]
     broker: Literal["ok", "down"]
     node: Literal["ok", "down"]
+    deposit_addresses: Literal["ok", "low", "empty"] = Field(
+        "ok", description="free addresses of the pool: low below DEPOSIT_POOL_LOW_WATER"
+    )
+    free_addresses: int = 0
 
 
 class ErrorOut(BaseModel):

@@ -1,4 +1,8 @@
-"""Orders: how much to pay, where, and with which tag; their status follows the payments."""
+"""Orders: how much to pay, to which address of the pool, and the tag wallets may show.
+
+Each order holds its own deposit address (addresses.py); what it was paid is derived from the
+payment records of that address (payments.py), never kept twice.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from decimal import Decimal
 
 from pymongo.errors import DuplicateKeyError
 
+from broker_auth.addresses import DepositAddresses
 from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.errors import InvalidError, NotFoundError
@@ -41,11 +46,17 @@ def status_of(paid: int, confirmed: int, expires_at: dt.datetime, now: dt.dateti
 
 class Orders:
     def __init__(
-        self, store: Store, deposit_address: str, payment_window_s: float, max_hours: float
+        self,
+        store: Store,
+        pool: DepositAddresses,
+        payment_window_s: float,
+        max_hours: float,
+        late_payment_window_s: float,
     ) -> None:
         self.store = store
-        self.deposit_address = deposit_address
+        self.pool = pool
         self.payment_window = dt.timedelta(seconds=payment_window_s)
+        self.late_window = dt.timedelta(seconds=late_payment_window_s)
         self.max_hours = max_hours
 
     def create(self, username: str, product_id: str, hours: float) -> OrderCreated:
@@ -59,6 +70,8 @@ class Orders:
         if amount > MAX_IOTA:
             raise InvalidError("amount exceeds the IOTA supply")
         now = utcnow()
+        expires_at = now + self.payment_window
+        watch_until = expires_at + self.late_window
         doc: Doc = {
             "_id": uuid.uuid4().hex,
             "username": username,
@@ -67,46 +80,55 @@ class Orders:
             "price_iota_per_hour": price,
             "hours": hours,
             "amount_iota": amount,
-            "address": self.deposit_address,
             "created_at": now,
-            "expires_at": now + self.payment_window,
+            "expires_at": expires_at,
+            "watch_until": watch_until,
         }
-        for _attempt in range(5):
-            doc["tag"] = new_tag()
-            try:
-                self.store.orders.insert_one(doc)
-                break
-            except DuplicateKeyError:
-                continue  # 27 random trytes colliding: practically never
-        else:  # pragma: no cover
-            raise RuntimeError("could not allocate a unique tag")
-        log.info("order %s: %s x %g h = %d iota", doc["_id"], product_id, hours, amount)
+
+        def insert(address: str) -> None:
+            doc["address"] = address
+            for _attempt in range(5):
+                doc["tag"] = new_tag()
+                try:
+                    self.store.orders.insert_one(doc)
+                    return
+                except DuplicateKeyError as exc:
+                    if "tag" not in str(exc):
+                        raise  # the address: the pool takes the next one
+                    continue  # 27 random trytes colliding: practically never
+            raise RuntimeError("could not allocate a unique tag")  # pragma: no cover
+
+        address = self.pool.take(insert, doc["_id"], watch_until, expires_at)
+        log.info(
+            "order %s: %s x %g h = %d iota to %s", doc["_id"], product_id, hours, amount, address
+        )
         return OrderCreated(
             order_id=doc["_id"],
             product_id=product_id,
             hours=hours,
             amount_iota=amount,
-            address=self.deposit_address,
+            address=address,
             tag=doc["tag"],
             status="pending",
-            expires_at=doc["expires_at"],
+            expires_at=expires_at,
         )
 
     def _out(self, doc: Doc, now: dt.datetime) -> OrderOut:
-        paid = confirmed = 0
-        for p in self.store.payments.find(
-            {"order_id": doc["_id"]}, {"amount_iota": 1, "confirmed": 1}
-        ):
-            paid += int(p.get("amount_iota", 0))
-            if p.get("confirmed"):
-                confirmed += int(p.get("amount_iota", 0))
+        confirmed = sum(
+            int(p.get("amount_iota", 0))
+            for p in self.store.payments.find({"order_id": doc["_id"]}, {"amount_iota": 1})
+        )
+        held = self.store.deposit_addresses.find_one(
+            {"_id": doc.get("address"), "order_id": doc["_id"]}, {"pending_iota": 1}
+        )
+        paid = confirmed + int((held or {}).get("pending_iota", 0))
         expires_at = as_utc(doc["expires_at"])
         return OrderOut(
             order_id=str(doc["_id"]),
             product_id=str(doc["product_id"]),
             hours=float(doc["hours"]),
             amount_iota=int(doc["amount_iota"]),
-            address=str(doc["address"]),
+            address=str(doc.get("address") or doc.get("legacy_address", "")),
             tag=str(doc["tag"]),
             status=status_of(paid, confirmed, expires_at, now),
             expires_at=expires_at,
@@ -127,6 +149,3 @@ class Orders:
         now = utcnow()
         docs = self.store.orders.find({"username": username}).sort("created_at", -1).limit(limit)
         return [self._out(d, now) for d in docs]
-
-    def by_tag(self, tag: str) -> Doc | None:
-        return self.store.orders.find_one({"tag": tag})

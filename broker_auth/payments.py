@@ -1,15 +1,21 @@
-"""The payment ledger: every value transfer to the deposit address, matched to orders by tag.
+"""Payment records: each confirmed increase of a deposit address's ledger value, recorded once.
 
-A payment is keyed by (bundle hash, address, tag). A reattached bundle carries the same
-bundle hash under new transaction hashes, so it lands on the same payment and counts once;
-its transaction hashes are kept together because any of them may be the one that confirms.
-Transfers whose tag matches no order are kept as unmatched payments, never dropped.
+What an address received is what the ledger confirms on it, never a sum of transactions read
+from the tangle. A payment covers one step of that value, from `from_iota` (what was already
+accounted for on the address) to `to_iota` (the confirmed balance seen), and its `_id` is
+`<address>:<from_iota>`: recording the same step twice, after a crash or from a second process,
+lands on the same document. Recording then moves the address's `accounted_iota` from
+`from_iota` to `to_iota` with a compare-and-set, so the next step starts where this one ended:
+never twice, never lost, without transactions.
+
+A payment is matched when an order held the address while it was watched; value on a pool
+address that no watched order holds is kept as unmatched. The bundles that paid are recorded
+beside the amount as evidence for people (validated and confirmed per the ledger seam).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from pymongo.errors import DuplicateKeyError
 
@@ -22,139 +28,126 @@ from broker_auth.models import PaymentOut
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Transfer:
-    """One value transaction to the deposit address, as read from the tangle."""
-
-    tx_hash: str
-    bundle_hash: str
-    address: str
-    tag: str
-    value: int
-    current_index: int
+def payment_id(address: str, from_iota: int) -> str:
+    return f"{address}:{from_iota}"
 
 
-class Ledger:
+class Payments:
     def __init__(self, store: Store, events: EventWriter | None = None) -> None:
         self.store = store
         self.events = events
 
-    def known_tx_hashes(self) -> set[str]:
-        hashes: set[str] = set()
-        for p in self.store.payments.find({}, {"tx_hashes": 1}):
-            hashes.update(str(h) for h in p.get("tx_hashes", []))
-        return hashes
-
-    def record(self, t: Transfer) -> Doc:
-        """Add a transaction to its payment (creating it on first sight)."""
-        key = {"bundle_hash": t.bundle_hash, "address": t.address, "tag": t.tag}
-        doc = self.store.payments.find_one(key)
-        if doc is None:
-            order = self.store.orders.find_one({"tag": t.tag})
-            doc = {
-                **key,
-                "_id": f"{t.bundle_hash}-{t.tag}",
-                "outputs": {str(t.current_index): t.value},
-                "amount_iota": t.value,
-                "tx_hashes": [t.tx_hash],
-                "first_seen": utcnow(),
-                "confirmed": False,
-                "confirmed_at": None,
-                "credited": False,
-                "matched": order is not None,
-                "order_id": order["_id"] if order else None,
-                "product_id": order["product_id"] if order else None,
-                "username": order["username"] if order else None,
-            }
-            try:
-                self.store.payments.insert_one(doc)
-            except DuplicateKeyError:
-                doc = self.store.payments.find_one(key) or doc
-            else:
-                matched = "true" if order else "false"
-                metrics.PAYMENTS_SEEN.labels(matched).inc()
-                metrics.PAYMENT_IOTA.labels("seen").inc(t.value)
-                if order is None:
-                    log.warning(
-                        "unmatched payment of %d iota with tag %s (bundle %s): kept as unmatched",
-                        t.value,
-                        t.tag,
-                        t.bundle_hash,
-                    )
-                else:
-                    log.info(
-                        "payment of %d iota seen for order %s (bundle %s)",
-                        t.value,
-                        order["_id"],
-                        t.bundle_hash,
-                    )
-                if self.events:
-                    self.events.payment(doc["product_id"] or "", "unconfirmed", t.value)
-                return doc
-        outputs = dict(doc.get("outputs", {}))
-        outputs[str(t.current_index)] = t.value
-        amount = sum(int(v) for v in outputs.values())
-        self.store.payments.update_one(
-            {"_id": doc["_id"]},
-            {
-                "$addToSet": {"tx_hashes": t.tx_hash},
-                "$set": {f"outputs.{t.current_index}": t.value, "amount_iota": amount},
-            },
+    def record_increase(
+        self,
+        address_doc: Doc,
+        balance: int,
+        ledger_index: int,
+        order: Doc | None,
+        bundles: list[str],
+    ) -> Doc | None:
+        """Record the step from the accounted value to `balance` (None if nothing new)."""
+        address = str(address_doc["_id"])
+        start = int(address_doc.get("accounted_iota", 0))
+        if balance <= start:
+            return None
+        pid = payment_id(address, start)
+        doc: Doc = {
+            "_id": pid,
+            "address": address,
+            "from_iota": start,
+            "to_iota": balance,
+            "amount_iota": balance - start,
+            "ledger_index": ledger_index,
+            "bundles": bundles,
+            "confirmed_at": utcnow(),
+            "matched": order is not None,
+            "order_id": order["_id"] if order else None,
+            "product_id": order["product_id"] if order else None,
+            "username": order["username"] if order else None,
+            "credited": False,
+        }
+        try:
+            self.store.payments.insert_one(doc)
+            fresh = True
+        except DuplicateKeyError:  # recorded before a crash, or by another process
+            existing = self.store.payments.find_one({"_id": pid})
+            if existing is None:  # pragma: no cover - deleted by hand meanwhile
+                return None
+            doc, fresh = existing, False
+        self.store.deposit_addresses.update_one(
+            {"_id": address, "accounted_iota": start},
+            {"$set": {"accounted_iota": int(doc["to_iota"])}},
         )
-        if t.tx_hash not in doc.get("tx_hashes", []):
-            log.info("payment %s: reattachment %s (counted once)", doc["_id"], t.tx_hash)
-        doc["amount_iota"] = amount
+        if fresh:
+            self._announce(doc)
         return doc
 
-    def unconfirmed(self) -> list[Doc]:
-        return list(self.store.payments.find({"confirmed": False}, {"tx_hashes": 1}))
-
-    def mark_confirmed(self, payment_id: str) -> Doc | None:
-        """Mark confirmed once; returns the payment if this call confirmed it."""
-        now = utcnow()
-        r = self.store.payments.update_one(
-            {"_id": payment_id, "confirmed": False},
-            {"$set": {"confirmed": True, "confirmed_at": now}},
-        )
-        if not r.modified_count:
-            return None
-        doc = self.store.payments.find_one({"_id": payment_id})
-        if doc is None:  # pragma: no cover - deleted by hand meanwhile
-            return None
-        amount = int(doc.get("amount_iota", 0))
-        metrics.PAYMENTS_CONFIRMED.labels("true" if doc.get("matched") else "false").inc()
+    def _announce(self, doc: Doc) -> None:
+        amount = int(doc["amount_iota"])
+        matched = bool(doc["matched"])
+        metrics.PAYMENTS_CONFIRMED.labels("true" if matched else "false").inc()
         metrics.PAYMENT_IOTA.labels("confirmed").inc(amount)
-        log.info("payment %s confirmed: %d iota", payment_id, amount)
+        if matched:
+            log.info(
+                "payment of %d iota confirmed on %s for order %s (bundles %s)",
+                amount,
+                doc["address"],
+                doc["order_id"],
+                ",".join(doc["bundles"]) or "-",
+            )
+        else:
+            log.warning(
+                "unmatched payment of %d iota on %s (no watched order holds it): kept",
+                amount,
+                doc["address"],
+            )
         if self.events:
             self.events.payment(str(doc.get("product_id") or ""), "confirmed", amount)
-        return doc
+
+    def seen_pending(self, address_doc: Doc, value: int) -> None:
+        """A valid bundle paying a watched address is attached, not yet confirmed (shown only)."""
+        order = self.store.orders.find_one({"_id": address_doc.get("order_id")}, {"product_id": 1})
+        product = str(order["product_id"]) if order else ""
+        metrics.PAYMENT_IOTA.labels("unconfirmed").inc(value)
+        log.info(
+            "payment of %d iota seen on %s, waiting for confirmation", value, address_doc["_id"]
+        )
+        if self.events:
+            self.events.payment(product, "unconfirmed", value)
 
     def to_credit(self) -> list[Doc]:
-        """Confirmed, matched and not yet credited (also what a crash left half done)."""
-        return list(
-            self.store.payments.find({"confirmed": True, "credited": False, "matched": True})
+        """Matched and not yet credited (also what a crash left half done)."""
+        return list(self.store.payments.find({"credited": False, "matched": True}))
+
+    def confirmed_for(self, order_id: str) -> int:
+        return sum(
+            int(p.get("amount_iota", 0))
+            for p in self.store.payments.find({"order_id": order_id}, {"amount_iota": 1})
         )
 
+    def bundles_of(self, address: str) -> set[str]:
+        return {
+            str(b)
+            for p in self.store.payments.find({"address": address}, {"bundles": 1})
+            for b in p.get("bundles", [])
+        }
+
     def list(self, limit: int, offset: int) -> list[PaymentOut]:
-        docs = self.store.payments.find().sort("first_seen", -1).skip(offset).limit(limit)
+        docs = self.store.payments.find().sort("confirmed_at", -1).skip(offset).limit(limit)
         return [to_out(d) for d in docs]
 
 
 def to_out(d: Doc) -> PaymentOut:
-    confirmed_at = d.get("confirmed_at")
     return PaymentOut(
         payment_id=str(d["_id"]),
-        bundle_hash=str(d["bundle_hash"]),
         address=str(d["address"]),
-        tag=str(d["tag"]),
         amount_iota=int(d.get("amount_iota", 0)),
         matched=bool(d.get("matched")),
         order_id=d.get("order_id"),
         product_id=d.get("product_id"),
         username=d.get("username"),
-        confirmed=bool(d.get("confirmed")),
         credited=bool(d.get("credited")),
-        first_seen=as_utc(d["first_seen"]),
-        confirmed_at=as_utc(confirmed_at) if confirmed_at else None,
-        tx_hashes=[str(h) for h in d.get("tx_hashes", [])],
+        confirmed_at=as_utc(d["confirmed_at"]),
+        ledger_index=int(d.get("ledger_index", 0)),
+        bundles=[str(b) for b in d.get("bundles", [])],
     )

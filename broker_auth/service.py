@@ -10,14 +10,17 @@ from pathlib import Path
 
 from broker_auth import passwords
 from broker_auth.accounts import Accounts
+from broker_auth.addresses import DepositAddresses
 from broker_auth.db import Store
 from broker_auth.devices import Devices
 from broker_auth.dynsec import DynsecClient
+from broker_auth.errors import UnavailableError
 from broker_auth.events import EventWriter
 from broker_auth.expiry import ExpiryScheduler
 from broker_auth.grants import Grants
+from broker_auth.ledger.iri import IriLedger
 from broker_auth.orders import Orders
-from broker_auth.payments import Ledger
+from broker_auth.payments import Payments
 from broker_auth.products import Products
 from broker_auth.projection import Projector
 from broker_auth.reconciler import Reconciler
@@ -54,6 +57,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = s = settings
         self.admin_token = resolve_admin_token(s)
+        self._file_load_warned = False
         self.store = Store(s.mongo_url, s.mongo_db, s.mongo_timeout_s)
         self.events = EventWriter(
             s.influx_url,
@@ -84,22 +88,29 @@ class Runtime:
         self.accounts = Accounts(self.store, self.projector)
         self.devices = Devices(self.store, self.projector)
         self.products = Products(self.store, self.projector, s.live_topic_prefix)
+        self.ledger = IriLedger(s.iota_node_url, timeout_s=s.node_timeout_s)
+        self.pool = DepositAddresses(self.store, self.ledger, s.deposit_pool_low_water)
         self.orders = Orders(
-            self.store, s.iota_deposit_address, s.order_payment_window_s, s.max_order_hours
+            self.store,
+            self.pool,
+            s.order_payment_window_s,
+            s.max_order_hours,
+            s.late_payment_window_s,
         )
-        self.ledger = Ledger(self.store, self.events)
+        self.payments = Payments(self.store, self.events)
         self.grants = Grants(self.store, self.projector, self.events)
         self.expiry = ExpiryScheduler(self.grants)
         # A new or longer grant may end before the one the scheduler is sleeping towards.
         self.grants.on_change = self.expiry.wake
         self.watcher = Watcher(
-            s.iota_node_url,
-            s.iota_deposit_address,
+            self.store,
             self.ledger,
+            self.pool,
+            self.payments,
             self.grants,
             interval_s=s.watcher_interval_s,
             max_backoff_s=s.watcher_max_backoff_s,
-            timeout_s=s.node_timeout_s,
+            stray_scan_interval_s=s.stray_scan_interval_s,
         )
 
         def seed() -> None:
@@ -124,8 +135,40 @@ class Runtime:
         # Called from paho's thread on every (re)connection: reconcile in our own thread.
         self.reconciler.trigger()
 
+    def load_address_file(self) -> bool:
+        """IOTA_DEPOSIT_ADDRESSES_FILE, read at start (known addresses are skipped).
+
+        Loading asks the node which addresses were spent from; while it cannot answer, the
+        watcher calls this again before each poll. Returns whether it is done.
+        """
+        path = self.settings.iota_deposit_addresses_file
+        if not path:
+            return True
+        lines = Path(path).read_text().splitlines()
+        addresses = [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")]
+        try:
+            result = self.pool.load(addresses)
+        except UnavailableError:
+            if not self._file_load_warned:
+                log.warning("IOTA node unreachable: %s will be loaded once it answers", path)
+                self._file_load_warned = True
+            return False
+        log.info(
+            "deposit addresses from %s: %d added, %d already known, %d refused",
+            path,
+            result.added,
+            result.already_known,
+            len(result.refused),
+        )
+        for refused in result.refused[:20]:
+            log.warning("deposit address refused: %s (%s)", refused["address"], refused["reason"])
+        return True
+
     def start(self) -> None:
         self.store.wait_ready(MONGO_STARTUP_TIMEOUT_S)
+        if not self.load_address_file():
+            self.watcher.before_poll = self.load_address_file
+        self.pool.refresh_gauge()
         self.events.start()
         self.dynsec.start()
         if not self.dynsec.wait_ready(BROKER_STARTUP_WAIT_S):

@@ -1,19 +1,17 @@
 """broker_auth configuration, from the environment (names shared with the rest of the stack).
 
 The service refuses to start without the secrets it cannot work without: the dynamic-security
-admin password, Jane's deposit address and (outside dev mode) the admin API token.
+admin password and (outside dev mode) the admin API token. It never holds a seed: deposit
+addresses come from the seller (IOTA_DEPOSIT_ADDRESSES_FILE or POST /api/deposit-addresses).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TRYTE_ALPHABET = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_ADDRESS_RE = re.compile(r"^[9A-Z]{81}([9A-Z]{9})?$")
 MIN_ADMIN_TOKEN_LENGTH = 16
 
 
@@ -48,13 +46,17 @@ class Settings(BaseSettings):
 
     # IOTA
     iota_node_url: str = Field("http://127.0.0.1:14265", alias="IOTA_NODE_URL")
-    iota_deposit_address: str = Field("", alias="IOTA_DEPOSIT_ADDRESS")
+    # One address a line (81 trytes, or 90 with checksum; # comments), loaded at every start.
+    iota_deposit_addresses_file: str = Field("", alias="IOTA_DEPOSIT_ADDRESSES_FILE")
+    deposit_pool_low_water: int = Field(20, alias="DEPOSIT_POOL_LOW_WATER", ge=0)
     node_timeout_s: float = Field(5.0, alias="NODE_TIMEOUT_S", gt=0)
     watcher_interval_s: float = Field(0.5, alias="WATCHER_INTERVAL_S", gt=0)
     watcher_max_backoff_s: float = Field(10.0, alias="WATCHER_MAX_BACKOFF_S", gt=0)
+    stray_scan_interval_s: float = Field(30.0, alias="STRAY_SCAN_INTERVAL_S", gt=0)
 
     # Orders
     order_payment_window_s: float = Field(3600.0, alias="ORDER_PAYMENT_WINDOW_S", gt=0)
+    late_payment_window_s: float = Field(7 * 86400.0, alias="LATE_PAYMENT_WINDOW_S", ge=0)
     max_order_hours: float = Field(8760.0, alias="MAX_ORDER_HOURS", gt=0)
 
     # Abuse limits (in memory, per process)
@@ -77,29 +79,11 @@ class Settings(BaseSettings):
     seed_demo: bool = Field(False, alias="SEED_DEMO")
     demo_device_password: SecretStr | None = Field(None, alias="DEMO_DEVICE_PASSWORD")
 
-    @field_validator("iota_deposit_address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return value
-        if not _ADDRESS_RE.match(value):
-            raise ValueError("IOTA_DEPOSIT_ADDRESS must be 81 trytes (A-Z, 9), or 90 with checksum")
-        if len(value) == 90:
-            from iota import Address  # pyota checks the checksum
-
-            address = Address(value)
-            if not address.is_checksum_valid():
-                raise ValueError("IOTA_DEPOSIT_ADDRESS has an invalid checksum")
-        return value[:81]
-
     @model_validator(mode="after")
     def _required_secrets(self) -> Self:
         missing = []
         if not self.dynsec_admin_password.get_secret_value():
             missing.append("DYNSEC_ADMIN_PASSWORD")
-        if not self.iota_deposit_address:
-            missing.append("IOTA_DEPOSIT_ADDRESS")
         token = self.admin_token.get_secret_value() if self.admin_token else ""
         if not token and not self.dev_mode:
             missing.append("BROKER_ADMIN_TOKEN (or BROKER_DEV_MODE=true)")

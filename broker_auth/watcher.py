@@ -1,37 +1,39 @@
-"""Payment watcher: polls the IOTA node (pyota) for transfers to the deposit address.
+"""Payment watcher: the confirmed ledger value of every watched deposit address, credited once.
 
-Each poll is kept cheap:
-- `findTransactions` on the deposit address, then `getTrytes` only for hashes not seen yet;
-- inclusion (confirmation) checks only for payments that are still unconfirmed, with every
-  transaction hash of the payment (a reattachment may be the one that confirms).
-Confirmed payments are credited in the same pass, so access follows confirmation within one
-poll interval. When the node is down the watcher retries with exponential backoff and then
-catches up from `findTransactions`, which returns the whole history of the address.
+One poll:
+1. the watched addresses (pool state `assigned`: an order holds them and its window is open),
+   their confirmed balances from the ledger in batches, and each increase over what was
+   accounted recorded as a payment (payments.py) and credited to the order's grant;
+2. for orders still waiting for their first confirmation, the valid pending bundles paying
+   them (shown as `paid_iota`, never credited);
+3. addresses whose window has passed are closed (the seller may sweep them);
+4. payments a crash left uncredited are credited.
+The work of a poll is bounded by the watched orders: closed and swept addresses, and the
+history of the tangle, are not read. Every `stray_scan_interval_s` the addresses no watched
+order holds (free or closed, not swept) are read once, and value on them is kept as unmatched.
+When the node is down the watcher retries with exponential backoff; balances are cumulative,
+so nothing is missed meanwhile.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable
 
-from iota import Address, Iota, Transaction, TransactionHash
-from iota.adapter import HttpAdapter
 from pymongo.errors import PyMongoError
 
 from broker_auth import metrics
+from broker_auth.addresses import DepositAddresses
 from broker_auth.background import BackgroundWorker
-from broker_auth.grants import Grants
-from broker_auth.payments import Ledger, Transfer
+from broker_auth.clock import as_utc, utcnow
+from broker_auth.db import Doc, Store
+from broker_auth.grants import Grants, grant_id
+from broker_auth.ledger import Ledger
+from broker_auth.payments import Payments
 
 log = logging.getLogger(__name__)
-
-TRYTES_CHUNK = 250
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Watcher(BackgroundWorker):
@@ -39,26 +41,31 @@ class Watcher(BackgroundWorker):
 
     def __init__(
         self,
-        node_url: str,
-        deposit_address: str,
+        store: Store,
         ledger: Ledger,
+        pool: DepositAddresses,
+        payments: Payments,
         grants: Grants,
         interval_s: float = 0.5,
         max_backoff_s: float = 10.0,
-        timeout_s: float = 5.0,
+        stray_scan_interval_s: float = 30.0,
     ) -> None:
         super().__init__("watcher")
-        self.api = Iota(HttpAdapter(node_url, timeout=timeout_s))
-        self.address = deposit_address
+        self.store = store
         self.ledger = ledger
+        self.pool = pool
+        self.payments = payments
         self.grants = grants
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
+        self.stray_scan_interval_s = stray_scan_interval_s
         self.node_ok = False
         self.last_ok: float | None = None
         self._node_warned = False
         self._store_warned = False
-        self._seen: set[str] | None = None
+        self._next_stray_scan = 0.0
+        # Work that waits for the node (loading the address file); done once it returns True.
+        self.before_poll: Callable[[], bool] | None = None
 
     def _run(self) -> None:
         backoff = self.interval_s
@@ -95,46 +102,118 @@ class Watcher(BackgroundWorker):
         self.last_ok = time.monotonic()
         metrics.NODE_UP.set(1)
 
+    # -- one poll --------------------------------------------------------------------------
     def poll_once(self) -> None:
-        if self._seen is None:
-            self._seen = self.ledger.known_tx_hashes()
-        seen = self._seen
-        found = self.api.find_transactions(addresses=[Address(self.address)])
-        self._node_answered()
-        new = [h for h in (str(x) for x in found["hashes"]) if h not in seen]
-        for chunk in _chunks(new, TRYTES_CHUNK):
-            answer = self.api.get_trytes([TransactionHash(h) for h in chunk])
-            for tx_hash, trytes in zip(chunk, answer["trytes"], strict=False):
-                if not str(trytes).strip("9"):
-                    continue  # not stored by the node (yet): try again next poll
-                tx = Transaction.from_tryte_string(trytes, hash_=TransactionHash(tx_hash))
-                if str(tx.address) == self.address and tx.value > 0:
-                    self.ledger.record(
-                        Transfer(
-                            tx_hash=tx_hash,
-                            bundle_hash=str(tx.bundle_hash),
-                            address=self.address,
-                            tag=str(tx.tag),
-                            value=int(tx.value),
-                            current_index=int(tx.current_index),
-                        )
-                    )
-                seen.add(tx_hash)
-        self._check_confirmations()
-        for payment in self.ledger.to_credit():
-            self.grants.credit(payment)
+        if self.before_poll is not None and self.before_poll():
+            self.before_poll = None
+        watched = self.pool.watched()
+        metrics.WATCHED_ADDRESSES.set(len(watched))
+        if watched:
+            self._credit_increases(watched)
+            self._show_pending(watched)
+            self._close_ended(watched)
+        else:
+            self.ledger.ledger_index()  # still tells whether the node answers
+            self._node_answered()
+        for payment in self.payments.to_credit():
+            self._credit(payment, None)
+        if time.monotonic() >= self._next_stray_scan:
+            self.scan_strays()
+            self._next_stray_scan = time.monotonic() + self.stray_scan_interval_s
 
-    def _check_confirmations(self) -> None:
-        pending = self.ledger.unconfirmed()
-        hashes = sorted({str(h) for p in pending for h in p.get("tx_hashes", [])})
-        if not hashes:
-            return
-        states = self.api.get_latest_inclusion([TransactionHash(h) for h in hashes])["states"]
-        included = {str(h) for h, ok in states.items() if ok}
-        for p in pending:
-            if not included.intersection(str(h) for h in p.get("tx_hashes", [])):
+    def _credit_increases(self, watched: list[Doc]) -> None:
+        balances = self.ledger.confirmed_balances([str(d["_id"]) for d in watched])
+        self._node_answered()
+        seen_at = time.monotonic()
+        for doc in watched:
+            address = str(doc["_id"])
+            balance = balances.values.get(address, 0)
+            if balance <= int(doc.get("accounted_iota", 0)):
                 continue
-            seen_at = time.monotonic()
-            doc = self.ledger.mark_confirmed(str(p["_id"]))
-            if doc is not None and doc.get("matched") and not doc.get("credited"):
-                self.grants.credit(doc, confirmed_seen_at=seen_at)
+            order = self.store.orders.find_one({"_id": doc.get("order_id")})
+            payment = self.payments.record_increase(
+                doc, balance, balances.ledger_index, order, self._evidence(address)
+            )
+            if payment is not None and order is not None:
+                self._credit(payment, seen_at)
+
+    def _evidence(self, address: str) -> list[str]:
+        """Confirmed bundles to the address not named by an earlier payment of it."""
+        try:
+            confirmed = {
+                b.bundle_hash for b in self.ledger.bundles_paying([address]) if b.confirmed
+            }
+        except Exception as exc:  # evidence is for people: the amount stands without it
+            log.warning("watcher: no bundle evidence for %s (%s)", address, exc)
+            return []
+        return sorted(confirmed - self.payments.bundles_of(address))
+
+    def _credit(self, payment: Doc, seen_at: float | None) -> None:
+        self.grants.credit(payment, confirmed_seen_at=seen_at)
+        # Keep watching the address while the grant it paid for runs.
+        grant = self.store.grants.find_one(
+            {"_id": grant_id(str(payment["username"]), str(payment["product_id"]))},
+            {"expires_at": 1},
+        )
+        if grant is not None:
+            self.pool.extend_watch(str(payment["address"]), as_utc(grant["expires_at"]))
+
+    def _show_pending(self, watched: list[Doc]) -> None:
+        now = utcnow()
+        waiting = [
+            d
+            for d in watched
+            if int(d.get("accounted_iota", 0)) == 0
+            and d.get("order_expires_at") is not None
+            and as_utc(d["order_expires_at"]) > now
+        ]
+        if not waiting:
+            return
+        pending: dict[str, int] = {}
+        for seen in self.ledger.bundles_paying([str(d["_id"]) for d in waiting]):
+            if not seen.confirmed:
+                pending[seen.address] = pending.get(seen.address, 0) + seen.value
+        for doc in waiting:
+            value = pending.get(str(doc["_id"]), 0)
+            before = int(doc.get("pending_iota", 0))
+            if value == before:
+                continue
+            self.store.deposit_addresses.update_one(
+                {"_id": doc["_id"]}, {"$set": {"pending_iota": value}}
+            )
+            if value > before:
+                self.payments.seen_pending(doc, value - before)
+
+    def _close_ended(self, watched: list[Doc]) -> None:
+        now = utcnow()
+        for doc in watched:
+            until = doc.get("watch_until")
+            if until is None or as_utc(until) > now:
+                continue
+            fresh = self.store.deposit_addresses.find_one({"_id": doc["_id"]}, {"watch_until": 1})
+            if fresh is not None and as_utc(fresh["watch_until"]) > now:
+                continue  # a credit just extended it
+            if self.pool.close(str(doc["_id"])):
+                log.info("deposit address %s closed (order %s)", doc["_id"], doc.get("order_id"))
+
+    def scan_strays(self) -> int:
+        """Record value on addresses no watched order holds as unmatched; returns how many."""
+        unheld = self.pool.unheld()
+        if not unheld:
+            return 0
+        balances = self.ledger.confirmed_balances([str(d["_id"]) for d in unheld])
+        self._node_answered()
+        found = 0
+        for doc in unheld:
+            address = str(doc["_id"])
+            if balances.values.get(address, 0) > int(doc.get("accounted_iota", 0)):
+                bundles = self._evidence(address)
+                if self.payments.record_increase(
+                    doc, balances.values[address], balances.ledger_index, None, bundles
+                ):
+                    found += 1
+        return found
+
+
+def watch_window_end(expires_at: dt.datetime, late_window_s: float) -> dt.datetime:
+    return expires_at + dt.timedelta(seconds=late_window_s)

@@ -1,66 +1,165 @@
-"""`iot-devnet` / `python -m devnet`: a local IOTA development tangle speaking IRI's HTTP API."""
+"""`iot-devnet`: the local IOTA tangle (Hornet 0.5.6, one node, own coordinator) and its faucet.
+
+    iot-devnet node   --data-dir .data/devnet --port 14265 --milestone-interval 2
+    iot-devnet faucet --data-dir .data/devnet --port 14266 --node http://127.0.0.1:14265
+
+`node` prepares the data directory (genesis, coordinator tree, configuration; see
+devnet/hornet.py) and runs Hornet, forwarding SIGTERM/SIGINT to it. A killed coordinator
+node may have written its state file for a milestone its database never got: Hornet then
+refuses to start ("previous milestone does not match latest milestone in database"), and the
+wrapper re-bootstraps the coordinator from the database's latest milestone (Hornet's own
+`--cooBootstrap --cooStartIndex`), which loses nothing the database holds.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import threading
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvicorn
+from stack.procs import free_port
 
-from devnet.api import create_app
-from devnet.node import Node
-
-log = logging.getLogger("devnet")
+DEFAULT_MWM = int(os.environ.get("IOTA_MWM", "5"))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="iot-devnet", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=14265)
-    p.add_argument(
-        "--milestone-interval", type=float, default=2.0, help="seconds between milestones"
+    sub = p.add_subparsers(dest="command", required=True)
+    node = sub.add_parser("node", help="run the Hornet node (prepares its data dir first)")
+    node.add_argument("--data-dir", type=Path, required=True)
+    node.add_argument("--port", type=int, default=14265, help="node API port (loopback)")
+    node.add_argument(
+        "--milestone-interval",
+        type=int,
+        default=int(os.environ.get("DEVNET_MILESTONE_INTERVAL", "2")),
+        help="whole seconds between milestones ($DEVNET_MILESTONE_INTERVAL)",
     )
-    p.add_argument(
-        "--data-dir", type=Path, default=None, help="keep state here (journal.jsonl); else memory"
+    node.add_argument("--mwm", type=int, default=DEFAULT_MWM, help="PoW weight ($IOTA_MWM)")
+    node.add_argument(
+        "--merkle-depth",
+        type=int,
+        default=int(os.environ.get("DEVNET_MERKLE_DEPTH", "16")),
+        help="coordinator tree depth: 2**depth milestones ($DEVNET_MERKLE_DEPTH)",
     )
-    p.add_argument(
-        "--min-weight-magnitude", type=int, default=1, help="PoW difficulty the node requires"
+    node.add_argument(
+        "--merkle-cache", type=Path, default=None, help="share one coordinator tree from here"
     )
+    node.add_argument("--gossip-port", type=int, default=0, help="gossip port (0: any free one)")
+    node.add_argument("--peer", action="append", default=[], help="HOST:PORT of a peer's gossip")
+    node.add_argument(
+        "--follow",
+        type=Path,
+        default=None,
+        help="run without coordinator, as a second node of the tangle prepared in this data dir",
+    )
+    faucet = sub.add_parser("faucet", help="run the faucet (POST /faucet)")
+    faucet.add_argument("--data-dir", type=Path, required=True, help="holds genesis.seed")
+    faucet.add_argument("--host", default="127.0.0.1")
+    faucet.add_argument("--port", type=int, default=14266)
+    faucet.add_argument("--node", default="http://127.0.0.1:14265")
+    faucet.add_argument("--mwm", type=int, default=DEFAULT_MWM, help="PoW weight ($IOTA_MWM)")
     args = p.parse_args(argv)
-    if args.milestone_interval <= 0:
-        p.error("--milestone-interval must be > 0")
-    if not 1 <= args.min_weight_magnitude <= 9:
-        p.error("--min-weight-magnitude must be 1..9 (the PoW is pure Python)")
+    if args.command == "node" and args.milestone_interval < 1:
+        p.error("--milestone-interval is whole seconds, at least 1 (Hornet's coordinator)")
+    if args.command == "node" and not 4 <= args.merkle_depth <= 24:
+        p.error("--merkle-depth must be 4..24")
     return args
+
+
+def run_node(args: argparse.Namespace) -> None:
+    from devnet import hornet
+
+    ports = hornet.Ports(
+        args.port, args.gossip_port or free_port(), *(free_port() for _ in range(6))
+    )
+    if args.follow is not None:
+        layout = hornet.prepare_follower(args.data_dir, ports, args.follow, args.peer, args.mwm)
+    else:
+        layout = hornet.prepare(
+            args.data_dir,
+            ports,
+            args.milestone_interval,
+            args.mwm,
+            args.merkle_depth,
+            args.merkle_cache,
+            args.peer,
+        )
+    print(
+        f"devnet: Hornet on http://127.0.0.1:{args.port}, milestone every"
+        f" {args.milestone_interval} s, mwm {args.mwm}, {2**args.merkle_depth} milestones in"
+        f" the coordinator tree, genesis {layout.genesis_address}",
+        flush=True,
+    )
+    env = {**os.environ, **layout.env}
+    code, mismatch = _run_hornet(layout.argv, env, args.data_dir)
+    if mismatch is not None:
+        state = args.data_dir / "coordinator.state"
+        print(
+            f"devnet: coordinator state ahead of the database (milestone {mismatch}):"
+            f" bootstrapping again from milestone {mismatch + 1}",
+            flush=True,
+        )
+        state.unlink(missing_ok=True)
+        argv = [a for a in layout.argv if a != "--cooBootstrap"]
+        argv += ["--cooBootstrap", f"--cooStartIndex={mismatch + 1}"]
+        code, _ = _run_hornet(argv, env, args.data_dir)
+    raise SystemExit(code)
+
+
+_MISMATCH = re.compile(
+    rb"previous milestone does not match latest milestone in database\. "
+    rb"previous: \d+, database: (\d+)"
+)
+
+
+def _run_hornet(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, int | None]:
+    """Run Hornet to its end, echoing its output; (exit code, database milestone on mismatch)."""
+    child = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    mismatch: int | None = None
+    assert child.stdout is not None
+    for line in child.stdout:
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        found = _MISMATCH.search(line)
+        if found:
+            mismatch = int(found.group(1))
+    return child.wait(), mismatch
+
+
+def run_faucet(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from devnet.faucet import Faucet, create_app
+
+    faucet = Faucet(args.node, args.data_dir / "genesis.seed", args.mwm)
+    faucet.start()
+    try:
+        uvicorn.run(create_app(faucet), host=args.host, port=args.port, log_level="warning")
+    finally:
+        faucet.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    node = Node(args.min_weight_magnitude, args.data_dir)
-    stop = threading.Event()
-    coordinator = threading.Thread(
-        target=node.run_milestones, args=(args.milestone_interval, stop), daemon=True
-    )
-    coordinator.start()
-    log.info(
-        "devnet on http://%s:%d: milestone every %.2f s, mwm %d, faucet address %s, data %s",
-        args.host,
-        args.port,
-        args.milestone_interval,
-        args.min_weight_magnitude,
-        node.faucet.address,
-        args.data_dir or "(memory only)",
-    )
-    try:
-        uvicorn.run(create_app(node), host=args.host, port=args.port, log_level="warning")
-    finally:
-        stop.set()
-        coordinator.join(timeout=5)
-        node.close()
+    if args.command == "node":
+        run_node(args)
+    else:
+        run_faucet(args)
 
 
 if __name__ == "__main__":

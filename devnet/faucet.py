@@ -1,47 +1,222 @@
-"""The devnet faucet: a genesis address holding the whole supply, spent with real signatures.
+"""The devnet faucet: real signed transfers from the genesis seed, answered once confirmed.
 
-Each credit is an ordinary, valid value bundle (output to the requested address, signed input
-from the genesis address) so PyOTA's `get_bundles`/`get_transfers` accept it and the receiving
-address is "used" for `get_inputs`/`get_new_addresses`. The faucet seed is public on purpose:
-this is a development tangle.
+`POST /faucet {"address", "value"}` queues a credit. One worker thread sends the queued credits
+as one bundle per round (an output each, the genesis input, the rest to the next genesis
+address), waits until a milestone confirms it, and answers every request of the round. A
+genesis address signs exactly one bundle (W-OTS keys are one-time): a round that fails after
+signing re-sends the same signed bundle until it confirms, and the next round starts from the
+change address. The index of the funded genesis address is kept in `faucet.state` beside the
+seed, and checked against the ledger at start.
 """
 
 from __future__ import annotations
 
-import secrets
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
-from iota import Address, ProposedBundle, ProposedTransaction, Tag
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from iota import (
+    Address,
+    Iota,
+    ProposedBundle,
+    ProposedTransaction,
+    Tag,
+    Transaction,
+    TransactionHash,
+    TransactionTrytes,
+)
+from iota.adapter import HttpAdapter
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.signing import KeyGenerator
-from iota.crypto.types import PrivateKey, Seed
+from iota.crypto.types import Seed
+from pydantic import AfterValidator, BaseModel, Field
 
-FAUCET_SEED = "DEVNET9FAUCET9GENESIS" + "9" * 60
-FAUCET_TAG = "DEVNET9FAUCET9"  # + 14 random trytes: equal credits must not share a bundle hash
-# Security level 1: one signature transaction per credit, and the cheapest signing.
-SECURITY_LEVEL = 1
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+from wallet import speedups, ternary
+
+log = logging.getLogger(__name__)
+
+SECURITY_LEVEL = 2
+FAUCET_TAG = Tag(b"DEVNET9FAUCET")
+MAX_OUTPUTS_PER_ROUND = 50
+CONFIRM_TIMEOUT_S = 30.0
+# Nodes refuse value transfers to addresses whose last trit is not zero.
+ZERO_LAST_TRIT = "9ABCDWXYZ"
+
+
+def _valid_address(value: str) -> str:
+    if not ternary.is_trytes(value) or len(value) not in (81, 90):
+        raise ValueError("an address is 81 trytes (A-Z and 9), or 90 with checksum")
+    if len(value) == 90 and not Address(value.encode()).is_checksum_valid():
+        raise ValueError("the address checksum is invalid")
+    if value[80] not in ZERO_LAST_TRIT:
+        raise ValueError("not a Kerl address (its last trit must be 0): nodes refuse value to it")
+    return value[:81]
+
+
+class CreditIn(BaseModel):
+    address: Annotated[str, AfterValidator(_valid_address)]
+    value: int = Field(gt=0, le=ternary.SUPPLY)
+
+
+class FaucetEmptyError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Request:
+    address: str
+    value: int
+    answer: Future[dict[str, object]]
 
 
 class Faucet:
-    def __init__(self) -> None:
-        seed = Seed(FAUCET_SEED.encode())
-        self._address: Address = AddressGenerator(seed, SECURITY_LEVEL).get_addresses(0, 1)[0]
-        self._key: PrivateKey = KeyGenerator(seed).get_key(0, SECURITY_LEVEL)
+    def __init__(self, node_url: str, seed_file: Path, mwm: int) -> None:
+        speedups.install()
+        self.api = Iota(HttpAdapter(node_url, timeout=30))
+        self.seed = Seed(seed_file.read_text().strip().encode())
+        self.mwm = mwm
+        self.state_file = seed_file.with_name("faucet.state")
+        self.queue: queue.Queue[_Request] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faucet", daemon=True)
+        self._generator = AddressGenerator(self.seed, SECURITY_LEVEL)
 
-    @property
-    def address(self) -> str:
-        return str(self._address)
+    def start(self) -> None:
+        self._thread.start()
 
-    def credit_bundle(self, address: str, value: int) -> list[str]:
-        """Signed bundle moving `value` from the genesis address to `address`, head first."""
-        # Two credits of the same value to the same address in the same second would otherwise
-        # be one bundle (the essence has second-resolution timestamps): a reattachment.
-        tag = FAUCET_TAG + "".join(secrets.choice(TRYTES) for _ in range(27 - len(FAUCET_TAG)))
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def credit(self, address: str, value: int) -> Future[dict[str, object]]:
+        request = _Request(address, value, Future())
+        self.queue.put(request)
+        return request.answer
+
+    # -- the genesis address holding the funds ------------------------------------------
+    def _address(self, index: int) -> Address:
+        return self._generator.get_addresses(index, 1)[0]
+
+    def _funded_index(self) -> tuple[int, int]:
+        """The first genesis address from the saved index on that holds value and is unspent."""
+        index = int(self.state_file.read_text()) if self.state_file.exists() else 0
+        while not self._stop.is_set():
+            address = self._address(index)
+            balance = int(self.api.get_balances([address])["balances"][0])
+            spent = bool(self.api.were_addresses_spent_from([address])["states"][0])
+            if balance > 0 and not spent:
+                self.state_file.write_text(f"{index}\n")
+                return index, balance
+            if balance > 0:  # spent, change not confirmed yet: a round was cut off
+                time.sleep(0.5)
+                continue
+            index += 1
+        raise RuntimeError("stopping")
+
+    # -- rounds ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < MAX_OUTPUTS_PER_ROUND:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._round(batch)
+            except Exception as exc:  # node down or refusing: tell the callers
+                log.warning("faucet round of %d credits failed: %s", len(batch), exc)
+                for r in batch:
+                    if not r.answer.done():
+                        r.answer.set_exception(exc)
+
+    def _round(self, batch: list[_Request]) -> None:
+        index, balance = self._funded_index()
+        total = sum(r.value for r in batch)
+        if total > balance:
+            raise FaucetEmptyError(f"the faucet holds only {balance} iota")
         bundle = ProposedBundle(
-            [ProposedTransaction(address=Address(address), value=value, tag=Tag(tag))]
+            [
+                ProposedTransaction(
+                    address=Address(r.address.encode()), value=r.value, tag=FAUCET_TAG
+                )
+                for r in batch
+            ]
         )
-        source = Address(self._address, balance=value, key_index=0, security_level=SECURITY_LEVEL)
+        source = self._address(index)
+        source.balance = balance
+        source.key_index = index
+        source.security_level = SECURITY_LEVEL
         bundle.add_inputs([source])
+        bundle.send_unspent_inputs_to(self._address(index + 1))
         bundle.finalize()
-        bundle.sign_input_at(1, self._key)
-        return [str(t) for t in bundle.as_tryte_strings()]
+        bundle.sign_inputs(KeyGenerator(self.seed))
+        trytes = bundle.as_tryte_strings()
+        tail = self._send_until_confirmed(trytes)
+        self.state_file.write_text(f"{index + 1}\n")
+        balances = self.api.get_balances([Address(r.address.encode()) for r in batch])["balances"]
+        milestone = int(self.api.get_node_info()["latestSolidSubtangleMilestoneIndex"])
+        for r, b in zip(batch, balances, strict=True):
+            r.answer.set_result(
+                {
+                    "address": r.address,
+                    "value": r.value,
+                    "balance": int(b),
+                    "bundle": str(bundle.hash),
+                    "transaction": tail,
+                    "milestoneIndex": milestone,
+                }
+            )
+        log.info("faucet: %d credits, %d iota, bundle %s confirmed", len(batch), total, bundle.hash)
+
+    def _send_until_confirmed(self, trytes: list[TransactionTrytes]) -> str:
+        """Attach the signed bundle (again, if a milestone does not take it) until confirmed."""
+        while True:
+            attached = self.api.send_trytes(trytes, depth=3, min_weight_magnitude=self.mwm)
+            parsed = [Transaction.from_tryte_string(t) for t in attached["trytes"]]
+            tail = str(next(t.hash for t in parsed if t.current_index == 0))
+            deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+            while time.monotonic() < deadline:
+                states = self.api.get_latest_inclusion([TransactionHash(tail.encode())])["states"]
+                if next(iter(states.values())):
+                    return tail
+                time.sleep(0.1)
+            log.warning("faucet bundle not confirmed after %.0f s: reattaching", CONFIRM_TIMEOUT_S)
+
+
+def create_app(faucet: Faucet) -> FastAPI:
+    app = FastAPI(title="devnet faucet", summary="Real transfers from the devnet's genesis seed")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: object, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, 400)
+
+    @app.post("/faucet", summary="Send `value` iota to `address`; answers once confirmed")
+    def credit(body: CreditIn) -> JSONResponse:
+        try:
+            return JSONResponse(faucet.credit(body.address, body.value).result(timeout=120))
+        except FaucetEmptyError as exc:
+            return JSONResponse({"detail": str(exc)}, 400)
+        except Exception as exc:
+            return JSONResponse({"detail": f"the node did not take the transfer: {exc}"}, 503)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -8,6 +8,7 @@ ROOT=$(pwd)
 
 APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics docker-compose chromium ${EXTRA_APT_PACKAGES:-})
 FERRETDB_VERSION=v1.24.2
+HORNET_VERSION=v0.5.6
 PYTHON=${PYTHON:-python3.11}
 
 log() { printf '[bootstrap] %s\n' "$*"; }
@@ -60,7 +61,31 @@ install_ferretdb() {
     rm -rf "$src"
 }
 
+install_hornet() {
+    local bin=.tools/bin/hornet
+    if [ -x "$bin" ] && [ "$(cat .tools/bin/hornet.version 2>/dev/null)" = "$HORNET_VERSION" ]; then return; fi
+    log "building Hornet $HORNET_VERSION (the legacy IOTA node for the local tangle; takes a few minutes once)"
+    # As for FerretDB: the proxy refuses the version list and the checksum database has no entry
+    # for this module, so download the pinned version and build it as its own main module.
+    local dir src
+    dir=$(cd /tmp && GONOSUMDB=github.com/gohornet/hornet GOFLAGS=-modcacherw \
+        go mod download -json "github.com/gohornet/hornet@$HORNET_VERSION" \
+        | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    src=$(mktemp -d)
+    cp -r "$dir/." "$src/"
+    chmod -R u+w "$src"
+    mkdir -p .tools/bin .tools/hornet
+    (cd "$src" && CGO_ENABLED=0 GONOSUMDB=github.com/gohornet/hornet GOFLAGS="-mod=mod -buildvcs=false" \
+        go build -trimpath -ldflags="-s -w -X github.com/gohornet/hornet/plugins/cli.AppVersion=${HORNET_VERSION#v}" \
+        -o "$ROOT/$bin" .)
+    # Hornet reads its node profiles from the working directory's profiles.json.
+    cp "$src/profiles.json" .tools/hornet/profiles.json
+    rm -rf "$src"
+    echo "$HORNET_VERSION" > .tools/bin/hornet.version
+}
+
 install_debian_packages
 install_virtualenv
 install_ferretdb
+install_hornet
 log "ready"

@@ -306,29 +306,157 @@ def iota_node_ready(url: str) -> bool:
     return True
 
 
-def devnet(
-    workdir: Path, milestone_interval: float = 0.5, min_weight_magnitude: int = 1
-) -> tuple[Proc, str]:
-    """`python -m devnet` on a free port, state under `workdir/data`; the Proc and the node URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = python_service(
-        "devnet",
+def iota_node_synced(url: str) -> bool:
+    """The node answers and a milestone has been solidified (it can confirm transfers)."""
+    try:
+        info = iota_node_info(url, timeout=1.0)
+    except (OSError, ValueError):
+        return False
+    solid = int(str(info.get("latestSolidSubtangleMilestoneIndex", 0)))
+    latest = int(str(info.get("latestMilestoneIndex", 0)))
+    return bool(info.get("isSynced")) and solid >= 1 and solid >= latest
+
+
+# The tests' and benchmarks' coordinator tree, built once (~6 s at depth 12: 4096 milestones,
+# over an hour at 1 s) and shared by every devnet they start; local, never committed.
+TEST_MERKLE_CACHE = REPO_ROOT / ".tools" / "devnet-test-coordinator"
+TEST_MERKLE_DEPTH = 12
+
+
+@dataclass
+class Devnet:
+    """A running Hornet private tangle and its faucet.
+
+    `node` is the node whose API everything talks to. With `coordinator` (crash-safe mode) the
+    milestones come from a second Hornet peered with it, so `node` may be killed like any
+    process: it revalidates and synchronises again from its peer.
+    """
+
+    node: Proc
+    faucet: Proc
+    url: str
+    faucet_url: str
+    data_dir: Path
+    coordinator: Proc | None = None
+
+    @property
+    def genesis_seed_file(self) -> Path:
+        return self.data_dir / "genesis.seed"
+
+    def stop(self) -> None:
+        self.faucet.stop()
+        self.node.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()
+
+
+def _hornet(name: str, workdir: Path, args: list[str], url: str) -> Proc:
+    return python_service(
+        name,
         "devnet",
         workdir,
         env={},
-        args=[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--milestone-interval",
-            str(milestone_interval),
-            "--min-weight-magnitude",
-            str(min_weight_magnitude),
-            "--data-dir",
-            str(workdir / "data"),
-        ],
-        ready=lambda: iota_node_ready(url),
-    ).start()
-    return proc, url
+        args=["node", *args],
+        ready=lambda: iota_node_synced(url),
+        ready_timeout=90,
+    )
+
+
+def devnet(
+    workdir: Path,
+    milestone_interval: int = 1,
+    mwm: int = 5,
+    merkle_depth: int = TEST_MERKLE_DEPTH,
+    merkle_cache: Path | None = TEST_MERKLE_CACHE,
+    crash_safe: bool = False,
+) -> Devnet:
+    """Hornet (`iot-devnet node`) and the faucet on free ports, state under `workdir/data`.
+
+    `crash_safe`: a coordinator node under `workdir/coordinator` and the API node following it.
+    """
+    port, faucet_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    faucet_url = f"http://127.0.0.1:{faucet_port}"
+    data = workdir / "data"
+    coo_args = [
+        "--milestone-interval",
+        str(milestone_interval),
+        "--mwm",
+        str(mwm),
+        "--merkle-depth",
+        str(merkle_depth),
+    ]
+    if merkle_cache is not None:
+        coo_args += ["--merkle-cache", str(merkle_cache)]
+    coordinator: Proc | None = None
+    started: list[Proc] = []
+    try:
+        if crash_safe:
+            coo_port, coo_gossip, gossip = free_port(), free_port(), free_port()
+            coo_data = workdir / "coordinator"
+            coordinator = _hornet(
+                "hornet-coordinator",
+                workdir,
+                [
+                    "--data-dir",
+                    str(coo_data),
+                    "--port",
+                    str(coo_port),
+                    "--gossip-port",
+                    str(coo_gossip),
+                    "--peer",
+                    f"127.0.0.1:{gossip}",
+                    *coo_args,
+                ],
+                f"http://127.0.0.1:{coo_port}",
+            ).start()
+            started.append(coordinator)
+            node = _hornet(
+                "hornet",
+                workdir,
+                [
+                    "--data-dir",
+                    str(data),
+                    "--port",
+                    str(port),
+                    "--gossip-port",
+                    str(gossip),
+                    "--peer",
+                    f"127.0.0.1:{coo_gossip}",
+                    "--follow",
+                    str(coo_data),
+                    "--mwm",
+                    str(mwm),
+                ],
+                url,
+            ).start()
+            genesis_dir = coo_data
+        else:
+            node = _hornet(
+                "hornet", workdir, ["--data-dir", str(data), "--port", str(port), *coo_args], url
+            ).start()
+            genesis_dir = data
+        started.append(node)
+        faucet = python_service(
+            "faucet",
+            "devnet",
+            workdir,
+            env={},
+            args=[
+                "faucet",
+                "--data-dir",
+                str(genesis_dir),
+                "--port",
+                str(faucet_port),
+                "--node",
+                url,
+                "--mwm",
+                str(mwm),
+            ],
+            ready=lambda: http_ok(f"{faucet_url}/healthz"),
+        ).start()
+    except Exception:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+    return Devnet(node, faucet, url, faucet_url, genesis_dir, coordinator)

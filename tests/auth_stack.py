@@ -6,6 +6,7 @@ one place builds its environment and decides when it is ready.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ class AuthStack:
     api_url: str
     broker: procs.MosquittoHandle
     admin_token: str
-    deposit_address: str
+    pool: list[str]  # the deposit addresses loaded at start (IOTA_DEPOSIT_ADDRESSES_FILE)
     env: dict[str, str]
     _control: DynsecClient | None = field(default=None, repr=False)
 
@@ -50,6 +51,15 @@ class AuthStack:
     def ready(self) -> bool:
         body = self.health()
         return bool(body and body.get("mongo") == "ok" and body.get("broker") == "ok")
+
+    def pool_state(self, state: str | None = None) -> dict[str, Any]:
+        params = {"state": state} if state else {}
+        r = httpx.get(
+            f"{self.api_url}/api/deposit-addresses", params=params, headers=self.admin, timeout=15
+        )
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
 
     def restart(self) -> None:
         self.proc.stop()
@@ -117,10 +127,15 @@ def start_auth_stack(
     node_url: str = CLOSED_PORT_URL,
     extra_env: dict[str, str] | None = None,
     wait_for_broker: bool = True,
+    pool_size: int = 40,
 ) -> AuthStack:
+    """broker_auth with a pool of `pool_size` random (seedless) deposit addresses."""
     port = procs.free_port()
     token = secrets.token_urlsafe(24)
-    address = random_address()
+    pool = [random_address() for _ in range(pool_size)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    pool_file = workdir / "deposit-addresses.txt"
+    pool_file.write_text("".join(f"{a}\n" for a in pool))
     env = {
         "API_HOST": "127.0.0.1",
         "API_PORT": str(port),
@@ -131,7 +146,8 @@ def start_auth_stack(
         "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
         "BROKER_ADMIN_TOKEN": token,
         "IOTA_NODE_URL": node_url,
-        "IOTA_DEPOSIT_ADDRESS": address,
+        "IOTA_DEPOSIT_ADDRESSES_FILE": str(pool_file),
+        "IOTA_MWM": os.environ.get("IOTA_MWM", "5"),
         "WATCHER_INTERVAL_S": "0.25",
         "INFLUX_URL": CLOSED_PORT_URL,
         "RECONCILE_INTERVAL_S": "30",
@@ -143,7 +159,7 @@ def start_auth_stack(
         api_url=f"http://127.0.0.1:{port}",
         broker=broker,
         admin_token=token,
-        deposit_address=address,
+        pool=pool,
         env=env,
     )
     stack.proc.ready = stack.ready if wait_for_broker else lambda: stack.health() is not None

@@ -1,4 +1,4 @@
-"""Session-wide real processes: Mosquitto (dynamic security), VictoriaMetrics, FerretDB, devnet.
+"""Session-wide real processes: Mosquitto (dynamic security), VictoriaMetrics, FerretDB, Hornet.
 
 Everything runs on free ports under pytest's temporary directory and is stopped at the end.
 Tests isolate themselves by using their own device ids, database names or broker instances.
@@ -6,6 +6,7 @@ Tests isolate themselves by using their own device ids, database names or broker
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ import pytest
 from broker_auth import acl_model
 from broker_auth.acl_model import Client, Role
 from stack import procs
+from tests.devnet_fixture import TEST_MWM, start_devnet
+
+# Every PyOTA call of the tests (wallet, harness) and every process they start uses the devnets'
+# minimum weight magnitude: Hornet refuses any other.
+os.environ["IOTA_MWM"] = str(TEST_MWM)
 
 # Devices known to the session broker without broker_auth, for tests of the pipeline alone.
 TEST_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-d")
@@ -103,3 +109,11 @@ def ferret(session_dir: Path) -> Iterator[Mongo]:
     proc, port = procs.ferretdb(session_dir / "ferretdb")
     yield Mongo(proc, port)
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def devnet(session_dir: Path) -> Iterator[procs.Devnet]:
+    """The shared local tangle (Hornet, 1 s milestones) and its faucet."""
+    net = start_devnet(session_dir / "devnet")
+    yield net
+    net.stop()

@@ -1,20 +1,19 @@
-"""Start a real devnet node for tests of other components (import this, it is not a conftest).
+"""Start a real devnet (Hornet + faucet) for tests of other components (import this, not a conftest).
 
     from tests.devnet_fixture import start_devnet
 
     @pytest.fixture(scope="module")
     def devnet(tmp_path_factory):
-        proc, url = start_devnet(tmp_path_factory.mktemp("devnet"))
-        yield url
-        proc.stop()
+        net = start_devnet(tmp_path_factory.mktemp("devnet"))
+        yield net            # net.url (node API), net.faucet_url, net.node / net.faucet (Procs)
+        net.stop()
 
-The node listens on a free port, confirms every `milestone_interval` seconds, keeps its state
-under `workdir/data` (so `proc.restart()` keeps balances) and logs to `workdir/devnet.log`.
-Fund a seed with `wallet.payments.fund_from_faucet(url, seed, value)` and pay with
-`wallet.payments.pay(url, seed, address, tag, amount)` (~1.5 s; confirmed at the next
-milestone, see `wallet.payments.wait_confirmed`). If a test uses PyOTA's `send_transfer`
-directly, call `devnet.speedups.install()` first: plain PyOTA 2.1.0 needs 8-15 s per transfer
-for its pure-Python trit conversions (identical results, ~10x faster).
+Hornet listens on a free port with its own coordinator (milestones every `milestone_interval`
+whole seconds), keeps its ledger under `workdir/data` (so `net.node.restart()` keeps balances)
+and logs to `workdir/hornet.log`; the faucet logs to `workdir/faucet.log`. Fund a seed with
+`wallet.payments.fund_from_faucet(net.faucet_url, net.url, seed, value)` and pay with
+`wallet.payments.pay(net.url, seed, address, tag, amount)`; PyOTA must be told the node's
+minimum weight magnitude (`IOTA_MWM`, set for the whole test session in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,10 +25,9 @@ from stack import procs
 API_HEADERS = procs.IOTA_API_HEADERS
 node_info = procs.iota_node_info
 node_ready = procs.iota_node_ready
+TEST_MWM = 5
 
 
-def start_devnet(
-    workdir: Path, milestone_interval: float = 0.5, min_weight_magnitude: int = 1
-) -> tuple[procs.Proc, str]:
-    """Start `python -m devnet` on a free port; return the running Proc and the node URL."""
-    return procs.devnet(workdir, milestone_interval, min_weight_magnitude)
+def start_devnet(workdir: Path, milestone_interval: int = 1) -> procs.Devnet:
+    """Hornet and the faucet on free ports; the running Devnet."""
+    return procs.devnet(workdir, milestone_interval, mwm=TEST_MWM)

@@ -1,11 +1,18 @@
-"""`iot-wallet`: the buyer's IOTA wallet for paying live access (PyOTA against an IRI-API node).
+"""`iot-wallet`: IOTA for paying live access, and for the seller's addresses and withdrawals
+(PyOTA against an IRI-API node).
 
+Buyer:
     iot-wallet new-seed --seed-file john.seed
-    iot-wallet faucet  --node http://127.0.0.1:14265 --seed-file john.seed --value 1000
+    iot-wallet faucet  --faucet http://127.0.0.1:14266 --seed-file john.seed --value 1000
     iot-wallet pay     --node ... --seed-file john.seed --order ORDER_ID \\
                        --api http://127.0.0.1:8000 --username john
                        (password from --password, $IOT_WALLET_PASSWORD or a prompt)
     iot-wallet pay     --node ... --seed-file john.seed --address ADDR --tag TAG --amount 10
+
+Seller (the server never holds her seed):
+    iot-wallet addresses --seed-file jane.seed --start 0 --count 1000 > addresses.txt
+    iot-wallet sweep   --seed-file jane.seed --api http://127.0.0.1:8000 --to ADDRESS
+                       (admin token from $BROKER_ADMIN_TOKEN)
 
 The seed stays in its file (mode 0600) and is never printed.
 """
@@ -21,10 +28,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wallet import payments
+from wallet import payments, seller
 
 TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DEFAULT_NODE = os.environ.get("IOTA_NODE_URL", "http://127.0.0.1:14265")
+DEFAULT_FAUCET = os.environ.get("IOTA_FAUCET_URL", "http://127.0.0.1:14266")
 
 
 def write_new_seed(path: Path, force: bool = False) -> None:
@@ -67,9 +75,22 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--force", action="store_true", help="replace an existing file")
     _common(sub.add_parser("address", help="print the next unused address"))
     _common(sub.add_parser("balance", help="print the confirmed balance"))
-    faucet = sub.add_parser("faucet", help="devnet only: fund the seed from the node's faucet")
+    faucet = sub.add_parser("faucet", help="devnet only: fund the seed from the devnet faucet")
     _common(faucet)
+    faucet.add_argument("--faucet", default=DEFAULT_FAUCET, help="faucet URL ($IOTA_FAUCET_URL)")
     faucet.add_argument("--value", type=int, required=True)
+    addresses = sub.add_parser("addresses", help="seller: print deposit addresses (offline)")
+    _common(addresses, node=False)
+    addresses.add_argument("--start", type=int, default=0, help="first key index")
+    addresses.add_argument("--count", type=int, default=100, help="how many")
+    sweep = sub.add_parser("sweep", help="seller: move the value of closed addresses to one")
+    _common(sweep)
+    sweep.add_argument("--api", required=True, help="broker_auth URL, e.g. http://127.0.0.1:8000")
+    sweep.add_argument("--to", required=True, help="the address that receives everything")
+    sweep.add_argument("--mwm", type=int, help="min weight magnitude (default: $IOTA_MWM)")
+    sweep.add_argument(
+        "--max-index", type=int, default=100_000, help="highest key index searched for"
+    )
     pay = sub.add_parser("pay", help="pay an order (--order) or an address and tag")
     _common(pay)
     pay.add_argument("--order", help="order id from broker_auth (needs --api and --username)")
@@ -111,6 +132,27 @@ def _pay(args: argparse.Namespace, seed: str) -> None:
         print(f"confirmed after {waited:.2f} s")
 
 
+def _sweep(args: argparse.Namespace, seed: str) -> None:
+    token = os.environ.get("BROKER_ADMIN_TOKEN", "")
+    if not token:
+        raise payments.WalletError("set BROKER_ADMIN_TOKEN (the admin token of broker_auth)")
+    result = seller.sweep(
+        args.node,
+        seed,
+        args.api,
+        token,
+        args.to,
+        index_cache=args.seed_file.with_name(args.seed_file.name + ".index"),
+        max_index=args.max_index,
+        mwm=args.mwm,
+    )
+    for bundle in result.bundles:
+        print(f"bundle {bundle}")
+    for address, why in result.skipped:
+        print(f"skipped {address}: {why}")
+    print(f"swept {len(result.swept)} closed address(es): {result.value} iota to {args.to}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
@@ -125,12 +167,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             state = payments.scan_seed(args.node, seed)
             print(f"confirmed {state.total} iota (spendable {state.spendable})")
         elif args.command == "faucet":
-            credit = payments.fund_from_faucet(args.node, seed, args.value)
+            credit = payments.fund_from_faucet(args.faucet, args.node, seed, args.value)
             print(f"credited {credit.value} iota to {credit.address}")
             print(f"address balance {credit.balance}")
             print(f"bundle {credit.bundle_hash}")
         elif args.command == "pay":
             _pay(args, seed)
+        elif args.command == "addresses":
+            cache = args.seed_file.with_name(args.seed_file.name + ".index")
+            for address in seller.derive_addresses(seed, args.start, args.count, cache):
+                print(address)
+        elif args.command == "sweep":
+            _sweep(args, seed)
     except payments.WalletError as exc:
         print(f"iot-wallet: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -3,21 +3,28 @@
 Reusable by tests and benchmarks:
 
     from wallet.payments import fund_from_faucet, pay, wait_confirmed
-    fund_from_faucet(node_url, seed, 1000)          # devnet only
-    result = pay(node_url, seed, address, tag, 10)  # PaymentResult(bundle_hash, tail_hash, ...)
+    fund_from_faucet(faucet_url, node_url, seed, 1000)  # devnet only
+    result = pay(node_url, seed, address, tag, 10)      # PaymentResult(bundle_hash, tail_hash, ...)
     wait_confirmed(node_url, result.tail_hash)
 
 Address generation is the slow part of PyOTA (~0.4 s per address, pure Python), so the wallet
 scans the seed's addresses once per call and hands `send_transfer` its inputs and change
 address instead of letting PyOTA scan them again. Security level 2, as PyOTA's default.
-Addresses already spent from are never used as inputs again (W-OTS signatures must not be
-reused, and a pending spend would otherwise be spent twice).
+Legacy IOTA signatures (W-OTS) are one-time: an address that signed once must never sign
+again, and must not receive either (IOTA wallets refuse to pay it). An address counts as spent
+when the node says so (`wereAddressesSpentFrom`) or when the tangle holds any outgoing
+transaction of it, confirmed or not, so a pending spend is never signed a second time. `pay`
+refuses to send to a spent address.
+
+The node's minimum weight magnitude is configuration: `min_weight_magnitude=`, else $IOTA_MWM,
+else what the node reports (IRI's getNodeAPIConfiguration; Hornet does not), else 14.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -25,11 +32,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from iota import Address, Iota, ProposedTransaction, Tag, TransactionHash
+from iota import Address, Iota, ProposedTransaction, Tag, Transaction, TransactionHash
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
-from devnet import speedups, ternary
+from wallet import speedups, ternary
 
 SECURITY_LEVEL = 2
 DEPTH = 3
@@ -47,6 +54,10 @@ class WalletError(RuntimeError):
 
 class InsufficientFundsError(WalletError):
     pass
+
+
+class SpentAddressError(WalletError):
+    """The receiving address has signed before (W-OTS keys are one-time)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,7 @@ def _seed(seed: SeedLike) -> Seed:
     return Seed(text.encode())
 
 
-def _address(address: str) -> Address:
+def parse_address(address: str) -> Address:
     address = address.strip()
     if len(address) not in (81, 90) or any(c not in TRYTES for c in address):
         raise WalletError("an address is 81 trytes (A-Z and 9), or 90 with checksum")
@@ -122,7 +133,13 @@ def _api(node_url: str, seed: SeedLike | None = None) -> Iota:
 
 
 def node_min_weight_magnitude(node_url: str) -> int:
-    """The node's minimum weight magnitude (getNodeAPIConfiguration), or IRI's mainnet 14."""
+    """$IOTA_MWM, else the node's (getNodeAPIConfiguration), else IRI's mainnet 14."""
+    configured = os.environ.get("IOTA_MWM", "").strip()
+    if configured:
+        try:
+            return int(configured)
+        except ValueError:
+            raise WalletError(f"IOTA_MWM must be a number, not {configured!r}") from None
     try:
         answer = _api(node_url).get_node_api_configuration()
     except Exception:  # nodes may not expose it (IRI's remote-limit-api)
@@ -143,8 +160,25 @@ def scan_seed(node_url: str, seed: SeedLike) -> SeedState:
     spent: list[bool] = []
     if used:
         balances = [int(b) for b in api.get_balances(used)["balances"]]
-        spent = [bool(s) for s in api.were_addresses_spent_from(used)["states"]]
+        spent = were_spent(node_url, used)
     return SeedState(tuple(used), next_unused, tuple(balances), tuple(spent))
+
+
+def were_spent(node_url: str, addresses: list[Address]) -> list[bool]:
+    """Spent per the node's ledger, or with any outgoing transaction on the tangle (pending)."""
+    api = _api(node_url)
+    spent = [bool(s) for s in api.were_addresses_spent_from(addresses)["states"]]
+    unknown = [a for a, s in zip(addresses, spent, strict=True) if not s]
+    if unknown:
+        hashes = api.find_transactions(addresses=unknown)["hashes"]
+        outgoing: set[str] = set()
+        for start in range(0, len(hashes), 500):
+            for trytes in api.get_trytes(hashes[start : start + 500])["trytes"]:
+                tx = Transaction.from_tryte_string(trytes)
+                if tx.value < 0:
+                    outgoing.add(str(tx.address))
+        spent = [s or str(a) in outgoing for a, s in zip(addresses, spent, strict=True)]
+    return spent
 
 
 def next_address(node_url: str, seed: SeedLike) -> str:
@@ -172,13 +206,13 @@ def _post_json(url: str, body: dict[str, object], timeout: float) -> dict[str, o
     return answer
 
 
-def fund_from_faucet(node_url: str, seed: SeedLike, value: int) -> FaucetCredit:
+def fund_from_faucet(faucet_url: str, node_url: str, seed: SeedLike, value: int) -> FaucetCredit:
     """Devnet only: credit `value` confirmed iota to the seed's next unused address."""
     if value <= 0:
         raise WalletError("the faucet value must be > 0")
     address = next_address(node_url, seed)
     answer = _post_json(
-        node_url.rstrip("/") + "/faucet", {"address": address, "value": value}, HTTP_TIMEOUT_S
+        faucet_url.rstrip("/") + "/faucet", {"address": address, "value": value}, HTTP_TIMEOUT_S
     )
     return FaucetCredit(
         address=str(answer["address"]),
@@ -207,9 +241,14 @@ def pay(
     started = time.monotonic()
     if amount < 0:
         raise WalletError("the amount must be >= 0")
-    receiver = _address(address)
+    receiver = parse_address(address)
     payment_tag = _tag(tag)
     mwm = min_weight_magnitude or node_min_weight_magnitude(node_url)
+    if were_spent(node_url, [receiver])[0]:
+        raise SpentAddressError(
+            f"{receiver} was spent from: its key is used up and value sent there is at risk;"
+            " ask the seller for a fresh address"
+        )
     inputs: list[Address] = []
     change: Address | None = None
     if amount > 0:

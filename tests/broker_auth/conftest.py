@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from stack import procs
 from stack.mqtt_probe import MqttProbe
-from tests.auth_stack import CLOSED_PORT_URL, AuthStack, start_auth_stack
+from tests.auth_stack import AuthStack, start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
 
 AuthStackFactory = Callable[..., AuthStack]
@@ -24,11 +25,15 @@ def auth_stack_factory(
     tmp_path_factory: pytest.TempPathFactory,
     mosquitto_factory: MosquittoFactory,
     ferret: Mongo,
+    devnet: procs.Devnet,
 ) -> Iterator[AuthStackFactory]:
-    """Start broker_auth stacks for this module (each with its own broker); stop them after."""
+    """Start broker_auth stacks for this module (each with its own broker); stop them after.
+
+    They use the session's devnet unless given another node (CLOSED_PORT_URL: none).
+    """
     started: list[AuthStack] = []
 
-    def start(name: str, node_url: str = CLOSED_PORT_URL, **extra_env: str) -> AuthStack:
+    def start(name: str, node_url: str = devnet.url, **extra_env: str) -> AuthStack:
         workdir = tmp_path_factory.mktemp(name)
         broker = mosquitto_factory(f"{workdir.name}-mosquitto")
         stack = start_auth_stack(workdir, broker, ferret.url, node_url, extra_env)

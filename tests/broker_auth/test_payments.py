@@ -1,7 +1,8 @@
-"""Paid live access end to end: devnet payments (pyota wallet), grants in Mosquitto, expiry.
+"""Paid live access end to end: payments on Hornet (pyota wallet), grants in Mosquitto, expiry.
 
-One devnet, one funded seed and one broker_auth (with its own Mosquitto) for the module. The
-device plug-1 publishes 10 readings a second; buyers are real MQTT clients.
+One devnet (Hornet + faucet, 1 s milestones), one funded seed and one broker_auth (with its own
+Mosquitto) for the module. Each order pays to its own deposit address of the pool. The device
+plug-1 publishes 10 readings a second; buyers are real MQTT clients.
 
 Products: `plug-1-live` (the seed's, 500 iota/h), `fast` (3 600 000 iota/h: 1000 iota buy 1 s)
 and `slow` (3600 iota/h: 1 iota buys 1 s), all on live/plug-1/#.
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from iota import Iota, TransactionHash
+from iota import BundleHash, Iota, TransactionHash
 from iota.crypto.types import Seed
 
 from stack import procs
@@ -33,7 +34,7 @@ from tests.devnet_fixture import start_devnet
 from tests.support import wait_for
 from wallet import payments
 
-MILESTONE_INTERVAL_S = 1.0
+MILESTONE_INTERVAL_S = 1
 DEMO_PASSWORD = "demo-device-pw-123"
 PASSWORD = "buyer-password-1"
 FAST_PRICE = 3_600_000  # 1000 iota per second
@@ -53,13 +54,13 @@ class Payer:
     change) to confirm.
     """
 
-    def __init__(self, node_url: str) -> None:
-        self.node_url = node_url
+    def __init__(self, net: procs.Devnet) -> None:
+        self.node_url = net.url
         self.seed = Seed.random()
-        self.mwm = payments.node_min_weight_magnitude(node_url)
+        self.mwm = payments.node_min_weight_magnitude(net.url)
         self._last_tail: str | None = None
         self._lock = threading.Lock()
-        payments.fund_from_faucet(node_url, self.seed, 10_000_000)
+        payments.fund_from_faucet(net.faucet_url, net.url, self.seed, 10_000_000)
 
     def pay(self, address: str, tag: str, amount: int) -> payments.PaymentResult:
         with self._lock:
@@ -84,6 +85,7 @@ class World:
     stack: AuthStack
     node_url: str
     node: procs.Proc
+    net: procs.Devnet
     payer: Payer
     plug: Publisher
     victoria_url: str
@@ -130,8 +132,11 @@ class World:
         found: list[dict[str, Any]] = r.json()
         return found
 
-    def payments_for(self, tag: str) -> list[dict[str, Any]]:
-        return [p for p in self.payments_list() if p["tag"] == tag]
+    def payments_for(self, order_id: str) -> list[dict[str, Any]]:
+        return [p for p in self.payments_list() if p["order_id"] == order_id]
+
+    def payments_to(self, address: str) -> list[dict[str, Any]]:
+        return [p for p in self.payments_list() if p["address"] == address]
 
     def live_client(self, auth: tuple[str, str], timeout: float = 30) -> tuple[MqttProbe, float]:
         """A client of the buyer subscribed to live/plug-1/# as soon as it is granted, and when."""
@@ -146,33 +151,30 @@ def world(
     victoria: Store,
 ) -> Iterator[World]:
     workdir: Path = tmp_path_factory.mktemp("payments-devnet")
-    node, node_url = start_devnet(workdir, milestone_interval=MILESTONE_INTERVAL_S)
+    net = start_devnet(workdir, milestone_interval=MILESTONE_INTERVAL_S)
     plug: Publisher | None = None
     try:
-        payer = Payer(node_url)
+        payer = Payer(net)
         stack = auth_stack_factory(
             "payments",
-            node_url=node_url,
+            node_url=net.url,
+            STRAY_SCAN_INTERVAL_S="1",
             SEED_DEMO="true",
             DEMO_DEVICE_PASSWORD=DEMO_PASSWORD,
             ORDER_PAYMENT_WINDOW_S=str(PAYMENT_WINDOW_S),
             INFLUX_URL=victoria.url,
             GRANTS_ACTIVE_INTERVAL_S="1",
         )
-        wait_for(
-            lambda: stack.health() == {"status": "ok", "mongo": "ok", "broker": "ok", "node": "ok"},
-            30,
-            "healthz ok",
-        )
+        wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
         wait_for(lambda: stack.http().get("/api/products").json(), 15, "the demo seed")
         stack.create_product("fast", "live/plug-1/#", FAST_PRICE)
         stack.create_product("slow", "live/plug-1/#", SLOW_PRICE)
         plug = Publisher(stack.broker.port, "plug-1", DEMO_PASSWORD, period=0.1).start()
-        yield World(stack, node_url, node, payer, plug, victoria.url)
+        yield World(stack, net.url, net.node, net, payer, plug, victoria.url)
     finally:
         if plug is not None:
             plug.stop()
-        node.stop()
+        net.stop()
         if FIGURES:
             print("\nbroker_auth payment figures:", {k: round(v, 3) for k, v in FIGURES.items()})
 
@@ -218,7 +220,7 @@ def test_story_of_issue_3(world: World) -> None:
     assert plug["price_iota_per_hour"] == 500 and plug["topic_filter"] == "live/plug-1/#"
     order = world.order(john, "plug-1-live", 0.1)
     assert order["amount_iota"] == 50
-    assert order["address"] == stack.deposit_address
+    assert order["address"] in stack.pool
     assert len(order["tag"]) == 27
 
     # 3. He pays from his own (faucet-funded) seed.
@@ -246,9 +248,10 @@ def test_story_of_issue_3(world: World) -> None:
 
     done = world.wait_order(john, order["order_id"], "confirmed", 5)
     assert done["paid_iota"] == done["confirmed_iota"] == 50
-    (payment,) = world.payments_for(order["tag"])
-    assert payment["matched"] and payment["confirmed"] and payment["credited"]
-    assert payment["order_id"] == order["order_id"]
+    (payment,) = world.payments_for(order["order_id"])
+    assert payment["matched"] and payment["credited"]
+    assert payment["address"] == order["address"] and payment["amount_iota"] == 50
+    assert payment["bundles"] == [result.bundle_hash]
     FIGURES["watcher_confirmation_to_subscription_s"] = (
         granted_at - parse_time(payment["confirmed_at"]).timestamp()
     )
@@ -300,7 +303,7 @@ def test_partial_payment_gives_proportional_time(world: World) -> None:
     world.payer.pay(order["address"], order["tag"], 60)
     done = world.wait_order(buyer, order["order_id"], "confirmed")
     assert done["paid_iota"] == done["confirmed_iota"] == 60
-    (payment,) = world.payments_for(order["tag"])
+    (payment,) = world.payments_for(order["order_id"])
     end = credited_seconds(world, buyer, "slow")
     assert abs(end - parse_time(payment["confirmed_at"]).timestamp() - 60) < 1.0
 
@@ -311,7 +314,7 @@ def test_overpayment_gives_more_time(world: World) -> None:
     world.payer.pay(order["address"], order["tag"], 100)
     done = world.wait_order(buyer, order["order_id"], "confirmed")
     assert done["paid_iota"] == done["confirmed_iota"] == 100
-    (payment,) = world.payments_for(order["tag"])
+    (payment,) = world.payments_for(order["order_id"])
     end = credited_seconds(world, buyer, "slow")
     assert abs(end - parse_time(payment["confirmed_at"]).timestamp() - 100) < 1.0
 
@@ -346,35 +349,35 @@ def test_reattached_bundle_counts_once(world: World) -> None:
     order = world.order(buyer, "slow", 0.02)  # 72 iota
     result = world.payer.pay(order["address"], order["tag"], order["amount_iota"])
     world.payer.reattach(result.tail_hash)
-    wait_for(
-        lambda: [p for p in world.payments_for(order["tag"]) if len(p["tx_hashes"]) >= 2],
-        15,
-        "both attachments to be seen",
-        0.1,
+    tails = Iota(world.node_url).find_transactions(
+        bundles=[BundleHash(result.bundle_hash.encode())]
     )
+    assert len(tails["hashes"]) >= 2 * len(result.transaction_hashes), "no reattachment stored"
     done = world.wait_order(buyer, order["order_id"], "confirmed")
-    time.sleep(1.5)  # a few more polls: nothing may be counted twice
+    time.sleep(2.5)  # more polls and milestones: nothing may be counted twice
     done = world.get_order(buyer, order["order_id"])
     assert done["paid_iota"] == done["confirmed_iota"] == 72
-    (payment,) = world.payments_for(order["tag"])
-    assert payment["bundle_hash"] == result.bundle_hash
+    (payment,) = world.payments_for(order["order_id"])
+    assert payment["bundles"] == [result.bundle_hash]
     assert payment["amount_iota"] == 72 and payment["credited"]
     end = credited_seconds(world, buyer, "slow")
     assert abs(end - parse_time(payment["confirmed_at"]).timestamp() - 72) < 1.0
 
 
-def test_stray_tag_is_kept_as_unmatched(world: World) -> None:
+def test_value_on_an_address_no_order_holds_is_kept_as_unmatched(world: World) -> None:
+    free = world.stack.pool_state("free")["addresses"]
+    address = free[-1]["address"]  # handed out last: no order of this module gets it
     tag = "STRAY" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ9") for _ in range(22))
-    result = world.payer.pay(world.stack.deposit_address, tag, 7)
+    result = world.payer.pay(address, tag, 7)
 
-    def confirmed() -> dict[str, Any] | None:
-        found = world.payments_for(tag)
-        return found[0] if found and found[0]["confirmed"] else None
+    def recorded() -> dict[str, Any] | None:
+        found = world.payments_to(address)
+        return found[0] if found else None
 
-    payment = wait_for(confirmed, 30, "the stray payment", 0.2)
+    payment = wait_for(recorded, 30, "the stray payment", 0.2)
     assert payment["matched"] is False
     assert payment["order_id"] is None and payment["username"] is None
-    assert payment["amount_iota"] == 7 and payment["bundle_hash"] == result.bundle_hash
+    assert payment["amount_iota"] == 7 and payment["bundles"] == [result.bundle_hash]
     assert payment["credited"] is False
     # Payments need the admin token.
     assert world.api().get("/api/payments").status_code == 401
@@ -442,7 +445,7 @@ def test_mosquitto_restart_keeps_grants(world: World) -> None:
 def test_node_outage_shows_in_health_and_is_caught_up(world: World) -> None:
     buyer = world.buyer("outage")
     order = world.order(buyer, "slow", 0.01)
-    world.node.stop()
+    world.node.kill()  # as in a crash: Hornet restarts from its database
     try:
         wait_for(lambda: (world.stack.health() or {}).get("node") == "down", 15, "node down")
         r = httpx.get(f"{world.stack.api_url}/healthz", timeout=5)
@@ -457,7 +460,8 @@ def test_node_outage_shows_in_health_and_is_caught_up(world: World) -> None:
 def test_metrics_report_payments_and_grants(world: World) -> None:
     text = world.api().get("/metrics").text
     for name in (
-        "broker_auth_payments_seen_total",
+        "broker_auth_payments_confirmed_total",
+        'broker_auth_deposit_addresses{state="free"}',
         "broker_auth_credits_total",
         "broker_auth_grant_apply_seconds_count",
         "broker_auth_revoke_lag_seconds_count",

@@ -1,7 +1,7 @@
 """Trytes, trits and integers in IOTA's balanced ternary, as plain `str`/`bytes`/`int`.
 
 A trit is stored as one byte holding `trit + 1` (0, 1 or 2) so that whole transactions can be
-handled with C-speed `bytes` operations; see `devnet.curl`.
+handled with C-speed `bytes` operations; see `wallet.curl`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import itertools
 import threading
 from typing import Any
 
-from devnet import curl
+from wallet import curl
 
 TRIT_HASH_LENGTH = 243
 BYTE_HASH_LENGTH = 48

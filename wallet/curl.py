@@ -1,4 +1,4 @@
-"""Curl-P-81, the sponge behind IOTA transaction hashes and proof of work, done fast in Python.
+"""Curl-P-81, the sponge behind IOTA transaction hashes, done fast in Python (used by speedups).
 
 PyOTA's pure-Python Curl needs ~7 ms per transform (~0.25 s per transaction hash). Here the
 729-trit state is a `bytes` of shifted trits (trit + 1) and one round is a handful of C-level
@@ -10,14 +10,11 @@ That is ~0.5 ms per transform, with bit-for-bit the same results as PyOTA.
 
 from __future__ import annotations
 
-import secrets
-
-from devnet import ternary
+from wallet import ternary
 
 HASH_TRITS = 243
 STATE_TRITS = 3 * HASH_TRITS
 ROUNDS = 81
-NONCE_TRYTES = 27
 
 # PyOTA's truth table, indexed by prev + 3 * next + 4 (trits in -1..1); here by shifted trits.
 _TRUTH = (1, 0, -1, 1, -1, 0, -1, 1, 0)
@@ -49,26 +46,3 @@ def absorb(state: bytes, trits: bytes) -> bytes:
 def hash_trytes(trytes: str) -> str:
     """Curl-P-81 hash of a transaction's trytes (length a multiple of 81)."""
     return ternary.from_trits(absorb(_INITIAL_STATE, ternary.to_trits(trytes))[:HASH_TRITS])
-
-
-def weight_ok(hash_trits: bytes, min_weight_magnitude: int) -> bool:
-    return hash_trits[HASH_TRITS - min_weight_magnitude : HASH_TRITS].count(1) == (
-        min_weight_magnitude
-    )
-
-
-def do_pow(trytes: str, min_weight_magnitude: int) -> tuple[str, str]:
-    """Find a nonce so the hash ends in `min_weight_magnitude` zero trits.
-
-    Returns (trytes with the nonce, transaction hash). Everything but the last block is
-    absorbed once; each attempt costs a single transform of the last block.
-    """
-    body = ternary.to_trits(trytes[:-NONCE_TRYTES])
-    split = len(body) - (HASH_TRITS - 3 * NONCE_TRYTES)
-    midstate = absorb(_INITIAL_STATE, body[:split])
-    last_block_prefix = body[split:]
-    while True:
-        nonce = "".join(secrets.choice(ternary.ALPHABET) for _ in range(NONCE_TRYTES))
-        state = transform(last_block_prefix + ternary.to_trits(nonce) + midstate[HASH_TRITS:])
-        if weight_ok(state, min_weight_magnitude):
-            return trytes[:-NONCE_TRYTES] + nonce, ternary.from_trits(state[:HASH_TRITS])

@@ -1,0 +1,53 @@
+"""The seam between payments and a ledger: watched addresses in, confirmed value and evidence out.
+
+Orders, crediting and grants use only these types; they know nothing of trytes or nodes. One
+implementation per network (`iri.py`: any IRI-API node, Hornet included, through pyota); a
+second network adds a module here and touches nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LedgerUnavailableError(RuntimeError):
+    """The node did not answer, or answered something unusable: try again later."""
+
+
+@dataclass(frozen=True)
+class Balances:
+    """Confirmed value per address, as of one ledger state (a milestone)."""
+
+    values: dict[str, int]
+    ledger_index: int
+
+
+@dataclass(frozen=True)
+class BundleSeen:
+    """A valid, signed transfer paying an address: evidence for people, never an amount."""
+
+    bundle_hash: str
+    address: str
+    value: int
+    confirmed: bool
+
+
+class Ledger(Protocol):
+    name: str
+
+    def ledger_index(self) -> int:
+        """The latest confirmed ledger state (milestone); raises when the node is unavailable."""
+
+    def check_address(self, address: str) -> str | None:
+        """None if `address` can receive on this network, else the reason it cannot."""
+
+    def confirmed_balances(self, addresses: Sequence[str]) -> Balances:
+        """The ledger's confirmed value on each address (one state for all of them)."""
+
+    def bundles_paying(self, addresses: Sequence[str]) -> list[BundleSeen]:
+        """Valid bundles with value to these addresses, each once however often attached."""
+
+    def were_spent(self, addresses: Sequence[str]) -> dict[str, bool]:
+        """Whether each address ever signed a spend (unsafe to receive on)."""
