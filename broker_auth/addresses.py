@@ -45,6 +45,10 @@ class PoolEmptyError(UnavailableError):
         )
 
 
+class AddressTakenError(Exception):
+    """Another order holds the address already (the unique index on orders.address refused)."""
+
+
 @dataclass
 class LoadResult:
     added: int = 0
@@ -121,7 +125,10 @@ class DepositAddresses:
         watch_until: dt.datetime,
         order_expires_at: dt.datetime,
     ) -> str:
-        """Insert the order with a free address (`insert_order(address)`), atomically."""
+        """Insert the order with a free address (`insert_order(address)`), atomically.
+
+        `insert_order` raises AddressTakenError when another order holds the address.
+        """
         skipped: set[str] = set()
         for _attempt in range(MAX_TAKE_ATTEMPTS):
             doc = self.col.find_one(
@@ -136,9 +143,7 @@ class DepositAddresses:
                 continue
             try:
                 insert_order(address)
-            except DuplicateKeyError as exc:
-                if "address" not in str(exc):
-                    raise
+            except AddressTakenError:
                 self._repair(address)  # an order holds it already (a race, or a crash)
                 skipped.add(address)
                 continue

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from pymongo.errors import DuplicateKeyError
 
-from broker_auth.addresses import DepositAddresses
+from broker_auth.addresses import AddressTakenError, DepositAddresses
 from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.errors import InvalidError, NotFoundError
@@ -92,9 +92,10 @@ class Orders:
                 try:
                     self.store.orders.insert_one(doc)
                     return
-                except DuplicateKeyError as exc:
-                    if "tag" not in str(exc):
-                        raise  # the address: the pool takes the next one
+                except DuplicateKeyError:
+                    # FerretDB does not say which unique index refused: look.
+                    if self.store.orders.find_one({"address": address}, {"_id": 1}) is not None:
+                        raise AddressTakenError(address) from None
                     continue  # 27 random trytes colliding: practically never
             raise RuntimeError("could not allocate a unique tag")  # pragma: no cover
 

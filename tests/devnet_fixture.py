@@ -1,4 +1,4 @@
-"""Start a real devnet (Hornet + faucet) for tests of other components (import this, not a conftest).
+"""A real devnet (Hornet + faucet) for tests of other components (import this; not a conftest).
 
     from tests.devnet_fixture import start_devnet
 
@@ -28,6 +28,11 @@ node_ready = procs.iota_node_ready
 TEST_MWM = 5
 
 
-def start_devnet(workdir: Path, milestone_interval: int = 1) -> procs.Devnet:
-    """Hornet and the faucet on free ports; the running Devnet."""
-    return procs.devnet(workdir, milestone_interval, mwm=TEST_MWM)
+def start_devnet(
+    workdir: Path, milestone_interval: int = 1, crash_safe: bool = False
+) -> procs.Devnet:
+    """Hornet and the faucet on free ports; the running Devnet.
+
+    `crash_safe`: a separate coordinator node, so `net.node` may be SIGKILLed and restarted.
+    """
+    return procs.devnet(workdir, milestone_interval, mwm=TEST_MWM, crash_safe=crash_safe)

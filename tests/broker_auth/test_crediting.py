@@ -1,7 +1,8 @@
-"""Exactly-once crediting and expiry, driven in-process against real FerretDB and Mosquitto.
+"""Exactly-once recording and crediting, and expiry, in-process against real FerretDB and Mosquitto.
 
-The end-to-end payment tests cannot stop the service between the two writes of a credit; here
-the crash is reproduced by undoing the second write (the payment's `credited` flag).
+The end-to-end payment tests cannot stop the service between two writes; here each crash is
+reproduced by undoing the later write (the address's `accounted_iota`, the payment's
+`credited` flag) and running the step again, as the watcher does after a restart.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from broker_auth.db import Doc, Store
 from broker_auth.dynsec import DynsecClient
 from broker_auth.grants import Grants, grant_id
 from broker_auth.orders import new_tag
-from broker_auth.payments import Ledger, Transfer
+from broker_auth.payments import Payments, payment_id
 from broker_auth.projection import Projector
 from tests.conftest import Mongo, MosquittoFactory
 
 PRICE = 3600  # 1 iota = 1 s
-ADDRESS = "D" * 80 + "9"
+
+
+def new_address() -> str:
+    return "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ9") for _ in range(80)) + "9"
 
 
 @dataclass
@@ -33,7 +37,7 @@ class Parts:
     store: Store
     dynsec: DynsecClient
     projector: Projector
-    ledger: Ledger
+    payments: Payments
     grants: Grants
 
     def buyer(self) -> str:
@@ -43,6 +47,7 @@ class Parts:
         return username
 
     def order(self, username: str) -> Doc:
+        address = new_address()
         doc: Doc = {
             "_id": secrets.token_hex(8),
             "username": username,
@@ -51,27 +56,30 @@ class Parts:
             "price_iota_per_hour": PRICE,
             "hours": 1.0,
             "amount_iota": PRICE,
-            "address": ADDRESS,
+            "address": address,
             "tag": new_tag(),
             "created_at": utcnow(),
             "expires_at": utcnow() + dt.timedelta(hours=1),
+            "watch_until": utcnow() + dt.timedelta(hours=2),
         }
         self.store.orders.insert_one(doc)
+        self.store.deposit_addresses.insert_one(
+            {"_id": address, "state": "assigned", "order_id": doc["_id"], "accounted_iota": 0}
+        )
+        return doc
+
+    def address_doc(self, order: Doc) -> Doc:
+        doc = self.store.deposit_addresses.find_one({"_id": order["address"]})
+        assert doc is not None
         return doc
 
     def confirmed_payment(self, order: Doc, amount: int) -> Doc:
-        transfer = Transfer(
-            tx_hash=secrets.token_hex(20).upper(),
-            bundle_hash=secrets.token_hex(20).upper(),
-            address=ADDRESS,
-            tag=str(order["tag"]),
-            value=amount,
-            current_index=0,
-        )
-        payment = self.ledger.record(transfer)
-        confirmed = self.ledger.mark_confirmed(str(payment["_id"]))
-        assert confirmed is not None
-        return confirmed
+        """The ledger now shows `amount` more on the order's address: record that step."""
+        doc = self.address_doc(order)
+        balance = int(doc["accounted_iota"]) + amount
+        payment = self.payments.record_increase(doc, balance, 1, order, [])
+        assert payment is not None
+        return payment
 
     def grant(self, username: str) -> Doc:
         doc = self.store.grants.find_one({"_id": grant_id(username, "crd")})
@@ -95,7 +103,7 @@ def parts(mosquitto_factory: MosquittoFactory, ferret: Mongo) -> Iterator[Parts]
     product = {"_id": "crd", "topic_filter": "live/crd/#", "price_iota_per_hour": PRICE}
     store.products.insert_one(product)
     projector.ensure_role(projector.product_role(product))
-    yield Parts(store, dynsec, projector, Ledger(store), Grants(store, projector))
+    yield Parts(store, dynsec, projector, Payments(store), Grants(store, projector))
     dynsec.stop()
     store.close()
 
@@ -123,15 +131,15 @@ def test_crash_between_the_two_writes_neither_loses_nor_doubles(parts: Parts) ->
     parts.store.payments.update_one({"_id": one["_id"]}, {"$set": {"credited": False}})
     two = parts.confirmed_payment(order, 30)
     before = parts.grant(username)
-    pending = [p["_id"] for p in parts.ledger.to_credit()]
+    pending = [p["_id"] for p in parts.payments.to_credit()]
     assert one["_id"] in pending and two["_id"] in pending
-    for payment in parts.ledger.to_credit():  # what the watcher does after a restart
+    for payment in parts.payments.to_credit():  # what the watcher does after a restart
         parts.grants.credit(payment)
     after = parts.grant(username)
     added = (as_utc(after["expires_at"]) - as_utc(before["expires_at"])).total_seconds()
     assert added == pytest.approx(30, abs=0.002)  # only the new payment
     assert sorted(after["applied_payments"]) == sorted([one["_id"], two["_id"]])
-    assert parts.ledger.to_credit() == []
+    assert [p for p in parts.payments.to_credit() if p["order_id"] == order["_id"]] == []
 
 
 def test_concurrent_credits_stack_exactly(parts: Parts) -> None:
@@ -149,15 +157,55 @@ def test_concurrent_credits_stack_exactly(parts: Parts) -> None:
     assert len(grant["applied_payments"]) == 6
 
 
-def test_reattachment_is_the_same_payment(parts: Parts) -> None:
-    username = parts.buyer()
-    order = parts.order(username)
-    bundle = secrets.token_hex(20).upper()
-    for tx in ("TXA", "TXB", "TXA"):
-        parts.ledger.record(Transfer(tx, bundle, ADDRESS, str(order["tag"]), 42, 0))
-    (payment,) = list(parts.store.payments.find({"bundle_hash": bundle}))
-    assert payment["amount_iota"] == 42
-    assert sorted(payment["tx_hashes"]) == ["TXA", "TXB"]
+def test_the_same_ledger_step_is_recorded_once(parts: Parts) -> None:
+    order = parts.order(parts.buyer())
+    doc = parts.address_doc(order)
+    first = parts.payments.record_increase(doc, 40, 7, order, [])
+    # A second process (or the same after a crash) read the address before the first moved it.
+    again = parts.payments.record_increase(doc, 40, 7, order, [])
+    assert first is not None and again is not None and again["_id"] == first["_id"]
+    assert parts.store.payments.count_documents({"address": order["address"]}) == 1
+    assert parts.address_doc(order)["accounted_iota"] == 40
+    # Nothing new on the ledger: nothing recorded.
+    assert parts.payments.record_increase(parts.address_doc(order), 40, 8, order, []) is None
+
+
+def test_crash_between_recording_and_moving_the_address_loses_nothing(parts: Parts) -> None:
+    order = parts.order(parts.buyer())
+    doc = parts.address_doc(order)
+    parts.payments.record_increase(doc, 25, 3, order, [])
+    # Crash after the payment insert, before accounted_iota moved.
+    parts.store.deposit_addresses.update_one(
+        {"_id": order["address"]}, {"$set": {"accounted_iota": 0}}
+    )
+    # Meanwhile a second payment of 10 confirmed: the ledger shows 35.
+    stale = parts.address_doc(order)
+    redo = parts.payments.record_increase(stale, 35, 4, order, [])
+    assert redo is not None and redo["_id"] == payment_id(order["address"], 0)
+    assert redo["amount_iota"] == 25  # the step recorded before the crash, unchanged
+    rest = parts.payments.record_increase(parts.address_doc(order), 35, 4, order, [])
+    assert rest is not None and rest["amount_iota"] == 10 and rest["from_iota"] == 25
+    amounts = [p["amount_iota"] for p in parts.store.payments.find({"address": order["address"]})]
+    assert sorted(amounts) == [10, 25]
+    assert parts.payments.confirmed_for(str(order["_id"])) == 35
+
+
+def test_concurrent_recorders_of_one_address_agree(parts: Parts) -> None:
+    order = parts.order(parts.buyer())
+    doc = parts.address_doc(order)
+    results: list[Doc | None] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(parts.payments.record_increase(doc, 60, 9, order, []))
+        )
+        for _ in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert {str(r["_id"]) for r in results if r} == {payment_id(order["address"], 0)}
+    assert parts.payments.confirmed_for(str(order["_id"])) == 60
 
 
 def test_expiry_revokes_and_a_later_payment_starts_now(parts: Parts) -> None:

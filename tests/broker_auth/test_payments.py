@@ -151,7 +151,7 @@ def world(
     victoria: Store,
 ) -> Iterator[World]:
     workdir: Path = tmp_path_factory.mktemp("payments-devnet")
-    net = start_devnet(workdir, milestone_interval=MILESTONE_INTERVAL_S)
+    net = start_devnet(workdir, milestone_interval=MILESTONE_INTERVAL_S, crash_safe=True)
     plug: Publisher | None = None
     try:
         payer = Payer(net)
