@@ -128,11 +128,12 @@ def start_auth_stack(
     extra_env: dict[str, str] | None = None,
     wait_for_broker: bool = True,
     pool_size: int = 40,
+    pool: list[str] | None = None,
 ) -> AuthStack:
-    """broker_auth with a pool of `pool_size` random (seedless) deposit addresses."""
+    """broker_auth with a pool of deposit addresses: `pool`, else `pool_size` random ones."""
     port = procs.free_port()
     token = secrets.token_urlsafe(24)
-    pool = [random_address() for _ in range(pool_size)]
+    pool = pool if pool is not None else [random_address() for _ in range(pool_size)]
     workdir.mkdir(parents=True, exist_ok=True)
     pool_file = workdir / "deposit-addresses.txt"
     pool_file.write_text("".join(f"{a}\n" for a in pool))

@@ -33,10 +33,12 @@ def auth_stack_factory(
     """
     started: list[AuthStack] = []
 
-    def start(name: str, node_url: str = devnet.url, **extra_env: str) -> AuthStack:
+    def start(
+        name: str, node_url: str = devnet.url, pool: list[str] | None = None, **extra_env: str
+    ) -> AuthStack:
         workdir = tmp_path_factory.mktemp(name)
         broker = mosquitto_factory(f"{workdir.name}-mosquitto")
-        stack = start_auth_stack(workdir, broker, ferret.url, node_url, extra_env)
+        stack = start_auth_stack(workdir, broker, ferret.url, node_url, extra_env, pool=pool)
         started.append(stack)
         return stack
 

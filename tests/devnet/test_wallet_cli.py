@@ -1,4 +1,4 @@
-"""`iot-wallet` end to end as John runs it: subprocesses against a real devnet node."""
+"""`iot-wallet` end to end as John and Jane run it: subprocesses against the Hornet devnet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.devnet.conftest import Devnet
+from tests.devnet.conftest import Node
 from wallet import payments
 from wallet.__main__ import main as wallet_main
 
@@ -25,29 +25,29 @@ def wallet(*args: str) -> str:
     return result.stdout
 
 
-def test_new_seed_faucet_pay_balance(devnet: Devnet, tmp_path: Path) -> None:
+def test_new_seed_faucet_pay_balance(node: Node, tmp_path: Path) -> None:
     seed_file = tmp_path / "john.seed"
     out = wallet("new-seed", "--seed-file", str(seed_file))
     seed = seed_file.read_text().strip()
     assert len(seed) == 81 and seed not in out
     assert stat.S_IMODE(os.stat(seed_file).st_mode) == 0o600
 
-    node = ["--node", devnet.url, "--seed-file", str(seed_file)]
-    first = wallet("address", *node).strip()
-    funded = wallet("faucet", *node, "--value", "1000")
+    opts = ["--node", node.url, "--seed-file", str(seed_file)]
+    first = wallet("address", *opts).strip()
+    funded = wallet("faucet", *opts, "--faucet", node.net.faucet_url, "--value", "1000")
     assert f"credited 1000 iota to {first}" in funded
 
-    jane = payments.next_address(devnet.url, "J" * 81)
+    jane = payments.next_address(node.url, "J" * 81)
     tag = "ORDER9CLI9TEST"
-    paid = wallet("pay", *node, "--address", jane, "--tag", tag, "--amount", "250", "--wait")
+    paid = wallet("pay", *opts, "--address", jane, "--tag", tag, "--amount", "250", "--wait")
     lines = dict(line.split(" ", 1) for line in paid.splitlines())
     assert len(lines["bundle"]) == 81 and len(lines["tail"]) == 81
     assert lines["confirmed"].startswith("after")
-    assert devnet.ok("getBalances", addresses=[jane])["balances"] == ["250"]
-    found = devnet.ok("findTransactions", addresses=[jane], tags=[tag])["hashes"]
+    assert node.ok("getBalances", addresses=[jane])["balances"] == ["250"]
+    found = node.ok("findTransactions", addresses=[jane], tags=[tag + "9" * 13])["hashes"]
     assert found == [lines["tail"]]
 
-    balance = wallet("balance", *node)
+    balance = wallet("balance", *opts)
     assert "confirmed 750 iota" in balance
     for output in (funded, paid, balance):
         assert seed not in output
@@ -60,34 +60,34 @@ def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int,
     return int(exit_info.value.code or 0), captured.out + captured.err
 
 
-def test_cli_errors(devnet: Devnet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors(node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed_file = tmp_path / "seed"
     wallet_main(["new-seed", "--seed-file", str(seed_file)])
     seed = seed_file.read_text().strip()
     code, out = run_in_process(capsys, "new-seed", "--seed-file", str(seed_file))
     assert code == 1 and "exists" in out and seed_file.read_text().strip() == seed
 
-    node = ["--node", devnet.url, "--seed-file", str(seed_file)]
+    opts = ["--node", node.url, "--seed-file", str(seed_file)]
     jane = "J" * 80 + "9"
     code, out = run_in_process(
-        capsys, "pay", *node, "--address", jane, "--tag", "CLI9TEST", "--amount", "5"
+        capsys, "pay", *opts, "--address", jane, "--tag", "CLI9TEST", "--amount", "5"
     )
     assert code == 1 and "5 needed" in out and seed not in out
     # PyOTA 2.1.0 would never finish finalising a bundle with this tag: refused up front.
     code, out = run_in_process(
-        capsys, "pay", *node, "--address", jane, "--tag", "X", "--amount", "0"
+        capsys, "pay", *opts, "--address", jane, "--tag", "X", "--amount", "0"
     )
     assert code == 1 and "loop forever" in out
     code, out = run_in_process(
-        capsys, "pay", *node, "--address", "ABC", "--tag", "CLI9TEST", "--amount", "1"
+        capsys, "pay", *opts, "--address", "ABC", "--tag", "CLI9TEST", "--amount", "1"
     )
     assert code == 1 and "81 trytes" in out
-    code, out = run_in_process(capsys, "pay", *node, "--order", "x")
+    code, out = run_in_process(capsys, "pay", *opts, "--order", "x")
     assert code == 1 and "--api" in out
-    code, out = run_in_process(capsys, "pay", *node, "--address", jane)
+    code, out = run_in_process(capsys, "pay", *opts, "--address", jane)
     assert code == 1 and "--amount" in out
     (tmp_path / "bad").write_text("not a seed")
     code, out = run_in_process(
-        capsys, "balance", "--node", devnet.url, "--seed-file", str(tmp_path / "bad")
+        capsys, "balance", "--node", node.url, "--seed-file", str(tmp_path / "bad")
     )
     assert code == 1 and "81-tryte seed" in out

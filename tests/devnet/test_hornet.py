@@ -1,0 +1,147 @@
+"""The local tangle is real Hornet 0.5.6: its own genesis and coordinator, nothing outside."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+
+import pytest
+from iota import Address, Iota, ProposedTransaction, Tag
+from iota.crypto.types import Seed
+
+from devnet.hornet import genesis_address
+from stack import procs
+from stack.secrets import random_address
+from tests.devnet.conftest import Node
+from tests.devnet_fixture import TEST_MWM, start_devnet
+from wallet import payments, ternary
+
+
+def test_node_is_hornet_synced_with_its_own_coordinator(node: Node) -> None:
+    info = node.ok("getNodeInfo")
+    assert info["appName"] == "HORNET" and info["appVersion"] == "0.5.6"
+    assert info["isSynced"] and info["neighbors"] == 0
+    config = json.loads((node.net.data_dir / "config.json").read_text())
+    assert info["coordinatorAddress"] == config["coordinator"]["address"]
+    first = node.milestone_index()
+    time.sleep(2.5)
+    assert node.milestone_index() >= first + 1  # 1 s milestones
+
+
+def test_genesis_holds_the_supply_and_its_seed_is_private(node: Node) -> None:
+    seed_file = node.net.genesis_seed_file
+    assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
+    genesis = (node.net.data_dir / "snapshot.csv").read_text().strip().split(";")
+    assert genesis[0] == genesis_address(seed_file.read_text().strip())
+    assert int(genesis[1]) == ternary.SUPPLY
+    for proc in (node.net.node, node.net.faucet):
+        assert seed_file.read_text().strip() not in proc.log_text()
+
+
+def test_everything_that_reaches_outside_is_off(node: Node) -> None:
+    config = json.loads((node.net.data_dir / "config.json").read_text())
+    assert set(config["node"]["disablePlugins"]) >= {"Autopeering", "CLI", "Dashboard", "WarpSync"}
+    assert config["snapshots"]["local"]["downloadURLs"] == []
+    assert config["network"]["autopeering"]["entryNodes"] == []
+    assert json.loads((node.net.data_dir / "peering.json").read_text())["peers"] == []
+    for key in ("httpAPI", "zmq", "prometheus", "profiling", "dashboard"):
+        section = config[key]
+        assert isinstance(section, dict)
+        assert str(section["bindAddress"]).startswith("127.0.0.1:"), key
+    log = node.net.node.log_text()
+    assert "The following plugins are disabled: Autopeering CLI Dashboard" in log
+
+
+def test_the_node_requires_its_minimum_weight_magnitude(node: Node) -> None:
+    api = Iota(node.url)
+    tx = ProposedTransaction(address=Address(random_address().encode()), value=0, tag=Tag(b"MWM"))
+    with pytest.raises(ValueError, match="MinWeightMagnitude"):
+        api.send_transfer([tx], depth=3, min_weight_magnitude=14)
+    sent = api.send_transfer([tx], depth=3, min_weight_magnitude=TEST_MWM)
+    assert sent["bundle"].hash
+
+
+def test_faucet_sends_a_real_confirmed_transfer(node: Node) -> None:
+    address = random_address()
+    r = node.faucet(address, 1234)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["address"] == address and answer["value"] == 1234 and answer["balance"] == 1234
+    assert node.ok("getBalances", addresses=[address])["balances"] == ["1234"]
+    states = node.ok("getInclusionStates", transactions=[answer["transaction"]], tips=[])
+    assert states["states"] == [True]
+    # A real signed bundle: pyota validates it.
+    bundle = Iota(node.url).get_bundles(answer["transaction"])["bundles"][0]
+    assert str(bundle.hash) == answer["bundle"] and len(bundle) >= 3
+
+
+def test_faucet_batches_concurrent_requests(node: Node) -> None:
+    import concurrent.futures
+
+    addresses = [random_address() for _ in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda a: node.faucet(a, 10), addresses))
+    assert [a.status_code for a in answers] == [200] * 6
+    balances = node.ok("getBalances", addresses=addresses)["balances"]
+    assert balances == ["10"] * 6
+    assert len({a.json()["bundle"] for a in answers}) < 6  # shared rounds
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"{}",
+        b'{"address": "ABC", "value": 1}',
+        b'{"address": "' + b"M" * 81 + b'", "value": 1}',  # last trit not 0
+        b'{"address": "' + b"A" * 81 + b'", "value": 0}',
+        b'{"address": "' + b"A" * 81 + b'", "value": -5}',
+        b'{"address": "' + b"A" * 81 + b'", "value": "many"}',
+    ],
+)
+def test_bad_faucet_requests_are_400(node: Node, body: bytes) -> None:
+    import httpx
+
+    r = httpx.post(
+        f"{node.net.faucet_url}/faucet",
+        content=body,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 400, r.text
+    assert "detail" in r.json()
+
+
+def test_killed_node_restarts_with_its_ledger(tmp_path_factory: pytest.TempPathFactory) -> None:
+    net = start_devnet(tmp_path_factory.mktemp("devnet-kill"), crash_safe=True)
+    try:
+        seed = Seed.random()
+        payments.fund_from_faucet(net.faucet_url, net.url, seed, 500)
+        address = payments.scan_seed(net.url, seed).used[0]
+        for _ in range(2):
+            net.node.kill()
+            net.node.start()
+            assert Iota(net.url).get_balances([address])["balances"] == [500]
+        payments.fund_from_faucet(net.faucet_url, net.url, seed, 1)
+        assert payments.balance(net.url, seed) == 501
+    finally:
+        net.stop()
+
+
+def test_stopped_single_node_resumes_its_coordinator(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    net = start_devnet(tmp_path_factory.mktemp("devnet-stop"))
+    try:
+        address = random_address()
+        assert net.faucet.running()
+        r = Node(net).faucet(address, 77)
+        assert r.status_code == 200, r.text
+        before = procs.iota_node_info(net.url)["latestMilestoneIndex"]
+        net.node.restart()  # SIGTERM: a clean stop, then the same coordinator goes on
+        assert Node(net).ok("getBalances", addresses=[address])["balances"] == ["77"]
+        time.sleep(2.5)
+        assert int(str(procs.iota_node_info(net.url)["latestMilestoneIndex"])) > int(str(before))
+    finally:
+        net.stop()
