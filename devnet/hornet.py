@@ -133,7 +133,8 @@ def config(
         # debug: skip the revalidation after an unclean shutdown, which rolls the ledger back and
         # marks the database tainted for the coordinator (a one-node tangle has no peer to
         # resynchronise from); with write-through caches the database is complete anyway.
-        "db": {"path": "mainnetdb", "debug": True},
+        # (A follower keeps the revalidation: it synchronises again from its peer.)
+        "db": {"path": "mainnetdb", "debug": runs_coordinator},
         "snapshots": {
             "loadType": "global",
             "global": {"path": "snapshot.csv", "spentAddressesPaths": [], "index": 0},

@@ -264,7 +264,7 @@ def test_double_spend_credits_only_what_the_ledger_kept(arena: Arena) -> None:
         total = sum(
             arena.get_order(buyer, o["order_id"])["confirmed_iota"] for o in (first, second)
         )
-        return total > 0
+        return bool(total > 0)
 
     wait_for(settled, 30, "one of the two to confirm", 0.2)
     time.sleep(POLL_PAUSE_S * 2)

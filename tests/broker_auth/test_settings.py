@@ -15,7 +15,6 @@ from tests.broker_auth.conftest import AuthStackFactory
 
 BASE = {
     "DYNSEC_ADMIN_PASSWORD": "dynsec-secret-value",
-    "IOTA_DEPOSIT_ADDRESS": "A" * 80 + "9",
     "BROKER_ADMIN_TOKEN": "admin-secret-token-value",
 }
 
@@ -36,7 +35,6 @@ def run(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]
     ("drop", "named"),
     [
         ("DYNSEC_ADMIN_PASSWORD", "DYNSEC_ADMIN_PASSWORD"),
-        ("IOTA_DEPOSIT_ADDRESS", "IOTA_DEPOSIT_ADDRESS"),
         ("BROKER_ADMIN_TOKEN", "BROKER_ADMIN_TOKEN"),
     ],
 )
@@ -52,8 +50,8 @@ def test_refuses_to_start_without_a_secret(tmp_path: Path, drop: str, named: str
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("IOTA_DEPOSIT_ADDRESS", "not-an-address"),
-        ("IOTA_DEPOSIT_ADDRESS", "A" * 82),
+        ("LATE_PAYMENT_WINDOW_S", "-1"),
+        ("DEPOSIT_POOL_LOW_WATER", "many"),
         ("BROKER_ADMIN_TOKEN", "short"),
         ("SEED_DEMO", "true"),  # without DEMO_DEVICE_PASSWORD
         ("API_PORT", "99999"),

@@ -6,13 +6,12 @@ import time
 
 import pytest
 from iota import Address
-from pydantic import ValidationError
 
 from broker_auth import passwords
 from broker_auth.clock import utcnow
+from broker_auth.ledger.iri import IriLedger
 from broker_auth.models import check_topic_filter
 from broker_auth.orders import amount_for, new_tag, status_of
-from broker_auth.settings import Settings
 from broker_auth.throttle import SlidingWindow
 
 
@@ -70,13 +69,13 @@ def test_sliding_window() -> None:
     assert len(w._events) <= 3
 
 
-def test_deposit_address_checksum() -> None:
-    base = {"DYNSEC_ADMIN_PASSWORD": "x", "BROKER_ADMIN_TOKEN": "t" * 20}
+def test_deposit_address_checks_of_the_ledger_seam() -> None:
+    ledger = IriLedger("http://127.0.0.1:9")  # no call reaches the node
     raw = "B" * 80 + "9"
     with_checksum = str(Address(raw.encode()).with_valid_checksum())
-    assert len(with_checksum) == 90
-    s = Settings(**base, IOTA_DEPOSIT_ADDRESS=with_checksum)  # type: ignore[arg-type]
-    assert s.iota_deposit_address == raw
+    assert ledger.check_address(raw) is None and ledger.check_address(with_checksum) is None
     broken = with_checksum[:-1] + ("A" if with_checksum[-1] != "A" else "B")
-    with pytest.raises(ValidationError):
-        Settings(**base, IOTA_DEPOSIT_ADDRESS=broken)  # type: ignore[arg-type]
+    assert "checksum" in str(ledger.check_address(broken))
+    assert "last trit" in str(ledger.check_address("B" * 80 + "M"))
+    assert "81 trytes" in str(ledger.check_address("b" * 81))
+    assert "81 trytes" in str(ledger.check_address("B" * 82))

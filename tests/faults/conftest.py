@@ -30,7 +30,7 @@ FIGURES: dict[str, dict[str, Any]] = {}
 SETUP = {
     "load": "2 devices x 15 readings/s at QoS 1; one buyer paying 60 s orders back to back",
     "outage_s": 4,
-    "devnet_milestone_interval_s": MILESTONE_INTERVAL_S,
+    "hornet_milestone_interval_s": MILESTONE_INTERVAL_S,
     "watcher_interval_s": WATCHER_INTERVAL_S,
     "watcher_max_backoff_s": WATCHER_MAX_BACKOFF_S,
     "ingest": INGEST_ENV,

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
-from iota import Address, Iota, Transaction, TransactionHash
+from iota import Address, Iota
 from iota.crypto.types import Seed
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
@@ -172,7 +172,9 @@ class Payer:
         seed = Seed.random()
         while True:  # nothing is paid until the funds are there: retry freely
             try:
-                payments.fund_from_faucet(self.stack.node_url, seed, order["amount_iota"])
+                payments.fund_from_faucet(
+                    self.stack.faucet_url, self.stack.node_url, seed, order["amount_iota"]
+                )
                 break
             except Exception as exc:
                 self._note(exc)
@@ -185,7 +187,6 @@ class Payer:
                 order["address"],
                 order["tag"],
                 order["amount_iota"],
-                min_weight_magnitude=1,
             )
             paid = Paid(
                 order["order_id"], order["tag"], order["amount_iota"], result.bundle_hash, 0
@@ -223,40 +224,15 @@ class Payer:
                 return
 
 
-def tangle_payments(stack: FaultStack) -> dict[str, dict[str, int]]:
-    """What the node holds: tag -> {bundle hash: iota to the deposit address}, confirmed only."""
+def ledger_truth(stack: FaultStack, orders: list[dict[str, Any]]) -> dict[str, int]:
+    """What the node's ledger confirms on each order's own address: order id -> iota."""
     api = Iota(stack.node_url)
-    hashes = [
-        str(h) for h in api.find_transactions(addresses=[Address(stack.deposit_address)])["hashes"]
-    ]
-    if not hashes:
-        return {}
-    txs: list[Transaction] = []
-    for start in range(0, len(hashes), 200):
-        chunk = hashes[start : start + 200]
-        trytes = api.get_trytes([TransactionHash(h) for h in chunk])["trytes"]
-        txs += [
-            Transaction.from_tryte_string(t, hash_=TransactionHash(h))
-            for h, t in zip(chunk, trytes, strict=True)
-            if str(t).strip("9")
-        ]
-    txs = [t for t in txs if str(t.address) == stack.deposit_address and t.value > 0]
-    states = api.get_latest_inclusion([t.hash for t in txs])["states"] if txs else {}
-    confirmed = {str(h) for h, ok in states.items() if ok}
-    out: dict[str, dict[str, int]] = {}
-    seen: set[tuple[str, int]] = set()  # (bundle, index): a reattachment is the same output
-    for t in txs:
-        key = (str(t.bundle_hash), int(t.current_index))
-        if key in seen:
-            continue
-        bundle_confirmed = any(
-            str(u.hash) in confirmed for u in txs if str(u.bundle_hash) == key[0]
-        )
-        if bundle_confirmed:
-            seen.add(key)
-            per_tag = out.setdefault(str(t.tag), {})
-            per_tag[key[0]] = per_tag.get(key[0], 0) + int(t.value)
-    return out
+    truth: dict[str, int] = {}
+    for start in range(0, len(orders), 500):
+        chunk = orders[start : start + 500]
+        balances = api.get_balances([Address(o["address"].encode()) for o in chunk])["balances"]
+        truth.update((o["order_id"], int(b)) for o, b in zip(chunk, balances, strict=True))
+    return truth
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The whole stack for the fault tests, every process its own, on free ports in one folder.
 
-VictoriaMetrics, FerretDB, Mosquitto (dynamic security), the devnet, broker_auth and the ingest
-worker. Nothing is shared with other test modules: these processes get killed. Each `Proc`
+VictoriaMetrics, FerretDB, Mosquitto (dynamic security), the devnet (Hornet's coordinator node,
+the Hornet node the services use, which the tests kill, and the faucet), broker_auth and the
+ingest worker. Nothing is shared with other test modules: these processes get killed. Each `Proc`
 keeps its command line, ports and data directory, so `proc.start()` after a kill brings the
 same service back on the same port with the same data.
 """
@@ -26,7 +27,7 @@ from stack.scrape import scrape_metrics
 from tests.auth_stack import start_auth_stack
 from tests.devnet_fixture import start_devnet
 
-MILESTONE_INTERVAL_S = 0.5
+MILESTONE_INTERVAL_S = 1
 WATCHER_INTERVAL_S = 0.25
 # The watcher backs off while the node or MongoDB is down; the production default (10 s) would
 # dominate the recovery figures of a 4 s outage, so the tests cap it lower.
@@ -58,15 +59,25 @@ class FaultStack:
     victoria_url: str
     ferret: procs.Proc
     broker: procs.MosquittoHandle
-    node: procs.Proc
-    node_url: str
+    net: procs.Devnet
     auth: procs.Proc
     api_url: str
     admin_token: str
-    deposit_address: str
     ingest: procs.Proc
     ingest_metrics_port: int
     device_passwords: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def node(self) -> procs.Proc:
+        return self.net.node
+
+    @property
+    def node_url(self) -> str:
+        return self.net.url
+
+    @property
+    def faucet_url(self) -> str:
+        return self.net.faucet_url
 
     @property
     def procs(self) -> dict[str, procs.Proc]:
@@ -74,15 +85,16 @@ class FaultStack:
             "victoria-metrics": self.victoria,
             "ingest": self.ingest,
             "broker_auth": self.auth,
-            "devnet": self.node,
+            "hornet": self.node,
             "ferretdb": self.ferret,
             "mosquitto": self.broker.proc,
         }
 
     def stop(self) -> None:
         # The worker first, so its shutdown flush finds the store and the broker up.
-        for proc in (self.ingest, self.auth, self.node, self.broker.proc, self.ferret):
+        for proc in (self.ingest, self.auth, self.broker.proc, self.ferret):
             proc.stop()
+        self.net.stop()
         self.victoria.stop()
 
     # -- health ------------------------------------------------------------------------------
@@ -206,21 +218,22 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
         ingest_password=secrets.token_urlsafe(18),
     )
     started.append(broker.proc)
-    node, node_url = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
-    started.append(node)
+    net = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S, crash_safe=True)
+    started += [p for p in (net.coordinator, net.node, net.faucet) if p is not None]
 
     victoria_url = f"http://127.0.0.1:{vm_port}"
     service = start_auth_stack(
         workdir / "broker_auth",
         broker,
         f"mongodb://127.0.0.1:{ferret_port}/",
-        node_url,
+        net.url,
         {
             "WATCHER_INTERVAL_S": str(WATCHER_INTERVAL_S),
             "WATCHER_MAX_BACKOFF_S": str(WATCHER_MAX_BACKOFF_S),
             "INFLUX_URL": victoria_url,
             "GRANTS_ACTIVE_INTERVAL_S": "2",
         },
+        pool_size=400,
     )
     started.append(service.proc)
 
@@ -245,12 +258,10 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
         victoria_url=victoria_url,
         ferret=ferret,
         broker=broker,
-        node=node,
-        node_url=node_url,
+        net=net,
         auth=service.proc,
         api_url=service.api_url,
         admin_token=service.admin_token,
-        deposit_address=service.deposit_address,
         ingest=ingest,
         ingest_metrics_port=metrics_port,
     )

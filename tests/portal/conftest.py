@@ -42,7 +42,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 DEMO_DEVICE = "plug-1"
 DEMO_PRODUCT = "plug-1-live"
 # Long enough for the page's 1 s poll to see `unconfirmed` before the milestone confirms.
-MILESTONE_INTERVAL_S = 3.0
+MILESTONE_INTERVAL_S = 3
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class PortalStack:
     mqtt_port: int
     ws_port: int
     admin_token: str
-    deposit_address: str
+    pool: list[str]
+    faucet_url: str
 
 
 class Plug:
@@ -106,8 +107,9 @@ def portal_stack(
     started: list[procs.Proc] = []
     plug: Plug | None = None
     try:
-        devnet, node_url = start_devnet(work / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
-        started.append(devnet)
+        net = start_devnet(work / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
+        started += [net.node, net.faucet]
+        node_url = net.url
         device_password = secrets.token_urlsafe(18)
         auth = start_auth_stack(
             work / "broker_auth",
@@ -148,7 +150,8 @@ def portal_stack(
             broker.port,
             broker.ws_port,
             auth.admin_token,
-            auth.deposit_address,
+            auth.pool,
+            net.faucet_url,
         )
     finally:
         if plug is not None:

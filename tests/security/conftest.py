@@ -45,7 +45,7 @@ DEVICE_A, DEVICE_B = "sensor-a", "sensor-b"
 PRODUCT_LIVE = "a-live"  # live/sensor-a/#, 3600 iota/h: the granted buyer pays 1 h
 PRODUCT_BRIEF = "a-brief"  # live/sensor-a/#, 1000 iota/s: the expired buyer pays 1.8 s
 BRIEF_HOURS = 0.0005
-MILESTONE_INTERVAL_S = 0.5
+MILESTONE_INTERVAL_S = 1
 
 # Printed at the end of the run (pytest's terminal summary): the ACL matrix, memory figures.
 REPORTS: list[str] = []
@@ -179,6 +179,7 @@ class FullStack:
     auth: AuthStack
     node: procs.Proc
     node_url: str
+    faucet_url: str
     ingest: Worker
     observer_password: str
     workdir: Path
@@ -243,7 +244,11 @@ def pay_with_wallet(
     workdir = stack.workdir / f"wallet-{label}"
     workdir.mkdir(parents=True, exist_ok=True)
     seed_file = workdir / "buyer.seed"
-    env = {"IOTA_NODE_URL": stack.node_url, "IOT_WALLET_PASSWORD": who.password}
+    env = {
+        "IOTA_NODE_URL": stack.node_url,
+        "IOTA_FAUCET_URL": stack.faucet_url,
+        "IOT_WALLET_PASSWORD": who.password,
+    }
     out.append(
         run_cli(workdir, f"wallet-{label}-new", ["new-seed", "--seed-file", str(seed_file)], env)
     )
@@ -276,7 +281,8 @@ def full_stack(
         extra_clients=[Client(OBSERVER, observer_password, (OBSERVER_ROLE,))],
         extra_roles=[observer_role()],
     )
-    node, node_url = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
+    net = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
+    node, node_url = net.node, net.url
     auth: AuthStack | None = None
     ingest: Worker | None = None
     try:
@@ -293,6 +299,7 @@ def full_stack(
             auth,
             node,
             node_url,
+            net.faucet_url,
             ingest,
             observer_password,
             workdir,
@@ -300,7 +307,15 @@ def full_stack(
             principals={},
             secrets={},
         )
-        stack.processes += [broker.proc, auth.proc, node, ingest.proc, ferret.proc, victoria.proc]
+        stack.processes += [
+            broker.proc,
+            auth.proc,
+            node,
+            net.faucet,
+            ingest.proc,
+            ferret.proc,
+            victoria.proc,
+        ]
         _walk_the_story(stack)
         yield stack
     finally:
@@ -308,7 +323,7 @@ def full_stack(
             ingest.proc.stop()
         if auth is not None:
             auth.close()
-        node.stop()
+        net.stop()
         broker.proc.stop()
 
 

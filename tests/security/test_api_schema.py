@@ -47,11 +47,11 @@ def api_stack(
     auth_stack_factory: AuthStackFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AuthStack]:
     # A healthy node, so /healthz answers 200 (its documented 503 would count as a 5xx).
-    node, node_url = start_devnet(tmp_path_factory.mktemp("schema-devnet"))
+    net = start_devnet(tmp_path_factory.mktemp("schema-devnet"))
     try:
         stack = auth_stack_factory(
             "schema",
-            node_url=node_url,
+            node_url=net.url,
             # The generator registers and logs in a lot: no throttling in this instance.
             SIGNUP_MAX_PER_IP="1000000",
             LOGIN_MAX_FAILURES="1000000",
@@ -62,7 +62,7 @@ def api_stack(
         wait_for(lambda: (stack.health() or {}).get("status") == "ok", 20, "healthz ok")
         yield stack
     finally:
-        node.stop()
+        net.stop()
 
 
 def credentials(operation: Any, stack: AuthStack) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def test_no_secret_in_any_log(full_stack: FullStack) -> None:
     files = log_files(stack)
     names = {f.name for f in files}
     # Every service's log is there, and says something (DEBUG for broker_auth and ingest).
-    assert {"broker_auth.log", "mosquitto.log", "devnet.log"} <= names, names
+    assert {"broker_auth.log", "mosquitto.log", "hornet.log", "faucet.log"} <= names, names
     assert any(n.startswith("ingest-") for n in names) and any(
         n.startswith("wallet-") for n in names
     )
