@@ -1,7 +1,19 @@
 # The project's own image: broker_auth (iot-broker-auth), the ingest worker (iot-ingest), the
-# simulator (iot-sim), the devnet node (iot-devnet) and the compose `init` step all run from it.
+# simulator (iot-sim), the devnet (iot-devnet: Hornet and its faucet) and the compose `init` step
+# all run from it.
 # No secret is baked in: everything comes from the environment at run time (see .env.example).
 # Plain Dockerfile syntax (no BuildKit-only features), so any `docker build` can build it.
+
+# --- Hornet 0.5.6, the devnet's node (the compose `dev` profile), as scripts/bootstrap.sh builds it
+FROM golang:1.22-bookworm AS hornet
+ENV CGO_ENABLED=0 GONOSUMDB=github.com/gohornet/hornet GOFLAGS="-mod=mod -buildvcs=false"
+RUN dir=$(go mod download -json github.com/gohornet/hornet@v0.5.6 \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') \
+    && cp -r "$dir" /src && chmod -R u+w /src && cd /src \
+    && go build -trimpath \
+        -ldflags='-s -w -X github.com/gohornet/hornet/plugins/cli.AppVersion=0.5.6' \
+        -o /out/hornet . \
+    && cp profiles.json /out/profiles.json
 
 # --- build: a virtualenv with the project and its dependencies ---------------------------------
 FROM python:3.11-slim AS build
@@ -38,6 +50,9 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
 COPY --from=build /opt/venv /opt/venv
+COPY --from=hornet /out/hornet /usr/local/bin/hornet
+COPY --from=hornet /out/profiles.json /opt/hornet/profiles.json
+ENV HORNET_PROFILES=/opt/hornet/profiles.json
 # An unprivileged user. /var/lib/iot holds the named volumes (devnet data); it is created here so
 # a fresh volume mounted there starts out owned by that user.
 RUN groupadd --system --gid 10001 app \
@@ -46,6 +61,6 @@ RUN groupadd --system --gid 10001 app \
     && install -d -o app -g app -m 750 /var/lib/iot /var/lib/iot/devnet
 USER app
 WORKDIR /var/lib/iot
-# broker_auth's API and portal, the ingest worker's metrics, the devnet node.
-EXPOSE 8000 9102 14265
+# broker_auth's API and portal, the ingest worker's metrics, the devnet node and faucet.
+EXPOSE 8000 9102 14265 14266
 CMD ["iot-broker-auth"]

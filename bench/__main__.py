@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["ingest", "acl", "access", "soak"]
+BENCHMARKS = ["ingest", "acl", "access", "watcher", "soak"]
 
 
 def main(argv: list[str]) -> int:

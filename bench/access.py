@@ -1,8 +1,9 @@
-"""Paid live access: from the devnet confirming a payment to the buyer's live subscription.
+"""Paid live access: from Hornet confirming a payment to the buyer's live subscription.
 
-Stack: Mosquitto (dynamic security), FerretDB, VictoriaMetrics, the devnet, broker_auth with the
-demo seed (device plug-1, product plug-1-live at 500 iota/h) and WATCHER_INTERVAL_S=0.5, and
-`iot-sim` publishing live/plug-1/power at 20 Hz as device plug-1.
+Stack: Mosquitto (dynamic security), FerretDB, VictoriaMetrics, the devnet (Hornet, its own
+coordinator, milestones every BENCH_MILESTONE_INTERVAL_S), broker_auth with the demo seed
+(device plug-1, product plug-1-live at 500 iota/h), a pool of deposit addresses and
+WATCHER_INTERVAL_S=0.5, and `iot-sim` publishing live/plug-1/power at 20 Hz as device plug-1.
 
 Before measuring, every buyer registers and orders 0.01 h (5 iota), and one address per order is
 generated and funded with exactly 5 iota (PyOTA's address generation stays out of the window).
@@ -11,15 +12,16 @@ milestone cycle):
   sign the bundle (PyOTA, timed apart) -> t_send -> send_trytes (attach + broadcast) ->
   connect + SUBSCRIBE live/plug-1/# as the buyer every 20 ms until granted (t_access) ->
   first live reading on that connection (t_first).
-The confirmation time t_confirm is the timestamp of the milestone that confirmed the bundle,
-read from the devnet's journal afterwards (stamped before the node even applies it, so the
-latency is not flattered). The watcher's own confirmation time comes from /api/payments.
+The confirmation time t_confirm is when the node first answered getInclusionStates true for the
+bundle, asked every 20 ms by a thread of the benchmark (harness.ConfirmationClock; the watcher
+asks every 0.5 s, so the latency is flattered by 20 ms at most). The watcher's own
+confirmation time is the payment's `confirmed_at` in /api/payments.
 
 Figures: confirmation -> access (target p99 <= 1 s), split into confirmation -> watcher saw it
 -> access; send -> first live reading (end to end, with the milestone wait); signing time.
 
-Environment: BENCH_ACCESS_PAYMENTS (default 20), BENCH_MILESTONE_INTERVAL_S (default 2, the
-devnet's default as `make run` uses it), BENCH_ACCESS_RATE_HZ (publisher, default 20).
+Environment: BENCH_ACCESS_PAYMENTS (default 20), BENCH_MILESTONE_INTERVAL_S (whole seconds,
+default 1), BENCH_ACCESS_RATE_HZ (publisher, default 20).
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ def wait_for_readings(stack: harness.Stack, timeout: float = 30) -> None:
 def one_payment(
     stack: harness.Stack,
     wallet: harness.Wallet,
+    clock: harness.ConfirmationClock,
     buyer: str,
     order: dict[str, Any],
     source: Any,
 ) -> dict[str, Any]:
     signed = wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
     sent_at = time.time()
-    wallet.send(signed)
+    clock.watch(signed.bundle_hash, wallet.send(signed))
     sent_done = time.time()
     access = wait_for_access(stack.broker.port, buyer, harness.BUYER_PASSWORD, TOPIC, timeout=60)
     try:
@@ -74,7 +77,7 @@ def one_payment(
         access.probe.close()
     return {
         "buyer": buyer,
-        "tag": order["tag"],
+        "address": order["address"],
         "bundle": signed.bundle_hash,
         "signing_s": signed.signing_s,
         "sent_at": sent_at,
@@ -86,7 +89,7 @@ def one_payment(
     }
 
 
-def measure(workdir: Path, n: int, milestone_s: float, rate_hz: float) -> dict[str, Any]:
+def measure(workdir: Path, n: int, milestone_s: int, rate_hz: float) -> dict[str, Any]:
     stack = harness.start_stack(
         workdir, milestone_s=milestone_s, watcher_s=WATCHER_INTERVAL_S, with_ingest=False
     )
@@ -105,25 +108,24 @@ def measure(workdir: Path, n: int, milestone_s: float, rate_hz: float) -> dict[s
         for buyer in buyers:
             stack.auth.register(buyer)
             orders.append(stack.auth.order(buyer, PRODUCT, HOURS))
-        wallet = harness.Wallet(stack.devnet.url)
+        wallet = harness.Wallet(stack.devnet)
         sources = wallet.fund([o["amount_iota"] for o in orders])
+        clock = harness.ConfirmationClock(stack.devnet.url)
         rows = []
         for buyer, order, source in zip(buyers, orders, sources, strict=True):
             time.sleep(random.uniform(0.2, milestone_s + 0.2))
-            rows.append(one_payment(stack, wallet, buyer, order, source))
+            rows.append(one_payment(stack, wallet, clock, buyer, order, source))
         time.sleep(WATCHER_INTERVAL_S * 2)
-        confirmed = harness.confirmation_times(stack.devnet.journal)
+        confirmed = clock.stop()
         watcher_seen = {
-            p["tag"]: harness.parse_time(p["confirmed_at"])
-            for p in stack.auth.payments()
-            if p["confirmed_at"]
+            p["address"]: harness.parse_time(p["confirmed_at"]) for p in stack.auth.payments()
         }
         auth_metrics = stack.auth.metrics()
     finally:
         stack.stop()
     for row in rows:
         row["confirmed_at"] = confirmed.get(row["bundle"])
-        row["watcher_seen_at"] = watcher_seen.get(row["tag"])
+        row["watcher_seen_at"] = watcher_seen.get(row["address"])
     return {
         "rows": rows,
         "grant_apply_p99_s": histogram_quantile(
@@ -162,7 +164,7 @@ def figures_from(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     n = int(os.environ.get("BENCH_ACCESS_PAYMENTS", "20"))
-    milestone_s = float(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "2"))
+    milestone_s = int(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "1"))
     rate_hz = float(os.environ.get("BENCH_ACCESS_RATE_HZ", "20"))
     load = harness.LoadMonitor().start()
     with tempfile.TemporaryDirectory(prefix="bench-access-") as tmp:

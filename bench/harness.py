@@ -1,17 +1,19 @@
 """Shared pieces of the access, acl and soak benchmarks.
 
 - the stack on free ports in a temporary directory (Mosquitto with dynamic security, FerretDB,
-  VictoriaMetrics, the devnet, broker_auth, optionally the ingest worker and `iot-sim`);
+  VictoriaMetrics, the devnet (Hornet + faucet), broker_auth with a pool of deposit addresses,
+  optionally the ingest worker and `iot-sim`);
 - IOTA payments with the wallet's cost moved out of the measured window: addresses are generated
   and funded (faucet) before, bundles are signed just before sending, and only `send_trytes`
   (attach + broadcast) is timed;
-- when the devnet confirmed a bundle, read from its journal (the milestone's own timestamp);
+- when Hornet confirmed a bundle, asked of the node every 20 ms (ConfirmationClock);
 - live-access probing as a buyer does it (fresh MQTT connection, SUBSCRIBE, every ~20 ms);
 - per-process CPU and memory from /proc, and the machine's load average.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
@@ -27,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from iota import Address, Iota, ProposedTransaction, Tag
+from iota import Address, Iota, ProposedTransaction, Tag, Transaction, TransactionHash
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
 from bench.common import percentile
 from broker_auth.acl_model import Acl, Client, Role
-from devnet import speedups
 from stack import procs
 from stack.mqtt_probe import MqttProbe
 from stack.scrape import scrape_metrics
 from stack.secrets import random_address
-from wallet import payments
+from wallet import payments, speedups
 
 TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Where a transaction's bundle hash sits in its 2673 trytes (after signature, address, value,
@@ -46,6 +47,8 @@ TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 BUNDLE_TRYTES = slice(2349, 2430)
 PUBLISHER = "bench.publisher"
 BUYER_PASSWORD = "bench-buyer-password-1"
+BENCH_MWM = 5  # the devnet's; Hornet refuses any other
+os.environ.setdefault("IOTA_MWM", str(BENCH_MWM))
 
 
 # ---------------------------------------------------------------- small helpers
@@ -172,39 +175,53 @@ def pid_of(proc: procs.Proc) -> int:
 # ---------------------------------------------------------------- devnet
 
 
-@dataclass(frozen=True)
-class Devnet:
-    proc: procs.Proc
-    url: str
-    journal: Path
+def start_devnet(workdir: Path, milestone_s: int) -> procs.Devnet:
+    return procs.devnet(workdir, milestone_interval=milestone_s)
 
 
-def start_devnet(workdir: Path, milestone_s: float) -> Devnet:
-    proc, url = procs.devnet(workdir, milestone_interval=milestone_s)
-    return Devnet(proc, url, workdir / "data" / "journal.jsonl")
+class ConfirmationClock:
+    """When the node first reports each sent bundle confirmed (getInclusionStates every 20 ms).
 
-
-def confirmation_times(journal: Path) -> dict[str, float]:
-    """Bundle hash -> wall time of the milestone that confirmed it, from the devnet's journal.
-
-    The node stamps a milestone before it journals (fsync) and applies it, so this is the
-    earliest moment anyone could see the confirmation: latencies measured from it are upper
-    bounds, never flattered by the node's own delay.
+    Hornet keeps no journal to read afterwards: this thread asks the node itself, far more often
+    than the watcher does (0.5 s), so a latency measured from it is at most ~20 ms flattered.
     """
-    bundle_of: dict[str, str] = {}
-    confirmed: dict[str, float] = {}
-    for line in journal.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        for tx_hash, trytes in record.get("s", ()):
-            bundle_of[tx_hash] = trytes[BUNDLE_TRYTES]
-        if "m" in record:
-            for tail in record.get("c", ()):
-                bundle = bundle_of.get(tail)
-                if bundle is not None and bundle not in confirmed:
-                    confirmed[bundle] = record["t"] / 1000
-    return confirmed
+
+    def __init__(self, node_url: str, interval_s: float = 0.02) -> None:
+        self.api = Iota(node_url)
+        self.interval_s = interval_s
+        self.confirmed: dict[str, float] = {}  # bundle hash -> wall time
+        self._pending: dict[str, str] = {}  # tail hash -> bundle hash
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="confirmation-clock", daemon=True)
+        self._thread.start()
+
+    def watch(self, bundle_hash: str, tail_hash: str) -> None:
+        with self._lock:
+            self._pending[tail_hash] = bundle_hash
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                tails = list(self._pending)
+            if not tails:
+                continue
+            try:
+                states = self.api.get_latest_inclusion([TransactionHash(t.encode()) for t in tails])
+            except Exception:  # the node is busy or restarting: ask again
+                continue
+            now = time.time()
+            with self._lock:
+                for tail, ok in states["states"].items():
+                    bundle = self._pending.get(str(tail))
+                    if ok and bundle is not None:
+                        self.confirmed.setdefault(bundle, now)
+                        del self._pending[str(tail)]
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(5)
+        return dict(self.confirmed)
 
 
 # ---------------------------------------------------------------- payments
@@ -225,9 +242,11 @@ class Wallet:
     independent and may run in parallel.
     """
 
-    def __init__(self, node_url: str) -> None:
+    def __init__(self, net: procs.Devnet) -> None:
         speedups.install()  # the wallet's own PyOTA speed-ups, as iot-wallet uses them
-        self.node_url = node_url
+        self.node_url = net.url
+        self.faucet_url = net.faucet_url
+        node_url = net.url
         self.seed = Seed.random()
         self.mwm = payments.node_min_weight_magnitude(node_url)
         self._next_index = 0
@@ -238,14 +257,19 @@ class Wallet:
             start, self._next_index = self._next_index, self._next_index + len(values)
         generator = AddressGenerator(self.seed, payments.SECURITY_LEVEL, checksum=False)
         addresses: list[Address] = generator.get_addresses(start, len(values))
-        for address, value in zip(addresses, values, strict=True):
-            body = json.dumps({"address": str(address), "value": value}).encode()
+
+        def credit(pair: tuple[Address, int]) -> None:
+            body = json.dumps({"address": str(pair[0]), "value": pair[1]}).encode()
             request = urllib.request.Request(
-                self.node_url + "/faucet", data=body, headers={"Content-Type": "application/json"}
+                self.faucet_url + "/faucet", data=body, headers={"Content-Type": "application/json"}
             )
-            with urllib.request.urlopen(request, timeout=60) as r:
+            with urllib.request.urlopen(request, timeout=120) as r:
                 json.loads(r.read())
-            address.balance = value
+            pair[0].balance = pair[1]
+
+        # Concurrent requests: the faucet sends them together, one bundle per milestone.
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(credit, zip(addresses, values, strict=True)))
         return addresses
 
     def sign(self, source: Address, to: str, tag: str, amount: int) -> Signed:
@@ -263,11 +287,13 @@ class Wallet:
         trytes = list(answer["trytes"])
         return Signed(trytes, str(trytes[0])[BUNDLE_TRYTES], time.monotonic() - started)
 
-    def send(self, signed: Signed) -> None:
-        """Attach (the node does the PoW), store and broadcast: what send_transfer does last."""
-        Iota(self.node_url).send_trytes(
+    def send(self, signed: Signed) -> str:
+        """Attach (the node does the PoW), store and broadcast; returns the tail hash."""
+        attached = Iota(self.node_url).send_trytes(
             signed.trytes, depth=payments.DEPTH, min_weight_magnitude=self.mwm
         )
+        txs = [Transaction.from_tryte_string(t) for t in attached["trytes"]]
+        return str(next(t.hash for t in txs if t.current_index == 0))
 
 
 # ---------------------------------------------------------------- broker_auth
@@ -278,7 +304,7 @@ class AuthService:
     proc: procs.Proc
     url: str
     admin_token: str
-    deposit_address: str
+    pool: list[str]
 
     @property
     def admin(self) -> dict[str, str]:
@@ -341,14 +367,18 @@ def start_broker_auth(
     watcher_s: float,
     demo_password: str,
     extra_env: Mapping[str, str] | None = None,
+    pool_size: int = 200,
 ) -> AuthService:
     port = procs.free_port()
     service = AuthService(
         proc=procs.Proc("broker_auth", [], workdir),
         url=f"http://127.0.0.1:{port}",
         admin_token=secrets.token_urlsafe(24),
-        deposit_address=random_address(),
+        pool=[random_address() for _ in range(pool_size)],
     )
+    workdir.mkdir(parents=True, exist_ok=True)
+    pool_file = workdir / "deposit-addresses.txt"
+    pool_file.write_text("".join(f"{a}\n" for a in service.pool))
     env = {
         "API_HOST": "127.0.0.1",
         "API_PORT": str(port),
@@ -360,7 +390,8 @@ def start_broker_auth(
         "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
         "BROKER_ADMIN_TOKEN": service.admin_token,
         "IOTA_NODE_URL": node_url,
-        "IOTA_DEPOSIT_ADDRESS": service.deposit_address,
+        "IOTA_DEPOSIT_ADDRESSES_FILE": str(pool_file),
+        "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
         "WATCHER_INTERVAL_S": str(watcher_s),
         "INFLUX_URL": influx_url,
         "SEED_DEMO": "true",
@@ -399,7 +430,7 @@ class Stack:
     ferret: procs.Proc
     vm: procs.Proc
     vm_port: int
-    devnet: Devnet
+    devnet: procs.Devnet
     auth: AuthService
     demo_password: str
     publisher_password: str
@@ -415,7 +446,8 @@ class Stack:
         found = {
             "mosquitto": self.broker.proc,
             "broker_auth": self.auth.proc,
-            "devnet": self.devnet.proc,
+            "hornet": self.devnet.node,
+            "faucet": self.devnet.faucet,
             "ferretdb": self.ferret,
             "victoria-metrics": self.vm,
         }
@@ -446,7 +478,8 @@ class Stack:
                 self.broker.proc,
                 self.ferret,
                 self.vm,
-                self.devnet.proc,
+                self.devnet.node,
+                self.devnet.faucet,
                 self.auth.proc,
                 *([self.ingest] if self.ingest else []),
                 *self.extra,
@@ -459,7 +492,7 @@ class Stack:
 def start_stack(
     workdir: Path,
     *,
-    milestone_s: float,
+    milestone_s: int,
     watcher_s: float,
     with_ingest: bool,
     auth_env: Mapping[str, str] | None = None,
@@ -482,7 +515,7 @@ def start_stack(
         vm, vm_port = procs.victoria_metrics(workdir / "victoria-metrics")
         started.append(vm)
         devnet = start_devnet(workdir / "devnet", milestone_s)
-        started.append(devnet.proc)
+        started += [devnet.node, devnet.faucet]
         demo_password = secrets.token_urlsafe(12)
         auth = start_broker_auth(
             workdir / "broker_auth",

@@ -1,8 +1,8 @@
 """Soak: 1,000 simulated plugs at 2 Hz for 5 minutes while 50 buyers sign up, order and pay.
 
 The whole stack runs on free ports as `make run` configures it (dynamic security, FerretDB,
-VictoriaMetrics, the devnet with 2 s milestones, broker_auth with WATCHER_INTERVAL_S=0.5, the
-ingest worker with its defaults), plus `iot-sim --devices 1000 --rate 2` (one MQTT connection,
+VictoriaMetrics, the devnet (Hornet) with 1 s milestones, broker_auth with WATCHER_INTERVAL_S=0.5,
+the ingest worker with its defaults), plus `iot-sim --devices 1000 --rate 2` (one MQTT connection,
 QoS 1, as the benchmark publisher allowed on live/#). Product `soak-live` sells live/sd-1/#.
 
 Measured during the run:
@@ -17,7 +17,7 @@ Measured during the run:
   reported beside it;
 - payment-to-access: each buyer registers, orders 0.01 h (5 iota), signs a bundle from an
   address funded before the run, sends it, then connects + SUBSCRIBEs every 20 ms until granted;
-  latency = grant seen - the confirming milestone's timestamp (devnet journal);
+  latency = grant seen - when the node first reported the bundle confirmed (polled every 20 ms);
 - memory: VmRSS and VmHWM of every process every 5 s; "flat" = the RSS trend (least squares)
   over the second half of the run grows by less than 10 %; CPU time per process;
 - lost readings: readings the broker acknowledged to the simulator minus distinct samples in
@@ -189,6 +189,7 @@ def throughput_figures(sampler: Sampler, begin: float, end: float) -> dict[str, 
 def run_buyer(
     stack: harness.Stack,
     wallet: harness.Wallet,
+    clock: harness.ConfirmationClock,
     source: Any,
     username: str,
     start_at: float,
@@ -204,7 +205,7 @@ def run_buyer(
         signed = wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         row["bundle"] = signed.bundle_hash
         row["sent_at"] = time.time()
-        wallet.send(signed)
+        clock.watch(signed.bundle_hash, wallet.send(signed))
         access = wait_for_access(
             stack.broker.port, username, harness.BUYER_PASSWORD, f"live/{PREFIX}1/#", timeout=90
         )
@@ -217,7 +218,7 @@ def run_buyer(
 
 
 def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) -> dict[str, Any]:
-    milestone_s = float(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "2"))
+    milestone_s = int(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "1"))
     stack = harness.start_stack(
         workdir, milestone_s=milestone_s, watcher_s=WATCHER_INTERVAL_S, with_ingest=True
     )
@@ -225,8 +226,9 @@ def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) 
     periodic: list[harness.Periodic] = []
     try:
         stack.auth.create_product(PRODUCT, f"live/{PREFIX}1/#", PRICE)
-        wallet = harness.Wallet(stack.devnet.url)
+        wallet = harness.Wallet(stack.devnet)
         sources = wallet.fund([math.ceil(PRICE * HOURS)] * buyers)
+        clock = harness.ConfirmationClock(stack.devnet.url)
         sim = stack.simulator(
             "simulator",
             harness.PUBLISHER,
@@ -262,6 +264,7 @@ def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) 
                     run_buyer,
                     stack,
                     wallet,
+                    clock,
                     sources[i],
                     f"soak-{run}-{i}",
                     begin + 2 + i * spacing,
@@ -288,7 +291,7 @@ def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) 
         periodic = []
         ingest_metrics = stack.ingest_metrics()
         stored = count_stored(stack.vm_port, PREFIX)
-        confirmed = harness.confirmation_times(stack.devnet.journal)
+        confirmed = clock.stop()
     finally:
         stop.set()
         for p in periodic:

@@ -2,11 +2,9 @@
 # Print a `.env` for the Docker Compose stack: .env.example with every `change-me` placeholder
 # replaced by a random secret (32 letters and digits).
 #
-#   deploy/gen-env.sh > .env && chmod 600 .env          # then set IOTA_DEPOSIT_ADDRESS
-#   deploy/gen-env.sh --dev > .env && chmod 600 .env    # devnet/demo: a made-up deposit address
-#                                                        # and SEED_DEMO=true
-# --dev makes up an address nobody holds the seed of: fine on the local devnet, where tokens come
-# from the faucet, but payments to it on a real network would be lost.
+#   deploy/gen-env.sh > .env && chmod 600 .env          # production
+#   deploy/gen-env.sh --dev > .env && chmod 600 .env    # devnet/demo: SEED_DEMO=true
+# Either way, derive the deposit addresses from your own seed (see DEPOSIT_ADDRESSES_FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,14 +27,6 @@ random_chars() { # alphabet length
 while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in
         [A-Z]*=change-me*) printf '%s=%s\n' "${line%%=*}" "$(random_chars 'A-Za-z0-9' 32)" ;;
-        IOTA_DEPOSIT_ADDRESS=*)
-            if $dev; then
-                # Nodes refuse value transfers to an address whose last trit is not 0.
-                printf 'IOTA_DEPOSIT_ADDRESS=%s%s\n' "$(random_chars 'A-Z9' 80)" \
-                    "$(random_chars '9ABCDWXYZ' 1)"
-            else
-                printf '%s\n' "$line"
-            fi ;;
         SEED_DEMO=*) if $dev; then echo "SEED_DEMO=true"; else printf '%s\n' "$line"; fi ;;
         *) printf '%s\n' "$line" ;;
     esac

@@ -33,7 +33,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command", required=True)
     node = sub.add_parser("node", help="run the Hornet node (prepares its data dir first)")
     node.add_argument("--data-dir", type=Path, required=True)
-    node.add_argument("--port", type=int, default=14265, help="node API port (loopback)")
+    node.add_argument("--port", type=int, default=14265, help="node API port")
+    node.add_argument(
+        "--api-host", default="127.0.0.1", help="node API address (0.0.0.0 in a container)"
+    )
     node.add_argument(
         "--milestone-interval",
         type=int,
@@ -75,8 +78,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_node(args: argparse.Namespace) -> None:
     from devnet import hornet
 
+    zmq, mqtt, prometheus, profiling, dashboard, autopeering = (free_port() for _ in range(6))
     ports = hornet.Ports(
-        args.port, args.gossip_port or free_port(), *(free_port() for _ in range(6))
+        api=args.port,
+        gossip=args.gossip_port or free_port(),
+        autopeering=autopeering,
+        zmq=zmq,
+        mqtt=mqtt,
+        prometheus=prometheus,
+        profiling=profiling,
+        dashboard=dashboard,
+        api_host=args.api_host,
     )
     if args.follow is not None:
         layout = hornet.prepare_follower(args.data_dir, ports, args.follow, args.peer, args.mwm)

@@ -47,6 +47,8 @@ API_COMMANDS = [
 DISABLED_PLUGINS = ["Autopeering", "CLI", "Dashboard", "WarpSync", "Profiling", "Spammer"]
 # The last trit of a coordinator seed must be zero ("each 243rd trit must be zero").
 ZERO_LAST_TRIT = "9ABCDWXYZ"
+# Hornet's own profiles.json, copied from its module by scripts/bootstrap.sh (the image: env).
+DEFAULT_PROFILES = REPO_ROOT / ".tools" / "hornet" / "profiles.json"
 _ROOT_RE = re.compile(r"Merkle tree root: ([9A-Z]{81})")
 
 
@@ -60,6 +62,7 @@ class Ports:
     prometheus: int
     profiling: int
     dashboard: int
+    api_host: str = "127.0.0.1"  # every other listener stays on loopback
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def config(
         # at once, so a killed node restarts with every milestone its coordinator issued.
         "useProfile": "custom",
         "httpAPI": {
-            "bindAddress": f"{loopback}:{ports.api}",
+            "bindAddress": f"{ports.api_host}:{ports.api}",
             "permitRemoteAccess": API_COMMANDS,
             "permittedRoutes": ["healthz"],
             "whitelistedAddresses": [],
@@ -180,7 +183,7 @@ def config(
 
 def write_through_profile() -> dict[str, object]:
     """Hornet's `custom` profile (from its profiles.json) with every cache time set to 0."""
-    shipped = json.loads((REPO_ROOT / ".tools" / "hornet" / "profiles.json").read_text())
+    shipped = json.loads(Path(os.environ.get("HORNET_PROFILES", DEFAULT_PROFILES)).read_text())
     caches = shipped["custom"]["caches"]
     for name, cache in caches.items():
         if name != "incomingTransactionFilter":  # a dedup filter, not stored data
@@ -188,15 +191,15 @@ def write_through_profile() -> dict[str, object]:
     return {"custom": {"caches": caches}}
 
 
-def build_merkle_tree(workdir: Path, seed: str, depth: int) -> str:
-    """`hornet tool merkle` into workdir/coordinator.tree; returns its root (the address)."""
+def build_merkle_tree(workdir: Path, seed: str, depth: int, tree: str) -> str:
+    """`hornet tool merkle` into workdir/<tree>; returns its root (the coordinator address)."""
     (workdir / "config.json").write_text(
         json.dumps(
             {
                 "coordinator": {
                     "securityLevel": SECURITY_LEVEL,
                     "merkleTreeDepth": depth,
-                    "merkleTreeFilePath": "coordinator.tree",
+                    "merkleTreeFilePath": tree,
                 }
             }
         )
@@ -285,16 +288,18 @@ def prepare(
         snapshot.write_text(f"{genesis_address(genesis)};{ternary.SUPPLY}\n")
     genesis_addr = snapshot.read_text().split(";")[0]
     coo_dir = merkle_cache or data_dir
+    # One tree per depth in a shared cache; a node's own directory holds the one it uses.
+    tree = f"coordinator-{merkle_depth}.tree" if merkle_cache else "coordinator.tree"
     root_file = coo_dir / f"coordinator-{merkle_depth}.root"
-    if not (root_file.exists() and (coo_dir / "coordinator.tree").exists()):
+    if not (root_file.exists() and (coo_dir / tree).exists()):
         coo_dir.mkdir(parents=True, exist_ok=True)
         coo_seed = _read_or_create_seed(coo_dir / "coordinator.seed", ZERO_LAST_TRIT)
-        (coo_dir / "coordinator.tree").unlink(missing_ok=True)
-        root_file.write_text(build_merkle_tree(coo_dir, coo_seed, merkle_depth) + "\n")
+        (coo_dir / tree).unlink(missing_ok=True)
+        root_file.write_text(build_merkle_tree(coo_dir, coo_seed, merkle_depth, tree) + "\n")
     coo_address = root_file.read_text().strip()
     coo_seed = (coo_dir / "coordinator.seed").read_text().strip()
-    if coo_dir != data_dir and not (data_dir / "coordinator.tree").exists():
-        shutil.copyfile(coo_dir / "coordinator.tree", data_dir / "coordinator.tree")
+    if merkle_cache and not (data_dir / "coordinator.tree").exists():
+        shutil.copyfile(coo_dir / tree, data_dir / "coordinator.tree")
     settings = config(ports, coo_address, merkle_depth, milestone_interval_s, mwm)
     _write_configuration(data_dir, settings, ports, peers or [])
     argv = [find_binary("hornet"), "--config-dir", str(data_dir)]

@@ -67,7 +67,8 @@ class InitSettings(BaseSettings):
     influx_token: str | None = Field(None, alias="INFLUX_TOKEN")
     influxdb_admin_password: str | None = Field(None, alias="INFLUXDB_ADMIN_PASSWORD")
     grafana_admin_password: str | None = Field(None, alias="GRAFANA_ADMIN_PASSWORD")
-    iota_deposit_address: str | None = Field(None, alias="IOTA_DEPOSIT_ADDRESS")
+    # The seller's address list as mounted for broker_auth (checked only when given).
+    deposit_addresses_file: Path | None = Field(None, alias="IOTA_DEPOSIT_ADDRESSES_FILE")
     seed_demo: bool = Field(False, alias="SEED_DEMO")
     demo_device_password: str | None = Field(None, alias="DEMO_DEVICE_PASSWORD")
 
@@ -104,13 +105,29 @@ def preflight(s: InitSettings) -> list[str]:
             )
     if s.dynsec_admin_password == s.ingest_mqtt_password:
         problems.append("DYNSEC_ADMIN_PASSWORD and INGEST_MQTT_PASSWORD must differ")
-    address = s.iota_deposit_address
-    if address is not None and not ADDRESS.fullmatch(address):
-        problems.append(
-            "IOTA_DEPOSIT_ADDRESS must be your wallet's address: 81 trytes (A-Z and 9), "
-            "optionally with its 9-tryte checksum"
-        )
+    if s.deposit_addresses_file is not None:
+        problems += _address_file_problems(s.deposit_addresses_file)
     return problems
+
+
+def _address_file_problems(path: Path) -> list[str]:
+    how = (
+        "derive them from your own seed: iot-wallet addresses --seed-file jane.seed"
+        " --count 1000 > deposit-addresses.txt (DEPOSIT_ADDRESSES_FILE in .env)"
+    )
+    if not path.is_file():
+        return [f"no deposit-address file at {path}: {how}"]
+    lines = [x.strip() for x in path.read_text().splitlines()]
+    addresses = [x for x in lines if x and not x.startswith("#")]
+    bad = [i for i, a in enumerate(addresses, 1) if not ADDRESS.fullmatch(a)]
+    if not addresses:
+        return [f"the deposit-address file is empty: {how}"]
+    if bad:
+        return [
+            f"the deposit-address file has {len(bad)} line(s) that are not 81-tryte addresses"
+            f" (first: address {bad[0]})"
+        ]
+    return []
 
 
 def _password_matches(entry: dict[str, object], password: str) -> bool | None:

@@ -1,12 +1,14 @@
 """`make demo`: the Jane/John story, end to end, against a running `make run`.
 
-Only public interfaces are used: the HTTP API, MQTT and the devnet node, as John would.
+Only public interfaces are used: the HTTP API, MQTT, the devnet's Hornet node and its faucet,
+as John would. His order gets its own deposit address from Jane's pool.
 Each step prints what it did and how long it took.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import string
 import time
@@ -51,13 +53,15 @@ def main() -> int:
     s = StackSettings()
     api = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=10)
     node = f"http://127.0.0.1:{s.devnet_port}"
+    faucet = f"http://127.0.0.1:{s.faucet_port}"
+    os.environ.setdefault("IOTA_MWM", str(s.iota_mwm))  # Hornet refuses any other weight
     try:
         api.get("/healthz").raise_for_status()
     except httpx.HTTPError:
         print(f"The stack is not running on port {s.api_port}: start it with `make run` first.")
         return 1
     try:
-        run_story(api, node, s.mqtt_port)
+        run_story(api, node, faucet, s.mqtt_port)
     except DemoError as exc:
         print(f"\nDEMO FAILED: {exc}")
         return 1
@@ -65,7 +69,7 @@ def main() -> int:
     return 0
 
 
-def run_story(api: httpx.Client, node: str, mqtt_port: int) -> None:
+def run_story(api: httpx.Client, node: str, faucet: str, mqtt_port: int) -> None:
     anonymous = MqttProbe(mqtt_port)
 
     def free_averages() -> None:
@@ -102,7 +106,7 @@ def run_story(api: httpx.Client, node: str, mqtt_port: int) -> None:
         order: dict[str, object] = r.json()
         print(
             f"   order {order['order_id']}: pay {order['amount_iota']} iota to"
-            f" {str(order['address'])[:20]}... with tag {order['tag']}"
+            f" {str(order['address'])[:20]}... (this order's own address) tag {order['tag']}"
         )
         return order
 
@@ -114,7 +118,7 @@ def run_story(api: httpx.Client, node: str, mqtt_port: int) -> None:
 
     def pay() -> None:
         amount = int(str(order["amount_iota"]))
-        payments.fund_from_faucet(node, seed, amount * 2)
+        payments.fund_from_faucet(faucet, node, seed, amount * 2)
         result = payments.pay(node, seed, str(order["address"]), str(order["tag"]), amount)
         print(f"   bundle {result.bundle_hash} sent from John's own seed")
 
@@ -129,7 +133,7 @@ def run_story(api: httpx.Client, node: str, mqtt_port: int) -> None:
         print(f"   order confirmed: paid {o['paid_iota']} iota, confirmed {o['confirmed_iota']}")
         return o
 
-    step("4a. the devnet confirms the transfer (milestone)", confirmed)
+    step("4a. Hornet's coordinator confirms the transfer (milestone)", confirmed)
 
     buyer = MqttProbe(mqtt_port, username, password)
 

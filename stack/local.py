@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack import procs
+from stack import procs, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets
 from stack.settings import StackSettings
@@ -59,6 +59,9 @@ def service_environment(
         "MONGO_URL": mongo_url,
         "INFLUX_URL": f"http://127.0.0.1:{s.victoria_port}",
         "IOTA_NODE_URL": f"http://127.0.0.1:{s.devnet_port}",
+        "IOTA_FAUCET_URL": f"http://127.0.0.1:{s.faucet_port}",
+        "IOTA_MWM": str(s.iota_mwm),
+        "IOTA_DEPOSIT_ADDRESSES_FILE": str(s.data_dir / seller_pool.POOL_FILE),
         "API_HOST": "127.0.0.1",
         "API_PORT": str(s.api_port),
         "INGEST_METRICS_PORT": str(s.ingest_metrics_port),
@@ -90,17 +93,40 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             data,
         ),
         _program(
-            "devnet",
+            "hornet",
             [
                 str(VENV_BIN / "iot-devnet"),
+                "node",
                 "--port",
                 str(s.devnet_port),
                 "--milestone-interval",
                 str(s.devnet_milestone_interval),
+                "--merkle-depth",
+                str(s.devnet_merkle_depth),
+                "--mwm",
+                str(s.iota_mwm),
+                "--data-dir",
+                str(data / "devnet"),
+                *(["--merkle-cache", s.devnet_merkle_cache] if s.devnet_merkle_cache else []),
+            ],
+            10,
+            data,
+        ),
+        _program(
+            "faucet",
+            [
+                str(VENV_BIN / "iot-devnet"),
+                "faucet",
+                "--port",
+                str(s.faucet_port),
+                "--node",
+                f"http://127.0.0.1:{s.devnet_port}",
+                "--mwm",
+                str(s.iota_mwm),
                 "--data-dir",
                 str(data / "devnet"),
             ],
-            10,
+            15,
             data,
         ),
         _program("broker_auth", [str(VENV_BIN / "iot-broker-auth")], 20, data),
@@ -157,6 +183,8 @@ def run(s: StackSettings | None = None) -> int:
     mongo_url = s.mongo_url or f"mongodb://127.0.0.1:{s.mongo_port}/"
     conf = write_supervisor_config(s, run_dir, embedded_mongo)
     secrets = ensure_secrets(data / "secrets.env")
+    pool = seller_pool.SellerPool(data, s.deposit_pool_target)
+    pool.ensure_file()
     env = {**os.environ, **service_environment(s, secrets, mongo_url)}
     supervisord = subprocess.Popen(
         [str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)], env=env, start_new_session=True
@@ -168,6 +196,7 @@ def run(s: StackSettings | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, forward)
     _announce_when_ready(s, supervisord, data)
+    pool.keep_topped_up(f"http://127.0.0.1:{s.api_port}", secrets["BROKER_ADMIN_TOKEN"])
     while True:
         try:
             return supervisord.wait()
@@ -189,7 +218,8 @@ def _announce_when_ready(
    API + portal   http://127.0.0.1:{s.api_port}/        (OpenAPI: /docs)
    MQTT           127.0.0.1:{s.mqtt_port}  TLS :{s.mqtt_tls_port}  WebSocket :{s.mqtt_ws_port}
    free averages  mosquitto_sub -p {s.mqtt_port} -t 'avg/#' -v
-   devnet node    http://127.0.0.1:{s.devnet_port}/
+   devnet         Hornet http://127.0.0.1:{s.devnet_port}/  faucet :{s.faucet_port}
+   seller seed    {data / "seller.seed"} (deposit addresses, iot-wallet sweep)
    time series    http://127.0.0.1:{s.victoria_port}/   (VictoriaMetrics, InfluxDB write API)
    admin token    BROKER_ADMIN_TOKEN in {data / "secrets.env"}
    TLS CA         {data / "mosquitto" / "tls" / "ca.crt"}

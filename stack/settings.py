@@ -24,6 +24,15 @@ class StackSettings(BaseSettings):
     mongo_url: str | None = Field(None, alias="MONGO_URL")
     victoria_port: int = Field(8428, alias="VICTORIA_PORT")
     devnet_port: int = Field(14265, alias="DEVNET_PORT")
-    devnet_milestone_interval: float = Field(2.0, alias="DEVNET_MILESTONE_INTERVAL")
+    faucet_port: int = Field(14266, alias="FAUCET_PORT")
+    # Hornet's coordinator: whole seconds between milestones, 2**depth milestones in its tree
+    # (depth 16: 65,536, 36 h at 2 s; built once, ~90 s on 2 cores).
+    devnet_milestone_interval: int = Field(2, alias="DEVNET_MILESTONE_INTERVAL", ge=1)
+    devnet_merkle_depth: int = Field(16, alias="DEVNET_MERKLE_DEPTH", ge=4, le=24)
+    iota_mwm: int = Field(5, alias="IOTA_MWM", ge=1, le=14)
+    # A directory with a prebuilt coordinator tree to share (the tests); empty: build one.
+    devnet_merkle_cache: str = Field("", alias="DEVNET_MERKLE_CACHE")
+    # The seller's deposit addresses: derived from .data/seller.seed, kept this many free.
+    deposit_pool_target: int = Field(50, alias="DEPOSIT_POOL_TARGET", ge=1)
     ingest_metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT")
     sim_rate_hz: float = Field(2.0, alias="SIM_RATE_HZ")

@@ -18,12 +18,17 @@ from stack.mqtt_probe import MqttProbe
 def _stack_env(data_dir: Path) -> dict[str, str]:
     names = [
         "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
-        "FERRETDB_DEBUG_PORT", "VICTORIA_PORT", "DEVNET_PORT", "INGEST_METRICS_PORT",
+        "FERRETDB_DEBUG_PORT", "VICTORIA_PORT", "DEVNET_PORT", "FAUCET_PORT",
+        "INGEST_METRICS_PORT",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
     env.update({name: str(procs.free_port()) for name in names})
     env["IOT_DATA_DIR"] = str(data_dir)
-    env["DEVNET_MILESTONE_INTERVAL"] = "0.5"
+    env["DEVNET_MILESTONE_INTERVAL"] = "1"
+    # The tests' coordinator tree (built once, shared) instead of make run's deeper own one.
+    env["DEVNET_MERKLE_DEPTH"] = str(procs.TEST_MERKLE_DEPTH)
+    env["DEVNET_MERKLE_CACHE"] = str(procs.TEST_MERKLE_CACHE)
+    env["DEPOSIT_POOL_TARGET"] = "6"
     return env
 
 
@@ -55,7 +60,9 @@ def _products(env: dict[str, str]) -> list[dict[str, object]]:
 def _stop(runner: subprocess.Popen[bytes], env: dict[str, str]) -> None:
     runner.send_signal(signal.SIGINT)  # what Ctrl-C delivers
     assert runner.wait(60) == 0
-    for name in ("MQTT_PORT", "API_PORT", "FERRETDB_PORT", "VICTORIA_PORT", "DEVNET_PORT"):
+    for name in (
+        "MQTT_PORT", "API_PORT", "FERRETDB_PORT", "VICTORIA_PORT", "DEVNET_PORT", "FAUCET_PORT",
+    ):  # fmt: skip
         assert not procs.port_open(int(env[name])), f"{name} still open after Ctrl-C"
 
 
