@@ -160,12 +160,17 @@ class Watcher(BackgroundWorker):
 
     def _show_pending(self, watched: list[Doc]) -> None:
         now = utcnow()
+        # Orders not paid yet and still in their payment window, and any address still
+        # showing pending value (it drops to 0 once that bundle confirms or leaves).
         waiting = [
             d
             for d in watched
-            if int(d.get("accounted_iota", 0)) == 0
-            and d.get("order_expires_at") is not None
-            and as_utc(d["order_expires_at"]) > now
+            if int(d.get("pending_iota", 0)) > 0
+            or (
+                int(d.get("accounted_iota", 0)) == 0
+                and d.get("order_expires_at") is not None
+                and as_utc(d["order_expires_at"]) > now
+            )
         ]
         if not waiting:
             return

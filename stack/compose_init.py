@@ -116,7 +116,7 @@ def _address_file_problems(path: Path) -> list[str]:
         " --count 1000 > deposit-addresses.txt (DEPOSIT_ADDRESSES_FILE in .env)"
     )
     if not path.is_file():
-        return [f"no deposit-address file at {path}: {how}"]
+        return [f"no deposit-address file (IOTA_DEPOSIT_ADDRESSES_FILE): {how}"]
     lines = [x.strip() for x in path.read_text().splitlines()]
     addresses = [x for x in lines if x and not x.startswith("#")]
     bad = [i for i, a in enumerate(addresses, 1) if not ADDRESS.fullmatch(a)]

@@ -6,7 +6,7 @@ re-tagged copy is attached first, both halves of the double spend are broadcast)
 checks what broker_auth credited.
 
 Products: `slow` (3600 iota/h: 1 iota buys 1 s) on live/plug-1/#. Windows are short
-(ORDER_PAYMENT_WINDOW_S 4 s, LATE_PAYMENT_WINDOW_S 4 s) so closing can be seen.
+(ORDER_PAYMENT_WINDOW_S 8 s, LATE_PAYMENT_WINDOW_S 8 s) so closing can be seen.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from wallet import payments
 
 PRICE = 3600
 PASSWORD = "attack-password-1"
-WINDOW_S = 4.0
+WINDOW_S = 8.0
 POLL_PAUSE_S = 2.5  # several watcher polls and milestones
 
 

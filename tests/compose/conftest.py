@@ -49,8 +49,9 @@ ALL_SERVICES = {
     "ingest",
     "simulator",
     "devnet",
+    "faucet",
 }
-PROFILES = {"simulator": "demo", "devnet": "dev"}
+PROFILES = {"simulator": "demo", "devnet": "dev", "faucet": "dev"}
 
 
 def docker_compose() -> str:

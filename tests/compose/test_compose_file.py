@@ -25,7 +25,8 @@ from tests.compose.conftest import (
 
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
 INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
-PROJECT_SERVICES = {"init", "broker_auth", "ingest", "simulator", "devnet"}
+GO_IMAGE = "golang:1.22-bookworm"
+PROJECT_SERVICES = {"init", "broker_auth", "ingest", "simulator", "devnet", "faucet"}
 
 
 def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -97,8 +98,13 @@ def test_state_lives_in_named_volumes_and_binds_are_read_only_repo_files() -> No
     used: set[str] = set()
     for name, service in services(config).items():
         for volume in service.get("volumes", []):
-            source, _target, *mode = volume.split(":") if isinstance(volume, str) else [None]
+            source, target, *mode = volume.split(":") if isinstance(volume, str) else [None, None]
             assert source is not None, f"{name}: long volume syntax not expected"
+            if target == "/etc/iot/deposit-addresses.txt":
+                # The seller's own address list (DEPOSIT_ADDRESSES_FILE), not in the repository.
+                assert mode == ["ro"], f"{name}: the address list must be mounted read-only"
+                assert source.endswith("deposit-addresses.txt"), (name, volume)
+                continue
             if source.startswith("/"):
                 # Binds: configuration from the repository only, never state, never writable.
                 assert source.startswith(str(REPO) + "/"), (name, volume)
@@ -123,14 +129,17 @@ def test_project_services_run_the_project_image_and_its_console_scripts() -> Non
         "ingest": "iot-ingest",
         "simulator": "iot-sim",
         "devnet": "iot-devnet",
+        "faucet": "iot-devnet",
     }
     for name, script in expected.items():
         command = services(config)[name]["command"]
         assert command[0] == script and script in scripts, name
-    assert services(config)["devnet"]["command"][1:3] == ["--host", "0.0.0.0"]
+    assert services(config)["devnet"]["command"][1:4] == ["node", "--api-host", "0.0.0.0"]
+    assert services(config)["faucet"]["command"][1:4] == ["faucet", "--host", "0.0.0.0"]
     assert services(config)["init"]["command"] == ["python", "-m", "stack.compose_init"]
     assert services(config)["simulator"]["profiles"] == ["demo"]
     assert services(config)["devnet"]["profiles"] == ["dev"]
+    assert services(config)["faucet"]["profiles"] == ["dev"]
 
 
 def test_project_services_get_the_contract_names() -> None:
@@ -218,7 +227,6 @@ def test_required_secrets_use_the_error_form() -> None:
         "INFLUX_TOKEN",
         "INFLUXDB_ADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
-        "IOTA_DEPOSIT_ADDRESS",
     ):
         uses = re.findall(r"\$\{" + secret + r"(:?[-?])?[^}]*\}", text)
         assert uses and all(u == ":?" for u in uses), secret
@@ -235,7 +243,9 @@ def test_env_example_documents_every_variable_and_holds_placeholders_only() -> N
     for key, value in env_example().items():
         if SECRET_NAME.search(key):
             assert value.startswith("change-me"), f"{key} must be a change-me placeholder"
-    assert not re.fullmatch(r"[A-Z9]{81}", env_example()["IOTA_DEPOSIT_ADDRESS"])
+    # No deposit address at all: the seller derives her own list from her own seed.
+    assert "IOTA_DEPOSIT_ADDRESS" not in env_example()
+    assert env_example()["DEPOSIT_ADDRESSES_FILE"] == "./deposit-addresses.txt"
     gitignore = (REPO / ".gitignore").read_text().split()
     assert ".env" in gitignore
     assert ENV_EXAMPLE.name != ".env"
@@ -268,7 +278,9 @@ def test_public_and_admin_ports() -> None:
 def test_dockerfile_builds_a_slim_non_root_image_without_secrets() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     froms = re.findall(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
-    assert froms and all(f == "python:3.11-slim" for f in froms)
+    # A Go stage builds Hornet (the dev profile's node); the image itself is python:3.11-slim.
+    assert froms[-1] == "python:3.11-slim" and set(froms) <= {"python:3.11-slim", GO_IMAGE}
+    assert "github.com/gohornet/hornet@v0.5.6" in dockerfile
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert not re.search(r"^(ENV|ARG)\s+.*(PASSWORD|TOKEN|SECRET)", dockerfile, re.M | re.I)

@@ -34,11 +34,12 @@ def test_dev_env_passes_compose_and_the_init_preflight(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_secrets_are_fresh_and_the_address_is_left_to_the_owner() -> None:
+def test_secrets_are_fresh_and_the_addresses_are_left_to_the_owner() -> None:
     first, second = generate(), generate()
     for key, value in env_example().items():
         if value.startswith("change-me"):
             assert len(first[key]) == 32 and first[key] != second[key], key
         else:
             assert first[key] == value, key
-    assert first["IOTA_DEPOSIT_ADDRESS"] == env_example()["IOTA_DEPOSIT_ADDRESS"]
+    assert first["DEPOSIT_ADDRESSES_FILE"] == env_example()["DEPOSIT_ADDRESSES_FILE"]
+    assert "IOTA_DEPOSIT_ADDRESS" not in first

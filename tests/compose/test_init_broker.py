@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_auth import acl_model
 from stack import mosquitto_conf, procs
+from stack.secrets import random_address
 from tests.compose.conftest import REPO, compose_config, run_init
 
 DOCKER_CONF = REPO / "mosquitto" / "docker" / "mosquitto.conf"
 TEMPLATE = REPO / "mosquitto" / "mosquitto.conf.template"
-TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
 
 
 def valid_env() -> dict[str, str]:
@@ -39,8 +40,17 @@ def valid_env() -> dict[str, str]:
         "INFLUX_TOKEN": secrets.token_urlsafe(32),
         "INFLUXDB_ADMIN_PASSWORD": secrets.token_urlsafe(12),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(12),
-        "IOTA_DEPOSIT_ADDRESS": "".join(secrets.choice(TRYTES) for _ in range(81)),
+        "IOTA_DEPOSIT_ADDRESSES_FILE": str(address_file()),
     }
+
+
+def address_file() -> Path:
+    """A seller's address list as broker_auth gets it mounted (random Kerl-shaped addresses)."""
+    fd, name = tempfile.mkstemp(prefix="deposit-addresses-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write("# derived with iot-wallet addresses\n")
+        f.writelines(random_address() + "\n" for _ in range(3))
+    return Path(name)
 
 
 def container_paths() -> dict[str, str]:
@@ -307,7 +317,7 @@ def test_rerun_keeps_the_files_and_rotation_applies_new_passwords(broker: Broker
     [
         ({"BROKER_ADMIN_TOKEN": "change-me-broker-admin-token"}, "BROKER_ADMIN_TOKEN"),
         ({"INFLUXDB_ADMIN_PASSWORD": "abc1234"}, "INFLUXDB_ADMIN_PASSWORD"),
-        ({"IOTA_DEPOSIT_ADDRESS": "REPLACE-WITH-YOUR-81-TRYTE-DEPOSIT-ADDRESS"}, "IOTA_DEPOSIT"),
+        ({"IOTA_DEPOSIT_ADDRESSES_FILE": "/nonexistent/deposit-addresses.txt"}, "deposit-address"),
         ({"SEED_DEMO": "true", "DEMO_DEVICE_PASSWORD": "change-me-demo"}, "DEMO_DEVICE_PASSWORD"),
         ({"DYNSEC_ADMIN_PASSWORD": None}, "DYNSEC_ADMIN_PASSWORD"),
     ],
