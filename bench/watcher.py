@@ -64,6 +64,7 @@ def fill(store: Store, watched: int, history: int) -> None:
     now = dt.datetime.now(dt.UTC)
     later = now + dt.timedelta(days=1)
     docs: list[Doc] = []
+    watchlist: list[Doc] = []
     orders: list[Doc] = []
     for i in range(watched):
         address, order_id = random_address(), f"w{i}-{secrets.token_hex(4)}"
@@ -74,6 +75,15 @@ def fill(store: Store, watched: int, history: int) -> None:
                 "order_id": order_id,
                 "accounted_iota": 0,
                 "added_at": now,
+            }
+        )
+        watchlist.append(
+            {
+                "_id": address,
+                "order_id": order_id,
+                "accounted_iota": 0,
+                "pending_iota": 0,
+                "bundles": [],
                 "watch_until": later,
                 "order_expires_at": later,
             }
@@ -106,6 +116,7 @@ def fill(store: Store, watched: int, history: int) -> None:
         )
     for collection, batch in (
         (store.deposit_addresses, docs),
+        (store.watchlist, watchlist),
         (store.orders, orders),
         (store.payments, payments),
     ):
@@ -132,7 +143,7 @@ def measure_case(
         Grants(store, projector),
         stray_scan_interval_s=1e9,
     )
-    watcher._next_stray_scan = float("inf")
+    watcher._next_maintenance = float("inf")
     watcher.poll_once()  # warm: connections, caches
     counting.calls.clear()
     seconds = []

@@ -9,8 +9,13 @@ insert succeeds; the loser tries the next one. The pool document is flipped to `
 after the insert; a crash in between leaves a free document whose address an order holds,
 which the next taker finds (its insert fails), repairs and skips.
 
-`accounted_iota` is how much of the address's confirmed ledger value has been recorded as
-payments (credited or unmatched); payments.py moves it with a compare-and-set.
+The watcher's working set is the `watchlist` collection: one document per `assigned` address
+(order, window, `accounted_iota`, `pending_iota`, bundles named so far), inserted with the order
+and deleted when the address closes, so a poll reads exactly the watched addresses however large
+the pool and its history grow. `accounted_iota` is how much of the address's confirmed ledger
+value has been recorded as payments (credited or unmatched); payments.py moves it with a
+compare-and-set on the watch-list document while the address is watched and on the pool
+document otherwise, and the pool document's copy is what the seller's listing shows.
 """
 
 from __future__ import annotations
@@ -147,18 +152,7 @@ class DepositAddresses:
                 self._repair(address)  # an order holds it already (a race, or a crash)
                 skipped.add(address)
                 continue
-            self.col.update_one(
-                {"_id": address},
-                {
-                    "$set": {
-                        "state": "assigned",
-                        "order_id": order_id,
-                        "assigned_at": utcnow(),
-                        "watch_until": watch_until,
-                        "order_expires_at": order_expires_at,
-                    }
-                },
-            )
+            self._watch(address, order_id, watch_until, order_expires_at, doc)
             self._after_take()
             return address
         raise UnavailableError("deposit addresses are contended; try again")
@@ -177,23 +171,43 @@ class DepositAddresses:
             )
         return spent
 
+    def _watch(
+        self,
+        address: str,
+        order_id: str,
+        watch_until: dt.datetime,
+        order_expires_at: dt.datetime,
+        pool_doc: Doc,
+    ) -> None:
+        """Watch-list entry first, then the pool state: a crash between leaves a free pool
+        document an order holds, which the next taker repairs (see `take`)."""
+        entry: Doc = {
+            "order_id": order_id,
+            "watch_until": watch_until,
+            "order_expires_at": order_expires_at,
+        }
+        if self.store.watchlist.find_one({"_id": address}, {"_id": 1}) is None:
+            entry.update(accounted_iota=int(pool_doc.get("accounted_iota", 0)), pending_iota=0)
+            entry["bundles"] = []
+        self.store.watchlist.update_one({"_id": address}, {"$set": entry}, upsert=True)
+        self.col.update_one(
+            {"_id": address},
+            {"$set": {"state": "assigned", "order_id": order_id, "assigned_at": utcnow()}},
+        )
+
     def _repair(self, address: str) -> None:
         order = self.store.orders.find_one(
             {"address": address}, {"_id": 1, "watch_until": 1, "expires_at": 1}
         )
-        if order is None:
+        pool_doc = self.col.find_one({"_id": address})
+        if order is None or pool_doc is None or pool_doc.get("state") != "free":
             return
-        self.col.update_one(
-            {"_id": address, "state": "free"},
-            {
-                "$set": {
-                    "state": "assigned",
-                    "order_id": order["_id"],
-                    "assigned_at": utcnow(),
-                    "watch_until": order.get("watch_until"),
-                    "order_expires_at": order.get("expires_at"),
-                }
-            },
+        self._watch(
+            address,
+            str(order["_id"]),
+            as_utc(order["watch_until"]),
+            as_utc(order["expires_at"]),
+            pool_doc,
         )
 
     def _after_take(self) -> None:
@@ -208,21 +222,33 @@ class DepositAddresses:
 
     # -- watching --------------------------------------------------------------------------
     def watched(self) -> list[Doc]:
-        return list(self.col.find({"state": "assigned"}))
+        return list(self.store.watchlist.find())
 
     def extend_watch(self, address: str, until: dt.datetime) -> None:
-        doc = self.col.find_one({"_id": address}, {"watch_until": 1})
-        if doc is not None and (
-            doc.get("watch_until") is None or as_utc(doc["watch_until"]) < until
-        ):
-            self.col.update_one({"_id": address}, {"$set": {"watch_until": until}})
+        doc = self.store.watchlist.find_one({"_id": address}, {"watch_until": 1})
+        if doc is None:
+            return
+        if doc.get("watch_until") is None or as_utc(doc["watch_until"]) < until:
+            self.store.watchlist.update_one({"_id": address}, {"$set": {"watch_until": until}})
+
+    def mirror_accounted(self, address: str, value: int) -> None:
+        """The seller's listing shows what the watcher accounted (its own copy, by `_id`)."""
+        self.col.update_one({"_id": address}, {"$max": {"accounted_iota": value}})
 
     def close(self, address: str) -> bool:
-        r = self.col.update_one(
-            {"_id": address, "state": "assigned"},
-            {"$set": {"state": "closed", "closed_at": utcnow()}},
+        """The window is over: the pool document takes the final value; unwatched from now."""
+        entry = self.store.watchlist.find_one({"_id": address})
+        if entry is None:
+            return False
+        self.col.update_one(
+            {"_id": address},
+            {
+                "$set": {"state": "closed", "closed_at": utcnow()},
+                "$max": {"accounted_iota": int(entry.get("accounted_iota", 0))},
+            },
         )
-        return bool(r.modified_count)
+        self.store.watchlist.delete_one({"_id": address})
+        return True
 
     def unheld(self) -> list[Doc]:
         """Addresses no watched order holds (free or closed, not swept): for stray value."""

@@ -42,6 +42,10 @@ class Store:
         self.payments: Collection[Doc] = self.db["payments"]
         self.grants: Collection[Doc] = self.db["grants"]
         self.deposit_addresses: Collection[Doc] = self.db["deposit_addresses"]
+        # The addresses being watched, and nothing else: the watcher scans it every poll, so its
+        # size is the watched orders' (FerretDB scans a whole collection for any query but an
+        # `_id` equality, whatever the indexes). See addresses.py.
+        self.watchlist: Collection[Doc] = self.db["watchlist"]
 
     def migrate(self) -> None:
         """Data of the single-address era: orders then shared one address (kept apart now)."""

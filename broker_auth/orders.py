@@ -119,10 +119,11 @@ class Orders:
             int(p.get("amount_iota", 0))
             for p in self.store.payments.find({"order_id": doc["_id"]}, {"amount_iota": 1})
         )
-        held = self.store.deposit_addresses.find_one(
-            {"_id": doc.get("address"), "order_id": doc["_id"]}, {"pending_iota": 1}
+        held = self.store.watchlist.find_one(
+            {"_id": doc.get("address")}, {"pending_iota": 1, "order_id": 1}
         )
-        paid = confirmed + int((held or {}).get("pending_iota", 0))
+        pending = int(held.get("pending_iota", 0)) if held and held["order_id"] == doc["_id"] else 0
+        paid = confirmed + pending
         expires_at = as_utc(doc["expires_at"])
         return OrderOut(
             order_id=str(doc["_id"]),

@@ -5,8 +5,10 @@ from the tangle. A payment covers one step of that value, from `from_iota` (what
 accounted for on the address) to `to_iota` (the confirmed balance seen), and its `_id` is
 `<address>:<from_iota>`: recording the same step twice, after a crash or from a second process,
 lands on the same document. Recording then moves the address's `accounted_iota` from
-`from_iota` to `to_iota` with a compare-and-set, so the next step starts where this one ended:
-never twice, never lost, without transactions.
+`from_iota` to `to_iota` with a compare-and-set (on its watch-list entry while watched, else on
+its pool document), so the next step starts where this one ended: never twice, never lost,
+without transactions. Two recorders starting from the same value (the stray scan and the
+watcher, two processes, a restart) produce the same id, so the first record stands.
 
 A payment is matched when an order held the address while it was watched; value on a pool
 address that no watched order holds is kept as unmatched. The bundles that paid are recorded
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 
+from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth import metrics
@@ -44,8 +47,14 @@ class Payments:
         ledger_index: int,
         order: Doc | None,
         bundles: list[str],
+        accounts: Collection[Doc] | None = None,
     ) -> Doc | None:
-        """Record the step from the accounted value to `balance` (None if nothing new)."""
+        """Record the step from the accounted value to `balance` (None if nothing new).
+
+        `address_doc` is the document of `accounts` (default: the pool) that holds the
+        address's `accounted_iota`.
+        """
+        accounts = self.store.deposit_addresses if accounts is None else accounts
         address = str(address_doc["_id"])
         start = int(address_doc.get("accounted_iota", 0))
         if balance <= start:
@@ -74,7 +83,7 @@ class Payments:
             if existing is None:  # pragma: no cover - deleted by hand meanwhile
                 return None
             doc, fresh = existing, False
-        self.store.deposit_addresses.update_one(
+        accounts.update_one(
             {"_id": address, "accounted_iota": start},
             {"$set": {"accounted_iota": int(doc["to_iota"])}},
         )
@@ -116,7 +125,8 @@ class Payments:
             self.events.payment(product, "unconfirmed", value)
 
     def to_credit(self) -> list[Doc]:
-        """Matched and not yet credited (also what a crash left half done)."""
+        """Matched and not yet credited (what a crash left half done). Scans every payment:
+        the watcher calls it at start and then every STRAY_SCAN_INTERVAL_S, not every poll."""
         return list(self.store.payments.find({"credited": False, "matched": True}))
 
     def confirmed_for(self, order_id: str) -> int:

@@ -1,16 +1,17 @@
 """Payment watcher: the confirmed ledger value of every watched deposit address, credited once.
 
 One poll:
-1. the watched addresses (pool state `assigned`: an order holds them and its window is open),
-   their confirmed balances from the ledger in batches, and each increase over what was
-   accounted recorded as a payment (payments.py) and credited to the order's grant;
+1. the watch list (one entry per address an order holds while its window is open), the
+   confirmed balances of those addresses from the ledger in batches, and each increase over
+   what was accounted recorded as a payment (payments.py) and credited to the order's grant;
 2. for orders still waiting for their first confirmation, the valid pending bundles paying
    them (shown as `paid_iota`, never credited);
-3. addresses whose window has passed are closed (the seller may sweep them);
-4. payments a crash left uncredited are credited.
-The work of a poll is bounded by the watched orders: closed and swept addresses, and the
-history of the tangle, are not read. Every `stray_scan_interval_s` the addresses no watched
-order holds (free or closed, not swept) are read once, and value on them is kept as unmatched.
+3. addresses whose window has passed are closed (the seller may sweep them).
+The work of a poll is bounded by the watched orders: it reads the watch list and documents by
+`_id` only, never the pool, the payments or the tangle's history. At start and then every
+`stray_scan_interval_s` a maintenance pass credits what a crash left uncredited and reads the
+addresses no watched order holds (free or closed, not swept): value on them is kept as
+unmatched.
 When the node is down the watcher retries with exponential backoff; balances are cumulative,
 so nothing is missed meanwhile.
 """
@@ -63,7 +64,8 @@ class Watcher(BackgroundWorker):
         self.last_ok: float | None = None
         self._node_warned = False
         self._store_warned = False
-        self._next_stray_scan = 0.0
+        self._next_maintenance = 0.0
+        self._retry: dict[str, Doc] = {}  # payments whose credit failed in this process
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll: Callable[[], bool] | None = None
 
@@ -115,11 +117,13 @@ class Watcher(BackgroundWorker):
         else:
             self.ledger.ledger_index()  # still tells whether the node answers
             self._node_answered()
-        for payment in self.payments.to_credit():
+        for payment in list(self._retry.values()):
             self._credit(payment, None)
-        if time.monotonic() >= self._next_stray_scan:
+        if time.monotonic() >= self._next_maintenance:
+            for payment in self.payments.to_credit():
+                self._credit(payment, None)
             self.scan_strays()
-            self._next_stray_scan = time.monotonic() + self.stray_scan_interval_s
+            self._next_maintenance = time.monotonic() + self.stray_scan_interval_s
 
     def _credit_increases(self, watched: list[Doc]) -> None:
         balances = self.ledger.confirmed_balances([str(d["_id"]) for d in watched])
@@ -131,25 +135,33 @@ class Watcher(BackgroundWorker):
             if balance <= int(doc.get("accounted_iota", 0)):
                 continue
             order = self.store.orders.find_one({"_id": doc.get("order_id")})
+            bundles = self._evidence(address, {str(b) for b in doc.get("bundles", [])})
             payment = self.payments.record_increase(
-                doc, balance, balances.ledger_index, order, self._evidence(address)
+                doc, balance, balances.ledger_index, order, bundles, self.store.watchlist
             )
-            if payment is not None and order is not None:
+            if payment is None:
+                continue
+            self.store.watchlist.update_one(
+                {"_id": address}, {"$addToSet": {"bundles": {"$each": payment["bundles"]}}}
+            )
+            self.pool.mirror_accounted(address, int(payment["to_iota"]))
+            if order is not None:
                 self._credit(payment, seen_at)
 
-    def _evidence(self, address: str) -> list[str]:
+    def _evidence(self, address: str, named: set[str]) -> list[str]:
         """Confirmed bundles to the address not named by an earlier payment of it."""
         try:
-            confirmed = {
-                b.bundle_hash for b in self.ledger.bundles_paying([address]) if b.confirmed
-            }
+            seen = self.ledger.bundles_paying([address])
         except Exception as exc:  # evidence is for people: the amount stands without it
             log.warning("watcher: no bundle evidence for %s (%s)", address, exc)
             return []
-        return sorted(confirmed - self.payments.bundles_of(address))
+        return sorted({b.bundle_hash for b in seen if b.confirmed} - named)
 
     def _credit(self, payment: Doc, seen_at: float | None) -> None:
+        pid = str(payment["_id"])
+        self._retry[pid] = payment  # until the credit is through (it is idempotent)
         self.grants.credit(payment, confirmed_seen_at=seen_at)
+        del self._retry[pid]
         # Keep watching the address while the grant it paid for runs.
         grant = self.store.grants.find_one(
             {"_id": grant_id(str(payment["username"]), str(payment["product_id"]))},
@@ -183,9 +195,7 @@ class Watcher(BackgroundWorker):
             before = int(doc.get("pending_iota", 0))
             if value == before:
                 continue
-            self.store.deposit_addresses.update_one(
-                {"_id": doc["_id"]}, {"$set": {"pending_iota": value}}
-            )
+            self.store.watchlist.update_one({"_id": doc["_id"]}, {"$set": {"pending_iota": value}})
             if value > before:
                 self.payments.seen_pending(doc, value - before)
 
@@ -195,7 +205,7 @@ class Watcher(BackgroundWorker):
             until = doc.get("watch_until")
             if until is None or as_utc(until) > now:
                 continue
-            fresh = self.store.deposit_addresses.find_one({"_id": doc["_id"]}, {"watch_until": 1})
+            fresh = self.store.watchlist.find_one({"_id": doc["_id"]}, {"watch_until": 1})
             if fresh is not None and as_utc(fresh["watch_until"]) > now:
                 continue  # a credit just extended it
             if self.pool.close(str(doc["_id"])):
@@ -212,7 +222,7 @@ class Watcher(BackgroundWorker):
         for doc in unheld:
             address = str(doc["_id"])
             if balances.values.get(address, 0) > int(doc.get("accounted_iota", 0)):
-                bundles = self._evidence(address)
+                bundles = self._evidence(address, self.payments.bundles_of(address))
                 if self.payments.record_increase(
                     doc, balances.values[address], balances.ledger_index, None, bundles
                 ):
