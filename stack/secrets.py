@@ -13,8 +13,9 @@ from pathlib import Path
 
 TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
 
-# Kerl addresses end in a zero trit and nodes refuse value transfers to any other address: the
-# last tryte must have a zero third trit (values -4..4).
+# Random addresses nobody holds a seed of (tests, benchmarks): Kerl addresses end in a zero trit
+# and nodes refuse value transfers to any other address, so the last tryte must have a zero
+# third trit (values -4..4).
 LAST_TRYTES = "9ABCDWXYZ"
 
 
@@ -30,9 +31,6 @@ GENERATED: dict[str, Callable[[], str]] = {
     # Mosquitto 2.0 lets any client that connects with a known client id take over that session,
     # anonymous ones too: the worker's persistent session gets an id nobody can guess.
     "INGEST_CLIENT_ID": lambda: f"ingest-{secrets.token_hex(12)}",
-    # Jane's deposit address. The service never holds a seed: in production set the address of
-    # your own wallet; for the local demo random trytes do.
-    "IOTA_DEPOSIT_ADDRESS": random_address,
 }
 
 

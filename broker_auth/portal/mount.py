@@ -47,6 +47,8 @@ class PortalSettings(BaseSettings):
     # Node URL printed in the wallet command line; the API's own IOTA_NODE_URL by default.
     iota_node_public_url: str | None = Field(None, alias="IOTA_NODE_PUBLIC_URL")
     iota_node_url: str = Field("http://127.0.0.1:14265", alias="IOTA_NODE_URL")
+    # The node's minimum weight magnitude when it is not IRI's 14 (the devnet's Hornet: 5).
+    iota_mwm: int | None = Field(None, alias="IOTA_MWM", ge=1, le=14)
 
     @property
     def avg_window(self) -> str:
@@ -74,6 +76,7 @@ def portal_config(settings: PortalSettings, request: Request) -> dict[str, Any]:
         "avg_topic_prefix": settings.avg_topic_prefix,
         "avg_window": settings.avg_window,
         "iota_node_url": settings.iota_node_public_url or settings.iota_node_url,
+        "iota_mwm": settings.iota_mwm,
     }
 
 

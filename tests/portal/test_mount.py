@@ -69,7 +69,9 @@ def test_index_and_static_files() -> None:
 
 
 def test_config_defaults_to_the_page_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MQTT_WS_PUBLIC_URL", "MQTT_WS_PORT", "INGEST_WINDOWS", "IOTA_NODE_PUBLIC_URL"):
+    for name in (
+        "MQTT_WS_PUBLIC_URL", "MQTT_WS_PORT", "INGEST_WINDOWS", "IOTA_NODE_PUBLIC_URL", "IOTA_MWM",
+    ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IOTA_NODE_URL", "http://127.0.0.1:14999")
     client = TestClient(make_app(False), base_url="http://portal.example:8000")
@@ -80,6 +82,7 @@ def test_config_defaults_to_the_page_host(monkeypatch: pytest.MonkeyPatch) -> No
         "avg_topic_prefix": "avg",
         "avg_window": "1m",
         "iota_node_url": "http://127.0.0.1:14999",
+        "iota_mwm": None,
     }
     proxied = client.get("/portal-config.json", headers={"X-Forwarded-Proto": "https"})
     assert proxied.json()["mqtt_ws_url"] == "wss://portal.example:9001"
@@ -89,11 +92,13 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MQTT_WS_PUBLIC_URL", "wss://broker.example.com/mqtt")
     monkeypatch.setenv("INGEST_WINDOWS", "15m,1m")
     monkeypatch.setenv("IOTA_NODE_PUBLIC_URL", "https://node.example.com")
+    monkeypatch.setenv("IOTA_MWM", "5")
     client = TestClient(make_app(False))
     config = client.get("/portal-config.json").json()
     assert config["mqtt_ws_url"] == "wss://broker.example.com/mqtt"
     assert config["avg_window"] == "15m"
     assert config["iota_node_url"] == "https://node.example.com"
+    assert config["iota_mwm"] == 5
 
 
 def test_ws_port_follows_mqtt_ws_port(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import urllib.request
 
 from playwright.sync_api import Browser, Page, expect
 
+from tests.devnet_fixture import TEST_MWM
 from tests.portal.conftest import ARTIFACTS, DEMO_PRODUCT, PortalStack
 
 ORDER_HOURS = 0.01  # 5 iota at the demo price of 500 iota/h: 36 s of access
@@ -109,6 +110,7 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     assert command.startswith("iot-wallet pay ") and "--seed-file " in command
     assert f"--address {address}" in command and f"--tag {tag}" in command
     assert f"--amount {amount}" in command and portal_stack.node_url in command
+    assert command.endswith(f"--mwm {TEST_MWM}")  # Hornet refuses pyota's default weight
     qr_dark = page.evaluate(
         """() => { const c = document.getElementById("pay-qr");
           const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;

@@ -21,6 +21,8 @@ export function walletCommand(order, config) {
     `--address ${order.address}`,
     `--tag ${order.tag}`,
     `--amount ${order.amount_iota}`,
+    // The node's proof-of-work weight, when it is not pyota's default (the devnet's Hornet).
+    ...(config.iota_mwm ? [`--mwm ${config.iota_mwm}`] : []),
   ].join(" ");
 }
 
