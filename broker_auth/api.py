@@ -72,26 +72,33 @@ EBODY: dict[int | str, dict[str, Any]] = {
 
 
 class BodyLimit:
-    """Refuse request bodies over a size limit (413), declared or streamed."""
+    """Refuse request bodies over a size limit (413), declared or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `per_path` raises the limit for the given paths (the seller's address imports).
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(str(scope.get("path", "")), self.default_max_bytes)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > max_bytes
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await JSONResponse(
-                        {"detail": f"request body over {self.max_bytes} bytes"}, 413
-                    )(scope, receive, send)
+                    await JSONResponse({"detail": f"request body over {max_bytes} bytes"}, 413)(
+                        scope, receive, send
+                    )
                     return
         seen = 0
 
@@ -100,7 +107,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     # Cut the stream: the truncated body then fails JSON parsing (a 4xx).
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
@@ -149,7 +156,11 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.HTTP_SECONDS.labels(route).observe(time.monotonic() - started)
         return response
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    imports = {
+        "/api/deposit-addresses": settings.max_import_body_bytes,
+        "/api/deposit-addresses/swept": settings.max_import_body_bytes,
+    }
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path=imports)
     _install_error_handlers(app)
     _install_routes(app)
     # The buyer's web portal at / (static files; see broker_auth/portal).

@@ -151,11 +151,12 @@ class PaymentOut(BaseModel):
     bundles: list[str] = Field(description="confirmed, valid bundles that paid (evidence)")
 
 
-MAX_ADDRESSES_PER_CALL = 10_000
+# 1,000 a call keeps any body the schema allows (even \u-escaped) under MAX_IMPORT_BODY_BYTES.
+MAX_ADDRESSES_PER_CALL = 1000
 
 
 class DepositAddressesIn(_Strict):
-    addresses: list[Annotated[str, Field(max_length=100)]] = Field(
+    addresses: list[Annotated[str, Field(max_length=90)]] = Field(
         min_length=1,
         max_length=MAX_ADDRESSES_PER_CALL,
         description="81-tryte addresses (or 90 with checksum) derived from the seller's seed",

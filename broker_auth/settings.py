@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     signup_max_per_ip: int = Field(30, alias="SIGNUP_MAX_PER_IP", ge=1)
     signup_window_s: float = Field(3600.0, alias="SIGNUP_WINDOW_S", gt=0)
     max_body_bytes: int = Field(16384, alias="MAX_BODY_BYTES", ge=256)
+    # The seller's address lists (up to 1,000 addresses a call; admin routes).
+    max_import_body_bytes: int = Field(1 << 20, alias="MAX_IMPORT_BODY_BYTES", ge=256)
 
     # Business events (InfluxDB v2 write API; VictoriaMetrics locally)
     influx_url: str = Field("http://127.0.0.1:8428", alias="INFLUX_URL")

@@ -66,6 +66,7 @@ class Watcher(BackgroundWorker):
         self._store_warned = False
         self._next_maintenance = 0.0
         self._retry: dict[str, Doc] = {}  # payments whose credit failed in this process
+        self._drops_warned: set[str] = set()
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll: Callable[[], bool] | None = None
 
@@ -132,7 +133,17 @@ class Watcher(BackgroundWorker):
         for doc in watched:
             address = str(doc["_id"])
             balance = balances.values.get(address, 0)
-            if balance <= int(doc.get("accounted_iota", 0)):
+            accounted = int(doc.get("accounted_iota", 0))
+            if balance < accounted and address not in self._drops_warned:
+                # Spent from outside the sweep: nothing is credited until it exceeds `accounted`.
+                log.warning(
+                    "watched address %s holds %d iota, %d were accounted: it was spent from",
+                    address,
+                    balance,
+                    accounted,
+                )
+                self._drops_warned.add(address)
+            if balance <= accounted:
                 continue
             order = self.store.orders.find_one({"_id": doc.get("order_id")})
             bundles = self._evidence(address, {str(b) for b in doc.get("bundles", [])})

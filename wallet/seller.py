@@ -161,10 +161,10 @@ def sweep(
     swept: list[str] = []
     bundles: list[str] = []
     total = 0
-    if empty:  # nothing to move: retire them all the same
-        body = {"addresses": empty, "bundle": "9" * 81}
+    for start in range(0, len(empty), PAGE):  # nothing to move: retire them all the same
+        body = {"addresses": empty[start : start + PAGE], "bundle": "9" * 81}
         _admin(api_url, admin_token, "POST", "/api/deposit-addresses/swept", body)
-        swept += empty
+    swept += empty
     for group in _chunks(inputs, MAX_INPUTS_PER_BUNDLE):
         value = sum(int(a.balance or 0) for a in group)
         bundle = ProposedBundle([ProposedTransaction(address=receiver, value=value, tag=SWEEP_TAG)])

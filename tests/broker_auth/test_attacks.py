@@ -436,3 +436,17 @@ def test_spent_addresses_are_refused_by_the_pool_and_by_the_wallet(arena: Arena)
     assert (
         arena.http().post("/api/deposit-addresses", json={"addresses": [spent]}).status_code == 401
     )
+
+
+def test_a_thousand_addresses_load_in_one_call(arena: Arena) -> None:
+    # Far over the general 16 KiB body limit: the import routes take up to 1,000 addresses.
+    fresh = [random_address() for _ in range(1000)]
+    r = arena.http().post(
+        "/api/deposit-addresses", json={"addresses": fresh}, headers=arena.stack.admin
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"added": 1000, "already_known": 0, "refused": []}
+    too_many = arena.http().post(
+        "/api/deposit-addresses", json={"addresses": [*fresh, fresh[0]]}, headers=arena.stack.admin
+    )
+    assert too_many.status_code == 422
