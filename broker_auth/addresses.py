@@ -189,7 +189,13 @@ class DepositAddresses:
         if self.store.watchlist.find_one({"_id": address}, {"_id": 1}) is None:
             entry.update(accounted_iota=int(pool_doc.get("accounted_iota", 0)), pending_iota=0)
             entry["bundles"] = []
-        self.store.watchlist.update_one({"_id": address}, {"$set": entry}, upsert=True)
+        try:
+            self.store.watchlist.update_one({"_id": address}, {"$set": entry}, upsert=True)
+        except DuplicateKeyError:  # the taker and a repairer upserted at once: it exists now
+            entry.pop("accounted_iota", None)
+            entry.pop("pending_iota", None)
+            entry.pop("bundles", None)
+            self.store.watchlist.update_one({"_id": address}, {"$set": entry})
         self.col.update_one(
             {"_id": address},
             {"$set": {"state": "assigned", "order_id": order_id, "assigned_at": utcnow()}},

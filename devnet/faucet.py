@@ -6,11 +6,14 @@ address), waits until a milestone confirms it, and answers every request of the 
 genesis address signs exactly one bundle (W-OTS keys are one-time): a round that fails after
 signing re-sends the same signed bundle until it confirms, and the next round starts from the
 change address. The index of the funded genesis address is kept in `faucet.state` beside the
-seed, and checked against the ledger at start.
+seed, and checked against the ledger at start; a signed bundle is kept in `faucet.signed.json`
+until it is confirmed, so a round cut short (node down, faucet killed) sends that same bundle
+again instead of signing another one with the same key.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -84,6 +87,7 @@ class Faucet:
         self.seed = Seed(seed_file.read_text().strip().encode())
         self.mwm = mwm
         self.state_file = seed_file.with_name("faucet.state")
+        self.signed_file = seed_file.with_name("faucet.signed.json")
         self.queue: queue.Queue[_Request] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faucet", daemon=True)
@@ -142,7 +146,20 @@ class Faucet:
                     if not r.answer.done():
                         r.answer.set_exception(exc)
 
+    def _finish_signed(self) -> None:
+        """A bundle signed by an earlier round that did not see it confirmed (node down, a
+        crash): send exactly that bundle again until it confirms; never sign anew meanwhile."""
+        if not self.signed_file.exists():
+            return
+        pending = json.loads(self.signed_file.read_text())
+        trytes = [TransactionTrytes(t.encode()) for t in pending["trytes"]]
+        self._send_until_confirmed(trytes)
+        self.state_file.write_text(f"{int(pending['index']) + 1}\n")
+        self.signed_file.unlink()
+        log.info("faucet: the bundle signed with genesis address %d is confirmed", pending["index"])
+
     def _round(self, batch: list[_Request]) -> None:
+        self._finish_signed()
         index, balance = self._funded_index()
         total = sum(r.value for r in batch)
         if total > balance:
@@ -164,8 +181,13 @@ class Faucet:
         bundle.finalize()
         bundle.sign_inputs(KeyGenerator(self.seed))
         trytes = bundle.as_tryte_strings()
+        # Kept before it leaves: this key has signed, whatever happens to the round.
+        self.signed_file.write_text(
+            json.dumps({"index": index, "trytes": [str(t) for t in trytes]})
+        )
         tail = self._send_until_confirmed(trytes)
         self.state_file.write_text(f"{index + 1}\n")
+        self.signed_file.unlink()
         balances = self.api.get_balances([Address(r.address.encode()) for r in batch])["balances"]
         milestone = int(self.api.get_node_info()["latestSolidSubtangleMilestoneIndex"])
         for r, b in zip(batch, balances, strict=True):

@@ -7,7 +7,7 @@ import stat
 import time
 
 import pytest
-from iota import Address, Iota, ProposedTransaction, Tag
+from iota import Address, Iota, ProposedTransaction, Tag, Transaction
 from iota.crypto.types import Seed
 
 from devnet.hornet import genesis_address
@@ -143,5 +143,58 @@ def test_stopped_single_node_resumes_its_coordinator(
         assert Node(net).ok("getBalances", addresses=[address])["balances"] == ["77"]
         time.sleep(2.5)
         assert int(str(procs.iota_node_info(net.url)["latestMilestoneIndex"])) > int(str(before))
+    finally:
+        net.stop()
+
+
+def test_faucet_never_signs_twice_with_one_genesis_key(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import threading
+
+    import httpx
+
+    net = start_devnet(tmp_path_factory.mktemp("devnet-faucet-cut"), crash_safe=True)
+    try:
+        answers: list[int] = []
+
+        def ask() -> None:
+            r = httpx.post(
+                f"{net.faucet_url}/faucet",
+                json={"address": random_address(), "value": 9},
+                timeout=120,
+            )
+            answers.append(r.status_code)
+
+        first = threading.Thread(target=ask)
+        first.start()
+        time.sleep(0.3)  # the round is signed and being sent or confirmed
+        net.node.kill()
+        time.sleep(1.5)
+        net.node.start()
+        first.join(120)
+        for _ in range(3):  # later rounds go on from the next genesis address
+            ask()
+        assert answers[-3:] == [200, 200, 200], answers
+        # Every spend from any genesis address belongs to one bundle per address.
+        seed = net.genesis_seed_file.read_text().strip()
+        from iota.crypto.addresses import AddressGenerator
+        from iota.crypto.types import Seed
+
+        api = Iota(net.url)
+        for address in AddressGenerator(Seed(seed.encode()), 2).get_addresses(0, 6):
+            hashes = api.find_transactions(addresses=[address])["hashes"]
+            spends = (
+                {
+                    str(tx.bundle_hash)
+                    for tx in (
+                        Transaction.from_tryte_string(t) for t in api.get_trytes(hashes)["trytes"]
+                    )
+                    if tx.value < 0
+                }
+                if hashes
+                else set()
+            )
+            assert len(spends) <= 1, (str(address), spends)
     finally:
         net.stop()

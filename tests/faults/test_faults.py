@@ -173,6 +173,9 @@ def check_payments(
                 != truth[order["order_id"]]
             ):
                 return None
+        # Recorded is not yet credited: after an outage the credit follows at the next poll.
+        if not all(p["credited"] for p in stack.payments() if p["matched"]):
+            return None
         return truth
 
     truth = wait_for(settled, 40, "payments confirmed and counted as the ledger holds them", 0.5)
