@@ -28,12 +28,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from iota import (
     Address,
+    BundleHash,
     Iota,
     ProposedBundle,
     ProposedTransaction,
     Tag,
     Transaction,
-    TransactionHash,
     TransactionTrytes,
 )
 from iota.adapter import HttpAdapter
@@ -204,18 +204,36 @@ class Faucet:
         log.info("faucet: %d credits, %d iota, bundle %s confirmed", len(batch), total, bundle.hash)
 
     def _send_until_confirmed(self, trytes: list[TransactionTrytes]) -> str:
-        """Attach the signed bundle (again, if a milestone does not take it) until confirmed."""
+        """Attach the signed bundle (again, if a milestone does not take it) until one of its
+        attachments is confirmed; returns that attachment's tail."""
+        bundle_hash = Transaction.from_tryte_string(trytes[0]).bundle_hash
         while True:
-            attached = self.api.send_trytes(trytes, depth=3, min_weight_magnitude=self.mwm)
-            parsed = [Transaction.from_tryte_string(t) for t in attached["trytes"]]
-            tail = str(next(t.hash for t in parsed if t.current_index == 0))
+            tail = self._confirmed_tail(bundle_hash)
+            if tail is not None:  # an earlier attachment made it (before a crash, say)
+                return tail
+            self.api.send_trytes(trytes, depth=3, min_weight_magnitude=self.mwm)
             deadline = time.monotonic() + CONFIRM_TIMEOUT_S
             while time.monotonic() < deadline:
-                states = self.api.get_latest_inclusion([TransactionHash(tail.encode())])["states"]
-                if next(iter(states.values())):
+                tail = self._confirmed_tail(bundle_hash)
+                if tail is not None:
                     return tail
                 time.sleep(0.1)
             log.warning("faucet bundle not confirmed after %.0f s: reattaching", CONFIRM_TIMEOUT_S)
+
+    def _confirmed_tail(self, bundle_hash: BundleHash) -> str | None:
+        """The tail of a confirmed attachment of the bundle, if any."""
+        hashes = self.api.find_transactions(bundles=[bundle_hash])["hashes"]
+        if not hashes:
+            return None
+        txs = [
+            Transaction.from_tryte_string(t, hash_=h)
+            for h, t in zip(hashes, self.api.get_trytes(hashes)["trytes"], strict=True)
+        ]
+        tails = [tx.hash for tx in txs if tx.current_index == 0]
+        if not tails:
+            return None
+        states = self.api.get_latest_inclusion(tails)["states"]
+        return next((str(h) for h, ok in states.items() if ok), None)
 
 
 def create_app(faucet: Faucet) -> FastAPI:
