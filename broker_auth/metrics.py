@@ -11,9 +11,6 @@ HTTP_SECONDS = Histogram("broker_auth_http_request_seconds", "HTTP request durat
 AUTH_FAILURES = Counter("broker_auth_auth_failures_total", "Rejected credentials", ["kind"])
 THROTTLED = Counter("broker_auth_throttled_total", "Requests refused by a rate limit", ["kind"])
 
-PAYMENTS_SEEN = Counter(
-    "broker_auth_payments_seen_total", "New payments seen on the tangle", ["matched"]
-)
 PAYMENTS_CONFIRMED = Counter(
     "broker_auth_payments_confirmed_total", "Payments that became confirmed", ["matched"]
 )
