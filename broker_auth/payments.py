@@ -135,6 +135,16 @@ class Payments:
             for p in self.store.payments.find({"order_id": order_id}, {"amount_iota": 1})
         )
 
+    def without_evidence(self) -> list[Doc]:
+        """Payments recorded while the node could not name their bundles (scans: start only)."""
+        unnamed = {"bundles": {"$size": 0}}
+        return list(self.store.payments.find(unnamed, {"address": 1, "bundles": 1}))
+
+    def add_evidence(self, payment_id: str, bundles: list[str]) -> None:
+        self.store.payments.update_one(
+            {"_id": payment_id}, {"$addToSet": {"bundles": {"$each": bundles}}}
+        )
+
     def bundles_of(self, address: str) -> set[str]:
         return {
             str(b)

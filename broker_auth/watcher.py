@@ -12,6 +12,9 @@ The work of a poll is bounded by the watched orders: it reads the watch list and
 `stray_scan_interval_s` a maintenance pass credits what a crash left uncredited and reads the
 addresses no watched order holds (free or closed, not swept): value on them is kept as
 unmatched.
+The bundles that paid are evidence for people, looked up after the amount: when the node
+cannot name them yet (just restarted, still syncing) the payment is recorded without them and
+the lookup is retried with backoff until it succeeds or EVIDENCE_GIVE_UP_S has passed.
 When the node is down the watcher retries with exponential backoff; balances are cumulative,
 so nothing is missed meanwhile.
 """
@@ -22,6 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pymongo.errors import PyMongoError
 
@@ -35,6 +39,18 @@ from broker_auth.ledger import Ledger
 from broker_auth.payments import Payments
 
 log = logging.getLogger(__name__)
+
+EVIDENCE_GIVE_UP_S = 24 * 3600.0
+EVIDENCE_MAX_BACKOFF_S = 10.0
+EVIDENCE_PER_POLL = 20  # lookups a poll spends on backfill, so a backlog cannot stall it
+
+
+@dataclass
+class _MissingEvidence:
+    address: str
+    first_try: float
+    next_try: float
+    backoff: float
 
 
 class Watcher(BackgroundWorker):
@@ -67,6 +83,8 @@ class Watcher(BackgroundWorker):
         self._next_maintenance = 0.0
         self._retry: dict[str, Doc] = {}  # payments whose credit failed in this process
         self._drops_warned: set[str] = set()
+        self._missing_evidence: dict[str, _MissingEvidence] = {}  # payment id -> retry state
+        self._evidence_loaded = False
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll: Callable[[], bool] | None = None
 
@@ -123,8 +141,13 @@ class Watcher(BackgroundWorker):
         if time.monotonic() >= self._next_maintenance:
             for payment in self.payments.to_credit():
                 self._credit(payment, None)
+            if not self._evidence_loaded:  # what an earlier process recorded without evidence
+                for payment in self.payments.without_evidence():
+                    self._evidence_later(payment)
+                self._evidence_loaded = True
             self.scan_strays()
             self._next_maintenance = time.monotonic() + self.stray_scan_interval_s
+        self._backfill_evidence()
 
     def _credit_increases(self, watched: list[Doc]) -> None:
         balances = self.ledger.confirmed_balances([str(d["_id"]) for d in watched])
@@ -152,6 +175,7 @@ class Watcher(BackgroundWorker):
             )
             if payment is None:
                 continue
+            self._evidence_later(payment)
             self.store.watchlist.update_one(
                 {"_id": address}, {"$addToSet": {"bundles": {"$each": payment["bundles"]}}}
             )
@@ -167,6 +191,32 @@ class Watcher(BackgroundWorker):
             log.warning("watcher: no bundle evidence for %s (%s)", address, exc)
             return []
         return sorted({b.bundle_hash for b in seen if b.confirmed} - named)
+
+    def _evidence_later(self, payment: Doc) -> None:
+        if not payment.get("bundles") and str(payment["_id"]) not in self._missing_evidence:
+            now = time.monotonic()
+            self._missing_evidence[str(payment["_id"])] = _MissingEvidence(
+                str(payment["address"]), now, now + self.interval_s, self.interval_s
+            )
+
+    def _backfill_evidence(self) -> None:
+        now = time.monotonic()
+        due = [(pid, m) for pid, m in self._missing_evidence.items() if m.next_try <= now]
+        for pid, missing in due[:EVIDENCE_PER_POLL]:
+            bundles = self._evidence(missing.address, self.payments.bundles_of(missing.address))
+            if bundles:
+                self.payments.add_evidence(pid, bundles)
+                self.store.watchlist.update_one(
+                    {"_id": missing.address}, {"$addToSet": {"bundles": {"$each": bundles}}}
+                )
+                log.info("payment %s: paid by bundles %s", pid, ",".join(bundles))
+                del self._missing_evidence[pid]
+            elif now - missing.first_try > EVIDENCE_GIVE_UP_S:
+                log.warning("payment %s: no confirmed bundle names it; kept without", pid)
+                del self._missing_evidence[pid]
+            else:
+                missing.backoff = min(missing.backoff * 2, EVIDENCE_MAX_BACKOFF_S)
+                missing.next_try = now + missing.backoff
 
     def _credit(self, payment: Doc, seen_at: float | None) -> None:
         pid = str(payment["_id"])
@@ -234,9 +284,11 @@ class Watcher(BackgroundWorker):
             address = str(doc["_id"])
             if balances.values.get(address, 0) > int(doc.get("accounted_iota", 0)):
                 bundles = self._evidence(address, self.payments.bundles_of(address))
-                if self.payments.record_increase(
+                payment = self.payments.record_increase(
                     doc, balances.values[address], balances.ledger_index, None, bundles
-                ):
+                )
+                if payment is not None:
+                    self._evidence_later(payment)
                     found += 1
         return found
 

@@ -24,6 +24,8 @@ import httpx
 import pytest
 from iota import BundleHash, Iota, TransactionHash
 from iota.crypto.types import Seed
+from pymongo import MongoClient
+from pymongo.database import Database
 
 from stack import procs
 from stack.mqtt_probe import MqttProbe, wait_for_access
@@ -401,6 +403,31 @@ def test_restarting_broker_auth_keeps_and_ends_the_grant(world: World) -> None:
     assert last is not None and last - end < 2.0, (last, end)
     FIGURES["grant_end_to_last_reading_after_restart_s"] = last - end
     probe.close()
+
+
+def test_evidence_the_node_could_not_name_is_filled_in_later(world: World) -> None:
+    """A payment recorded while the node could not name its bundles (just restarted, still
+    syncing: seen in CI after a Hornet kill) gets them once the node can."""
+    buyer = world.buyer("evidence")
+    order = world.order(buyer, "slow", 0.01)  # 36 iota
+    result = world.payer.pay(order["address"], order["tag"], order["amount_iota"])
+    world.wait_order(buyer, order["order_id"], "confirmed")
+    (payment,) = world.payments_for(order["order_id"])
+    world.stack.proc.stop()
+    env = world.stack.env
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(env["MONGO_URL"]) as client:
+        db: Database[dict[str, Any]] = client[env["MONGO_DB"]]
+        db.payments.update_one({"_id": payment["payment_id"]}, {"$set": {"bundles": []}})
+        db.watchlist.update_one({"_id": order["address"]}, {"$set": {"bundles": []}})
+    world.stack.proc.start()
+
+    def named() -> list[str] | None:
+        (p,) = world.payments_for(order["order_id"])
+        return p["bundles"] or None
+
+    assert wait_for(named, 15, "the bundle named again", 0.2) == [result.bundle_hash]
+    assert world.get_order(buyer, order["order_id"])["confirmed_iota"] == 36  # nothing re-paid
 
 
 def test_grant_that_ended_while_down_is_revoked_at_start(world: World) -> None:

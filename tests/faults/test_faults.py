@@ -173,8 +173,9 @@ def check_payments(
                 != truth[order["order_id"]]
             ):
                 return None
-        # Recorded is not yet credited: after an outage the credit follows at the next poll.
-        if not all(p["credited"] for p in stack.payments() if p["matched"]):
+        # Recorded is not yet credited: after an outage the credit follows at the next poll,
+        # and the bundles that paid are named once the node can (evidence is looked up after).
+        if not all(p["credited"] and p["bundles"] for p in stack.payments() if p["matched"]):
             return None
         return truth
 
