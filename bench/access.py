@@ -1,6 +1,6 @@
 """Paid live access: from Hornet confirming a payment to the buyer's live subscription.
 
-Stack: Mosquitto (dynamic security), FerretDB, VictoriaMetrics, the devnet (Hornet, its own
+Stack: Mosquitto (dynamic security), FerretDB, InfluxDB, the devnet (Hornet, its own
 coordinator, milestones every BENCH_MILESTONE_INTERVAL_S), broker_auth with the demo seed
 (device plug-1, product plug-1-live at 500 iota/h), a pool of deposit addresses and
 WATCHER_INTERVAL_S=0.5, and `iot-sim` publishing live/plug-1/power at 20 Hz as device plug-1.

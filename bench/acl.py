@@ -8,7 +8,7 @@ Two brokers, each fresh per repetition, rendered from the same template
     already true), so nothing checks credentials or ACLs.
 Each run is bench/ingest.py's pipeline run unchanged: `iot-sim` publishing a fixed number of
 readings flat out (QoS 1, many devices on one connection) while the ingest worker, with its
-default settings, stores them in a fresh VictoriaMetrics; throughput = readings / (worker's
+default settings, stores them in a fresh InfluxDB; throughput = readings / (worker's
 last store write - first publish). Repetitions alternate the order (ab, ba, ab, ...); the
 figures are medians. Mosquitto's own CPU time per reading is reported too (the two password
 checks at connection excluded): the worker is the bottleneck, so the broker's share shows the
@@ -89,9 +89,9 @@ def run_once(workdir: Path, variant: str, n: int, devices: int) -> dict[str, Any
         broker = dynsec_broker(workdir / "mosquitto", publisher_password)
     else:
         broker = anonymous_broker(workdir / "mosquitto")
-    vm: procs.Proc | None = None
+    store: procs.InfluxHandle | None = None
     try:
-        vm, vm_port = procs.victoria_metrics(workdir / "vm")
+        store = procs.influx(workdir / "influxdb")
         broker_pid = harness.pid_of(broker.proc)
         cpu_start = harness.proc_cpu_seconds(broker_pid)
         connect_twice(broker, publisher_password)
@@ -102,7 +102,7 @@ def run_once(workdir: Path, variant: str, n: int, devices: int) -> dict[str, Any
         result = run_pipeline(
             workdir=workdir,
             mq=broker,
-            vm_port=vm_port,
+            store=store,
             pub_password=publisher_password,
             n=n,
             devices=devices,
@@ -111,8 +111,8 @@ def run_once(workdir: Path, variant: str, n: int, devices: int) -> dict[str, Any
         )
         broker_cpu = harness.proc_cpu_seconds(broker_pid) - cpu_before - connect_cost
     finally:
-        if vm is not None:
-            vm.stop()
+        if store is not None:
+            store.proc.stop()
         broker.proc.stop()
     return {
         "variant": variant,

@@ -1,7 +1,7 @@
 """Shared pieces of the access, acl and soak benchmarks.
 
 - the stack on free ports in a temporary directory (Mosquitto with dynamic security, FerretDB,
-  VictoriaMetrics, the devnet (Hornet + faucet), broker_auth with a pool of deposit addresses,
+  InfluxDB, the devnet (Hornet + faucet), broker_auth with a pool of deposit addresses,
   optionally the ingest worker and `iot-sim`);
 - IOTA payments with the wallet's cost moved out of the measured window: addresses are generated
   and funded (faucet) before, bundles are signed just before sending, and only `send_trytes`
@@ -363,7 +363,7 @@ def start_broker_auth(
     broker: procs.MosquittoHandle,
     mongo_url: str,
     node_url: str,
-    influx_url: str,
+    influx_env: Mapping[str, str],
     watcher_s: float,
     demo_password: str,
     extra_env: Mapping[str, str] | None = None,
@@ -393,7 +393,7 @@ def start_broker_auth(
         "IOTA_DEPOSIT_ADDRESSES_FILE": str(pool_file),
         "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
         "WATCHER_INTERVAL_S": str(watcher_s),
-        "INFLUX_URL": influx_url,
+        **influx_env,
         "SEED_DEMO": "true",
         "DEMO_DEVICE_PASSWORD": demo_password,
         # Every buyer of a benchmark signs up from 127.0.0.1.
@@ -428,8 +428,7 @@ class Stack:
     workdir: Path
     broker: procs.MosquittoHandle
     ferret: procs.Proc
-    vm: procs.Proc
-    vm_port: int
+    store: procs.InfluxHandle
     devnet: procs.Devnet
     auth: AuthService
     demo_password: str
@@ -438,10 +437,6 @@ class Stack:
     ingest_metrics_port: int = 0
     extra: list[procs.Proc] = field(default_factory=list)
 
-    @property
-    def vm_url(self) -> str:
-        return f"http://127.0.0.1:{self.vm_port}"
-
     def processes(self) -> dict[str, procs.Proc]:
         found = {
             "mosquitto": self.broker.proc,
@@ -449,7 +444,7 @@ class Stack:
             "hornet": self.devnet.node,
             "faucet": self.devnet.faucet,
             "ferretdb": self.ferret,
-            "victoria-metrics": self.vm,
+            "influxdb": self.store.proc,
         }
         if self.ingest is not None:
             found["ingest"] = self.ingest
@@ -477,7 +472,7 @@ class Stack:
             [
                 self.broker.proc,
                 self.ferret,
-                self.vm,
+                self.store.proc,
                 self.devnet.node,
                 self.devnet.faucet,
                 self.auth.proc,
@@ -512,8 +507,8 @@ def start_stack(
         started.append(broker.proc)
         ferret, ferret_port = procs.ferretdb(workdir / "ferretdb")
         started.append(ferret)
-        vm, vm_port = procs.victoria_metrics(workdir / "victoria-metrics")
-        started.append(vm)
+        store = procs.influx(workdir / "influxdb")
+        started.append(store.proc)
         devnet = start_devnet(workdir / "devnet", milestone_s)
         started += [devnet.node, devnet.faucet]
         demo_password = secrets.token_urlsafe(12)
@@ -522,14 +517,14 @@ def start_stack(
             broker,
             f"mongodb://127.0.0.1:{ferret_port}/",
             devnet.url,
-            f"http://127.0.0.1:{vm_port}",
+            store.writer_env,
             watcher_s,
             demo_password,
             auth_env,
         )
         started.append(auth.proc)
         stack = Stack(
-            workdir, broker, ferret, vm, vm_port, devnet, auth, demo_password, publisher_password
+            workdir, broker, ferret, store, devnet, auth, demo_password, publisher_password
         )
         procs.wait_until(lambda: bool(auth.products()), 30, "the demo seed")
         if with_ingest:
@@ -537,7 +532,7 @@ def start_stack(
             env = {
                 "MQTT_PORT": str(broker.port),
                 "INGEST_MQTT_PASSWORD": broker.ingest_password,
-                "INFLUX_URL": stack.vm_url,
+                **store.writer_env,
                 "INGEST_METRICS_HOST": "127.0.0.1",
                 "INGEST_METRICS_PORT": str(stack.ingest_metrics_port),
             }

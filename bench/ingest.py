@@ -3,12 +3,12 @@
 Both runs are fed by the same publisher, `iot-sim` with many devices on one MQTT connection
 publishing flat out (QoS 1) a fixed number of readings:
 (a) baseline: a bare paho subscriber (MQTT 5, QoS 1, auto-ack) that only counts;
-(b) pipeline: the ingest worker writing to VictoriaMetrics (batches, manual acks, averages).
+(b) pipeline: the ingest worker writing to InfluxDB (batches, manual acks, averages).
 
 Throughput of a run = readings / (consumer done - publisher's first publish), where done is the
 arrival of the last reading at the bare subscriber, or the worker's last successful store write
 of readings (its ingest_last_stored_timestamp_seconds gauge). `lost` is published minus the
-distinct (series, timestamp) samples found in VictoriaMetrics. `p99_store_latency_ms` is read
+distinct (series, timestamp) points found in InfluxDB. `p99_store_latency_ms` is read
 from the worker's store-write histogram (interpolated within its bucket).
 
 Runs alternate (baseline, pipeline) BENCH_INGEST_ROUNDS times (default 2) and the best run of
@@ -30,8 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,7 @@ from bench.common import RESULTS_DIR, write_result
 from broker_auth import acl_model
 from broker_auth.acl_model import Client
 from stack import procs
-from stack.scrape import http_text, scrape_metrics
+from stack.scrape import scrape_metrics
 
 PUBLISHER = "bench.publisher"
 
@@ -132,16 +130,8 @@ class CountingSubscriber:
         self.client.loop_stop()
 
 
-def count_stored(vm_port: int, prefix: str) -> int:
-    # VictoriaMetrics 1.79 makes new series searchable after ~10 s unless asked to flush.
-    http_text(f"http://127.0.0.1:{vm_port}/internal/force_flush")
-    time.sleep(1.5)
-    query = urllib.parse.urlencode({"match[]": f'reading_value{{device=~"{prefix}.*"}}'})
-    samples = 0
-    for line in http_text(f"http://127.0.0.1:{vm_port}/api/v1/export?{query}", 60).splitlines():
-        if line.strip():
-            samples += len(set(json.loads(line)["timestamps"]))
-    return samples
+def count_stored(store: procs.InfluxHandle, prefix: str) -> int:
+    return store.reader().count_where_prefix("reading", "value", "device", prefix)
 
 
 def _worker_argv(profile_to: Path | None) -> list[str] | None:
@@ -168,7 +158,7 @@ def _worker_argv(profile_to: Path | None) -> list[str] | None:
 def run_pipeline(
     workdir: Path,
     mq: procs.MosquittoHandle,
-    vm_port: int,
+    store: procs.InfluxHandle,
     pub_password: str,
     n: int,
     devices: int,
@@ -181,7 +171,7 @@ def run_pipeline(
         "MQTT_PORT": str(mq.port),
         "INGEST_MQTT_PASSWORD": mq.ingest_password,
         "INGEST_CLIENT_ID": f"bench-ingest-{prefix}",
-        "INFLUX_URL": f"http://127.0.0.1:{vm_port}",
+        **store.writer_env,
         "INGEST_METRICS_PORT": str(metrics_port),
         "INGEST_METRICS_HOST": "127.0.0.1",
         "INGEST_LOG_LEVEL": "WARNING",
@@ -211,14 +201,14 @@ def run_pipeline(
         m = scrape_metrics(metrics_url)
     finally:
         worker.stop()
-    stored = count_stored(vm_port, prefix)
+    stored = count_stored(store, prefix)
     elapsed = m["ingest_last_stored_timestamp_seconds"] - summary["started_at"]
     writes = m["ingest_store_write_seconds_count"]
     return {
         "published": summary["published"],
         "publisher_send_rate_per_s": summary["send_rate_per_s"],
         "readings_per_s": round(summary["published"] / elapsed, 1),
-        "stored_in_vm": stored,
+        "stored": stored,
         "lost": summary["published"] - stored,
         "p99_store_latency_ms": round(
             1000 * histogram_quantile(m, "ingest_store_write_seconds", 0.99), 1
@@ -267,7 +257,7 @@ def main() -> int:
             extra_clients=[Client(PUBLISHER, pub_password, ("bench-publisher",))],
             extra_roles=[harness.publisher_role()],
         )
-        vm, vm_port = procs.victoria_metrics(workdir / "vm")
+        store = procs.influx(workdir / "influxdb")
         baselines, pipelines = [], []
         try:
             # Interleaved rounds: the machine is shared, so load drifts; keep each side's best.
@@ -275,11 +265,11 @@ def main() -> int:
                 baselines.append(run_baseline(mq, pub_password, n, devices, f"bb{r}-"))
                 pipelines.append(
                     run_pipeline(
-                        workdir, mq, vm_port, pub_password, n, devices, profile_to, f"bp{r}-"
+                        workdir, mq, store, pub_password, n, devices, profile_to, f"bp{r}-"
                     )
                 )
         finally:
-            vm.stop()
+            store.proc.stop()
             mq.proc.stop()
     baseline_rate = max(b["readings_per_s"] for b in baselines)
     pipeline_rate = max(p["readings_per_s"] for p in pipelines)

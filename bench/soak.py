@@ -1,18 +1,18 @@
 """Soak: 1,000 simulated plugs at 2 Hz for 5 minutes while 50 buyers sign up, order and pay.
 
 The whole stack runs on free ports as `make run` configures it (dynamic security, FerretDB,
-VictoriaMetrics, the devnet (Hornet) with 1 s milestones, broker_auth with WATCHER_INTERVAL_S=0.5,
+InfluxDB, the devnet (Hornet) with 1 s milestones, broker_auth with WATCHER_INTERVAL_S=0.5,
 the ingest worker with its defaults), plus `iot-sim --devices 1000 --rate 2` (one MQTT connection,
 QoS 1, as the benchmark publisher allowed on live/#). Product `soak-live` sells live/sd-1/#.
 
 Measured during the run:
 - sustained throughput: the worker's stored-readings counter, sampled every 5 s, over the
   run after a warm-up (the first 10 %), against the offered 2 000 readings/s;
-- reading-to-store latency: a poller asks VictoriaMetrics every 0.25 s for the samples of 10
+- reading-to-store latency: a poller asks InfluxDB every 0.25 s for the points of 10
   of the devices (sd-1, sd-101, ...) newer than it has seen; the latency of a sample is the
   time the answer holding it arrived minus the `ts` in its payload (set by the simulator when
   it published). So it covers broker queueing, the worker's batching and write, and
-  VictoriaMetrics making the sample searchable; it is an upper bound by at most one poll
+  InfluxDB answering a query with it; it is an upper bound by at most one poll
   (the poll period plus the request, reported). The worker's own store-write histogram is
   reported beside it;
 - payment-to-access: each buyer registers, orders 0.01 h (5 iota), signs a bundle from an
@@ -20,8 +20,8 @@ Measured during the run:
   latency = grant seen - when the node first reported the bundle confirmed (polled every 20 ms);
 - memory: VmRSS and VmHWM of every process every 5 s; "flat" = the RSS trend (least squares)
   over the second half of the run grows by less than 10 %; CPU time per process;
-- lost readings: readings the broker acknowledged to the simulator minus distinct samples in
-  VictoriaMetrics after the worker caught up.
+- lost readings: readings the broker acknowledged to the simulator minus distinct points in
+  InfluxDB after the worker caught up.
 
 Environment: SOAK_SECONDS (default 300), SOAK_DEVICES (1000), SOAK_RATE_HZ (2), SOAK_BUYERS (50),
 BENCH_MILESTONE_INTERVAL_S (2).
@@ -34,19 +34,19 @@ import itertools
 import json
 import math
 import os
+import re
 import secrets
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench import harness
 from bench.common import RESULTS_DIR, write_result
 from bench.ingest import count_stored, histogram_quantile
+from stack import procs
 from stack.mqtt_probe import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
@@ -62,29 +62,29 @@ SERIES_PATH = RESULTS_DIR / "soak-rss.json"
 
 
 class VisibilityProbe:
-    """Polls VictoriaMetrics for new samples of a few devices; records ts -> visible latency."""
+    """Polls InfluxDB for new points of a few devices; records ts -> visible latency."""
 
-    def __init__(self, vm_url: str, devices: list[str]) -> None:
-        self.vm_url = vm_url
-        self.match = f'reading_value{{device=~"{"|".join(devices)}"}}'
+    def __init__(self, store: procs.InfluxHandle, devices: list[str]) -> None:
+        self.reader = store.reader()
+        self.devices = devices
         self.newest = time.time()
         self.seen: set[tuple[str, int]] = set()
         self.latencies: list[tuple[float, float]] = []  # (reading ts, latency)
         self.poll_seconds: list[float] = []
 
     def poll(self) -> None:
-        query = urllib.parse.urlencode({"match[]": self.match, "start": f"{self.newest - 10:.3f}"})
+        pattern = "|".join(re.escape(d) for d in self.devices)
+        since_ms = int((self.newest - 10) * 1000)
         asked = time.time()
-        with urllib.request.urlopen(f"{self.vm_url}/api/v1/export?{query}", timeout=10) as r:
-            body = r.read().decode()
+        body = self.reader.query(
+            f'SELECT "value" FROM "reading" WHERE "device" =~ /^({pattern})$/'
+            f' AND time >= {since_ms}ms GROUP BY "device"'
+        )
         answered = time.time()
         self.poll_seconds.append(answered - asked)
-        for line in body.splitlines():
-            if not line.strip():
-                continue
-            series = json.loads(line)
-            device = series["metric"].get("device", "")
-            for ts_ms in series["timestamps"]:
+        for series in body["results"][0].get("series", []):
+            device = series["tags"]["device"]
+            for ts_ms, _ in series["values"]:
                 key = (device, int(ts_ms))
                 if key in self.seen:
                     continue
@@ -248,7 +248,7 @@ def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) 
             ],
         )
         watched = [f"{PREFIX}{i}" for i in range(1, devices + 1, max(1, devices // 10))][:10]
-        visibility = VisibilityProbe(stack.vm_url, watched)
+        visibility = VisibilityProbe(stack.store, watched)
         sim.start()
         begin = time.time()
         sampler = Sampler(stack)
@@ -285,12 +285,11 @@ def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) 
                 caught_up = time.time()
                 break
             time.sleep(0.25)
-        time.sleep(1.5)  # the last samples become searchable in VictoriaMetrics
         for p in periodic:
             p.stop()
         periodic = []
         ingest_metrics = stack.ingest_metrics()
-        stored = count_stored(stack.vm_port, PREFIX)
+        stored = count_stored(stack.store, PREFIX)
         confirmed = clock.stop()
     finally:
         stop.set()
@@ -342,19 +341,18 @@ def main() -> int:
             "send_rate_per_s": summary["send_rate_per_s"],
         },
         "throughput": throughput_figures(r["sampler"], begin, end),
-        "stored_in_vm": r["stored"],
+        "stored": r["stored"],
         "lost_readings": published - r["stored"],
         "worker_caught_up_after_publisher_s": harness.rounded(r["caught_up"] - end, 1)
         if r["caught_up"]
         else None,
-        "reading_to_visible_in_vm_s": {
+        "reading_to_visible_in_store_s": {
             **harness.spread([lat for _, lat in visibility.latencies]),
-            # Without the first 10 % of the run: a new series becomes searchable in
-            # VictoriaMetrics only after it is indexed (seconds), which hits every first sample.
+            # Without the first 10 % of the run (start-up of the worker and the store's index).
             "after_warmup": harness.spread(
                 [lat for ts, lat in visibility.latencies if ts >= begin + 0.1 * (end - begin)]
             ),
-            "devices_sampled": len(visibility.match.split("|")),
+            "devices_sampled": len(visibility.devices),
             "poll_period_s": VISIBILITY_POLL_S,
             "poll_request_s_mean": harness.rounded(
                 sum(visibility.poll_seconds) / max(1, len(visibility.poll_seconds))

@@ -1,4 +1,4 @@
-"""Business events to InfluxDB (VictoriaMetrics locally): payments, grants, active grants.
+"""Business events to InfluxDB: payments, grants, active grants.
 
 Best effort by design: callers only append to a bounded in-memory buffer, a background thread
 writes batches, and when the store is down the oldest points are dropped first (counted in

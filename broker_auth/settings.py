@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     # The seller's address lists (up to 1,000 addresses a call; admin routes).
     max_import_body_bytes: int = Field(1 << 20, alias="MAX_IMPORT_BODY_BYTES", ge=256)
 
-    # Business events (InfluxDB v2 write API; VictoriaMetrics locally)
-    influx_url: str = Field("http://127.0.0.1:8428", alias="INFLUX_URL")
+    # Business events (InfluxDB v2 write API)
+    influx_url: str = Field("http://127.0.0.1:8086", alias="INFLUX_URL")
     influx_token: SecretStr = Field(SecretStr(""), alias="INFLUX_TOKEN")
     influx_org: str = Field("iot", alias="INFLUX_ORG")
     influx_bucket: str = Field("telemetry", alias="INFLUX_BUCKET")

@@ -28,10 +28,6 @@ LAST_STORED = Gauge(
     "ingest_last_stored_timestamp_seconds", "Unix time readings were last accepted by the store"
 )
 STORE_ERRORS = Counter("ingest_store_errors", "Failed store writes that are retried")
-STORE_REPLAYED = Counter(
-    "ingest_store_replayed_points",
-    "Points written again after a store outage (it may have lost what it had just accepted)",
-)
 STORE_DROPPED = Counter(
     "ingest_store_dropped_points", "Points the store refused as invalid (4xx); logged and dropped"
 )

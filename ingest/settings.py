@@ -54,16 +54,12 @@ class IngestSettings(BaseSettings):
     # bound of our pending buffer, so it must exceed the batch size for batch acks to flow.
     receive_maximum: int = Field(5000, alias="INGEST_RECEIVE_MAXIMUM", ge=1, le=65535)
 
-    influx_url: str = Field("http://127.0.0.1:8428", alias="INFLUX_URL")
+    influx_url: str = Field("http://127.0.0.1:8086", alias="INFLUX_URL")
     influx_token: SecretStr = Field(SecretStr(""), alias="INFLUX_TOKEN")
     influx_org: str = Field("iot", alias="INFLUX_ORG")
     influx_bucket: str = Field("telemetry", alias="INFLUX_BUCKET")
     store_timeout_s: float = Field(10.0, alias="INGEST_STORE_TIMEOUT_S", gt=0)
     retry_max_s: float = Field(5.0, alias="INGEST_RETRY_MAX_S", gt=0)
-    # After an outage, re-write what the store accepted this long before it (0: never); see
-    # ingest/store.py. VictoriaMetrics 1.79 can lose ~10 s of accepted samples when killed.
-    replay_window_s: float = Field(20.0, alias="INGEST_REPLAY_WINDOW_S", ge=0)
-    replay_max_points: int = Field(100_000, alias="INGEST_REPLAY_MAX_POINTS", ge=0)
 
     windows_text: str = Field("1m", alias="INGEST_WINDOWS")
     publish_interval_s: float = Field(5.0, alias="INGEST_PUBLISH_INTERVAL_S", gt=0)

@@ -1,4 +1,4 @@
-"""Write readings and averages to InfluxDB (or VictoriaMetrics' InfluxDB v2 write API).
+"""Write readings and averages to InfluxDB (its v2 write API: InfluxDB 2.x, or 1.8+ locally).
 
 Line protocol is built here (no Point objects: they cost more than the rest of the pipeline) and
 sent with influxdb-client's synchronous write API, so the caller knows exactly when a batch has
@@ -11,19 +11,15 @@ Failures:
 - permanent for the points (400, 413, 422): the batch is split in halves until the bad point is
   alone; that point is logged, counted and dropped so it cannot block the pipeline.
 
-Replay after an outage: a store may acknowledge a write and still lose it when it crashes soon
-after (VictoriaMetrics 1.79 keeps about 10 s of accepted samples in memory only; a SIGKILL loses
-them). Readings are acknowledged to the broker once written, so nobody else could re-send them.
-We therefore keep the batches accepted in the last INGEST_REPLAY_WINDOW_S (bounded by
-INGEST_REPLAY_MAX_POINTS) and write them again when the store comes back after failed writes.
-Rewriting is harmless: the same series, time and value (InfluxDB overwrites the point).
+No replay after an outage: the store answers a write only once it is durable (InfluxDB fsyncs
+its WAL first; `make bench` store_kill: 0 of 870,700 acknowledged points lost over 20 SIGKILLs),
+and readings are acknowledged to the broker only after that answer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import cast
 
@@ -92,11 +88,6 @@ class InfluxStore:
         self._errors = RateLimitedLog(log, 10.0)
         # Set by `give_up_at` on shutdown: retries stop after this monotonic time.
         self.deadline: float | None = None
-        self.replay_window_s = settings.replay_window_s
-        self.replay_max_points = settings.replay_max_points
-        self._recent: deque[tuple[float, str, int]] = deque()  # (accepted at, body, points)
-        self._recent_points = 0
-        self._outage = False  # a write failed since the last successful one
 
     def give_up_at(self, deadline: float) -> None:
         self.deadline = deadline
@@ -130,41 +121,7 @@ class InfluxStore:
             return self.write(lines[:half]) + self.write(lines[half:])
 
     def _write_retrying(self, lines: Sequence[str]) -> None:
-        body = "\n".join(lines)
-        self._send(body, len(lines))
-        while self._outage:
-            self._outage = False
-            self._replay()
-        self._remember(body, len(lines))
-
-    def _remember(self, body: str, points: int) -> None:
-        if self.replay_window_s <= 0:
-            return
-        now = time.monotonic()
-        self._recent.append((now, body, points))
-        self._recent_points += points
-        while self._recent and (
-            now - self._recent[0][0] > self.replay_window_s
-            or self._recent_points > self.replay_max_points
-        ):
-            self._recent_points -= self._recent.popleft()[2]
-
-    def _replay(self) -> None:
-        """Re-write what the store accepted shortly before the outage (it may have lost it)."""
-        if not self._recent:
-            return
-        log.warning(
-            "store is back: re-writing the %d points it accepted in the %.0f s before the outage",
-            self._recent_points,
-            self.replay_window_s,
-        )
-        for _, body, points in list(self._recent):
-            try:
-                self._send(body, points)
-            except ApiException as exc:  # accepted once, refused now: keep going
-                log.error("store refused a replayed batch (HTTP %s)", exc.status)
-            else:
-                metrics.STORE_REPLAYED.inc(points)
+        self._send("\n".join(lines), len(lines))
 
     def _send(self, body: str, points: int) -> None:
         """One body, retried while the failure is transient (or until the shutdown deadline)."""
@@ -188,7 +145,6 @@ class InfluxStore:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _log_retry(self, state: RetryCallState) -> None:
-        self._outage = True
         metrics.STORE_ERRORS.inc()
         exc = state.outcome.exception() if state.outcome else None
         self._errors.warning(

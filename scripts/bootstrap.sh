@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One-shot set-up shared by `make run`, `make test` and `make bench`: Debian packages, the Python
-# virtualenv and a FerretDB binary. Every step is skipped when its result is already there, so a
-# second run takes a second or two.
+# virtualenv, and FerretDB, Hornet and InfluxDB built from source at pinned versions. Every step
+# is skipped when its result is already there, so a second run takes a second or two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics docker-compose chromium ${EXTRA_APT_PACKAGES:-})
+APT_PACKAGES=(mosquitto mosquitto-clients pkg-config docker-compose chromium ${EXTRA_APT_PACKAGES:-})
 FERRETDB_VERSION=v1.24.2
 HORNET_VERSION=v0.5.6
+INFLUXDB_VERSION=v1.13.2
+# libflux pins Rust 1.83 in its rust-toolchain.toml, which is not installed here; this one is.
+INFLUXDB_RUST_TOOLCHAIN=${INFLUXDB_RUST_TOOLCHAIN:-1.95.0}
 PYTHON=${PYTHON:-python3.11}
 
 log() { printf '[bootstrap] %s\n' "$*"; }
@@ -84,8 +87,39 @@ install_hornet() {
     echo "$HORNET_VERSION" > .tools/bin/hornet.version
 }
 
+install_influxdb() {
+    local bin=.tools/bin/influxd
+    if [ -x "$bin" ] && [ "$(cat .tools/bin/influxd.version 2>/dev/null)" = "$INFLUXDB_VERSION" ]; then return; fi
+    log "building InfluxDB $INFLUXDB_VERSION with its Flux engine (Go + Rust; about 5 minutes once)"
+    # The module's go.mod names a newer patch toolchain than the local Go 1.26: build with the
+    # local one. libflux (Rust) is built by cargo through InfluxData's pkg-config wrapper, which
+    # must come from the same module graph (it builds libflux inside the module cache, outside
+    # the repository).
+    local dir src work
+    dir=$(cd /tmp && GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+        go mod download -json "github.com/influxdata/influxdb@$INFLUXDB_VERSION" \
+        | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    work=$(mktemp -d)
+    src="$work/influxdb"
+    mkdir -p "$src" "$work/bin" .tools/bin
+    cp -r "$dir/." "$src/"
+    chmod -R u+w "$src"
+    (
+        cd "$src"
+        export GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false -modcacherw"
+        export RUSTUP_TOOLCHAIN="$INFLUXDB_RUST_TOOLCHAIN"
+        go build -o "$work/bin/pkg-config" github.com/influxdata/pkg-config
+        export PKG_CONFIG="$work/bin/pkg-config"
+        go build -trimpath -ldflags "-s -w -X main.version=${INFLUXDB_VERSION#v}" \
+            -o "$ROOT/$bin" ./cmd/influxd
+    )
+    rm -rf "$work"
+    echo "$INFLUXDB_VERSION" > .tools/bin/influxd.version
+}
+
 install_debian_packages
 install_virtualenv
 install_ferretdb
 install_hornet
+install_influxdb
 log "ready"

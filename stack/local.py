@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from stack import procs, seller_pool
+from stack import influxdb, procs, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets
 from stack.settings import StackSettings
@@ -57,7 +57,8 @@ def service_environment(
         "MQTT_TLS_PORT": str(s.mqtt_tls_port),
         "MQTT_WS_PORT": str(s.mqtt_ws_port),
         "MONGO_URL": mongo_url,
-        "INFLUX_URL": f"http://127.0.0.1:{s.victoria_port}",
+        "INFLUX_URL": f"http://127.0.0.1:{s.influx_port}",
+        "INFLUX_BUCKET": influxdb.DATABASE,
         "IOTA_NODE_URL": f"http://127.0.0.1:{s.devnet_port}",
         "IOTA_FAUCET_URL": f"http://127.0.0.1:{s.faucet_port}",
         "IOTA_MWM": str(s.iota_mwm),
@@ -87,8 +88,19 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             "mosquitto", [procs.find_binary("mosquitto"), "-c", str(mosquitto_conf)], 10, data
         ),
         _program(
-            "victoria-metrics",
-            procs.victoria_metrics_argv(data / "victoria-metrics", s.victoria_port),
+            "influxdb",
+            [
+                str(VENV_BIN / "python"),
+                "-m",
+                "stack.influxdb",
+                "serve",
+                "--data-dir",
+                str(data / "influxdb"),
+                "--port",
+                str(s.influx_port),
+                "--rpc-port",
+                str(s.influx_rpc_port),
+            ],
             10,
             data,
         ),
@@ -220,7 +232,8 @@ def _announce_when_ready(
    free averages  mosquitto_sub -p {s.mqtt_port} -t 'avg/#' -v
    devnet         Hornet http://127.0.0.1:{s.devnet_port}/  faucet :{s.faucet_port}
    seller seed    {data / "seller.seed"} (deposit addresses, iot-wallet sweep)
-   time series    http://127.0.0.1:{s.victoria_port}/   (VictoriaMetrics, InfluxDB write API)
+   time series    InfluxDB http://127.0.0.1:{s.influx_port}/  database {influxdb.DATABASE}
+                  (admin: {influxdb.ADMIN_USER}, INFLUX_ADMIN_PASSWORD in secrets.env)
    admin token    BROKER_ADMIN_TOKEN in {data / "secrets.env"}
    TLS CA         {data / "mosquitto" / "tls" / "ca.crt"}
    try the story  make demo

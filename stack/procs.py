@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker_auth.acl_model import Client, Role
-from stack import dynsec_file, mosquitto_conf
+from stack import dynsec_file, influxdb, mosquitto_conf
 from stack.tls import TlsFiles, ensure_tls_files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -212,32 +213,45 @@ def mosquitto(
     )
 
 
-def victoria_metrics_argv(data_dir: Path, port: int) -> list[str]:
-    return [
-        find_binary("victoria-metrics"),
-        f"-httpListenAddr=127.0.0.1:{port}",
-        f"-storageDataPath={data_dir}",
-        "-retentionPeriod=100y",
-        # One sample per series and millisecond, as InfluxDB keeps one point per series and time:
-        # delivery is at least once (a worker killed between write and PUBACK, a replay after a
-        # store crash), and without this VictoriaMetrics would keep every rewrite as a duplicate.
-        "-dedup.minScrapeInterval=1ms",
-        # Make freshly written samples visible to queries at once (tests read right back).
-        "-search.latencyOffset=0s",
-        "-search.disableCache",
-        "-loggerLevel=WARN",
-    ]
+@dataclass(frozen=True)
+class InfluxHandle:
+    """A provisioned InfluxDB: the services write with `writer_token`, tests read as admin."""
+
+    proc: Proc
+    port: int
+    credentials: influxdb.Credentials
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def writer_env(self) -> dict[str, str]:
+        """What a writing service needs (ingest, broker_auth)."""
+        return {
+            "INFLUX_URL": self.url,
+            "INFLUX_TOKEN": self.credentials.writer_token,
+            "INFLUX_BUCKET": influxdb.DATABASE,
+        }
+
+    def reader(self) -> influxdb.Reader:
+        return influxdb.Reader(self.url, self.credentials.admin_token)
 
 
-def victoria_metrics(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
+def influx(workdir: Path, port: int | None = None) -> InfluxHandle:
+    """InfluxDB 1.13 on loopback with auth, database `telemetry`, an admin and a writer."""
     port = port or free_port()
+    credentials = influxdb.Credentials(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    config = influxdb.write_config(workdir / "data", port, free_port())
+    url = f"http://127.0.0.1:{port}"
     proc = Proc(
-        "victoria-metrics",
-        victoria_metrics_argv(workdir / "data", port),
+        "influxdb",
+        [find_binary("influxd"), "-config", str(config)],
         workdir,
-        ready=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+        ready=lambda: influxdb.ping(url),
     ).start()
-    return proc, port
+    influxdb.provision(url, credentials)
+    return InfluxHandle(proc, port, credentials)
 
 
 def ferretdb_argv(data_dir: Path, port: int, debug_port: int) -> list[str]:

@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from stack.influxdb import WRITER_USER
+
 TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
 
 # Random addresses nobody holds a seed of (tests, benchmarks): Kerl addresses end in a zero trit
@@ -31,6 +33,10 @@ GENERATED: dict[str, Callable[[], str]] = {
     # Mosquitto 2.0 lets any client that connects with a known client id take over that session,
     # anonymous ones too: the worker's persistent session gets an id nobody can guess.
     "INGEST_CLIENT_ID": lambda: f"ingest-{secrets.token_hex(12)}",
+    # The embedded InfluxDB: its admin (provisioning, reading by hand) and the services' writer
+    # token, `<user>:<password>` as InfluxDB 1.x takes tokens (stack/influxdb.py).
+    "INFLUX_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
+    "INFLUX_TOKEN": lambda: f"{WRITER_USER}:{secrets.token_urlsafe(24)}",
 }
 
 

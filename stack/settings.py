@@ -22,7 +22,9 @@ class StackSettings(BaseSettings):
     ferretdb_debug_port: int = Field(8089, alias="FERRETDB_DEBUG_PORT")
     # An external MongoDB replaces the embedded FerretDB when set.
     mongo_url: str | None = Field(None, alias="MONGO_URL")
-    victoria_port: int = Field(8428, alias="VICTORIA_PORT")
+    influx_port: int = Field(8086, alias="INFLUX_PORT")
+    # influxd's backup/restore RPC listener, on loopback (its default 8088 is FerretDB's too).
+    influx_rpc_port: int = Field(8087, alias="INFLUX_RPC_PORT")
     devnet_port: int = Field(14265, alias="DEVNET_PORT")
     faucet_port: int = Field(14266, alias="FAUCET_PORT")
     # Hornet's coordinator: whole seconds between milestones, 2**depth milestones in its tree

@@ -1,4 +1,4 @@
-"""Session-wide real processes: Mosquitto (dynamic security), VictoriaMetrics, FerretDB, Hornet.
+"""Session-wide real processes: Mosquitto (dynamic security), InfluxDB, FerretDB, Hornet.
 
 Everything runs on free ports under pytest's temporary directory and is stopped at the end.
 Tests isolate themselves by using their own device ids, database names or broker instances.
@@ -31,14 +31,7 @@ def device_password(device_id: str) -> str:
     return f"pw-{device_id}"
 
 
-@dataclass(frozen=True)
-class Store:
-    proc: procs.Proc
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+Store = procs.InfluxHandle
 
 
 @dataclass(frozen=True)
@@ -98,10 +91,11 @@ def mosquitto(mosquitto_factory: MosquittoFactory) -> procs.MosquittoHandle:
 
 
 @pytest.fixture(scope="session")
-def victoria(session_dir: Path) -> Iterator[Store]:
-    proc, port = procs.victoria_metrics(session_dir / "victoria-metrics")
-    yield Store(proc, port)
-    proc.stop()
+def influx(session_dir: Path) -> Iterator[Store]:
+    """The shared InfluxDB 1.13: services write with `writer_env`, tests read with `reader()`."""
+    store = procs.influx(session_dir / "influxdb")
+    yield store
+    store.proc.stop()
 
 
 @pytest.fixture(scope="session")

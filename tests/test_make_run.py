@@ -11,14 +11,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from stack import procs
+import httpx
+import pytest
+
+from stack import influxdb, procs
 from stack.mqtt_probe import MqttProbe
+from stack.secrets import read_env_file
 
 
 def _stack_env(data_dir: Path) -> dict[str, str]:
     names = [
         "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
-        "FERRETDB_DEBUG_PORT", "VICTORIA_PORT", "DEVNET_PORT", "FAUCET_PORT",
+        "FERRETDB_DEBUG_PORT", "INFLUX_PORT", "INFLUX_RPC_PORT", "DEVNET_PORT", "FAUCET_PORT",
         "INGEST_METRICS_PORT",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
@@ -43,12 +47,15 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _influx(env: dict[str, str], data_dir: Path) -> influxdb.Reader:
+    """The local InfluxDB, read as its admin with the password make run generated."""
+    password = read_env_file(data_dir / "secrets.env")["INFLUX_ADMIN_PASSWORD"]
+    return influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", f"iot-admin:{password}")
+
+
 def _stored_readings(env: dict[str, str]) -> int:
-    base = f"http://127.0.0.1:{env['VICTORIA_PORT']}"
-    urllib.request.urlopen(f"{base}/internal/force_flush", timeout=5).close()
-    query = 'match[]=reading_value{device="plug-1",sensor="power"}'
-    with urllib.request.urlopen(f"{base}/api/v1/export?{query}", timeout=5) as r:
-        return sum(len(json.loads(line)["values"]) for line in r.read().splitlines() if line)
+    reader = _influx(env, Path(env["IOT_DATA_DIR"]))
+    return len(reader.points("reading", "value", device="plug-1", sensor="power"))
 
 
 def _products(env: dict[str, str]) -> list[dict[str, object]]:
@@ -61,7 +68,7 @@ def _stop(runner: subprocess.Popen[bytes], env: dict[str, str]) -> None:
     runner.send_signal(signal.SIGINT)  # what Ctrl-C delivers
     assert runner.wait(60) == 0
     for name in (
-        "MQTT_PORT", "API_PORT", "FERRETDB_PORT", "VICTORIA_PORT", "DEVNET_PORT", "FAUCET_PORT",
+        "MQTT_PORT", "API_PORT", "FERRETDB_PORT", "INFLUX_PORT", "DEVNET_PORT", "FAUCET_PORT",
     ):  # fmt: skip
         assert not procs.port_open(int(env[name])), f"{name} still open after Ctrl-C"
 
@@ -86,6 +93,11 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert msg is not None, log.read_text()[-3000:]
         assert json.loads(msg.payload)["window"] == "1m"
         procs.wait_until(lambda: _stored_readings(env) > 0, 30, "raw readings in the store")
+        # The services hold a token that may write the database and nothing else.
+        writer = read_env_file(tmp_path / "data" / "secrets.env")["INFLUX_TOKEN"]
+        refused = influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", writer)
+        with pytest.raises(RuntimeError, match="requires READ"):
+            refused.points("reading", "value")
         assert "IoT telemetry broker is up" in log.read_text()
     finally:
         if runner.poll() is None:
@@ -108,14 +120,14 @@ def _stored_readings_after_restart(env: dict[str, str], log: Path) -> int:
     runner = _start(env, log)
     try:
         procs.wait_until(
-            lambda: procs.http_ok(f"http://127.0.0.1:{env['VICTORIA_PORT']}/health"), 60, "store"
+            lambda: influxdb.ping(f"http://127.0.0.1:{env['INFLUX_PORT']}"), 60, "store"
         )
         deadline = time.monotonic() + 30
         count = 0
         while time.monotonic() < deadline and count == 0:
             try:
                 count = _stored_readings(env)
-            except OSError:
+            except (OSError, RuntimeError, httpx.HTTPError):  # still provisioning
                 time.sleep(0.5)
         return count
     finally:

@@ -11,7 +11,6 @@ and `slow` (3600 iota/h: 1 iota buys 1 s), all on live/plug-1/#.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
 import threading
 import time
@@ -90,7 +89,7 @@ class World:
     net: procs.Devnet
     payer: Payer
     plug: Publisher
-    victoria_url: str
+    store: Store
 
     def api(self) -> httpx.Client:
         return self.stack.http()
@@ -150,7 +149,7 @@ class World:
 def world(
     auth_stack_factory: AuthStackFactory,
     tmp_path_factory: pytest.TempPathFactory,
-    victoria: Store,
+    influx: Store,
 ) -> Iterator[World]:
     workdir: Path = tmp_path_factory.mktemp("payments-devnet")
     net = start_devnet(workdir, milestone_interval=MILESTONE_INTERVAL_S, crash_safe=True)
@@ -164,7 +163,7 @@ def world(
             SEED_DEMO="true",
             DEMO_DEVICE_PASSWORD=DEMO_PASSWORD,
             ORDER_PAYMENT_WINDOW_S=str(PAYMENT_WINDOW_S),
-            INFLUX_URL=victoria.url,
+            **influx.writer_env,
             GRANTS_ACTIVE_INTERVAL_S="1",
         )
         wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
@@ -172,7 +171,7 @@ def world(
         stack.create_product("fast", "live/plug-1/#", FAST_PRICE)
         stack.create_product("slow", "live/plug-1/#", SLOW_PRICE)
         plug = Publisher(stack.broker.port, "plug-1", DEMO_PASSWORD, period=0.1).start()
-        yield World(stack, net.url, net.node, net, payer, plug, victoria.url)
+        yield World(stack, net.url, net.node, net, payer, plug, influx)
     finally:
         if plug is not None:
             plug.stop()
@@ -497,34 +496,30 @@ def test_metrics_report_payments_and_grants(world: World) -> None:
         assert name in text, name
 
 
-def exported(victoria_url: str, metric: str) -> list[dict[str, Any]]:
-    r = httpx.get(f"{victoria_url}/api/v1/export", params={"match[]": metric}, timeout=10)
-    r.raise_for_status()
-    return [json.loads(line) for line in r.text.splitlines() if line.strip()]
-
-
 def test_business_events_reach_the_time_series_store(world: World) -> None:
-    def series(metric: str) -> list[dict[str, Any]]:
-        return exported(world.victoria_url, metric)
+    reader = world.store.reader()
+
+    def series(measurement: str, field: str) -> list[tuple[dict[str, str], list[float]]]:
+        return [
+            (tags, [v for _, v in points]) for tags, points in reader.series(measurement, field)
+        ]
 
     def have_all() -> bool:
         return bool(
-            series("payment_amount_iota")
-            and series("grant_seconds")
-            and series("grants_active_count")
+            series("payment", "amount_iota")
+            and series("grant", "seconds")
+            and series("grants_active", "count")
         )
 
-    wait_for(have_all, 20, "business events in VictoriaMetrics", 0.5)
+    wait_for(have_all, 20, "business events in InfluxDB", 0.5)
     payments_by_label = {
-        (s["metric"].get("product"), s["metric"].get("status")): s["values"]
-        for s in series("payment_amount_iota")
+        (tags.get("product"), tags.get("status")): values
+        for tags, values in series("payment", "amount_iota")
     }
     assert 50 in payments_by_label[("plug-1-live", "confirmed")]
     assert 50 in payments_by_label[("plug-1-live", "unconfirmed")]
     assert 7 in payments_by_label[("unmatched", "confirmed")]
-    events = {
-        (s["metric"].get("product"), s["metric"].get("event")) for s in series("grant_seconds")
-    }
+    events = {(tags.get("product"), tags.get("event")) for tags, _ in series("grant", "seconds")}
     assert {("plug-1-live", "granted"), ("fast", "revoked"), ("slow", "extended")} <= events
-    active = {s["metric"].get("product") for s in series("grants_active_count")}
+    active = {tags.get("product") for tags, _ in series("grants_active", "count")}
     assert {"plug-1-live", "fast", "slow"} <= active

@@ -129,7 +129,7 @@ class IngestWorker:
 
 @pytest.fixture(scope="module")
 def ingest_worker(
-    tmp_path_factory: pytest.TempPathFactory, mosquitto_factory: Any, victoria: Any
+    tmp_path_factory: pytest.TempPathFactory, mosquitto_factory: Any, influx: Any
 ) -> Iterator[IngestWorker]:
     """A real ingest worker (`python -m ingest`) for its metric names.
 
@@ -148,7 +148,7 @@ def ingest_worker(
             "MQTT_PORT": str(mosquitto.port),
             "INGEST_MQTT_PASSWORD": mosquitto.ingest_password,
             "INGEST_CLIENT_ID": f"compose-ingest-{port}",
-            "INFLUX_URL": victoria.url,
+            **influx.writer_env,
             "INGEST_METRICS_HOST": "127.0.0.1",
             "INGEST_METRICS_PORT": str(port),
         },

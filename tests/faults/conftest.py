@@ -49,7 +49,8 @@ DEFINITIONS = {
     "of a fresh subscription",
     "short_grant_last_granted_after_end_s": "latest fresh subscription still granted after "
     "that end (null: none)",
-    "lost / duplicates": "accepted readings missing / stored twice in VictoriaMetrics' export",
+    "lost / duplicates": "accepted readings missing / stored twice (at a timestamp never sent)"
+    " in InfluxDB",
 }
 
 

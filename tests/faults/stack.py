@@ -1,6 +1,6 @@
 """The whole stack for the fault tests, every process its own, on free ports in one folder.
 
-VictoriaMetrics, FerretDB, Mosquitto (dynamic security), the devnet (Hornet's coordinator node,
+InfluxDB, FerretDB, Mosquitto (dynamic security), the devnet (Hornet's coordinator node,
 the Hornet node the services use, which the tests kill, and the faucet), broker_auth and the
 ingest worker. Nothing is shared with other test modules: these processes get killed. Each `Proc`
 keeps its command line, ports and data directory, so `proc.start()` after a kill brings the
@@ -10,10 +10,7 @@ same service back on the same port with the same data.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
-import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +52,7 @@ INGEST_ENV = {
 @dataclass
 class FaultStack:
     workdir: Path
-    victoria: procs.Proc
-    victoria_url: str
+    store: procs.InfluxHandle
     ferret: procs.Proc
     broker: procs.MosquittoHandle
     net: procs.Devnet
@@ -82,7 +78,7 @@ class FaultStack:
     @property
     def procs(self) -> dict[str, procs.Proc]:
         return {
-            "victoria-metrics": self.victoria,
+            "influxdb": self.store.proc,
             "ingest": self.ingest,
             "broker_auth": self.auth,
             "hornet": self.node,
@@ -95,7 +91,7 @@ class FaultStack:
         for proc in (self.ingest, self.auth, self.broker.proc, self.ferret):
             proc.stop()
         self.net.stop()
-        self.victoria.stop()
+        self.store.proc.stop()
 
     # -- health ------------------------------------------------------------------------------
     def healthz(self) -> int | None:
@@ -182,19 +178,13 @@ class FaultStack:
 
     # -- time series -------------------------------------------------------------------------
     def export_counts(self, sensor: str) -> dict[str, Counter[int]]:
-        """Samples per timestamp of each device's `reading_value{sensor=...}` (raw export:
-        VictoriaMetrics keeps a sample written twice twice, unless deduplication is on)."""
-        with urllib.request.urlopen(f"{self.victoria_url}/internal/force_flush", timeout=10):
-            pass
-        query = urllib.parse.urlencode({"match[]": f'reading_value{{sensor="{sensor}"}}'})
-        counts: dict[str, Counter[int]] = {}
-        with urllib.request.urlopen(f"{self.victoria_url}/api/v1/export?{query}", timeout=20) as r:
-            for line in r.read().decode().splitlines():
-                if line.strip():
-                    series = json.loads(line)
-                    device = series["metric"]["device"]
-                    counts.setdefault(device, Counter()).update(series["timestamps"])
-        return counts
+        """Stored points per timestamp of each device's `reading` of `sensor`. InfluxDB keeps one
+        point per series and time (a reading written twice is stored once): a duplicate shows
+        as a timestamp never sent, which the callers check."""
+        return {
+            tags["device"]: Counter(t for t, _ in points)
+            for tags, points in self.store.reader().series("reading", "value", sensor=sensor)
+        }
 
 
 def start_stack(workdir: Path) -> FaultStack:
@@ -208,8 +198,8 @@ def start_stack(workdir: Path) -> FaultStack:
 
 
 def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
-    vm, vm_port = procs.victoria_metrics(workdir / "victoria-metrics")
-    started.append(vm)
+    store = procs.influx(workdir / "influxdb")
+    started.append(store.proc)
     ferret, ferret_port = procs.ferretdb(workdir / "ferretdb")
     started.append(ferret)
     broker = procs.mosquitto(
@@ -221,7 +211,6 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
     net = start_devnet(workdir / "devnet", milestone_interval=MILESTONE_INTERVAL_S, crash_safe=True)
     started += [p for p in (net.coordinator, net.node, net.faucet) if p is not None]
 
-    victoria_url = f"http://127.0.0.1:{vm_port}"
     service = start_auth_stack(
         workdir / "broker_auth",
         broker,
@@ -230,7 +219,7 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
         {
             "WATCHER_INTERVAL_S": str(WATCHER_INTERVAL_S),
             "WATCHER_MAX_BACKOFF_S": str(WATCHER_MAX_BACKOFF_S),
-            "INFLUX_URL": victoria_url,
+            **store.writer_env,
             "GRANTS_ACTIVE_INTERVAL_S": "2",
         },
         pool_size=400,
@@ -248,14 +237,13 @@ def _start(workdir: Path, started: list[procs.Proc]) -> FaultStack:
             "MQTT_PORT": str(broker.port),
             "INGEST_MQTT_PASSWORD": broker.ingest_password,
             "INGEST_CLIENT_ID": "ingest-faults",
-            "INFLUX_URL": victoria_url,
+            **store.writer_env,
             "INGEST_METRICS_PORT": str(metrics_port),
         },
     )
     stack = FaultStack(
         workdir=workdir,
-        victoria=vm,
-        victoria_url=victoria_url,
+        store=store,
         ferret=ferret,
         broker=broker,
         net=net,

@@ -1,12 +1,9 @@
-"""Fixtures for the ingest tests: the worker as a real process, MQTT clients, VM read-back."""
+"""Fixtures for the ingest tests: the worker as a real process, MQTT clients, store read-back."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from broker_auth import acl_model
 from stack import procs
-from stack.scrape import http_text, scrape_metrics
+from stack.scrape import scrape_metrics
 from tests.conftest import Store, device_password
 
 # Fast cadences so tests finish quickly; the defaults are for production.
@@ -83,7 +80,7 @@ WorkerFactory = Callable[..., Worker]
 
 
 def ingest_worker(
-    workdir: Path, broker: procs.MosquittoHandle, store_url: str, client_id: str, **extra: str
+    workdir: Path, broker: procs.MosquittoHandle, store: Store, client_id: str, **extra: str
 ) -> Worker:
     """An ingest worker on `broker` with the fast cadences, not started yet (`worker.proc.start()`
     waits until it is subscribed); `extra` overrides any variable."""
@@ -94,7 +91,7 @@ def ingest_worker(
         "MQTT_PORT": str(broker.port),
         "INGEST_MQTT_PASSWORD": broker.ingest_password,
         "INGEST_CLIENT_ID": client_id,
-        "INFLUX_URL": store_url,
+        **store.writer_env,
         "INGEST_METRICS_PORT": str(port),
         **extra,
     }
@@ -109,10 +106,8 @@ def _worker_factory(
 ) -> tuple[WorkerFactory, list[Worker]]:
     started: list[Worker] = []
 
-    def start(store_url: str, client_id: str | None = None, **extra: str) -> Worker:
-        worker = ingest_worker(
-            workdir, broker, store_url, client_id or unique("ingest-test"), **extra
-        )
+    def start(store: Store, client_id: str | None = None, **extra: str) -> Worker:
+        worker = ingest_worker(workdir, broker, store, client_id or unique("ingest-test"), **extra)
         started.append(worker)  # before start(): a worker that fails to start is stopped too
         worker.proc.start()
         return worker
@@ -136,11 +131,11 @@ def start_worker(tmp_path: Path, mosquitto: procs.MosquittoHandle) -> Iterator[W
 
 @pytest.fixture(scope="module")
 def worker(
-    tmp_path_factory: pytest.TempPathFactory, mosquitto: procs.MosquittoHandle, victoria: Store
+    tmp_path_factory: pytest.TempPathFactory, mosquitto: procs.MosquittoHandle, influx: Store
 ) -> Iterator[Worker]:
-    """One worker for a whole test module, on the shared broker and VictoriaMetrics."""
+    """One worker for a whole test module, on the shared broker and InfluxDB."""
     start, started = _worker_factory(tmp_path_factory.mktemp("ingest"), mosquitto)
-    yield start(victoria.url)
+    yield start(influx)
     _stop_all(started, mosquitto)
 
 
@@ -209,18 +204,6 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def export(store_url: str, metric: str, **labels: str) -> list[tuple[int, float]]:
-    """Samples of one series from VictoriaMetrics: (timestamp ms, value), sorted, distinct.
-
-    VictoriaMetrics 1.79 makes a new series searchable only when it flushes its index (~10 s);
-    /internal/force_flush does it now, so tests read back quickly.
-    """
-    http_text(f"{store_url}/internal/force_flush")
-    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    query = urllib.parse.urlencode({"match[]": f"{metric}{{{selector}}}"})
-    samples: set[tuple[int, float]] = set()
-    for line in http_text(f"{store_url}/api/v1/export?{query}").splitlines():
-        if line.strip():
-            series = json.loads(line)
-            samples.update(zip(series["timestamps"], series["values"], strict=True))
-    return sorted(samples)
+def stored_points(store: Store, device: str, sensor: str) -> list[tuple[int, float]]:
+    """The raw readings of one series as the store keeps them: (timestamp ms, value)."""
+    return store.reader().points("reading", "value", device=device, sensor=sensor)

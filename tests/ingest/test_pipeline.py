@@ -1,4 +1,4 @@
-"""The ingest worker as a real process between Mosquitto and VictoriaMetrics."""
+"""The ingest worker as a real process between Mosquitto and InfluxDB."""
 
 from __future__ import annotations
 
@@ -12,29 +12,27 @@ import pytest
 from ingest import parsing
 from stack import procs
 from tests.conftest import Store
-from tests.ingest.conftest import Device, Subscriber, Worker, export, unique
+from tests.ingest.conftest import Device, Subscriber, Worker, stored_points, unique
 from tests.support import wait_for
 
 
-def stored(victoria: Store, device: str, sensor: str) -> list[tuple[int, float]]:
-    return export(victoria.url, "reading_value", device=device, sensor=sensor)
-
-
 def wait_stored(
-    victoria: Store, device: str, sensor: str, n: int, worker: Worker
+    influx: Store, device: str, sensor: str, n: int, worker: Worker
 ) -> list[tuple[int, float]]:
     try:
-        wait_for(lambda: len(stored(victoria, device, sensor)) >= n, 15, f"{n} of {sensor}", 0.2)
+        wait_for(
+            lambda: len(stored_points(influx, device, sensor)) >= n, 15, f"{n} of {sensor}", 0.2
+        )
     except AssertionError as exc:
-        found = stored(victoria, device, sensor)
+        found = stored_points(influx, device, sensor)
         raise AssertionError(
             f"{exc}: found {found}\nmetrics: {worker.metrics()}\nlog:\n{worker.proc.tail()}"
         ) from None
-    return stored(victoria, device, sensor)
+    return stored_points(influx, device, sensor)
 
 
 def test_payload_and_timestamp_forms(
-    worker: Worker, victoria: Store, device_factory: Callable[[str], Device]
+    worker: Worker, influx: Store, device_factory: Callable[[str], Device]
 ) -> None:
     dev = device_factory("dev-a")
     sensor = unique("forms")
@@ -51,7 +49,7 @@ def test_payload_and_timestamp_forms(
     dev.publish(sensor, json.dumps({"value": 6, "ts": "2024-05-01T12:00:00.250Z"}))
     dev.publish(sensor, json.dumps({"value": 7, "ts": "2024-05-01T14:00:01+02:00"}))
     dev.flush()
-    samples = wait_stored(victoria, "dev-a", sensor, 10, worker)
+    samples = wait_stored(influx, "dev-a", sensor, 10, worker)
     stored_ms = int(time.time() * 1000)
     by_value = {v: ts for ts, v in samples}
     assert set(by_value) == {1234.5, 2, 11, 12, 13, 3.25, 4, 5, 6, 7}
@@ -93,7 +91,7 @@ def retained(port: int, topic: str) -> dict[str, object] | None:
 
 def test_moving_averages_match_reference_and_are_retained(
     worker: Worker,
-    victoria: Store,
+    influx: Store,
     mosquitto: procs.MosquittoHandle,
     device_factory: Callable[[str], Device],
 ) -> None:
@@ -114,7 +112,7 @@ def test_moving_averages_match_reference_and_are_retained(
     for ts, value in points:
         dev.publish(sensor, json.dumps({"value": value, "ts": ts}))
     dev.flush()
-    assert len(wait_stored(victoria, "dev-b", sensor, len(points), worker)) == len(points)
+    assert len(wait_stored(influx, "dev-b", sensor, len(points), worker)) == len(points)
 
     for window, seconds in (("1m", 60.0), ("30s", 30.0)):
         mean, count = reference(points, seconds)
@@ -136,18 +134,18 @@ def test_moving_averages_match_reference_and_are_retained(
         labels = {"device": "dev-b", "sensor": sensor, "window": window}
 
         def final_point_written(labels: dict[str, str] = labels, count: int = count) -> bool:
-            counts = export(victoria.url, "reading_avg_count", **labels)
+            counts = influx.reader().points("reading_avg", "count", **labels)
             return bool(counts) and counts[-1][1] == count
 
         wait_for(final_point_written, 10, f"final reading_avg point of {window}", 0.2)
         # The newest point (at the newest reading's time) carries the final average.
-        ts_ms, value = export(victoria.url, "reading_avg_value", **labels)[-1]
+        ts_ms, value = influx.reader().points("reading_avg", "value", **labels)[-1]
         assert ts_ms == int((base + 100.25) * 1000)
         assert value == pytest.approx(mean)
 
 
 def test_bad_input_is_counted_and_dropped_while_good_is_stored(
-    worker: Worker, victoria: Store, device_factory: Callable[[str], Device]
+    worker: Worker, influx: Store, device_factory: Callable[[str], Device]
 ) -> None:
     dev = device_factory("dev-c")
     sensor = unique("bad")
@@ -182,7 +180,7 @@ def test_bad_input_is_counted_and_dropped_while_good_is_stored(
     dev.publish(sensor, json.dumps({"value": 999, "ts": now - 1}))
     good.append((round((now - 1) * 1000), 999.0))
     dev.flush()
-    assert wait_stored(victoria, "dev-c", sensor, len(good), worker) == good
+    assert wait_stored(influx, "dev-c", sensor, len(good), worker) == good
     wait_for(
         lambda: all(worker.rejected(r) - before[r] == expected.get(r, 0) for r in parsing.REASONS),
         10,

@@ -1,6 +1,6 @@
 """The real stack behind the portal's browser test, plus headless Chromium.
 
-Mosquitto (own dynamic-security state), FerretDB, VictoriaMetrics, the devnet, broker_auth
+Mosquitto (own dynamic-security state), FerretDB, InfluxDB, the devnet, broker_auth
 with the demo seed (device plug-1, product plug-1-live), the ingest worker publishing 1 s
 averages, and a plug publishing `live/plug-1/power` at 4 Hz. Everything on free ports and
 stopped at the end of the module.
@@ -100,7 +100,7 @@ def portal_stack(
     tmp_path_factory: pytest.TempPathFactory,
     mosquitto_factory: MosquittoFactory,
     ferret: Mongo,
-    victoria: Store,
+    influx: Store,
 ) -> Iterator[PortalStack]:
     work = tmp_path_factory.mktemp("portal")
     broker = mosquitto_factory("portal-mosquitto")
@@ -120,7 +120,7 @@ def portal_stack(
                 # The portal builds ws://<page host>:<MQTT_WS_PORT> from this.
                 "MQTT_WS_PORT": str(broker.ws_port),
                 "WATCHER_INTERVAL_S": "0.5",
-                "INFLUX_URL": victoria.url,
+                **influx.writer_env,
                 "SEED_DEMO": "true",
                 "DEMO_DEVICE_PASSWORD": device_password,
             },
@@ -138,7 +138,7 @@ def portal_stack(
                 "INGEST_PUBLISH_INTERVAL_S": "1",
                 "INGEST_METRICS_HOST": "127.0.0.1",
                 "INGEST_METRICS_PORT": str(metrics_port := procs.free_port()),
-                "INFLUX_URL": victoria.url,
+                **influx.writer_env,
             },
             ready=lambda: procs.http_ok(f"http://127.0.0.1:{metrics_port}/metrics"),
         )

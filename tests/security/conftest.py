@@ -1,7 +1,7 @@
 """Fixtures for the security tests: the whole stack as real processes, plus a test-only observer.
 
 `full_stack` (once per session, for the ACL matrix and the log audit) runs Mosquitto, FerretDB,
-VictoriaMetrics, a devnet node, broker_auth and an ingest worker, and walks the whole story
+InfluxDB, a devnet node, broker_auth and an ingest worker, and walks the whole story
 through them: devices and products created by the admin, three buyers registered, two of them
 paying with the `iot-wallet` CLI from seed files (one buys a few seconds that run out). Every
 secret used on the way is collected so the log audit can look for it.
@@ -205,11 +205,11 @@ class FullStack:
 
 
 def start_ingest(
-    workdir: Path, broker: procs.MosquittoHandle, store_url: str, **extra: str
+    workdir: Path, broker: procs.MosquittoHandle, store: Store, **extra: str
 ) -> Worker:
     """An ingest worker process on `broker` (fast cadences from the ingest tests)."""
     client_id = f"ingest-sec-{secrets.token_hex(3)}"
-    worker = ingest_worker(workdir, broker, store_url, client_id, **extra)
+    worker = ingest_worker(workdir, broker, store, client_id, **extra)
     worker.proc.start()
     return worker
 
@@ -272,7 +272,7 @@ def full_stack(
     tmp_path_factory: pytest.TempPathFactory,
     mosquitto_factory: MosquittoFactory,
     ferret: Mongo,
-    victoria: Store,
+    influx: Store,
 ) -> Iterator[FullStack]:
     workdir = tmp_path_factory.mktemp("security")
     observer_password = secrets.token_urlsafe(18)
@@ -292,9 +292,9 @@ def full_stack(
             ferret.url,
             node_url,
             # DEBUG everywhere: the log audit must see the chattiest the services can be.
-            {"LOG_LEVEL": "DEBUG", "INFLUX_URL": victoria.url, "GRANTS_ACTIVE_INTERVAL_S": "1"},
+            {"LOG_LEVEL": "DEBUG", **influx.writer_env, "GRANTS_ACTIVE_INTERVAL_S": "1"},
         )
-        ingest = start_ingest(workdir / "ingest", broker, victoria.url, INGEST_LOG_LEVEL="DEBUG")
+        ingest = start_ingest(workdir / "ingest", broker, influx, INGEST_LOG_LEVEL="DEBUG")
         stack = FullStack(
             auth,
             node,
@@ -314,8 +314,10 @@ def full_stack(
             net.faucet,
             ingest.proc,
             ferret.proc,
-            victoria.proc,
+            influx.proc,
         ]
+        stack.secrets["InfluxDB writer password"] = influx.credentials.writer_password
+        stack.secrets["InfluxDB admin password"] = influx.credentials.admin_password
         _walk_the_story(stack)
         yield stack
     finally:

@@ -5,7 +5,7 @@ extra clients/roles, as no real device may) sends, on one connection: readings f
 distinct device ids, a storm of points into one series, oversized payloads, malformed payloads
 (bad UTF-8, bad JSON, JSON nested 1500 deep, NaN) and topics with 30 000-character levels. The
 worker runs with small caps (INGEST_MAX_SERIES, INGEST_MAX_POINTS_PER_SERIES,
-INGEST_REPLAY_MAX_POINTS, INGEST_RECEIVE_MAXIMUM). Its resident memory (VmRSS) is read after a
+INGEST_RECEIVE_MAXIMUM). Its resident memory (VmRSS) is read after a
 warm-up flood that already fills the caps and after two floods of different sizes: growth
 between them must stay small, far below what per-device state would cost, and a real device's
 readings must still be stored after each flood.
@@ -32,7 +32,7 @@ from ingest.parsing import Reading
 from ingest.settings import Window
 from stack import procs
 from tests.conftest import MosquittoFactory, Store
-from tests.ingest.conftest import Worker, export
+from tests.ingest.conftest import Worker, stored_points
 from tests.security.conftest import REPORTS, start_ingest
 from tests.support import wait_for
 
@@ -50,7 +50,7 @@ MiB = 1024 * 1024
 class Flood:
     broker: procs.MosquittoHandle
     worker: Worker
-    victoria_url: str
+    store: Store
     client: mqtt.Client
     sent: int = 0
 
@@ -67,7 +67,7 @@ class Flood:
 
 @pytest.fixture(scope="module")
 def flood(
-    tmp_path_factory: pytest.TempPathFactory, mosquitto_factory: MosquittoFactory, victoria: Store
+    tmp_path_factory: pytest.TempPathFactory, mosquitto_factory: MosquittoFactory, influx: Store
 ) -> Iterator[Flood]:
     broker = mosquitto_factory(
         "flood-mosquitto",
@@ -83,10 +83,9 @@ def flood(
     worker = start_ingest(
         tmp_path_factory.mktemp("flood-ingest"),
         broker,
-        victoria.url,
+        influx,
         INGEST_MAX_SERIES=str(MAX_SERIES),
         INGEST_MAX_POINTS_PER_SERIES=str(MAX_POINTS),
-        INGEST_REPLAY_MAX_POINTS="2000",
         INGEST_RECEIVE_MAXIMUM="1000",
         INGEST_BATCH_SIZE="500",
         INGEST_WINDOWS="1m",
@@ -98,7 +97,7 @@ def flood(
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        yield Flood(broker, worker, victoria.url, client)
+        yield Flood(broker, worker, influx, client)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -138,7 +137,7 @@ def good_reading(flood: Flood, value: float) -> None:
     device.loop_stop()
     flood.sent += 1
     wait_for(
-        lambda: value in [v for _, v in export(flood.victoria_url, "reading_value", device=GOOD)],
+        lambda: value in [v for _, v in stored_points(flood.store, GOOD, "power")],
         30,
         f"the good reading {value} in the store",
         0.2,

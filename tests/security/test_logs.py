@@ -1,7 +1,7 @@
 """No password, seed or token in any log, and none in clear text at rest.
 
 The full stack (broker_auth and the ingest worker at DEBUG, Mosquitto, devnet, FerretDB,
-VictoriaMetrics, and each `iot-wallet` run) has walked the story in the `full_stack` fixture:
+InfluxDB, and each `iot-wallet` run) has walked the story in the `full_stack` fixture:
 registrations, device provisioning, products, orders, payments from seed files. Here the admin
 and the buyers make a few more calls, right and wrong (wrong admin tokens, guessed passwords, a
 password refused by validation), devices and buyers use MQTT, and then every process log is
