@@ -31,6 +31,9 @@ BUYERS_GROUP = "buyers"
 ROLE_ADMIN = "svc-admin"
 ROLE_INGEST = "svc-ingest"
 ROLE_AVG_READER = "avg-reader"
+NOTIFIER_USERNAME = "svc.notifier"
+ROLE_NOTIFIER = "svc-notifier"
+NOTIFY_PREFIX = "notify"
 CONTROL_TOPIC = "$CONTROL/dynamic-security/#"
 
 DEFAULT_ACL_ACCESS: dict[str, bool] = {
@@ -107,8 +110,37 @@ def avg_reader_role(avg_prefix: str = "avg") -> Role:
     return Role(ROLE_AVG_READER, _read(f"{avg_prefix}/#"), "free moving averages")
 
 
+NOTIFY_ROLE_PREFIX = "notify."
+
+
+def notify_role(username: str) -> Role:
+    # One role per buyer: Mosquitto 2.0's dynamic security has no %u substitution (2.1 has).
+    return Role(
+        f"{NOTIFY_ROLE_PREFIX}{username}",
+        _read(notify_topic(username)),
+        f"notifications of {username} only",
+    )
+
+
+def notifier_role() -> Role:
+    return Role(
+        ROLE_NOTIFIER,
+        (Acl("publishClientSend", f"{NOTIFY_PREFIX}/#"),),
+        "broker_auth's notifier: publishes buyers' notifications only",
+    )
+
+
+def notify_topic(username: str) -> str:
+    return f"{NOTIFY_PREFIX}/{username}"
+
+
 def static_roles(live_prefix: str = "live", avg_prefix: str = "avg") -> list[Role]:
-    return [admin_role(), ingest_role(live_prefix, avg_prefix), avg_reader_role(avg_prefix)]
+    return [
+        admin_role(),
+        ingest_role(live_prefix, avg_prefix),
+        avg_reader_role(avg_prefix),
+        notifier_role(),
+    ]
 
 
 def static_groups() -> list[Group]:

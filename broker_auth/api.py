@@ -23,7 +23,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker_auth import metrics
 from broker_auth.addresses import AddressState
-from broker_auth.auth import check_signup_rate, require_admin, require_buyer, runtime
+from broker_auth.auth import (
+    check_signup_rate,
+    require_admin,
+    require_buyer,
+    runtime,
+)
 from broker_auth.dynsec import DynsecError, DynsecUnavailableError
 from broker_auth.errors import ServiceError
 from broker_auth.models import (
@@ -47,6 +52,8 @@ from broker_auth.models import (
     SweptIn,
 )
 from broker_auth.portal import mount_portal
+from broker_auth.routes_account import router as account_routes
+from broker_auth.routes_admin import router as admin_routes
 from broker_auth.service import Runtime
 from broker_auth.settings import Settings
 
@@ -140,8 +147,9 @@ def create_app(settings: Settings) -> FastAPI:
             "deposit address, and get the product's MQTT topics for the time paid (what the "
             "ledger confirms on that address counts; the tag is only shown to wallets). "
             "Admin calls carry `Authorization: Bearer <BROKER_ADMIN_TOKEN>`; buyer calls "
-            "carry HTTP Basic with the buyer's username and password (also the MQTT "
-            'credentials). Times are RFC 3339 UTC; errors are JSON `{"detail": ...}`.'
+            "carry `Authorization: Bearer <session token>` (from `POST /api/sessions`) or "
+            "HTTP Basic with the buyer's username and login password (scripts). Times are "
+            'RFC 3339 UTC; errors are JSON `{"detail": ...}`.'
         ),
         version="1.0.0",
         lifespan=lifespan,
@@ -163,6 +171,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path=imports)
     _install_error_handlers(app)
     _install_routes(app)
+    app.include_router(account_routes)
+    app.include_router(admin_routes)
     # The buyer's web portal at / (static files; see broker_auth/portal).
     mount_portal(app)
     return app

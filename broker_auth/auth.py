@@ -1,4 +1,6 @@
-"""Who is calling: the admin (Bearer token) or a buyer (HTTP Basic, throttled on failure)."""
+"""Who is calling: the admin (Bearer admin token) or a buyer (session token, or HTTP Basic).
+
+Password checks are throttled so that a stranger's guesses refuse only the stranger."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import hmac
 import logging
 import math
 import re
+from typing import Any
 
+import anyio
 from fastapi import HTTPException, Request, status
 
 from broker_auth import metrics
-from broker_auth.models import USERNAME_PATTERN
+from broker_auth.models import USERNAME_PATTERN, ErrorOut
 from broker_auth.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -20,6 +24,14 @@ log = logging.getLogger(__name__)
 _USERNAME = re.compile(USERNAME_PATTERN)
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="broker_auth", charset="UTF-8"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="broker_auth admin"'}
+BEARER_BUYER = {"WWW-Authenticate": 'Bearer realm="broker_auth"'}
+E_LOGIN: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "wrong username or password"},
+    422: {"model": ErrorOut, "description": "invalid input"},
+    429: {"model": ErrorOut, "description": "too many failed logins from this address"},
+    400: {"model": ErrorOut, "description": "body is not UTF-8 JSON"},
+    413: {"model": ErrorOut, "description": "body over MAX_BODY_BYTES"},
+}
 
 
 def runtime(request: Request) -> Runtime:
@@ -60,32 +72,69 @@ def _too_many(retry_after: float) -> HTTPException:
     metrics.THROTTLED.labels("login").inc()
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
-        "too many failed logins; try again later",
+        "too many failed logins from this address; try again later",
         {"Retry-After": str(max(1, math.ceil(retry_after)))},
     )
 
 
-def require_buyer(request: Request) -> str:
-    """The authenticated buyer's username (HTTP Basic, the MQTT credentials)."""
+async def check_password(request: Request, username: str, password: str) -> bool:
+    """One password check, throttled so that guessing cannot lock the owner out.
+
+    Refused (429) only for the guesser: by (username, client address) and by address. Wrong
+    guesses for a username from anywhere only slow its logins down (LOGIN_SLOW_DELAY_S),
+    the right password still works.
+    """
     rt = runtime(request)
-    credentials = _basic_credentials(request.headers.get("authorization", ""))
-    if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required", BASIC_CHALLENGE)
-    username, password = credentials
     ip = client_ip(request)
-    for window, key in ((rt.login_by_ip, ip), (rt.login_by_user, username)):
+    pair = f"{username}\x00{ip}"
+    for window, key in ((rt.login_by_ip, ip), (rt.login_by_pair, pair)):
         wait = window.retry_after(key)
         if wait is not None:
             raise _too_many(wait)
-    ok = bool(_USERNAME.match(username)) and rt.accounts.authenticate(username, password)
+    if rt.login_by_user.retry_after(username) is not None:
+        metrics.THROTTLED.labels("login_slowed").inc()
+        await anyio.sleep(rt.settings.login_slow_delay_s)
+    ok = bool(_USERNAME.match(username)) and await anyio.to_thread.run_sync(
+        rt.accounts.authenticate, username, password
+    )
     if not ok:
-        rt.login_by_ip.add(ip)
-        rt.login_by_user.add(username)
-        metrics.AUTH_FAILURES.labels("basic").inc()
+        for window, key in (
+            (rt.login_by_ip, ip),
+            (rt.login_by_pair, pair),
+            (rt.login_by_user, username),
+        ):
+            window.add(key)
+        metrics.AUTH_FAILURES.labels("password").inc()
+    return ok
+
+
+async def require_buyer(request: Request) -> str:
+    """The authenticated buyer: a session token (Bearer) or HTTP Basic (scripts)."""
+    rt = runtime(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        username = await anyio.to_thread.run_sync(rt.sessions.username_of, token.strip())
+        if username is None:
+            metrics.AUTH_FAILURES.labels("session").inc()
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "session expired or revoked", BEARER_BUYER
+            )
+        return username
+    credentials = _basic_credentials(header)
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required", BASIC_CHALLENGE)
+    username, password = credentials
+    if not await check_password(request, username, password):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid username or password", BASIC_CHALLENGE
         )
     return username
+
+
+def session_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def check_signup_rate(request: Request) -> None:

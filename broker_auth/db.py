@@ -46,6 +46,7 @@ class Store:
         # size is the watched orders' (FerretDB scans a whole collection for any query but an
         # `_id` equality, whatever the indexes). See addresses.py.
         self.watchlist: Collection[Doc] = self.db["watchlist"]
+        self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
 
     def migrate(self) -> None:
         """Data of the single-address era: orders then shared one address (kept apart now)."""
@@ -72,6 +73,7 @@ class Store:
             [("active", ASCENDING), ("expires_at", ASCENDING)], name="grant_active_expiry"
         )
         self.grants.create_index([("username", ASCENDING)], name="grant_username")
+        self.sessions.create_index([("username", ASCENDING)], name="session_username")
 
     def wait_ready(self, timeout_s: float) -> None:
         """Wait for the database at start-up (it may start after us under supervisord)."""

@@ -9,9 +9,9 @@ from pymongo.errors import DuplicateKeyError
 
 from broker_auth import acl_model, passwords
 from broker_auth.clock import utcnow
-from broker_auth.db import Store
+from broker_auth.db import Doc, Store
 from broker_auth.dynsec import DynsecError, DynsecUnavailableError
-from broker_auth.errors import ConflictError, UnavailableError
+from broker_auth.errors import ConflictError, NotFoundError, UnavailableError
 from broker_auth.projection import Projector
 
 log = logging.getLogger(__name__)
@@ -23,22 +23,27 @@ class Devices:
         self.projector = projector
 
     def create(self, device_id: str, password: str | None = None) -> tuple[str, str]:
-        """Register a device; returns (username, password). The password is not kept."""
+        """Register a device (or re-enable a deleted one); returns (username, password). The
+        password is not kept."""
         password = password or passwords.generate_password()
         username = acl_model.device_username(device_id)
         password_hash = passwords.hash_password(password)
+        doc = {
+            "_id": device_id,
+            "username": username,
+            "password_hash": password_hash,
+            "created_at": utcnow(),
+            "enabled": True,
+        }
         with self.projector.lock:
             try:
-                self.store.devices.insert_one(
-                    {
-                        "_id": device_id,
-                        "username": username,
-                        "password_hash": password_hash,
-                        "created_at": utcnow(),
-                    }
-                )
+                self.store.devices.insert_one(doc)
             except DuplicateKeyError:
-                raise ConflictError("device already exists") from None
+                revived = self.store.devices.find_one_and_update(
+                    {"_id": device_id, "enabled": False}, {"$set": doc}
+                )
+                if revived is None:
+                    raise ConflictError("device already exists") from None
             try:
                 self.projector.ensure_device_client(device_id, password)
             except (DynsecUnavailableError, DynsecError) as exc:
@@ -47,6 +52,43 @@ class Devices:
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None
         log.info("device %r created", device_id)
         return username, password
+
+    def list(self) -> list[Doc]:
+        return list(self.store.devices.find({}, {"password_hash": 0}).sort("_id", 1))
+
+    def rotate_password(self, device_id: str) -> str:
+        """A new MQTT password; the broker cuts the device until it logs in with it."""
+        device = self._enabled(device_id)
+        password = passwords.generate_password()
+        with self.projector.lock:
+            self.projector.dynsec.set_client_password(str(device["username"]), password)
+            self.projector.dynsec.kick(str(device["username"]))
+            self.store.devices.update_one(
+                {"_id": device_id}, {"$set": {"password_hash": passwords.hash_password(password)}}
+            )
+        log.info("device %r: password rotated", device_id)
+        return password
+
+    def delete(self, device_id: str) -> None:
+        """Cut the device at once and refuse its logins; its stored readings stay."""
+        device = self._enabled(device_id)
+        with self.projector.lock:
+            # First MongoDB (reconciliation then deletes the client too if the broker is down).
+            self.store.devices.update_one(
+                {"_id": device_id},
+                {
+                    "$set": {"enabled": False, "deleted_at": utcnow()},
+                    "$unset": {"password_hash": ""},
+                },
+            )
+            self.projector.dynsec.delete_client(str(device["username"]))
+        log.info("device %r deleted", device_id)
+
+    def _enabled(self, device_id: str) -> Doc:
+        device = self.store.devices.find_one({"_id": device_id, "enabled": {"$ne": False}})
+        if device is None:
+            raise NotFoundError("no such device")
+        return device
 
     def ensure(self, device_id: str, password: str) -> None:
         """Idempotent registration with a known password (demo seed)."""

@@ -312,6 +312,12 @@ class DynsecClient:
     def set_client_password(self, username: str, password: str) -> None:
         self.call({"command": "setClientPassword", "username": username, "password": password})
 
+    def kick(self, username: str) -> None:
+        """Disconnect every connection of a client now (disabling one disconnects it); it may
+        log in again at once with what it is allowed now."""
+        self.call({"command": "disableClient", "username": username})
+        self.call({"command": "enableClient", "username": username})
+
     def add_client_role(self, username: str, rolename: str) -> None:
         self.call({"command": "addClientRole", "username": username, "rolename": rolename})
 

@@ -1,4 +1,5 @@
-"""Ends grants on time: sleeps until the earliest end, then revokes everything that is due.
+"""Ends grants on time: sleeps until the earliest end, then revokes everything that is due;
+and tells each buyer GRANT_ENDING_NOTICE_S before a grant ends (`grant_ending`).
 
 On start-up the first pass revokes whatever ended while the service was down. The thread is
 woken early whenever a grant changes; it also re-reads MongoDB at least once a second.
@@ -22,9 +23,10 @@ MARGIN_S = 0.005
 
 
 class ExpiryScheduler(BackgroundWorker):
-    def __init__(self, grants: Grants) -> None:
+    def __init__(self, grants: Grants, ending_notice_s: float = 300.0) -> None:
         super().__init__("expiry")
         self.grants = grants
+        self.ending_notice_s = ending_notice_s
 
     def _run(self) -> None:
         store_down = False
@@ -32,9 +34,17 @@ class ExpiryScheduler(BackgroundWorker):
             sleep = MAX_SLEEP_S
             try:
                 self.grants.expire_due()
-                nxt = self.grants.next_expiry()
-                if nxt is not None:
-                    until = (nxt - utcnow()).total_seconds() + MARGIN_S
+                self.grants.notify_ending(self.ending_notice_s)
+                due = [
+                    t
+                    for t in (
+                        self.grants.next_expiry(),
+                        self.grants.next_notice(self.ending_notice_s),
+                    )
+                    if t is not None
+                ]
+                if due:
+                    until = (min(due) - utcnow()).total_seconds() + MARGIN_S
                     sleep = min(MAX_SLEEP_S, max(0.01, until))
                 if store_down:
                     log.info("expiry: MongoDB reachable again")

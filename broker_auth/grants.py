@@ -26,12 +26,15 @@ from broker_auth.clock import as_utc, truncate, utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.dynsec import DynsecError, DynsecUnavailableError
 from broker_auth.events import EventWriter
-from broker_auth.models import GrantOut
+from broker_auth.models import GrantAdminOut, GrantOut
 from broker_auth.projection import Projector
 
 log = logging.getLogger(__name__)
 
 MAX_CAS_ATTEMPTS = 20
+# (username, event, product_id, expires_at): the buyer's notification of a grant change.
+Notify = Callable[[str, str, str, dt.datetime], None]
+NOTICE_EVENTS = {"granted": "grant_started", "extended": "grant_extended"}
 
 
 def grant_id(username: str, product_id: str) -> str:
@@ -45,11 +48,13 @@ class Grants:
         projector: Projector,
         events: EventWriter | None = None,
         on_change: Callable[[], None] | None = None,
+        notify: Notify | None = None,
     ) -> None:
         self.store = store
         self.projector = projector
         self.events = events
         self.on_change = on_change
+        self.notify = notify
 
     # -- crediting -----------------------------------------------------------------------
     def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
@@ -66,6 +71,7 @@ class Grants:
         seconds = amount * 3600 / price
         gid = grant_id(username, product_id)
         event: str | None = None
+        new_end: dt.datetime | None = None
         need_role = False
         with self.projector.lock:
             for _attempt in range(MAX_CAS_ATTEMPTS):
@@ -74,6 +80,7 @@ class Grants:
                 if g is not None and pid in g.get("applied_payments", []):
                     break  # applied before a crash: only the flag below is missing
                 if g is None:
+                    new_end = truncate(now + dt.timedelta(seconds=seconds))
                     try:
                         self.store.grants.insert_one(
                             {
@@ -82,7 +89,7 @@ class Grants:
                                 "product_id": product_id,
                                 "topic_filter": order["topic_filter"],
                                 "starts_at": now,
-                                "expires_at": truncate(now + dt.timedelta(seconds=seconds)),
+                                "expires_at": new_end,
                                 "active": True,
                                 "applied_payments": [pid],
                                 "updated_at": now,
@@ -145,6 +152,8 @@ class Grants:
         log.info("grant %s %s by %.1f s (payment %s, %d iota)", gid, event, seconds, pid, amount)
         if self.events:
             self.events.grant(product_id, event, seconds)
+        if self.notify and new_end is not None:
+            self.notify(username, NOTICE_EVENTS[event], product_id, new_end)
         if self.on_change:
             self.on_change()
 
@@ -173,8 +182,50 @@ class Grants:
                 log.info("grant %s revoked %.3f s after its end", g["_id"], lag)
                 if self.events:
                     self.events.grant(str(g["product_id"]), "revoked", length)
+                if self.notify:
+                    self.notify(str(g["username"]), "grant_ended", str(g["product_id"]), end)
                 revoked += 1
         return revoked
+
+    def notify_ending(self, notice_s: float) -> int:
+        """`grant_ending` for each active grant within `notice_s` of its end, once per end (a
+        grant extended afterwards gets a new notice before its new end)."""
+        if self.notify is None:
+            return 0
+        now = utcnow()
+        sent = 0
+        soon = {
+            "active": True,
+            "expires_at": {"$gt": now, "$lte": now + dt.timedelta(seconds=notice_s)},
+        }
+        for g in self.store.grants.find(soon):
+            end = g["expires_at"]
+            if g.get("ending_notice_for") == end:
+                continue
+            claimed = self.store.grants.find_one_and_update(
+                {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
+                {"$set": {"ending_notice_for": end}},
+            )
+            if claimed is not None:
+                self.notify(str(g["username"]), "grant_ending", str(g["product_id"]), as_utc(end))
+                sent += 1
+        return sent
+
+    def next_notice(self, notice_s: float) -> dt.datetime | None:
+        """When the next `grant_ending` falls due (the earliest end beyond the notice window)."""
+        if self.notify is None:
+            return None
+        after = utcnow() + dt.timedelta(seconds=notice_s)
+        docs = list(
+            self.store.grants.find(
+                {"active": True, "expires_at": {"$gt": after}}, {"expires_at": 1}
+            )
+            .sort("expires_at", 1)
+            .limit(1)
+        )
+        if not docs:
+            return None
+        return as_utc(docs[0]["expires_at"]) - dt.timedelta(seconds=notice_s)
 
     def next_expiry(self) -> dt.datetime | None:
         docs = list(
@@ -186,12 +237,20 @@ class Grants:
 
     # -- queries -------------------------------------------------------------------------
     def active_for(self, username: str) -> list[GrantOut]:
-        now = utcnow()
-        docs = self.store.grants.find(
-            {"username": username, "active": True, "expires_at": {"$gt": now}}
-        ).sort("product_id", 1)
+        return [GrantOut(**g.model_dump(exclude={"username"})) for g in self._active(username)]
+
+    def active_all(self) -> list[GrantAdminOut]:
+        """Every buyer's active grants (the seller)."""
+        return self._active(None)
+
+    def _active(self, username: str | None) -> list[GrantAdminOut]:
+        query: dict[str, object] = {"active": True, "expires_at": {"$gt": utcnow()}}
+        if username is not None:
+            query["username"] = username
+        docs = self.store.grants.find(query).sort([("username", 1), ("product_id", 1)])
         return [
-            GrantOut(
+            GrantAdminOut(
+                username=str(d["username"]),
                 product_id=str(d["product_id"]),
                 topic_filter=str(d["topic_filter"]),
                 expires_at=as_utc(d["expires_at"]),

@@ -69,6 +69,17 @@ class AccountOut(BaseModel):
     username: str
 
 
+class LoginIn(_Strict):
+    # Not the sign-up rules: a login says nothing about what passwords are allowed.
+    username: str = Field(min_length=1, max_length=64, examples=["john"])
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(BaseModel):
+    token: str = Field(description="send as `Authorization: Bearer <token>`")
+    expires_at: UtcDateTime
+
+
 class ProductIn(_Strict):
     id: str = Field(pattern=ID_PATTERN, examples=["plug-1-live"])
     topic_filter: str = Field(
@@ -91,6 +102,25 @@ class ProductOut(BaseModel):
     description: str
 
 
+class ProductAdminOut(ProductOut):
+    active: bool = Field(description="false: disabled, no new orders")
+
+
+class ProductPatch(_Strict):
+    price_iota_per_hour: int | None = Field(None, gt=0, le=MAX_IOTA, description="new orders only")
+    description: str | None = Field(None, max_length=500)
+    active: bool | None = Field(
+        None, description="false: no new orders; running grants keep their time"
+    )
+
+
+class RevenueRow(BaseModel):
+    day: dt.date = Field(description="UTC day the payments were confirmed")
+    product_id: str | None = Field(description="null: value no order held (unmatched)")
+    confirmed_iota: int
+    payments: int
+
+
 class DeviceCreate(_Strict):
     device_id: str = Field(pattern=ID_PATTERN, examples=["plug-2"])
 
@@ -99,6 +129,20 @@ class DeviceCreated(BaseModel):
     device_id: str
     username: str = Field(description="MQTT username: device.<device_id>")
     password: str = Field(description="MQTT password, shown only in this answer")
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    username: str
+    enabled: bool = Field(description="false once deleted: it can no longer log in")
+    created_at: UtcDateTime
+    last_reading_at: UtcDateTime | None = Field(
+        description="newest reading in the time-series store (null: none, or not readable)"
+    )
+
+
+class DevicePassword(BaseModel):
+    password: str = Field(description="the new MQTT password, shown only in this answer")
 
 
 class OrderCreate(_Strict):
@@ -135,6 +179,10 @@ class GrantOut(BaseModel):
     product_id: str
     topic_filter: str
     expires_at: UtcDateTime
+
+
+class GrantAdminOut(GrantOut):
+    username: str
 
 
 class PaymentOut(BaseModel):

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from broker_auth.addresses import AddressTakenError, DepositAddresses
 from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
-from broker_auth.errors import InvalidError, NotFoundError
+from broker_auth.errors import ConflictError, InvalidError, NotFoundError
 from broker_auth.models import MAX_IOTA, OrderCreated, OrderOut, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class Orders:
         product = self.store.products.find_one({"_id": product_id})
         if product is None:
             raise NotFoundError("no such product")
+        if not product.get("active", True):
+            raise ConflictError("this product is not on sale")
         price = int(product["price_iota_per_hour"])
         amount = amount_for(price, hours)
         if amount > MAX_IOTA:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.clock import utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.dynsec import DynsecError, DynsecUnavailableError
-from broker_auth.errors import ConflictError, InvalidError, UnavailableError
-from broker_auth.models import ProductIn, ProductOut
+from broker_auth.errors import ConflictError, InvalidError, NotFoundError, UnavailableError
+from broker_auth.models import ProductAdminOut, ProductIn, ProductOut, ProductPatch
 from broker_auth.projection import Projector
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,10 @@ def to_out(doc: Doc) -> ProductOut:
     )
 
 
+def to_admin_out(doc: Doc) -> ProductAdminOut:
+    return ProductAdminOut(**to_out(doc).model_dump(), active=bool(doc.get("active", True)))
+
+
 class Products:
     def __init__(self, store: Store, projector: Projector, live_prefix: str) -> None:
         self.store = store
@@ -33,7 +39,13 @@ class Products:
         self.live_prefix = live_prefix
 
     def list(self) -> list[ProductOut]:
-        return [to_out(d) for d in self.store.products.find().sort("_id", 1)]
+        """The catalog: products on sale."""
+        on_sale = {"active": {"$ne": False}}
+        return [to_out(d) for d in self.store.products.find(on_sale).sort("_id", 1)]
+
+    def list_all(self) -> Sequence[ProductAdminOut]:
+        """Every product, disabled ones too (the seller)."""
+        return [to_admin_out(d) for d in self.store.products.find().sort("_id", 1)]
 
     def get(self, product_id: str) -> Doc | None:
         return self.store.products.find_one({"_id": product_id})
@@ -62,6 +74,20 @@ class Products:
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None
         log.info("product %r created on %s", product.id, product.topic_filter)
         return to_out(doc)
+
+    def update(self, product_id: str, patch: ProductPatch) -> ProductAdminOut:
+        """Price, description or on-sale flag. Orders already made keep their amount and
+        grants their time: only new orders read the product."""
+        changes = patch.model_dump(exclude_none=True)
+        if not changes:
+            raise InvalidError("nothing to change: give price_iota_per_hour, description or active")
+        doc = self.store.products.find_one_and_update(
+            {"_id": product_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:
+            raise NotFoundError("no such product")
+        log.info("product %r updated: %s", product_id, changes)
+        return to_admin_out(doc)
 
     def ensure(self, product: ProductIn) -> None:
         """Idempotent creation (demo seed): an existing product is left as it is."""

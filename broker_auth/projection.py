@@ -71,15 +71,25 @@ class Projector:
 
     # -- single changes ------------------------------------------------------------------
     def ensure_buyer_client(self, username: str, password: str) -> None:
-        """Create (or take over) the buyer's MQTT client with its password, group and grants."""
+        """Create (or take over) the buyer's MQTT client with its password, group, own
+        notifications and grants."""
         with self.lock:
+            notify = acl_model.notify_role(username)
+            self.ensure_role(notify)
             created = self.dynsec.create_client(
-                username, password, groups=(acl_model.BUYERS_GROUP,), textname="buyer"
+                username,
+                password,
+                roles=(notify.rolename,),
+                groups=(acl_model.BUYERS_GROUP,),
+                textname="buyer",
             )
             if not created:
                 # A stale client of that name: align it with the account being created.
                 self.dynsec.set_client_password(username, password)
                 self.dynsec.add_group_client(acl_model.BUYERS_GROUP, username)
+                client = self.dynsec.get_client(username) or {}
+                if notify.rolename not in _names(client.get("roles"), "rolename"):
+                    self.dynsec.add_client_role(username, notify.rolename)
             self._sync_client_grants(username)
 
     def ensure_device_client(self, device_id: str, password: str) -> None:
@@ -166,7 +176,8 @@ class Projector:
     def _reconcile(self) -> int:
         commands: list[dict[str, Any]] = []
         # Static parts a fresh bootstrap file already has; created only if missing.
-        self.dynsec.create_role(acl_model.avg_reader_role())
+        for role in (acl_model.avg_reader_role(), acl_model.notifier_role()):
+            self.dynsec.create_role(role)
         self.dynsec.call(
             {
                 "command": "createGroup",
@@ -178,12 +189,15 @@ class Projector:
 
         roles = {str(r.get("rolename")): r for r in self.dynsec.list_roles()}
         products = {str(p["_id"]): p for p in self.store.products.find()}
-        devices = {str(d["_id"]): d for d in self.store.devices.find()}
+        # A deleted device keeps its document (enabled: false) but no client.
+        devices = {str(d["_id"]): d for d in self.store.devices.find({"enabled": {"$ne": False}})}
 
         # Roles first and one by one: the client changes below need them to exist.
         role_changes = 0
         desired_roles = [self.product_role(p) for p in products.values()]
         desired_roles += [self.device_role(device_id) for device_id in devices]
+        account_ids = [str(a["_id"]) for a in self.store.accounts.find({}, {"_id": 1})]
+        desired_roles += [acl_model.notify_role(username) for username in account_ids]
         for role in desired_roles:
             current = roles.get(role.rolename)
             if current is None:
@@ -243,6 +257,11 @@ class Projector:
             for rolename in sorted(want - have):
                 commands.append(
                     {"command": "addClientRole", "username": username, "rolename": rolename}
+                )
+            notify = acl_model.notify_role(username).rolename
+            if username in accounts and notify not in _names(client.get("roles"), "rolename"):
+                commands.append(
+                    {"command": "addClientRole", "username": username, "rolename": notify}
                 )
             if username in accounts and acl_model.BUYERS_GROUP not in _names(
                 client.get("groups"), "groupname"

@@ -18,13 +18,17 @@ from broker_auth.errors import UnavailableError
 from broker_auth.events import EventWriter
 from broker_auth.expiry import ExpiryScheduler
 from broker_auth.grants import Grants
+from broker_auth.last_readings import LastReadings
 from broker_auth.ledger.iri import IriLedger
+from broker_auth.notifier import Notifier
 from broker_auth.orders import Orders
 from broker_auth.payments import Payments
 from broker_auth.products import Products
 from broker_auth.projection import Projector
 from broker_auth.reconciler import Reconciler
+from broker_auth.revenue import Revenue
 from broker_auth.seed import DEMO_DEVICE, seed_demo
+from broker_auth.sessions import Sessions
 from broker_auth.settings import Settings
 from broker_auth.throttle import SlidingWindow
 from broker_auth.watcher import Watcher
@@ -66,6 +70,13 @@ class Runtime:
             s.influx_bucket,
             capacity=s.events_buffer,
         )
+        self.last_readings = LastReadings(
+            s.influx_url,
+            s.influx_read_token.get_secret_value() or s.influx_token.get_secret_value(),
+            s.influx_org,
+            s.influx_bucket,
+            timeout_s=5.0,
+        )
         self.dynsec = DynsecClient(
             s.mqtt_host,
             s.mqtt_port,
@@ -98,8 +109,9 @@ class Runtime:
             s.late_payment_window_s,
         )
         self.payments = Payments(self.store, self.events)
-        self.grants = Grants(self.store, self.projector, self.events)
-        self.expiry = ExpiryScheduler(self.grants)
+        self.notifier = Notifier(self.dynsec, s.mqtt_host, s.mqtt_port)
+        self.grants = Grants(self.store, self.projector, self.events, notify=self.notifier.send)
+        self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
         # A new or longer grant may end before the one the scheduler is sleeping towards.
         self.grants.on_change = self.expiry.wake
         self.watcher = Watcher(
@@ -125,8 +137,11 @@ class Runtime:
             s.grants_active_interval_s,
             before_first=seed,
         )
-        self.login_by_user = SlidingWindow(s.login_max_failures, s.login_window_s)
+        self.sessions = Sessions(self.store, s.session_ttl_s)
+        self.revenue = Revenue(self.store)
+        self.login_by_pair = SlidingWindow(s.login_max_failures, s.login_window_s)
         self.login_by_ip = SlidingWindow(s.login_max_failures_per_ip, s.login_window_s)
+        self.login_by_user = SlidingWindow(s.login_slow_after, s.login_window_s)
         self.signups_by_ip = SlidingWindow(s.signup_max_per_ip, s.signup_window_s)
         # Warm the KDF once so the first login does not pay for imports and allocation.
         passwords.burn_time("warm-up")
@@ -178,6 +193,7 @@ class Runtime:
                 self.settings.mqtt_port,
             )
         self.reconciler.start()
+        self.notifier.start()
         self.expiry.start()
         self.watcher.start()
         log.info("broker_auth started")
@@ -185,8 +201,10 @@ class Runtime:
     def stop(self) -> None:
         self.watcher.stop()
         self.expiry.stop()
+        self.notifier.stop()
         self.reconciler.stop()
         self.dynsec.stop()
         self.events.stop()
+        self.last_readings.close()
         self.store.close()
         log.info("broker_auth stopped")

@@ -60,9 +60,15 @@ class Settings(BaseSettings):
     max_order_hours: float = Field(8760.0, alias="MAX_ORDER_HOURS", gt=0)
 
     # Abuse limits (in memory, per process)
+    # Wrong passwords per (username, client address): that pair gets 429, nobody else.
     login_max_failures: int = Field(5, alias="LOGIN_MAX_FAILURES", ge=1)
     login_max_failures_per_ip: int = Field(20, alias="LOGIN_MAX_FAILURES_PER_IP", ge=1)
     login_window_s: float = Field(60.0, alias="LOGIN_WINDOW_S", gt=0)
+    # Past this many wrong passwords for a username from anywhere, every login of it waits
+    # LOGIN_SLOW_DELAY_S first: guessing slows down, the right password still gets in.
+    login_slow_after: int = Field(10, alias="LOGIN_SLOW_AFTER", ge=1)
+    login_slow_delay_s: float = Field(1.0, alias="LOGIN_SLOW_DELAY_S", ge=0, le=30)
+    session_ttl_s: float = Field(12 * 3600.0, alias="SESSION_TTL_S", gt=0)
     signup_max_per_ip: int = Field(30, alias="SIGNUP_MAX_PER_IP", ge=1)
     signup_window_s: float = Field(3600.0, alias="SIGNUP_WINDOW_S", gt=0)
     max_body_bytes: int = Field(16384, alias="MAX_BODY_BYTES", ge=256)
@@ -72,10 +78,14 @@ class Settings(BaseSettings):
     # Business events (InfluxDB v2 write API)
     influx_url: str = Field("http://127.0.0.1:8086", alias="INFLUX_URL")
     influx_token: SecretStr = Field(SecretStr(""), alias="INFLUX_TOKEN")
+    # To read each device's last reading time for the seller; empty: INFLUX_TOKEN.
+    influx_read_token: SecretStr = Field(SecretStr(""), alias="INFLUX_READ_TOKEN")
     influx_org: str = Field("iot", alias="INFLUX_ORG")
     influx_bucket: str = Field("telemetry", alias="INFLUX_BUCKET")
     events_buffer: int = Field(10000, alias="EVENTS_BUFFER", ge=10)
     grants_active_interval_s: float = Field(10.0, alias="GRANTS_ACTIVE_INTERVAL_S", gt=0)
+    # notify/<username> gets `grant_ending` this long before a grant ends.
+    grant_ending_notice_s: float = Field(300.0, alias="GRANT_ENDING_NOTICE_S", ge=0)
 
     # Demo data for `make run`
     seed_demo: bool = Field(False, alias="SEED_DEMO")

@@ -248,11 +248,19 @@ class Watcher(BackgroundWorker):
         if not waiting:
             return
         pending: dict[str, int] = {}
+        confirmed: dict[str, int] = {}
         for seen in self.ledger.bundles_paying([str(d["_id"]) for d in waiting]):
-            if not seen.confirmed:
-                pending[seen.address] = pending.get(seen.address, 0) + seen.value
+            into = confirmed if seen.confirmed else pending
+            into[seen.address] = into.get(seen.address, 0) + seen.value
         for doc in waiting:
-            value = pending.get(str(doc["_id"]), 0)
+            address = str(doc["_id"])
+            value = pending.get(address, 0)
+            if confirmed.get(address, 0) > int(doc.get("accounted_iota", 0)):
+                # Confirmed, but the ledger's balance (a milestone behind the inclusion state)
+                # has not shown it yet: still pending, so the order never steps back.
+                fresh = self.store.watchlist.find_one({"_id": address}, {"accounted_iota": 1})
+                accounted = int((fresh or doc).get("accounted_iota", 0))
+                value += max(0, confirmed[address] - accounted)
             before = int(doc.get("pending_iota", 0))
             if value == before:
                 continue

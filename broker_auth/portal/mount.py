@@ -5,7 +5,9 @@ nothing from a CDN). It talks to the JSON API with relative URLs and to Mosquitt
 WebSockets, so the only thing the server has to tell it is where that WebSocket listener is
 reachable from the browser: `/portal-config.json`.
 
-Routes added: `GET /` (the page), `GET /portal-config.json` and the static mount `/portal/...`.
+Routes added: `GET /` (the buyer's page), `GET /admin` (the seller's workspace, static too: it
+calls the admin API with the token the seller types), `GET /portal-config.json` and the static
+mount `/portal/...`.
 None of them is a catch-all, so /api, /healthz, /metrics, /docs and /openapi.json keep working
 whether `mount_portal` is called before or after the API routes are registered.
 """
@@ -84,18 +86,20 @@ def mount_portal(app: FastAPI, settings: PortalSettings | None = None) -> None:
     """Add the portal's routes to `app` (see the module docstring for which)."""
     portal_settings = settings or PortalSettings()
     index_html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    admin_html = (STATIC_DIR / "admin.html").read_text(encoding="utf-8")
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        # The pages are tiny; always fetching them means a new release is picked up at once.
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
 
     async def portal_index() -> HTMLResponse:
-        return HTMLResponse(
-            index_html,
-            headers={
-                "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-                # The page is tiny; always fetching it means a new release is picked up at once.
-                "Cache-Control": "no-cache",
-                "Referrer-Policy": "no-referrer",
-                "X-Content-Type-Options": "nosniff",
-            },
-        )
+        return HTMLResponse(index_html, headers=headers)
+
+    async def admin_index() -> HTMLResponse:
+        return HTMLResponse(admin_html, headers=headers)
 
     async def portal_config_json(request: Request) -> JSONResponse:
         return JSONResponse(
@@ -109,6 +113,7 @@ def mount_portal(app: FastAPI, settings: PortalSettings | None = None) -> None:
         include_in_schema=False,
         response_class=HTMLResponse,
     )
+    app.add_api_route("/admin", admin_index, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_api_route(
         "/portal-config.json", portal_config_json, methods=["GET"], include_in_schema=False
     )

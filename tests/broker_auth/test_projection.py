@@ -160,8 +160,9 @@ def test_reconciliation_repairs_drift(
     control = stack.control()
     device_id, _ = device
     username, _ = buyer
-    # Drift: an unknown device client, a product role without a grant, a lost device role and
-    # a deleted product role. A service account with a product role is left alone.
+    # Drift: an unknown device client, a product role without a grant, a lost device role, a
+    # deleted product role and a lost notification role. A service account with a product role
+    # is left alone.
     assert control.create_client("device.ghost", "ghost-password-1", roles=("device.dev-p",))
     control.add_client_role(username, "product.plug-1-live")
     control.remove_client_role(f"device.{device_id}", f"device.{device_id}")
@@ -169,11 +170,12 @@ def test_reconciliation_repairs_drift(
     control.add_client_role("svc.other", "product.plug-1-live")
     control.remove_client_role("device.plug-1", "device.plug-1")
     control.delete_role("product.plug-1-live")
+    control.remove_client_role(username, f"notify.{username}")
 
     def repaired() -> bool:
         return (
             control.get_client("device.ghost") is None
-            and stack.client_roles(username) == set()
+            and stack.client_roles(username) == {f"notify.{username}"}  # its notifications
             and stack.client_roles(f"device.{device_id}") == {f"device.{device_id}"}
             and stack.client_roles("device.plug-1") == {"device.plug-1"}
             and control.call(

@@ -103,7 +103,8 @@ def portal_stack(
     influx: Store,
 ) -> Iterator[PortalStack]:
     work = tmp_path_factory.mktemp("portal")
-    broker = mosquitto_factory("portal-mosquitto")
+    # A broker of its own per module (each module builds its own stack).
+    broker = mosquitto_factory(f"portal-mosquitto-{work.name}")
     started: list[procs.Proc] = []
     plug: Plug | None = None
     try:
@@ -121,6 +122,8 @@ def portal_stack(
                 "MQTT_WS_PORT": str(broker.ws_port),
                 "WATCHER_INTERVAL_S": "0.5",
                 **influx.writer_env,
+                # The seller's device list shows last reading times (a read token).
+                "INFLUX_READ_TOKEN": influx.credentials.admin_token,
                 "SEED_DEMO": "true",
                 "DEMO_DEVICE_PASSWORD": device_password,
             },

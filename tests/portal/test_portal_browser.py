@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import urllib.error
 import urllib.request
 
 from playwright.sync_api import Browser, Page, expect
@@ -81,10 +82,11 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     )
     assert series_count(page, "raw") == 0
 
-    # Register in the page: that logs in too (credentials checked with GET /api/grants).
+    # Register in the page: that logs in too (POST /api/sessions: a session token).
     username = f"john{secrets.token_hex(3)}"
     page.fill("#username", username)
-    page.fill("#password", "correct-horse-" + secrets.token_hex(4))
+    password = "correct-horse-" + secrets.token_hex(4)
+    page.fill("#password", password)
     page.click("#register-button")
     expect(page.locator("#account-info")).to_be_visible(timeout=DOM_TIMEOUT_MS)
     expect(page.locator("#session-user")).to_have_text(f"Logged in as {username}")
@@ -153,13 +155,6 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "portal.png"), full_page=True)
 
-    # A reload keeps the session (sessionStorage) and the order; logging out forgets both.
-    page.reload()
-    page.wait_for_selector("body[data-ready=true]", timeout=DOM_TIMEOUT_MS)
-    expect(page.locator("#session-user")).to_have_text(f"Logged in as {username}")
-    expect(page.locator("#order-status")).to_have_text("confirmed", timeout=DOM_TIMEOUT_MS)
-    wait_series(page, "raw", 1)
-
     # Access ends by itself: the grant leaves the list and the raw stream stops.
     expect(page.locator("#grant-list")).to_contain_text(
         "No active grant", timeout=(ACCESS_S + 15) * 1000
@@ -168,10 +163,28 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     stopped_at = series_count(page, "raw")
     page.wait_for_timeout(2000)
     assert series_count(page, "raw") == stopped_at
+
+    # The page keeps a session token, never the password: a reload keeps the session and the
+    # order (sessionStorage); logging out revokes the token and forgets both.
+    stored = page.evaluate("() => JSON.stringify(Object.entries(sessionStorage))")
+    assert password not in stored and "token" in stored, stored
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]", timeout=DOM_TIMEOUT_MS)
+    expect(page.locator("#session-user")).to_have_text(f"Logged in as {username}")
+    expect(page.locator("#order-status")).to_have_text("confirmed", timeout=DOM_TIMEOUT_MS)
+    token = json.loads(page.evaluate("() => sessionStorage.getItem('portal.session')"))["token"]
     page.click("#logout")
     expect(page.locator("#login-form")).to_be_visible()
     expect(page.locator("#payment-details")).to_be_hidden()
     assert page.evaluate("() => sessionStorage.length") == 0
+    revoked = urllib.request.Request(
+        f"{portal_stack.api_url}/api/grants", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        urllib.request.urlopen(revoked, timeout=10)
+        raise AssertionError("the session token still works after logging out")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
     assert page.errors == []  # type: ignore[attr-defined]
     page.close()
 

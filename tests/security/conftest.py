@@ -62,6 +62,8 @@ def observer_role() -> Role:
     acls: list[Acl] = []
     for topic in ("#", "$SYS/#"):
         acls += [Acl("subscribePattern", topic), Acl("publishClientReceive", topic)]
+    # It stands in for broker_auth's notifier in the ACL matrix (who may read notify/<user>).
+    acls.append(Acl("publishClientSend", "notify/#"))
     return Role(OBSERVER_ROLE, tuple(acls), "tests only: sees what reached the broker")
 
 

@@ -7,7 +7,8 @@ code, whether the broker closed the connection, and whether the message reached 
 test-only observer reading `#` and `$SYS/#` tells, and for `$CONTROL` whether the plugin ran the
 command). The expected matrix is the design's "Topics" section:
 
-- anonymous: subscribe `avg/#` only; buyers: `avg/#` plus their active grants;
+- anonymous: subscribe `avg/#` only; buyers: `avg/#` plus their active grants and
+  `notify/<their own username>` (nobody else's, and not `notify/#`);
 - a device publishes only to `live/<its id>/#`; the ingest worker reads `live/#` and publishes
   `avg/#`; only the admin client uses `$CONTROL` (its grant is `$CONTROL/dynamic-security/#`,
   so even it may not subscribe to all of `$CONTROL/#`); nobody touches `$SYS`.
@@ -40,6 +41,8 @@ SUBSCRIBE = {
     "$CONTROL/#": "$CONTROL/#",
     "$CONTROL/dynsec/#": "$CONTROL/dynamic-security/#",
     "$SYS/#": "$SYS/#",
+    "notify/<buyer>": "notify/{buyer}",  # the notifications of "buyer (grant)"
+    "notify/#": "notify/#",
 }
 # Column label -> topic published to.
 PUBLISH = {
@@ -48,11 +51,12 @@ PUBLISH = {
     "avg/1m/A/x": f"avg/1m/{DEVICE_A}/x",
     "$CONTROL/dynsec/v1": "$CONTROL/dynamic-security/v1",
     "$SYS/test": "$SYS/security-test/x",
+    "notify/<buyer>": "notify/{buyer}",
 }
 ALLOWED_SUBSCRIBE: dict[str, set[str]] = {
     "anonymous": {"avg/#"},
     "buyer (no grant)": {"avg/#"},
-    "buyer (grant)": {"avg/#", "live/A/x"},
+    "buyer (grant)": {"avg/#", "live/A/x", "notify/<buyer>"},
     "buyer (expired)": {"avg/#"},
     "device A": set(),
     "device B": set(),
@@ -103,17 +107,27 @@ def connect(stack: FullStack, who: Principal) -> Mqtt:
     return client
 
 
-def subscribe_row(stack: FullStack, who: Principal) -> tuple[Mqtt, dict[str, int]]:
+def resolved(table: dict[str, str], stack: FullStack) -> dict[str, str]:
+    """The columns' topics, with the granted buyer's username filled in."""
+    buyer = stack.principals["buyer (grant)"].username
+    return {label: topic.format(buyer=buyer) for label, topic in table.items()}
+
+
+def subscribe_row(
+    stack: FullStack, who: Principal, filters: dict[str, str]
+) -> tuple[Mqtt, dict[str, int]]:
     client = connect(stack, who)
-    return client, {label: client.subscribe(f) for label, f in SUBSCRIBE.items()}
+    return client, {label: client.subscribe(f) for label, f in filters.items()}
 
 
-def reached(label: str, codes: dict[str, int], got: list[tuple[str, bytes]]) -> bool:
+def reached(
+    label: str, codes: dict[str, int], got: list[tuple[str, bytes]], filters: dict[str, str]
+) -> bool:
     """Did a message reach the client through this subscription? A refused filter "receives"
     only what no granted filter of the same connection explains."""
-    granted = [SUBSCRIBE[c] for c, code in codes.items() if code < 0x80]
+    granted = [filters[c] for c, code in codes.items() if code < 0x80]
     return any(
-        mqtt.topic_matches_sub(SUBSCRIBE[label], topic)
+        mqtt.topic_matches_sub(filters[label], topic)
         and (codes[label] < 0x80 or not any(mqtt.topic_matches_sub(g, topic) for g in granted))
         for topic, _ in got
     )
@@ -165,8 +179,9 @@ def test_acl_matrix(full_stack: FullStack) -> None:
     observer = stack.observer()
     nonce = secrets.token_hex(4)
 
+    filters, topics = resolved(SUBSCRIBE, stack), resolved(PUBLISH, stack)
     # -- subscriptions: one connection per principal, every filter, then traffic on each ----
-    rows = {name: subscribe_row(stack, p[name]) for name in ALLOWED_SUBSCRIBE}
+    rows = {name: subscribe_row(stack, p[name], filters) for name in ALLOWED_SUBSCRIBE}
     feeds: list[tuple[str, str, bytes]] = [
         ("device A", PUBLISH["live/A/x"], f"1.{nonce}1".encode()),
         ("device B", PUBLISH["live/B/x"], f"2.{nonce}2".encode()),
@@ -180,13 +195,15 @@ def test_acl_matrix(full_stack: FullStack) -> None:
     ]
     for name, topic, payload in feeds:
         assert publish_cell(stack, p[name], topic, payload).code == 0, (name, topic)
+    # A notification to the granted buyer (the observer stands in for broker_auth's notifier).
+    assert observer.publish(topics["notify/<buyer>"], f"4.{nonce}4".encode()) == 0
     time.sleep(1.0)
     subs: dict[str, dict[str, SubCell]] = {}
     for name, (client, codes) in rows.items():
         got = client.received()
         client.close()
         subs[name] = {
-            label: SubCell(codes[label], reached(label, codes, got)) for label in SUBSCRIBE
+            label: SubCell(codes[label], reached(label, codes, got, filters)) for label in SUBSCRIBE
         }
 
     # -- publishes: a fresh connection per cell (a refusal closes it), all at once ----------
@@ -197,7 +214,7 @@ def test_acl_matrix(full_stack: FullStack) -> None:
             payload = f"{100 + 10 * i + j}.{nonce}".encode()
             if label == "$CONTROL/dynsec/v1":
                 payload = control_command(f"matrix-{slug}-{nonce}")
-            jobs[(name, label)] = (PUBLISH[label], payload)
+            jobs[(name, label)] = (topics[label], payload)
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = {
             key: pool.submit(publish_cell, stack, p[key[0]], topic, payload)
@@ -205,7 +222,7 @@ def test_acl_matrix(full_stack: FullStack) -> None:
         }
         results = {key: f.result(60) for key, f in futures.items()}
     expected_deliveries = {
-        (PUBLISH[label], jobs[(name, label)][1])
+        (topics[label], jobs[(name, label)][1])
         for name, allowed in ALLOWED_PUBLISH.items()
         for label in allowed
         if label != "$CONTROL/dynsec/v1"

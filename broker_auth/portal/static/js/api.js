@@ -1,6 +1,6 @@
-// JSON API client. Buyer credentials live in sessionStorage (gone when the tab closes) and go
-// out as HTTP Basic on each call, the way the API expects them.
-const CREDENTIALS_KEY = "portal.credentials";
+// JSON API client. The buyer logs in once (POST /api/sessions); the session token lives in
+// sessionStorage (gone when the tab closes) and goes out as a Bearer token. No password is kept.
+const SESSION_KEY = "portal.session";
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -24,36 +24,29 @@ function formatDetail(detail) {
   return detail ? String(detail) : "";
 }
 
-export function loadCredentials() {
+// The session: username, token and expiry from POST /api/sessions. Never a password.
+export function loadSession() {
   try {
-    const c = JSON.parse(sessionStorage.getItem(CREDENTIALS_KEY) || "null");
-    return c && typeof c.username === "string" && typeof c.password === "string" ? c : null;
+    const c = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    return c && typeof c.username === "string" && typeof c.token === "string" ? c : null;
   } catch {
     return null;
   }
 }
 
-export function saveCredentials(credentials) {
-  sessionStorage.setItem(CREDENTIALS_KEY, JSON.stringify(credentials));
+export function saveSession(session) {
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
 }
 
-export function clearCredentials() {
-  sessionStorage.removeItem(CREDENTIALS_KEY);
-}
-
-function basic({ username, password }) {
-  // btoa only takes Latin-1: encode as UTF-8 first so any password works.
-  const bytes = new TextEncoder().encode(`${username}:${password}`);
-  let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return `Basic ${btoa(binary)}`;
+export function clearSession() {
+  sessionStorage.removeItem(SESSION_KEY);
 }
 
 // Paths are relative so the portal also works behind a reverse proxy under a path prefix.
 export async function api(path, { method = "GET", body, auth } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (auth) headers.Authorization = basic(auth);
+  if (auth) headers.Authorization = `Bearer ${auth.token}`;
   const response = await fetch(path, {
     method,
     headers,
@@ -76,6 +69,15 @@ export const getConfig = () => api("portal-config.json");
 export const getProducts = () => api("api/products");
 export const register = (username, password) =>
   api("api/accounts", { method: "POST", body: { username, password } });
+export async function createSession(username, password) {
+  const { token, expires_at } = await api("api/sessions", {
+    method: "POST",
+    body: { username, password },
+  });
+  return { username, token, expires_at };
+}
+export const deleteSession = (auth) =>
+  api("api/sessions/current", { method: "DELETE", auth });
 export const getGrants = (auth) => api("api/grants", { auth });
 export const createOrder = (auth, productId, hours) =>
   api("api/orders", { method: "POST", body: { product_id: productId, hours }, auth });

@@ -15,7 +15,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   config: null,
   products: [],
-  credentials: null,
+  credentials: null, // the session {username, token, expires_at}
+  mqttPassword: null, // in memory only, for the live MQTT connection
   grants: [],
   grantsTimer: null,
   expiryRefreshAt: 0,
@@ -151,19 +152,27 @@ function renderSession() {
   show($("order-login-hint"), !c);
 }
 
-async function login(credentials) {
-  // The API has no session: a call that needs the credentials is the check.
-  const grants = await api.getGrants(credentials);
-  state.credentials = credentials;
-  api.saveCredentials(credentials);
+async function login(username, password) {
+  const session = await api.createSession(username, password);
+  // Only for this page's MQTT connection, in memory: never stored.
+  state.mqttPassword = password;
+  await resume(session);
+}
+
+async function resume(session) {
+  const grants = await api.getGrants(session); // also checks a restored session is alive
+  state.credentials = session;
+  api.saveSession(session);
   renderSession();
   applyGrants(grants);
   scheduleGrants();
 }
 
 function logout() {
+  if (state.credentials) api.deleteSession(state.credentials).catch(() => {});
   state.credentials = null;
-  api.clearCredentials();
+  state.mqttPassword = null;
+  api.clearSession();
   sessionStorage.removeItem(ORDER_KEY);
   clearTimeout(state.grantsTimer);
   stopOrderPolling();
@@ -197,7 +206,7 @@ async function onLoginSubmit(event) {
         throw err;
       }
     }
-    await login({ username, password });
+    await login(username, password);
     $("password").value = "";
     notice(action === "register" ? `Account ${username} created.` : `Welcome back, ${username}.`);
   } catch (err) {
@@ -329,7 +338,7 @@ async function refreshGrants() {
   } catch (err) {
     if (err.status === 401) {
       logout();
-      notice("Your credentials were refused; log in again.");
+      notice("Your session ended; log in again.");
       return;
     }
   }
@@ -446,8 +455,16 @@ function syncRawSubscription() {
     $("live-hint").hidden = false;
     return;
   }
+  if (!state.mqttPassword) {
+    // A restored session has no password: the live stream needs a fresh login.
+    $("live-hint").hidden = false;
+    if (!state.reloginNoticed) notice("Log in again to watch the live stream.");
+    state.reloginNoticed = true;
+    return;
+  }
   if (!state.rawFeed) {
-    const { username, password } = state.credentials;
+    const { username } = state.credentials;
+    const password = state.mqttPassword;
     state.rawFeed = new Feed(state.config.mqtt_ws_url, {
       name: "raw",
       username,
@@ -583,12 +600,12 @@ async function start() {
   $("avg-window").textContent = state.config.avg_window;
   renderCatalog();
 
-  const saved = api.loadCredentials();
+  const saved = api.loadSession();
   if (saved) {
     try {
-      await login(saved);
+      await resume(saved);
     } catch {
-      api.clearCredentials();
+      api.clearSession();
     }
   }
   if (state.products.length) selectLiveProduct(state.products[0].id);
