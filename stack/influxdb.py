@@ -2,9 +2,10 @@
 
 The writers (ingest, broker_auth) use influxdb-client's v2 API exactly as against InfluxDB 2.7:
 bucket `telemetry` (1.x: database `telemetry`, its default retention policy), any org (1.x
-ignores it) and a token, which on 1.x is `<user>:<password>`. Two users, least privilege:
+ignores it) and a token, which on 1.x is `<user>:<password>`. Users, least privilege:
 - an admin (ALL PRIVILEGES), used only to provision and by tests and benchmarks to read back;
-- a writer with WRITE on the database only: its token is what the services get (INFLUX_TOKEN).
+- a writer with WRITE on the database only: its token is what the services get (INFLUX_TOKEN);
+- a reader with READ only, for the seller's device list (INFLUX_READ_TOKEN, optional).
 
     python -m stack.influxdb serve --data-dir .data/influxdb --port 8086
 
@@ -33,12 +34,14 @@ import httpx
 DATABASE = "telemetry"
 ADMIN_USER = "iot-admin"
 WRITER_USER = "iot-writer"
+READER_USER = "iot-reader"
 
 
 @dataclass(frozen=True)
 class Credentials:
     admin_password: str
     writer_password: str
+    reader_password: str | None = None
 
     @property
     def admin_token(self) -> str:
@@ -48,11 +51,15 @@ class Credentials:
     def writer_token(self) -> str:
         return f"{WRITER_USER}:{self.writer_password}"
 
+    @property
+    def reader_token(self) -> str | None:
+        return f"{READER_USER}:{self.reader_password}" if self.reader_password else None
 
-def writer_password_of(token: str) -> str:
-    user, sep, password = token.partition(":")
-    if not sep or user != WRITER_USER or not password:
-        raise ValueError(f"INFLUX_TOKEN must be {WRITER_USER}:<password> for the embedded InfluxDB")
+
+def password_of(token: str, user: str, variable: str) -> str:
+    name, sep, password = token.partition(":")
+    if not sep or name != user or not password:
+        raise ValueError(f"{variable} must be {user}:<password> for the embedded InfluxDB")
     return password
 
 
@@ -135,7 +142,7 @@ def influxql(
 
 
 def provision(url: str, credentials: Credentials, database: str = DATABASE) -> None:
-    """Create the admin (first start only), the database, the writer and its grant."""
+    """Create the admin (first start only), the database, the writer and reader and grants."""
     # Allowed without authentication only while no user exists; afterwards refused, and the
     # admin authenticates below (or provisioning fails with InfluxDB's reason).
     with contextlib.suppress(RuntimeError):
@@ -148,19 +155,16 @@ def provision(url: str, credentials: Credentials, database: str = DATABASE) -> N
     admin = credentials.admin_token
     influxql(url, f'CREATE DATABASE "{database}"', admin)
     users = influxql(url, "SHOW USERS", admin)["results"][0].get("series", [{}])[0]
-    if WRITER_USER not in [v[0] for v in users.get("values", [])]:
-        influxql(
-            url,
-            f'CREATE USER "{WRITER_USER}" WITH PASSWORD {_quoted(credentials.writer_password)}',
-            admin,
-        )
-    else:  # keep it in step with the secret the services hold
-        influxql(
-            url,
-            f'SET PASSWORD FOR "{WRITER_USER}" = {_quoted(credentials.writer_password)}',
-            admin,
-        )
-    influxql(url, f'GRANT WRITE ON "{database}" TO "{WRITER_USER}"', admin)
+    existing = {v[0] for v in users.get("values", [])}
+    wanted = [(WRITER_USER, credentials.writer_password, "WRITE")]
+    if credentials.reader_password:
+        wanted.append((READER_USER, credentials.reader_password, "READ"))
+    for user, password, privilege in wanted:
+        if user in existing:  # keep it in step with the secret the services hold
+            influxql(url, f'SET PASSWORD FOR "{user}" = {_quoted(password)}', admin)
+        else:
+            influxql(url, f'CREATE USER "{user}" WITH PASSWORD {_quoted(password)}', admin)
+        influxql(url, f'GRANT {privilege} ON "{database}" TO "{user}"', admin)
 
 
 @dataclass(frozen=True)
@@ -240,7 +244,12 @@ def serve(data_dir: Path, port: int, rpc_port: int, credentials: Credentials) ->
 
 
 def credentials_from_env(env: Mapping[str, str]) -> Credentials:
-    return Credentials(env["INFLUX_ADMIN_PASSWORD"], writer_password_of(env["INFLUX_TOKEN"]))
+    reader = env.get("INFLUX_READ_TOKEN")
+    return Credentials(
+        env["INFLUX_ADMIN_PASSWORD"],
+        password_of(env["INFLUX_TOKEN"], WRITER_USER, "INFLUX_TOKEN"),
+        password_of(reader, READER_USER, "INFLUX_READ_TOKEN") if reader else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from stack.influxdb import WRITER_USER
+from stack.influxdb import READER_USER, WRITER_USER
 
 TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
 
@@ -37,6 +37,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     # token, `<user>:<password>` as InfluxDB 1.x takes tokens (stack/influxdb.py).
     "INFLUX_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "INFLUX_TOKEN": lambda: f"{WRITER_USER}:{secrets.token_urlsafe(24)}",
+    "INFLUX_READ_TOKEN": lambda: f"{READER_USER}:{secrets.token_urlsafe(24)}",
 }
 
 

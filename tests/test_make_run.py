@@ -98,6 +98,11 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         refused = influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", writer)
         with pytest.raises(RuntimeError, match="requires READ"):
             refused.points("reading", "value")
+        # broker_auth's reader (the seller's device list) may read.
+        reader = read_env_file(tmp_path / "data" / "secrets.env")["INFLUX_READ_TOKEN"]
+        assert influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", reader).points(
+            "reading", "value", device="plug-1"
+        )
         assert "IoT telemetry broker is up" in log.read_text()
     finally:
         if runner.poll() is None:
