@@ -85,15 +85,16 @@ def run_simulator(mq: procs.MosquittoHandle, password: str, prefix: str, n: int,
         str(n),
         "--username",
         PUBLISHER,
-        "--password",
-        password,
         "--max-queue",
         "2000",
         "--seed",
         "7",
         "--json",
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
+    # The password goes by environment: not on a command line (and one starting with "-"
+    # would be read as an option).
+    env = {**os.environ, "SIM_PASSWORD": password}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"simulator failed ({done.returncode}):\n{done.stderr[-2000:]}")
     summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
