@@ -27,17 +27,18 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY compat/pysha3 compat/pysha3
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-prod.lock ./
 COPY ingest ingest
 COPY simulator simulator
 COPY devnet devnet
 COPY broker_auth broker_auth
 COPY wallet wallet
 COPY stack stack
-# The local `pysha3` shim is installed in the same resolution as the project: PyOTA 2.1.0 checks
-# that a distribution of that name is installed, and the real one does not build on 3.11. PyOTA's
-# pinned helpers come from pyproject.toml. Not `requirements.txt`: it adds the dev tools.
-RUN pip install ./compat/pysha3 .
+# Every dependency from requirements-prod.lock, hashes checked (no dev tools); then the project
+# and the local `pysha3` shim (PyOTA 2.1.0 checks that a distribution of that name is installed,
+# and the real one does not build on 3.11) with the locked build tools.
+RUN pip install --require-hashes --no-deps -r requirements-prod.lock \
+    && pip install --no-deps --no-build-isolation ./compat/pysha3 .
 # Non-Python files inside the packages (the web portal's static files) are not declared as
 # package data, so a regular install leaves them out: copy them next to the installed modules.
 RUN find ingest simulator devnet broker_auth wallet stack -type f \

@@ -2,7 +2,7 @@
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint demo bench clean-data
+.PHONY: setup run test lint demo bench clean-data lock
 
 setup:
 	@./scripts/bootstrap.sh
@@ -26,3 +26,11 @@ bench: setup
 
 clean-data:
 	rm -rf .data
+
+# Re-resolve every Python dependency to the newest allowed versions, with hashes. Commit both
+# lock files after `make test` passes with them.
+lock: setup
+	$(VENV)/uv pip compile requirements.in --generate-hashes --python-version 3.11 \
+		--no-emit-package pysha3 --no-emit-package iot-telemetry-broker --upgrade -o requirements.lock
+	$(VENV)/uv pip compile requirements-prod.in --generate-hashes --python-version 3.11 \
+		--no-emit-package pysha3 --no-emit-package iot-telemetry-broker --upgrade -o requirements-prod.lock

@@ -36,12 +36,14 @@ install_debian_packages() {
 install_virtualenv() {
     local stamp=.venv/.requirements.sha256
     local want
-    want=$(cat requirements.txt pyproject.toml compat/pysha3/pyproject.toml | sha256sum | cut -d' ' -f1)
+    want=$(cat requirements.lock pyproject.toml compat/pysha3/pyproject.toml | sha256sum | cut -d' ' -f1)
     if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
-    log "creating the virtualenv in .venv"
+    log "creating the virtualenv in .venv from requirements.lock (hashes checked)"
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements.txt
+    # Every dependency pinned with its hashes (make lock writes the file); then the project and
+    # the local pysha3 shim themselves, with the locked build tools (no unpinned build env).
+    .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation ./compat/pysha3 -e .
     echo "$want" > "$stamp"
 }
 
