@@ -47,6 +47,8 @@ class Store:
         # `_id` equality, whatever the indexes). See addresses.py.
         self.watchlist: Collection[Doc] = self.db["watchlist"]
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
+        # Confirmed payments not yet in the time-series store (small: drained every second).
+        self.outbox: Collection[Doc] = self.db["outbox"]
 
     def migrate(self) -> None:
         """Data of the single-address era: orders then shared one address (kept apart now)."""

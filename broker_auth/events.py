@@ -1,8 +1,9 @@
-"""Business events to InfluxDB: payments, grants, active grants.
+"""Business events to InfluxDB: payments seen unconfirmed, grants, active grants.
 
-Best effort by design: callers only append to a bounded in-memory buffer, a background thread
-writes batches, and when the store is down the oldest points are dropped first (counted in
-/metrics). The API never waits for the time-series store.
+(Confirmed payments, what the revenue panel sums, go through the durable outbox instead:
+broker_auth/outbox.py.) Best effort by design: callers only append to a bounded in-memory
+buffer, a background thread writes batches, and when the store is down the oldest points are
+dropped first (counted in /metrics). The API never waits for the time-series store.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
-def _escape_tag(value: str) -> str:
+def escape_tag(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def line(measurement: str, tags: dict[str, str], fields: dict[str, int | float]) -> str:
     """One point in InfluxDB line protocol, stamped now (to the millisecond)."""
-    tag_text = "".join(f",{k}={_escape_tag(v)}" for k, v in sorted(tags.items()))
+    tag_text = "".join(f",{k}={escape_tag(v)}" for k, v in sorted(tags.items()))
     field_text = ",".join(
         f"{k}={v}i" if isinstance(v, int) else f"{k}={float(v)!r}" for k, v in fields.items()
     )

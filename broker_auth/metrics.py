@@ -17,6 +17,9 @@ PAYMENTS_CONFIRMED = Counter(
 PAYMENT_IOTA = Counter("broker_auth_payment_iota_total", "Sum of payment amounts", ["status"])
 CREDITS = Counter("broker_auth_credits_total", "Confirmed payments credited to a grant")
 GRANT_EVENTS = Counter("broker_auth_grant_events_total", "Grant changes", ["event"])
+OUTBOX_WRITTEN = Counter(
+    "broker_auth_outbox_written_total", "Confirmed-payment points delivered to the store"
+)
 NOTIFICATIONS = Counter(
     "broker_auth_notifications_total", "Notifications published to buyers", ["event"]
 )

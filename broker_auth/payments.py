@@ -27,6 +27,7 @@ from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.events import EventWriter
 from broker_auth.models import PaymentOut
+from broker_auth.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,12 @@ def payment_id(address: str, from_iota: int) -> str:
 
 
 class Payments:
-    def __init__(self, store: Store, events: EventWriter | None = None) -> None:
+    def __init__(
+        self, store: Store, events: EventWriter | None = None, outbox: Outbox | None = None
+    ) -> None:
         self.store = store
         self.events = events
+        self.outbox = outbox
 
     def record_increase(
         self,
@@ -83,6 +87,10 @@ class Payments:
             if existing is None:  # pragma: no cover - deleted by hand meanwhile
                 return None
             doc, fresh = existing, False
+        if self.outbox is not None:
+            # Before the compare-and-set below: a crash in between records it again (and this
+            # upsert finds the entry, or makes it), so the store's revenue misses nothing.
+            self.outbox.add_payment(doc)
         accounts.update_one(
             {"_id": address, "accounted_iota": start},
             {"$set": {"accounted_iota": int(doc["to_iota"])}},
@@ -110,8 +118,6 @@ class Payments:
                 amount,
                 doc["address"],
             )
-        if self.events:
-            self.events.payment(str(doc.get("product_id") or ""), "confirmed", amount)
 
     def seen_pending(self, address_doc: Doc, value: int) -> None:
         """A valid bundle paying a watched address is attached, not yet confirmed (shown only)."""

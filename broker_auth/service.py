@@ -22,6 +22,7 @@ from broker_auth.last_readings import LastReadings
 from broker_auth.ledger.iri import IriLedger
 from broker_auth.notifier import Notifier
 from broker_auth.orders import Orders
+from broker_auth.outbox import Outbox, OutboxDrainer
 from broker_auth.payments import Payments
 from broker_auth.products import Products
 from broker_auth.projection import Projector
@@ -108,7 +109,15 @@ class Runtime:
             s.max_order_hours,
             s.late_payment_window_s,
         )
-        self.payments = Payments(self.store, self.events)
+        self.outbox = Outbox(self.store)
+        self.outbox_drainer = OutboxDrainer(
+            self.outbox,
+            s.influx_url,
+            s.influx_token.get_secret_value(),
+            s.influx_org,
+            s.influx_bucket,
+        )
+        self.payments = Payments(self.store, self.events, self.outbox)
         self.notifier = Notifier(self.dynsec, s.mqtt_host, s.mqtt_port)
         self.grants = Grants(self.store, self.projector, self.events, notify=self.notifier.send)
         self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
@@ -185,6 +194,7 @@ class Runtime:
             self.watcher.before_poll = self.load_address_file
         self.pool.refresh_gauge()
         self.events.start()
+        self.outbox_drainer.start()
         self.dynsec.start()
         if not self.dynsec.wait_ready(BROKER_STARTUP_WAIT_S):
             log.warning(
@@ -205,6 +215,7 @@ class Runtime:
         self.reconciler.stop()
         self.dynsec.stop()
         self.events.stop()
+        self.outbox_drainer.stop()
         self.last_readings.close()
         self.store.close()
         log.info("broker_auth stopped")
