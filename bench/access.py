@@ -70,7 +70,8 @@ def one_payment(
     sent_at = time.time()
     clock.watch(signed.bundle_hash, wallet.send(signed))
     sent_done = time.time()
-    access = wait_for_access(stack.broker.port, buyer, harness.BUYER_PASSWORD, TOPIC, timeout=60)
+    password = stack.auth.mqtt_passwords[buyer]
+    access = wait_for_access(stack.broker.port, buyer, password, TOPIC, timeout=60)
     try:
         first_at = harness.first_live_message(access.probe, 5)
     finally:

@@ -305,6 +305,7 @@ class AuthService:
     url: str
     admin_token: str
     pool: list[str]
+    mqtt_passwords: dict[str, str] = field(default_factory=dict)  # per registered buyer
 
     @property
     def admin(self) -> dict[str, str]:
@@ -326,9 +327,13 @@ class AuthService:
             raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text}")
         return r.json()
 
-    def register(self, username: str, password: str = BUYER_PASSWORD) -> None:
+    def register(self, username: str, password: str = BUYER_PASSWORD) -> str:
+        """Register a buyer; returns the MQTT password broker_auth generated for it."""
         body = {"username": username, "password": password}
-        self._check(httpx.post(f"{self.url}/api/accounts", json=body, timeout=30), 201)
+        created = self._check(httpx.post(f"{self.url}/api/accounts", json=body, timeout=30), 201)
+        mqtt_password: str = created["mqtt_password"]
+        self.mqtt_passwords[username] = mqtt_password
+        return mqtt_password
 
     def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
         body = {"id": product_id, "topic_filter": topic_filter, "price_iota_per_hour": price}

@@ -207,7 +207,11 @@ def run_buyer(
         row["sent_at"] = time.time()
         clock.watch(signed.bundle_hash, wallet.send(signed))
         access = wait_for_access(
-            stack.broker.port, username, harness.BUYER_PASSWORD, f"live/{PREFIX}1/#", timeout=90
+            stack.broker.port,
+            username,
+            stack.auth.mqtt_passwords[username],
+            f"live/{PREFIX}1/#",
+            timeout=90,
         )
         access.probe.close()
         row["access_at"] = access.granted_at

@@ -243,7 +243,7 @@ def _install_routes(app: FastAPI) -> None:
         "/api/accounts",
         response_model=AccountOut,
         status_code=201,
-        summary="Register a buyer (also creates the MQTT client with the same credentials)",
+        summary="Register a buyer; the answer holds the MQTT password (shown once)",
         responses={
             409: {"model": ErrorOut, "description": "username taken"},
             **E422,
@@ -255,8 +255,8 @@ def _install_routes(app: FastAPI) -> None:
         tags=["buyers"],
     )
     def create_account(body: AccountCreate, rt: Rt) -> AccountOut:
-        rt.accounts.create(body.username, body.password)
-        return AccountOut(username=body.username)
+        mqtt_password = rt.accounts.create(body.username, body.password)
+        return AccountOut(username=body.username, mqtt_password=mqtt_password)
 
     @app.get(
         "/api/products",

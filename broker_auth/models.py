@@ -53,7 +53,7 @@ class AccountCreate(_Strict):
     password: str = Field(
         min_length=10,
         max_length=128,
-        description="10 to 128 characters; also the MQTT password",
+        description="10 to 128 characters: the login password (MQTT gets its own)",
         examples=["correct-horse-battery"],
     )
 
@@ -67,6 +67,25 @@ class AccountCreate(_Strict):
 
 class AccountOut(BaseModel):
     username: str
+    mqtt_password: str = Field(
+        description="the MQTT password (not the login password), shown only in this answer"
+    )
+
+
+class MqttPasswordOut(BaseModel):
+    mqtt_password: str = Field(description="the new MQTT password, shown only in this answer")
+
+
+class PasswordChange(_Strict):
+    old_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=10, max_length=128, description="10 to 128 characters")
+
+    @field_validator("new_password")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 class LoginIn(_Strict):

@@ -153,8 +153,8 @@ class Projector:
         )
         if r.modified_count:
             log.warning(
-                "MQTT client %r is missing in Mosquitto; it will be recreated at the buyer's "
-                "next successful API login",
+                "MQTT client %r is missing in Mosquitto; the buyer brings it back with a new "
+                "MQTT password (POST /api/account/mqtt-password)",
                 username,
             )
 

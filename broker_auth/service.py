@@ -135,6 +135,7 @@ class Runtime:
         )
 
         def seed() -> None:
+            self.accounts.migrate_shared_passwords()
             if demo_password:
                 seed_demo(self.devices, self.products, demo_password, s.live_topic_prefix)
 

@@ -88,11 +88,12 @@ def run_story(api: httpx.Client, node: str, faucet: str, mqtt_port: int) -> None
     username = "john-" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(6))
     password = secrets.token_urlsafe(16)
     auth = (username, password)
+    mqtt: dict[str, str] = {}  # the MQTT password broker_auth generates (not the login one)
 
     def register_and_order() -> dict[str, object]:
-        api.post(
-            "/api/accounts", json={"username": username, "password": password}
-        ).raise_for_status()
+        created = api.post("/api/accounts", json={"username": username, "password": password})
+        created.raise_for_status()
+        mqtt["password"] = created.json()["mqtt_password"]
         products = api.get("/api/products").json()
         product = next(p for p in products if p["id"] == "plug-1-live")
         print(
@@ -135,7 +136,7 @@ def run_story(api: httpx.Client, node: str, faucet: str, mqtt_port: int) -> None
 
     step("4a. Hornet's coordinator confirms the transfer (milestone)", confirmed)
 
-    buyer = MqttProbe(mqtt_port, username, password)
+    buyer = MqttProbe(mqtt_port, username, mqtt["password"])
 
     def subscribe_live() -> bool:
         try:

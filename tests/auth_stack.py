@@ -33,6 +33,8 @@ class AuthStack:
     pool: list[str]  # the deposit addresses loaded at start (IOTA_DEPOSIT_ADDRESSES_FILE)
     env: dict[str, str]
     _control: DynsecClient | None = field(default=None, repr=False)
+    # The MQTT password broker_auth gave each buyer this stack registered (not the login one).
+    mqtt_passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def admin(self) -> dict[str, str]:
@@ -85,13 +87,22 @@ class AuthStack:
             return None
         return {str(r["rolename"]) for r in client.get("roles", [])}
 
-    def register(self, username: str, password: str) -> None:
+    def register(self, username: str, password: str) -> str:
+        """Register a buyer; returns (and keeps) the MQTT password broker_auth generated."""
         r = httpx.post(
             f"{self.api_url}/api/accounts",
             json={"username": username, "password": password},
             timeout=15,
         )
         assert r.status_code == 201, r.text
+        mqtt_password: str = r.json()["mqtt_password"]
+        assert mqtt_password != password
+        self.mqtt_passwords[username] = mqtt_password
+        return mqtt_password
+
+    def buyer_probe(self, username: str) -> MqttProbe:
+        """An MQTT client of a registered buyer, with its MQTT password."""
+        return MqttProbe(self.broker.port, username, self.mqtt_passwords[username])
 
     def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
         r = httpx.post(

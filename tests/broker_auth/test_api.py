@@ -67,7 +67,10 @@ def test_products_list_has_the_demo_product(api: httpx.Client) -> None:
 def test_register_then_taken(api: httpx.Client) -> None:
     r = api.post("/api/accounts", json={"username": "bob-1", "password": PASSWORD})
     assert r.status_code == 201
-    assert r.json() == {"username": "bob-1"}
+    body = r.json()
+    assert set(body) == {"username", "mqtt_password"} and body["username"] == "bob-1"
+    # Generated, long and random: never the login password.
+    assert len(body["mqtt_password"]) >= 32 and body["mqtt_password"] != PASSWORD
     again = api.post("/api/accounts", json={"username": "bob-1", "password": "another-password"})
     assert again.status_code == 409
     assert "detail" in again.json()
@@ -382,6 +385,17 @@ def test_openapi_documents_every_call(api: httpx.Client) -> None:
         ("get", "/api/grants"),
         ("get", "/api/payments"),
         ("get", "/metrics"),
+        # The design's calls for sessions, accounts and the seller's workspace.
+        ("post", "/api/sessions"),
+        ("delete", "/api/sessions/current"),
+        ("post", "/api/account/password"),
+        ("post", "/api/account/mqtt-password"),
+        ("get", "/api/devices"),
+        ("post", "/api/devices/{device_id}/password"),
+        ("delete", "/api/devices/{device_id}"),
+        ("patch", "/api/products/{product_id}"),
+        ("get", "/api/revenue"),
+        ("get", "/api/payments.csv"),
     }
     for method, path in expected:
         op = spec["paths"][path][method]

@@ -48,7 +48,7 @@ class Listener:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
         )
-        client.username_pw_set(self.username, PASSWORD)
+        client.username_pw_set(self.username, self.stack.mqtt_passwords[self.username])
         subscribed = queue.Queue[list[int]]()
         client.on_message = lambda _c, _u, m: self.received.put(
             (time.time(), json.loads(m.payload))

@@ -141,7 +141,11 @@ class World:
 
     def live_client(self, auth: tuple[str, str], timeout: float = 30) -> tuple[MqttProbe, float]:
         """A client of the buyer subscribed to live/plug-1/# as soon as it is granted, and when."""
-        access = wait_for_access(self.stack.broker.port, *auth, "live/plug-1/#", timeout)
+        username = auth[0]
+        mqtt_password = self.stack.mqtt_passwords[username]
+        access = wait_for_access(
+            self.stack.broker.port, username, mqtt_password, "live/plug-1/#", timeout
+        )
         return access.probe, access.granted_at
 
 
@@ -463,7 +467,7 @@ def test_mosquitto_restart_keeps_grants(world: World) -> None:
     assert probe.next_message(3) is not None
     probe.close()
     other = world.buyer("nogrant")
-    p = world.stack.probe(*other)
+    p = world.stack.buyer_probe(other[0])
     assert p.connect() and not p.subscribe("live/plug-1/#") and p.subscribe("avg/#")
     p.close()
 

@@ -85,7 +85,9 @@ def test_anonymous_reads_averages_only(stack: AuthStack) -> None:
 def test_buyer_client_matches_the_account(stack: AuthStack, buyer: tuple[str, str]) -> None:
     username, password = buyer
     assert stack.probe(username, "wrong-password").connect() is False
-    client = connected(stack, username, password)
+    # MQTT takes the password broker_auth generated, never the login password.
+    assert stack.probe(username, password).connect() is False
+    client = connected(stack, username, stack.mqtt_passwords[username])
     try:
         assert client.subscribe("avg/#")
         assert not client.subscribe("live/plug-1/#")  # no grant yet
@@ -135,23 +137,25 @@ def test_demo_device_uses_the_configured_password(stack: AuthStack) -> None:
     dev.close()
 
 
-def test_deleted_buyer_client_is_recreated_at_next_login(
+def test_a_buyer_whose_client_went_missing_gets_it_back_with_a_new_mqtt_password(
     stack: AuthStack, buyer: tuple[str, str]
 ) -> None:
     username, password = buyer
+    old = stack.mqtt_passwords[username]
     stack.control().delete_client(username)
-    assert stack.probe(username, password).connect() is False
-
-    def login_restores() -> bool:
-        r = httpx.get(f"{stack.api_url}/api/grants", auth=(username, password), timeout=10)
-        assert r.status_code == 200
-        return stack.control().get_client(username) is not None
-
-    # The periodic reconciliation (1 s here) notices the missing client first.
-    wait_for(login_restores, 10, "the client to be recreated", interval=0.3)
-    client = connected(stack, username, password)
-    client.close()
-    assert "recreated missing MQTT client" in stack.proc.log_text()
+    assert stack.probe(username, old).connect() is False
+    # The periodic reconciliation (1 s here) notices the missing client.
+    wait_for(
+        lambda: "is missing in Mosquitto" in stack.proc.log_text(), 10, "the missing client", 0.3
+    )
+    r = httpx.post(f"{stack.api_url}/api/account/mqtt-password", auth=(username, password))
+    assert r.status_code == 201, r.text
+    new = r.json()["mqtt_password"]
+    stack.mqtt_passwords[username] = new
+    assert new not in (old, password)
+    connected(stack, username, new).close()
+    assert stack.probe(username, old).connect() is False
+    assert stack.client_roles(username) == {f"notify.{username}"}
 
 
 def test_reconciliation_repairs_drift(
@@ -201,9 +205,9 @@ def test_mosquitto_restart_keeps_every_rule(
 ) -> None:
     stack.broker.proc.restart()
     wait_for(lambda: (stack.health() or {}).get("broker") == "ok", 15, "broker_auth to reconnect")
-    username, password = buyer
+    username, _ = buyer
     device_id, device_password = device
-    client = connected(stack, username, password)
+    client = connected(stack, username, stack.mqtt_passwords[username])
     anon = connected(stack)
     publisher = Publisher(stack.broker.port, device_id, device_password, period=0.05).start()
     reader = ingest(stack)
@@ -238,5 +242,4 @@ def test_broker_outage_fails_account_creation_cleanly(stack: AuthStack) -> None:
         stack.broker.proc.start()
     wait_for(lambda: (stack.health() or {}).get("broker") == "ok", 15, "broker_auth to reconnect")
     # The failed attempt left nothing behind: the same username can register now.
-    stack.register("late-buyer", PASSWORD)
-    connected(stack, "late-buyer", PASSWORD).close()
+    connected(stack, "late-buyer", stack.register("late-buyer", PASSWORD)).close()

@@ -13,6 +13,7 @@ from pymongo import MongoClient
 
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
+from tests.support import wait_for
 
 PASSWORD = "session-password-1"
 TTL_S = 3.0
@@ -124,3 +125,56 @@ def test_orders_stay_the_owners(stack: AuthStack) -> None:
     path = f"/api/orders/{order['order_id']}"
     assert api.get(path, headers=bearer(alice)).status_code == 200
     assert api.get(path, headers=bearer(bob)).status_code == 404
+
+
+def test_the_mqtt_password_is_rotated_and_the_old_one_cut(stack: AuthStack) -> None:
+    stack.register("carol", PASSWORD)
+    old = stack.mqtt_passwords["carol"]
+    connected = stack.buyer_probe("carol")
+    assert connected.connect()
+    token = login(stack, "carol").json()["token"]
+    r = stack.http().post("/api/account/mqtt-password", headers=bearer(token))
+    assert r.status_code == 201, r.text
+    new = r.json()["mqtt_password"]
+    assert new not in (old, PASSWORD)
+    stack.mqtt_passwords["carol"] = new
+    wait_for(lambda: connected.disconnects > 0, 5, "the connected client cut", 0.05)
+    connected.close()
+    assert not stack.probe("carol", old).connect()
+    fresh = stack.buyer_probe("carol")
+    assert fresh.connect()
+    fresh.close()
+    # The login password still logs in to the API, never to MQTT.
+    assert login(stack, "carol").status_code == 201
+    assert not stack.probe("carol", PASSWORD).connect()
+
+
+def test_changing_the_login_password_ends_every_session(stack: AuthStack) -> None:
+    stack.register("dave", PASSWORD)
+    token = login(stack, "dave").json()["token"]
+    api = stack.http()
+    wrong = api.post(
+        "/api/account/password",
+        json={"old_password": "not-it-at-all", "new_password": "brand-new-password"},
+        headers=bearer(token),
+    )
+    assert wrong.status_code == 401
+    short = api.post(
+        "/api/account/password",
+        json={"old_password": PASSWORD, "new_password": "short"},
+        headers=bearer(token),
+    )
+    assert short.status_code == 422
+    r = api.post(
+        "/api/account/password",
+        json={"old_password": PASSWORD, "new_password": "brand-new-password"},
+        headers=bearer(token),
+    )
+    assert r.status_code == 204, r.text
+    assert api.get("/api/grants", headers=bearer(token)).status_code == 401
+    assert login(stack, "dave").status_code == 401
+    assert login(stack, "dave", "brand-new-password").status_code == 201
+    # MQTT is not affected.
+    probe = stack.buyer_probe("dave")
+    assert probe.connect()
+    probe.close()

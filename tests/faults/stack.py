@@ -62,6 +62,7 @@ class FaultStack:
     ingest: procs.Proc
     ingest_metrics_port: int
     device_passwords: dict[str, str] = field(default_factory=dict)
+    mqtt_passwords: dict[str, str] = field(default_factory=dict)  # buyers' (not their login)
 
     @property
     def node(self) -> procs.Proc:
@@ -133,6 +134,7 @@ class FaultStack:
             "POST", "/api/accounts", json={"username": username, "password": BUYER_PASSWORD}
         )
         assert r.status_code == 201, r.text
+        self.mqtt_passwords[username] = r.json()["mqtt_password"]
         return username, BUYER_PASSWORD
 
     def create_order(self, auth: tuple[str, str], product: str, seconds: float) -> dict[str, Any]:
@@ -163,7 +165,7 @@ class FaultStack:
     # -- MQTT --------------------------------------------------------------------------------
     def may_subscribe(self, auth: tuple[str, str], topic: str = LIVE_FILTER) -> bool | None:
         """Whether a fresh connection of the buyer gets `topic` (None: broker unreachable)."""
-        probe = MqttProbe(self.broker.port, *auth)
+        probe = MqttProbe(self.broker.port, auth[0], self.mqtt_passwords[auth[0]])
         try:
             if not probe.connect(timeout=3):
                 return False

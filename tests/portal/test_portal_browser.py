@@ -168,6 +168,8 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     # order (sessionStorage); logging out revokes the token and forgets both.
     stored = page.evaluate("() => JSON.stringify(Object.entries(sessionStorage))")
     assert password not in stored and "token" in stored, stored
+    mqtt_password = page.inner_text("#mqtt-password")
+    assert len(mqtt_password) >= 32 and mqtt_password not in stored
     page.reload()
     page.wait_for_selector("body[data-ready=true]", timeout=DOM_TIMEOUT_MS)
     expect(page.locator("#session-user")).to_have_text(f"Logged in as {username}")

@@ -102,7 +102,7 @@ class PubCell:
 
 
 def connect(stack: FullStack, who: Principal) -> Mqtt:
-    client = Mqtt(stack.broker.port, who.username, who.password)
+    client = Mqtt(stack.broker.port, who.username, who.mqtt_password)
     assert client.connect(), f"{who.name} could not connect"
     return client
 
@@ -286,6 +286,8 @@ def test_wrong_credentials_are_refused_at_connect(full_stack: FullStack) -> None
         ("nobody-" + secrets.token_hex(3), "whatever-password"),
         # A device password is bound to its own username.
         (p["device B"].username, p["device A"].password),
+        # A buyer's login password is not the MQTT password.
+        (p["buyer (grant)"].username, p["buyer (grant)"].password),
         ("svc.test-observer", p["admin"].password),
     ]
     for username, password in attempts:
@@ -311,7 +313,7 @@ def test_taking_over_a_buyers_session_leaks_nothing(full_stack: FullStack) -> No
     def session(who: Principal) -> tuple[mqtt.Client, list[bytes], dict[str, bool]]:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=victim_id, protocol=mqtt.MQTTv5)
         if who.username is not None:
-            client.username_pw_set(who.username, who.password)
+            client.username_pw_set(who.username, who.mqtt_password)
         got: list[bytes] = []
         state: dict[str, bool] = {}
         client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))

@@ -69,7 +69,7 @@ def exercise(stack: FullStack) -> dict[str, str]:
 
     # MQTT: the granted buyer listens, device A publishes good and bad readings, the new
     # device connects, someone guesses an MQTT password.
-    listener = MqttProbe(stack.broker.port, granted.username, granted.password)
+    listener = MqttProbe(stack.broker.port, granted.username, granted.mqtt_password)
     assert listener.connect() and listener.subscribe(f"live/{DEVICE_A}/#")
     device = p["device A"]
     stored_before = stack.ingest.metric("ingest_readings_stored_total")

@@ -70,10 +70,14 @@ def clients(stack: AuthStack) -> Iterator[Any]:
         client.close()
 
 
+MQTT_PASSWORDS: dict[str, str] = {}
+
+
 def register(client: httpx.Client, prefix: str) -> str:
     username = f"{prefix}-{secrets.token_hex(3)}"
     r = client.post("/api/accounts", json={"username": username, "password": PASSWORD})
     assert r.status_code == 201, r.text
+    MQTT_PASSWORDS[username] = r.json()["mqtt_password"]
     return username
 
 
@@ -102,7 +106,7 @@ def test_guessing_one_password_gets_429_then_the_window_ends(
     # ...and only there: the owner, elsewhere, is not locked out.
     assert grants(owner, victim, PASSWORD).status_code == 200
     # MQTT, the owner's way to the data, is Mosquitto's and unaffected.
-    probe = MqttProbe(stack.broker.port, victim, PASSWORD)
+    probe = MqttProbe(stack.broker.port, victim, MQTT_PASSWORDS[victim])
     assert probe.connect()
     assert probe.subscribe("avg/#")
     probe.close()

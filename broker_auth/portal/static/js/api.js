@@ -76,6 +76,8 @@ export async function createSession(username, password) {
   });
   return { username, token, expires_at };
 }
+export const rotateMqttPassword = (auth) =>
+  api("api/account/mqtt-password", { method: "POST", auth });
 export const deleteSession = (auth) =>
   api("api/sessions/current", { method: "DELETE", auth });
 export const getGrants = (auth) => api("api/grants", { auth });

@@ -154,9 +154,31 @@ function renderSession() {
 
 async function login(username, password) {
   const session = await api.createSession(username, password);
-  // Only for this page's MQTT connection, in memory: never stored.
-  state.mqttPassword = password;
+  state.mqttPassword = null; // the login password is not the MQTT one
   await resume(session);
+}
+
+// The MQTT password broker_auth generated: shown once, kept in memory for this page's live
+// connection only (never stored).
+function useMqttPassword(password) {
+  state.mqttPassword = password;
+  $("mqtt-password").textContent = password;
+  show($("mqtt-password-line"), true);
+  state.reloginNoticed = false;
+  syncRawSubscription();
+}
+
+async function onNewMqttPassword() {
+  try {
+    const { mqtt_password } = await api.rotateMqttPassword(state.credentials);
+    if (state.rawFeed) state.rawFeed.end();
+    state.rawFeed = null;
+    state.rawFilter = null;
+    useMqttPassword(mqtt_password);
+    notice("New MQTT password: the old one no longer works, its connections were cut.");
+  } catch (err) {
+    notice(`Could not get a new MQTT password: ${err.message}`);
+  }
 }
 
 async function resume(session) {
@@ -172,6 +194,8 @@ function logout() {
   if (state.credentials) api.deleteSession(state.credentials).catch(() => {});
   state.credentials = null;
   state.mqttPassword = null;
+  show($("mqtt-password-line"), false);
+  $("mqtt-password").textContent = "";
   api.clearSession();
   sessionStorage.removeItem(ORDER_KEY);
   clearTimeout(state.grantsTimer);
@@ -198,15 +222,17 @@ async function onLoginSubmit(event) {
   const buttons = $("login-form").querySelectorAll("button");
   buttons.forEach((b) => (b.disabled = true));
   try {
+    let mqttPassword = null;
     if (action === "register") {
       try {
-        await api.register(username, password);
+        ({ mqtt_password: mqttPassword } = await api.register(username, password));
       } catch (err) {
         if (err.status === 409) throw new Error("That username is taken.");
         throw err;
       }
     }
     await login(username, password);
+    if (mqttPassword) useMqttPassword(mqttPassword);
     $("password").value = "";
     notice(action === "register" ? `Account ${username} created.` : `Welcome back, ${username}.`);
   } catch (err) {
@@ -458,7 +484,9 @@ function syncRawSubscription() {
   if (!state.mqttPassword) {
     // A restored session has no password: the live stream needs a fresh login.
     $("live-hint").hidden = false;
-    if (!state.reloginNoticed) notice("Log in again to watch the live stream.");
+    if (!state.reloginNoticed) {
+      notice("To watch the live stream here, get a new MQTT password (Account).");
+    }
     state.reloginNoticed = true;
     return;
   }
@@ -581,6 +609,7 @@ async function copyFrom(id, button) {
 async function start() {
   $("login-form").addEventListener("submit", onLoginSubmit);
   $("logout").addEventListener("click", logout);
+  $("new-mqtt-password").addEventListener("click", onNewMqttPassword);
   $("order-form").addEventListener("submit", onOrderSubmit);
   $("order-product").addEventListener("change", updateEstimate);
   $("order-hours").addEventListener("input", updateEstimate);
