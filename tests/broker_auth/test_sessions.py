@@ -178,3 +178,28 @@ def test_changing_the_login_password_ends_every_session(stack: AuthStack) -> Non
     probe = stack.buyer_probe("dave")
     assert probe.connect()
     probe.close()
+
+
+def test_accounts_of_the_shared_password_era_are_migrated_at_start(stack: AuthStack) -> None:
+    # An account as an earlier release left it: MQTT password = login password, no flag.
+    stack.register("legacy", PASSWORD)
+    stack.control().set_client_password("legacy", PASSWORD)
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(stack.env["MONGO_URL"]) as client:
+        client[stack.env["MONGO_DB"]]["accounts"].update_one(
+            {"_id": "legacy"}, {"$unset": {"mqtt_separate": ""}}
+        )
+    old_client = stack.probe("legacy", PASSWORD)
+    assert old_client.connect()
+    stack.restart()
+    wait_for(lambda: old_client.disconnects > 0, 15, "the legacy client cut", 0.1)
+    old_client.close()
+    assert not stack.probe("legacy", PASSWORD).connect()
+    assert "account(s) had their login password as MQTT password" in stack.proc.log_text()
+    # The buyer takes a new MQTT password; the login password still logs in to the API.
+    token = login(stack, "legacy").json()["token"]
+    new = stack.http().post("/api/account/mqtt-password", headers=bearer(token)).json()
+    stack.mqtt_passwords["legacy"] = new["mqtt_password"]
+    probe = stack.buyer_probe("legacy")
+    assert probe.connect()
+    probe.close()

@@ -5,8 +5,9 @@ InfluxDB, and each `iot-wallet` run) has walked the story in the `full_stack` fi
 registrations, device provisioning, products, orders, payments from seed files. Here the admin
 and the buyers make a few more calls, right and wrong (wrong admin tokens, guessed passwords, a
 password refused by validation), devices and buyers use MQTT, and then every process log is
-searched for every secret used: buyer passwords (and their HTTP Basic encoding), device
-passwords returned by the API, the admin token, the dynamic-security admin password, the ingest
+searched for every secret used: buyer passwords (and their HTTP Basic encoding), the MQTT
+passwords broker_auth generated, session tokens (used, revoked and guessed), device passwords
+returned by the API, the admin token, the dynamic-security admin password, the ingest
 password, the observer's password, the buyers' seeds, and the wrong guesses themselves.
 The same secrets are looked for at rest (Mosquitto's dynamic-security file and persistence,
 FerretDB's files) and on the public /metrics pages; and the portal's static files must not be
@@ -57,6 +58,19 @@ def exercise(stack: FullStack) -> dict[str, str]:
         json={"username": "refused-1", "password": extra["refused signup password"] + "\x01"},
     )
     assert r.status_code == 422 and extra["refused signup password"] not in r.text
+    # Sessions: a login, calls with the token, a log-out, a guessed token and a wrong login.
+    r = api.post("/api/sessions", json={"username": buyer.username, "password": buyer.password})
+    assert r.status_code == 201
+    extra["session token"] = r.json()["token"]
+    bearer = {"Authorization": f"Bearer {extra['session token']}"}
+    assert api.get("/api/grants", headers=bearer).status_code == 200
+    assert api.delete("/api/sessions/current", headers=bearer).status_code == 204
+    assert api.get("/api/grants", headers=bearer).status_code == 401
+    extra["guessed session token"] = secrets.token_urlsafe(32)
+    guessed = {"Authorization": f"Bearer {extra['guessed session token']}"}
+    assert api.get("/api/grants", headers=guessed).status_code == 401
+    wrong_login = {"username": buyer.username, "password": extra["guessed buyer password"]}
+    assert api.post("/api/sessions", json=wrong_login).status_code == 401
     # The admin provisions one more device and reads payments; the buyer reads its data.
     r = api.post("/api/devices", json={"device_id": "sensor-c"}, headers=auth.admin)
     assert r.status_code == 201
