@@ -6,7 +6,14 @@ import datetime as dt
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
 
 from broker_auth.clock import rfc3339
 
@@ -21,6 +28,16 @@ MAX_TOPIC_FILTER_LENGTH = 256
 
 OrderStatus = Literal["pending", "unconfirmed", "confirmed", "expired"]
 UtcDateTime = Annotated[dt.datetime, PlainSerializer(rfc3339, return_type=str)]
+
+
+def printable(value: str) -> str:
+    """A password without control characters (they break terminals and logs)."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+NewPassword = Annotated[str, AfterValidator(printable)]
 
 
 class _Strict(BaseModel):
@@ -50,19 +67,12 @@ class AccountCreate(_Strict):
         description="3 to 32 characters: a-z first, then a-z, 0-9, '_' or '-'",
         examples=["john"],
     )
-    password: str = Field(
+    password: NewPassword = Field(
         min_length=10,
         max_length=128,
         description="10 to 128 characters: the login password (MQTT gets its own)",
         examples=["correct-horse-battery"],
     )
-
-    @field_validator("password")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-            raise ValueError("must not contain control characters")
-        return value
 
 
 class AccountOut(BaseModel):
@@ -78,14 +88,9 @@ class MqttPasswordOut(BaseModel):
 
 class PasswordChange(_Strict):
     old_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=10, max_length=128, description="10 to 128 characters")
-
-    @field_validator("new_password")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-            raise ValueError("must not contain control characters")
-        return value
+    new_password: NewPassword = Field(
+        min_length=10, max_length=128, description="10 to 128 characters"
+    )
 
 
 class LoginIn(_Strict):
