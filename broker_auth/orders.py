@@ -122,10 +122,15 @@ class Orders:
             for p in self.store.payments.find({"order_id": doc["_id"]}, {"amount_iota": 1})
         )
         held = self.store.watchlist.find_one(
-            {"_id": doc.get("address")}, {"pending_iota": 1, "order_id": 1}
+            {"_id": doc.get("address")},
+            {"pending_iota": 1, "confirmed_seen_iota": 1, "order_id": 1},
         )
-        pending = int(held.get("pending_iota", 0)) if held and held["order_id"] == doc["_id"] else 0
-        paid = confirmed + pending
+        mine = held is not None and held["order_id"] == doc["_id"]
+        pending = int(held.get("pending_iota", 0)) if held and mine else 0
+        # Bundles already confirmed whose value the ledger's balance does not show yet count as
+        # paid (not confirmed): max, because once recorded the same value is in `confirmed`.
+        seen = int(held.get("confirmed_seen_iota", 0)) if held and mine else 0
+        paid = max(confirmed, seen) + pending
         expires_at = as_utc(doc["expires_at"])
         return OrderOut(
             order_id=str(doc["_id"]),

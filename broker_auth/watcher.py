@@ -255,16 +255,18 @@ class Watcher(BackgroundWorker):
         for doc in waiting:
             address = str(doc["_id"])
             value = pending.get(address, 0)
-            if confirmed.get(address, 0) > int(doc.get("accounted_iota", 0)):
-                # Confirmed, but the ledger's balance (a milestone behind the inclusion state)
-                # has not shown it yet: still pending, so the order never steps back.
-                fresh = self.store.watchlist.find_one({"_id": address}, {"accounted_iota": 1})
-                accounted = int((fresh or doc).get("accounted_iota", 0))
-                value += max(0, confirmed[address] - accounted)
             before = int(doc.get("pending_iota", 0))
-            if value == before:
+            # Confirmed by inclusion state, which runs a milestone ahead of the ledger's
+            # balances: the order shows it as paid meanwhile, so it never steps back.
+            seen_confirmed = confirmed.get(address, 0)
+            changes: Doc = {}
+            if value != before:
+                changes["pending_iota"] = value
+            if seen_confirmed != int(doc.get("confirmed_seen_iota", 0)):
+                changes["confirmed_seen_iota"] = seen_confirmed
+            if not changes:
                 continue
-            self.store.watchlist.update_one({"_id": doc["_id"]}, {"$set": {"pending_iota": value}})
+            self.store.watchlist.update_one({"_id": doc["_id"]}, {"$set": changes})
             if value > before:
                 self.payments.seen_pending(doc, value - before)
 
