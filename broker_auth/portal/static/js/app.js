@@ -609,6 +609,12 @@ async function copyFrom(id, button) {
 async function start() {
   $("login-form").addEventListener("submit", onLoginSubmit);
   $("logout").addEventListener("click", logout);
+  // Leaving or reloading the page: close the MQTT connections first, so a client that is
+  // reconnecting (the broker cuts it when a grant ends) does not write to a closing socket.
+  window.addEventListener("pagehide", () => {
+    state.rawFeed?.end();
+    state.avgFeed?.end();
+  });
   $("new-mqtt-password").addEventListener("click", onNewMqttPassword);
   $("order-form").addEventListener("submit", onOrderSubmit);
   $("order-product").addEventListener("change", updateEstimate);
