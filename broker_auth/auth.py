@@ -111,17 +111,16 @@ async def check_password(request: Request, username: str, password: str) -> bool
 async def require_buyer(request: Request) -> str:
     """The authenticated buyer: a session token (Bearer) or HTTP Basic (scripts)."""
     rt = runtime(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        username = await anyio.to_thread.run_sync(rt.sessions.username_of, token.strip())
+    token = session_token(request)
+    if token is not None:
+        username = await anyio.to_thread.run_sync(rt.sessions.username_of, token)
         if username is None:
             metrics.AUTH_FAILURES.labels("session").inc()
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "session expired or revoked", BEARER_BUYER
             )
         return username
-    credentials = _basic_credentials(header)
+    credentials = _basic_credentials(request.headers.get("authorization", ""))
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required", BASIC_CHALLENGE)
     username, password = credentials

@@ -25,7 +25,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from broker_auth import acl_model, metrics
 from broker_auth.background import BackgroundWorker
 from broker_auth.clock import rfc3339, utcnow
-from broker_auth.dynsec import DynsecClient, DynsecError, DynsecUnavailableError
+from broker_auth.dynsec import DynsecError, DynsecUnavailableError
+from broker_auth.projection import Projector
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ RETRY_S = 1.0
 
 
 class Notifier(BackgroundWorker):
-    def __init__(self, dynsec: DynsecClient, host: str, port: int) -> None:
+    def __init__(self, projector: Projector, host: str, port: int) -> None:
         super().__init__("notifier")
-        self.dynsec = dynsec
+        self.projector = projector
         self.host = host
         self.port = port
         self._password = secrets.token_urlsafe(24)
@@ -68,16 +69,12 @@ class Notifier(BackgroundWorker):
         self._ready.set()
 
     def _provision(self) -> None:
-        role = acl_model.notifier_role()
-        self.dynsec.create_role(role)
-        username = acl_model.NOTIFIER_USERNAME
-        if not self.dynsec.create_client(
-            username, self._password, roles=(role.rolename,), textname="broker_auth notifier"
-        ):
-            self.dynsec.set_client_password(username, self._password)
-            client = self.dynsec.get_client(username) or {}
-            if role.rolename not in {str(r.get("rolename")) for r in client.get("roles", [])}:
-                self.dynsec.add_client_role(username, role.rolename)
+        self.projector.ensure_role_client(
+            acl_model.NOTIFIER_USERNAME,
+            self._password,
+            acl_model.notifier_role(),
+            "broker_auth notifier",
+        )
 
     def send(self, username: str, event: str, product_id: str, expires_at: dt.datetime) -> None:
         payload = {

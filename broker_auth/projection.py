@@ -93,12 +93,19 @@ class Projector:
             self._sync_client_grants(username)
 
     def ensure_device_client(self, device_id: str, password: str) -> None:
+        self.ensure_role_client(
+            acl_model.device_username(device_id),
+            password,
+            self.device_role(device_id),
+            f"device {device_id}",
+        )
+
+    def ensure_role_client(self, username: str, password: str, role: Role, textname: str) -> None:
+        """A client with this password holding (at least) this role, created or aligned."""
         with self.lock:
-            role = self.device_role(device_id)
             self.dynsec.create_role(role)
-            username = acl_model.device_username(device_id)
             if not self.dynsec.create_client(
-                username, password, roles=(role.rolename,), textname=f"device {device_id}"
+                username, password, roles=(role.rolename,), textname=textname
             ):
                 self.dynsec.set_client_password(username, password)
                 client = self.dynsec.get_client(username) or {}

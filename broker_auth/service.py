@@ -118,7 +118,7 @@ class Runtime:
             s.influx_bucket,
         )
         self.payments = Payments(self.store, self.events, self.outbox)
-        self.notifier = Notifier(self.dynsec, s.mqtt_host, s.mqtt_port)
+        self.notifier = Notifier(self.projector, s.mqtt_host, s.mqtt_port)
         self.grants = Grants(self.store, self.projector, self.events, notify=self.notifier.send)
         self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
         # A new or longer grant may end before the one the scheduler is sleeping towards.

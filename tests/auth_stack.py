@@ -18,6 +18,7 @@ from broker_auth.dynsec import DynsecClient
 from stack import procs
 from stack.mqtt_probe import MqttProbe
 from stack.secrets import random_address
+from tests.support import wait_for
 
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
 
@@ -103,6 +104,31 @@ class AuthStack:
     def buyer_probe(self, username: str) -> MqttProbe:
         """An MQTT client of a registered buyer, with its MQTT password."""
         return MqttProbe(self.broker.port, username, self.mqtt_passwords[username])
+
+    def order(self, username: str, password: str, product_id: str, hours: float) -> dict[str, Any]:
+        r = httpx.post(
+            f"{self.api_url}/api/orders",
+            json={"product_id": product_id, "hours": hours},
+            auth=(username, password),
+            timeout=15,
+        )
+        assert r.status_code == 201, r.text
+        order: dict[str, Any] = r.json()
+        return order
+
+    def wait_confirmed(
+        self, username: str, password: str, order_id: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        """The order once its status is `confirmed`."""
+
+        def confirmed() -> dict[str, Any] | None:
+            got: dict[str, Any] = httpx.get(
+                f"{self.api_url}/api/orders/{order_id}", auth=(username, password), timeout=5
+            ).json()
+            return got if got["status"] == "confirmed" else None
+
+        result: dict[str, Any] = wait_for(confirmed, timeout, "the order confirmed", 0.25)
+        return result
 
     def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
         r = httpx.post(

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iota.crypto.types import Seed
+
 from stack import procs
+from wallet import payments
 
 API_HEADERS = procs.IOTA_API_HEADERS
 node_info = procs.iota_node_info
@@ -36,3 +39,12 @@ def start_devnet(
     `crash_safe`: a separate coordinator node, so `net.node` may be SIGKILLed and restarted.
     """
     return procs.devnet(workdir, milestone_interval, mwm=TEST_MWM, crash_safe=crash_safe)
+
+
+def pay_from_fresh_seed(
+    net: procs.Devnet, address: str, tag: str, amount: int
+) -> payments.PaymentResult:
+    """Pay `amount` to `address` from a new seed the faucet funds with exactly that much."""
+    seed = Seed.random()
+    payments.fund_from_faucet(net.faucet_url, net.url, seed, amount)
+    return payments.pay(net.url, seed, address, tag, amount)

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
-from iota.crypto.types import Seed
 
 from ingest.store import _PRECISION as MS
 from stack import procs
@@ -24,8 +23,8 @@ from stack.mqtt_probe import MqttProbe
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.conftest import Store
+from tests.devnet_fixture import pay_from_fresh_seed
 from tests.support import wait_for
-from wallet import payments
 
 PASSWORD = "admin-api-buyer-1"
 PRICE = 3600
@@ -51,20 +50,8 @@ class Shop:
         )
 
     def pay(self, username: str, order: dict[str, Any]) -> dict[str, Any]:
-        seed = Seed.random()
-        payments.fund_from_faucet(
-            self.devnet.faucet_url, self.devnet.url, seed, order["amount_iota"]
-        )
-        payments.pay(self.devnet.url, seed, order["address"], order["tag"], order["amount_iota"])
-
-        def confirmed() -> dict[str, Any] | None:
-            got: dict[str, Any] = (
-                self.api().get(f"/api/orders/{order['order_id']}", auth=(username, PASSWORD)).json()
-            )
-            return got if got["status"] == "confirmed" else None
-
-        result: dict[str, Any] = wait_for(confirmed, 60, "the order confirmed", 0.25)
-        return result
+        pay_from_fresh_seed(self.devnet, order["address"], order["tag"], order["amount_iota"])
+        return self.stack.wait_confirmed(username, PASSWORD, order["order_id"])
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from iota.crypto.types import Seed
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -23,8 +21,8 @@ from paho.mqtt.properties import Properties
 from stack import procs
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
+from tests.devnet_fixture import pay_from_fresh_seed
 from tests.support import wait_for
-from wallet import payments
 
 PASSWORD = "notify-buyer-pw-1"
 PRICE = 3600  # 1 iota buys 1 s
@@ -84,15 +82,8 @@ class Shop:
         return username
 
     def buy(self, username: str, seconds: int) -> dict[str, Any]:
-        order: dict[str, Any] = httpx.post(
-            f"{self.stack.api_url}/api/orders",
-            json={"product_id": "notify-live", "hours": seconds / 3600},
-            auth=(username, PASSWORD),
-            timeout=10,
-        ).json()
-        seed = Seed.random()
-        payments.fund_from_faucet(self.devnet.faucet_url, self.devnet.url, seed, seconds)
-        payments.pay(self.devnet.url, seed, order["address"], order["tag"], order["amount_iota"])
+        order = self.stack.order(username, PASSWORD, "notify-live", seconds / 3600)
+        pay_from_fresh_seed(self.devnet, order["address"], order["tag"], order["amount_iota"])
         return order
 
 

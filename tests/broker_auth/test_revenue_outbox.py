@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
-from iota.crypto.types import Seed
 from pymongo import MongoClient
 from pymongo.database import Database
 
@@ -25,8 +23,8 @@ from stack.procs import REPO_ROOT
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.dashboards import grafana
+from tests.devnet_fixture import pay_from_fresh_seed
 from tests.support import wait_for
-from wallet import payments
 
 PASSWORD = "outbox-buyer-pw-1"
 PRODUCT = "outbox-live"
@@ -45,25 +43,9 @@ class Shop:
         return client[self.stack.env["MONGO_DB"]]
 
     def pay(self, iota: int) -> dict[str, Any]:
-        order: dict[str, Any] = httpx.post(
-            f"{self.stack.api_url}/api/orders",
-            json={"product_id": PRODUCT, "hours": iota / 3600},
-            auth=(self.buyer, PASSWORD),
-            timeout=10,
-        ).json()
-        seed = Seed.random()
-        payments.fund_from_faucet(self.devnet.faucet_url, self.devnet.url, seed, iota)
-        payments.pay(self.devnet.url, seed, order["address"], order["tag"], iota)
-
-        def confirmed() -> bool:
-            got = httpx.get(
-                f"{self.stack.api_url}/api/orders/{order['order_id']}",
-                auth=(self.buyer, PASSWORD),
-                timeout=5,
-            ).json()
-            return bool(got["status"] == "confirmed")
-
-        wait_for(confirmed, 60, "the order confirmed", 0.25)
+        order = self.stack.order(self.buyer, PASSWORD, PRODUCT, iota / 3600)
+        pay_from_fresh_seed(self.devnet, order["address"], order["tag"], iota)
+        self.stack.wait_confirmed(self.buyer, PASSWORD, order["order_id"])
         return order
 
     def revenue(self) -> int:

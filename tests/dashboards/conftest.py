@@ -16,19 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from iota.crypto.types import Seed
 from paho.mqtt.enums import CallbackAPIVersion
 
 from stack import procs
 from stack.scrape import scrape_metrics
 from tests.auth_stack import AuthStack, start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
+from tests.devnet_fixture import pay_from_fresh_seed
 from tests.ingest.conftest import Worker, ingest_worker
 from tests.support import wait_for
-from wallet import payments
 
 DEVICE = "dash-plug"
 SENSOR = "power"
@@ -103,25 +101,9 @@ def dashboard_stack(
 
         buyer, password = f"dash-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
         auth.register(buyer, password)
-        r = httpx.post(
-            f"{auth.api_url}/api/orders",
-            json={"product_id": PRODUCT, "hours": HOURS},
-            auth=(buyer, password),
-            timeout=15,
-        )
-        assert r.status_code == 201, r.text
-        order = r.json()
-        seed = Seed.random()
-        payments.fund_from_faucet(devnet.faucet_url, devnet.url, seed, order["amount_iota"])
-        payments.pay(devnet.url, seed, order["address"], order["tag"], order["amount_iota"])
-
-        def confirmed() -> dict[str, Any] | None:
-            got: dict[str, Any] = httpx.get(
-                f"{auth.api_url}/api/orders/{order['order_id']}", auth=(buyer, password), timeout=5
-            ).json()
-            return got if got["status"] == "confirmed" else None
-
-        wait_for(confirmed, 60, "the order confirmed", 0.25)
+        order = auth.order(buyer, password, PRODUCT, HOURS)
+        pay_from_fresh_seed(devnet, order["address"], order["tag"], order["amount_iota"])
+        auth.wait_confirmed(buyer, password, order["order_id"])
         stack = DashboardStack(
             store,
             auth,

@@ -22,6 +22,13 @@ function cell(text, className) {
   return td;
 }
 
+function emptyItem(text) {
+  const li = document.createElement("li");
+  li.className = "muted";
+  li.textContent = text;
+  return li;
+}
+
 function button(label, onClick, className = "secondary") {
   const b = document.createElement("button");
   b.type = "button";
@@ -269,12 +276,7 @@ async function loadPool() {
     li.textContent = `${a.address} · ${a.confirmed_iota} i`;
     list.append(li);
   }
-  if (!withValue.length) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = "Nothing to sweep.";
-    list.append(li);
-  }
+  if (!withValue.length) list.append(emptyItem("Nothing to sweep."));
 }
 
 async function importAddresses(event) {
@@ -311,12 +313,7 @@ async function loadGrants() {
     li.textContent = `${g.username} · ${g.product_id} until ${when(g.expires_at)}`;
     list.append(li);
   }
-  if (!grants.length) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = "No active grant.";
-    list.append(li);
-  }
+  if (!grants.length) list.append(emptyItem("No active grant."));
 }
 
 async function loadPayments() {
