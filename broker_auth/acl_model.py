@@ -98,11 +98,23 @@ def admin_role() -> Role:
     )
 
 
+# Where ingest workers forward what the store accepted to the averager (raw readings: only the
+# ingest role may read it).
+ACCEPTED_TOPIC = "ingest/accepted"
+
+
 def ingest_role(live_prefix: str = "live", avg_prefix: str = "avg") -> Role:
     return Role(
         ROLE_INGEST,
-        (*_read(f"{live_prefix}/#"), Acl("publishClientSend", f"{avg_prefix}/#")),
-        "ingest worker: reads raw readings, publishes moving averages",
+        (
+            *_read(f"{live_prefix}/#"),
+            # Several workers share one subscription; Mosquitto checks the filter with its prefix.
+            *_read(f"$share/+/{live_prefix}/#"),
+            Acl("publishClientSend", f"{avg_prefix}/#"),
+            Acl("publishClientSend", ACCEPTED_TOPIC),
+            *_read(ACCEPTED_TOPIC),
+        ),
+        "ingest workers and averager: read raw readings, forward accepted ones, publish averages",
     )
 
 

@@ -37,5 +37,8 @@ BUFFER_DEPTH = Gauge(
 AVERAGES_PUBLISHED = Counter(
     "ingest_averages_published", "Moving averages published (retained MQTT + reading_avg point)"
 )
+FORWARDED = Counter(
+    "ingest_readings_forwarded", "Accepted readings forwarded to the averager (several workers)"
+)
 SERIES = Gauge("ingest_series", "Series (device, sensor) with moving-average state")
 MQTT_READY = Gauge("ingest_mqtt_ready", "1 while connected to the broker and subscribed")

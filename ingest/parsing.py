@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 # Rejection reasons: the `reason` label values of ingest_readings_rejected_total.
@@ -61,6 +61,11 @@ class Reading(NamedTuple):
     sensor: str
     value: float
     ts: float  # epoch seconds
+
+
+def ts_ms(ts: float) -> int:
+    """A reading time as the store keeps it: whole milliseconds."""
+    return round(ts * 1000)
 
 
 class Rejection(NamedTuple):
@@ -190,6 +195,11 @@ class Parser:
         if ts > arrival + self.max_future_s:
             return Rejection(FUTURE_TS, f"ts {ts - arrival:.0f}s ahead of arrival")
         return ts
+
+
+def format_rfc3339(ts: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds (`2024-05-01T12:00:00.250Z`)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_rfc3339(text: str) -> float | None:

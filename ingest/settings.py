@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Self
+from typing import Literal, NamedTuple, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,8 +54,24 @@ class IngestSettings(BaseSettings):
     # bound of our pending buffer, so it must exceed the batch size for batch acks to flow.
     receive_maximum: int = Field(5000, alias="INGEST_RECEIVE_MAXIMUM", ge=1, le=65535)
 
+    # Several workers: a shared subscription `$share/<group>/live/+/+` spreads the readings over
+    # them, and each forwards what the store accepted to INGEST_ACCEPTED_TOPIC, where the one
+    # averager (`iot-averager`) owns the averages. One worker: plain subscription, own averages.
+    averages_mode: Literal["local", "forward"] = Field("local", alias="INGEST_AVERAGES")
+    share_group: str = Field("", alias="INGEST_SHARE_GROUP", pattern=r"^[A-Za-z0-9_-]*$")
+    accepted_topic: str = Field("ingest/accepted", alias="INGEST_ACCEPTED_TOPIC", min_length=1)
+    averager_client_id: str = Field(
+        "ingest-averager", alias="INGEST_AVERAGER_CLIENT_ID", min_length=1
+    )
+    averager_metrics_port: int = Field(9101, alias="INGEST_AVERAGER_METRICS_PORT", ge=0)
+    # At start the averages' owner reads back the series active this long ago (ingest/rebuild.py).
+    rebuild_lookback_s: float = Field(3600.0, alias="INGEST_REBUILD_LOOKBACK_S", ge=0)
+    rebuild_timeout_s: float = Field(60.0, alias="INGEST_REBUILD_TIMEOUT_S", ge=0)
+
     influx_url: str = Field("http://127.0.0.1:8086", alias="INFLUX_URL")
     influx_token: SecretStr = Field(SecretStr(""), alias="INFLUX_TOKEN")
+    # Read access for the rebuild at start (empty: INFLUX_TOKEN, when it may read).
+    influx_read_token: SecretStr = Field(SecretStr(""), alias="INFLUX_READ_TOKEN")
     influx_org: str = Field("iot", alias="INFLUX_ORG")
     influx_bucket: str = Field("telemetry", alias="INFLUX_BUCKET")
     store_timeout_s: float = Field(10.0, alias="INGEST_STORE_TIMEOUT_S", gt=0)

@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 
 from ingest import metrics
 from ingest.averages import AverageUpdate
-from ingest.parsing import Reading
+from ingest.parsing import Reading, ts_ms
 from ingest.ratelog import RateLimitedLog
 from ingest.settings import IngestSettings
 
@@ -51,15 +51,28 @@ def escape_tag(value: str) -> str:
     return value.translate(_TAG_ESCAPES)
 
 
-def ts_ms(ts: float) -> int:
-    return round(ts * 1000)
+def reading_line_prefix(device: str, sensor: str) -> str:
+    """What the lines of one series start with (the worker caches it per series)."""
+    return f"reading,device={escape_tag(device)},sensor={escape_tag(sensor)} value="
 
 
 def reading_line(r: Reading) -> str:
-    return (
-        f"reading,device={escape_tag(r.device)},sensor={escape_tag(r.sensor)} "
-        f"value={r.value!r} {ts_ms(r.ts)}"
-    )
+    return f"{reading_line_prefix(r.device, r.sensor)}{r.value!r} {ts_ms(r.ts)}"
+
+
+def parse_reading_line(line: str) -> Reading:
+    """The reverse of `reading_line` (device and sensor names never need escaping: the parser
+    allows only letters, digits, `_`, `.` and `-`). Raises ValueError for anything else."""
+    head, field, stamp = line.split(" ")
+    measurement, device, sensor = head.split(",")
+    if (
+        measurement != "reading"
+        or not device.startswith("device=")
+        or not sensor.startswith("sensor=")
+        or not field.startswith("value=")
+    ):
+        raise ValueError(f"not a reading line: {line[:100]!r}")
+    return Reading(device[7:], sensor[7:], float(field[6:]), int(stamp) / 1000)
 
 
 def average_line(a: AverageUpdate) -> str:
@@ -95,16 +108,16 @@ class InfluxStore:
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
 
-    def write(self, lines: Sequence[str]) -> int:
-        """Write until accepted; returns how many points were dropped as permanently invalid.
+    def write(self, lines: Sequence[str]) -> list[str]:
+        """Write until accepted; returns the lines dropped as permanently invalid.
 
         Raises StoreUnavailableError once past the shutdown deadline.
         """
         if not lines:
-            return 0
+            return []
         try:
             self._write_retrying(lines)
-            return 0
+            return []
         except ApiException as exc:
             if not is_permanent(exc):
                 raise  # pragma: no cover - transient ones end in StoreUnavailableError
@@ -116,7 +129,7 @@ class InfluxStore:
                     lines[0][:200],
                     str(exc.body)[:200],
                 )
-                return 1
+                return [lines[0]]
             half = len(lines) // 2
             return self.write(lines[:half]) + self.write(lines[half:])
 

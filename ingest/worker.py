@@ -18,11 +18,9 @@ state is owned by the writer loop alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -33,11 +31,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
-from ingest.averages import Averages, AverageUpdate
-from ingest.parsing import Parser, Reading, Rejection
+from ingest.averages import Averages
+from ingest.mqtt_client import LeanClient
+from ingest.parsing import MALFORMED_TOPIC, Parser, Reading, Rejection
+from ingest.publisher import publish_averages
 from ingest.ratelog import RateLimitedLog
+from ingest.rebuild import rebuild_averages
 from ingest.settings import IngestSettings
-from ingest.store import InfluxStore, StoreUnavailableError, average_line, reading_line
+from ingest.store import InfluxStore, StoreUnavailableError, reading_line_prefix
 
 log = logging.getLogger("ingest.worker")
 
@@ -47,21 +48,6 @@ class Pending(NamedTuple):
     mid: int
     qos: int
     item: Reading | Rejection
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def average_payload(update: AverageUpdate) -> bytes:
-    return json.dumps(
-        {
-            "value": update.value,
-            "count": update.count,
-            "window": update.window,
-            "ts": rfc3339(update.ts),
-        }
-    ).encode()
 
 
 class IngestWorker:
@@ -86,8 +72,18 @@ class IngestWorker:
         self._stop = threading.Event()
         self._rejects = RateLimitedLog(log, settings.reject_log_interval_s)
         self._last_arrival_ms: dict[tuple[str, str], int] = {}  # network thread only
+        # Per topic: (device, sensor) or why not; per series: its line-protocol prefix.
+        self._topics: dict[bytes, tuple[str, str] | Rejection] = {}  # network thread only
+        self._line_prefixes: dict[tuple[str, str], str] = {}  # writer loop only
+        self.forwarding = settings.averages_mode == "forward"
         self.client = self._make_client()
         metrics.BUFFER_DEPTH.set_function(self.unacknowledged)
+
+    @property
+    def subscription(self) -> str:
+        topic = f"{self.settings.live_topic_prefix}/+/+"
+        group = self.settings.share_group
+        return f"$share/{group}/{topic}" if group else topic
 
     def unacknowledged(self) -> int:
         """Messages received and not yet acknowledged (read without the lock: a gauge)."""
@@ -95,9 +91,9 @@ class IngestWorker:
 
     # ---- MQTT (paho's network thread) ----
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> LeanClient:
         s = self.settings
-        client = mqtt.Client(
+        client = LeanClient(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             protocol=mqtt.MQTTv5,
@@ -111,7 +107,7 @@ class IngestWorker:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        client.on_raw_publish = self._on_publish
         return client
 
     def _connect_properties(self) -> Properties:
@@ -147,7 +143,7 @@ class IngestWorker:
             flags.session_present,
             kept,
         )
-        topic = f"{self.settings.live_topic_prefix}/+/+"
+        topic = self.subscription
         # retainHandling 1: a retained raw reading is delivered once, not on every reconnect.
         client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=1))
 
@@ -163,7 +159,7 @@ class IngestWorker:
             log.error("subscription refused: %s (check the ingest role's ACL)", reasons)
             return
         metrics.MQTT_READY.set(1)
-        log.info("subscribed to %s/+/+", self.settings.live_topic_prefix)
+        log.info("subscribed to %s", self.subscription)
 
     def _on_disconnect(
         self,
@@ -179,34 +175,52 @@ class IngestWorker:
         if not self._stop.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_publish(self, mid: int, qos: int, topic: bytes, payload: bytes) -> None:
         if self._stop.is_set():
             return  # left unacknowledged: the broker redelivers it to our next connection
         try:
-            item = self._parse(msg)
+            item = self._parse(topic, payload)
         except Exception:  # never let one message kill the network thread
-            log.exception("unexpected error parsing a message on %r", msg.topic)
+            log.exception("unexpected error parsing a message on %r", topic[:100])
             item = Rejection("internal", "parser error")
         metrics.RECEIVED.inc()
         with self._cond:
-            self._pending.append(Pending(self._generation, msg.mid, msg.qos, item))
+            self._pending.append(Pending(self._generation, mid, qos, item))
             if len(self._pending) >= self.settings.batch_size:
                 self._cond.notify()
 
-    def _parse(self, msg: mqtt.MQTTMessage) -> Reading | Rejection:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            item: Reading | Rejection = Rejection("malformed_topic", "topic is not UTF-8")
+    def _parse(self, topic: bytes, payload: bytes) -> Reading | Rejection:
+        names = self._topics.get(topic)
+        if names is None:
+            names = self._parse_topic(topic)
+        if isinstance(names, Rejection):
+            item: Reading | Rejection = names
+        elif len(payload) > self.parser.max_payload_bytes:
+            item = Rejection("oversized", f"{len(payload)} bytes > {self.parser.max_payload_bytes}")
         else:
             arrival = time.time()
-            item = self.parser.parse(topic, msg.payload, arrival)
-            if type(item) is Reading and item.ts == arrival:
-                item = self._distinct_arrival(item)
-        if isinstance(item, Rejection):
+            parsed = self.parser.parse_payload(payload, arrival)
+            if isinstance(parsed, Rejection):
+                item = parsed
+            else:
+                value, ts = parsed
+                item = Reading(names[0], names[1], value, ts)
+                if ts == arrival:
+                    item = self._distinct_arrival(item)
+        if type(item) is Rejection:
             metrics.REJECTED.labels(item.reason).inc()
             self._rejects.warning(item.reason, "rejected a reading (%s): %s", *item)
         return item
+
+    def _parse_topic(self, topic: bytes) -> tuple[str, str] | Rejection:
+        try:
+            names = self.parser.parse_topic(topic.decode("utf-8"))
+        except UnicodeDecodeError:
+            names = Rejection(MALFORMED_TOPIC, "topic is not UTF-8")
+        if len(self._topics) >= 2 * self.settings.max_series:
+            self._topics.clear()  # bounded memory under a flood of topics
+        self._topics[topic] = names
+        return names
 
     def _distinct_arrival(self, reading: Reading) -> Reading:
         """Give a reading stamped on arrival a millisecond of its own within its series.
@@ -229,6 +243,8 @@ class IngestWorker:
     def run(self) -> None:
         """Connect, then batch/store/ack until `stop()`; flush and disconnect on the way out."""
         s = self.settings
+        if not self.forwarding:
+            rebuild_averages(self.averages, s, self._stop)
         self.client.connect_async(
             s.mqtt_host,
             s.mqtt_port,
@@ -278,41 +294,59 @@ class IngestWorker:
             self._in_flight = len(batch)
         return batch
 
+    def _line(self, r: Reading) -> str:
+        key = (r.device, r.sensor)
+        prefix = self._line_prefixes.get(key)
+        if prefix is None:
+            if len(self._line_prefixes) >= 2 * self.settings.max_series:
+                self._line_prefixes.clear()
+            prefix = reading_line_prefix(r.device, r.sensor)
+            self._line_prefixes[key] = prefix
+        return f"{prefix}{r.value!r} {round(r.ts * 1000)}"
+
     def _process(self, batch: list[Pending]) -> None:
         readings = [p.item for p in batch if type(p.item) is Reading]
         if readings:
-            dropped = self.store.write([reading_line(r) for r in readings])
-            metrics.STORED.inc(len(readings) - dropped)
+            lines = [self._line(r) for r in readings]
+            dropped = self.store.write(lines)
+            metrics.STORED.inc(len(readings) - len(dropped))
             metrics.LAST_STORED.set_to_current_time()
-            self.averages.add_all(readings)
-            metrics.SERIES.set(len(self.averages))
+            if self.forwarding:
+                self._forward(lines, dropped)
+            else:
+                self.averages.add_all(readings)
+                metrics.SERIES.set(len(self.averages))
         self._ack(batch)
+
+    def _forward(self, lines: list[str], dropped: list[str]) -> None:
+        """Hand what the store accepted to the averager, before acknowledging it.
+
+        The PUBLISH is queued ahead of the batch's PUBACKs on the same connection, so the broker
+        takes it before it forgets the readings; if the connection drops first, the readings
+        are redelivered and forwarded again (the averager ignores a point it already has).
+        """
+        if dropped:
+            refused = set(dropped)
+            lines = [line for line in lines if line not in refused]
+        if lines:
+            self.client.publish(self.settings.accepted_topic, "\n".join(lines), qos=1)
+            metrics.FORWARDED.inc(len(lines))
 
     def _ack(self, batch: list[Pending]) -> None:
         with self._cond:
             generation = self._generation if self._connected else -1
-        for p in batch:
-            # A message from an older connection is redelivered on the current one (or was on
-            # a session the broker no longer has): its mid is not ours to acknowledge here.
-            if p.qos and p.generation == generation:
-                self.client.ack(p.mid, p.qos)
+        # A message from an older connection is redelivered on the current one (or was on a
+        # session the broker no longer has): its mid is not ours to acknowledge here.
+        self.client.ack_many([p.mid for p in batch if p.qos == 1 and p.generation == generation])
         with self._cond:
             self._in_flight = 0
 
     def _publish_averages(self) -> None:
         with self._cond:
             connected = self._connected
-        if not connected:
+        if self.forwarding or not connected:
             return  # keep the changes; they are published once we are back
-        updates = self.averages.take_updates()
-        if not updates:
-            return
-        prefix = self.settings.avg_topic_prefix
-        for u in updates:
-            topic = f"{prefix}/{u.window}/{u.device}/{u.sensor}"
-            self.client.publish(topic, average_payload(u), qos=1, retain=True)
-        self.store.write([average_line(u) for u in updates])
-        metrics.AVERAGES_PUBLISHED.inc(len(updates))
+        publish_averages(self.client, self.store, self.averages, self.settings.avg_topic_prefix)
 
     def _shutdown(self) -> None:
         self._stop.set()

@@ -227,10 +227,11 @@ class InfluxHandle:
 
     @property
     def writer_env(self) -> dict[str, str]:
-        """What a writing service needs (ingest, broker_auth)."""
+        """What a writing service needs (ingest, broker_auth; the averages' owner reads too)."""
         return {
             "INFLUX_URL": self.url,
             "INFLUX_TOKEN": self.credentials.writer_token,
+            "INFLUX_READ_TOKEN": self.credentials.reader_token or "",
             "INFLUX_BUCKET": influxdb.DATABASE,
         }
 
@@ -241,7 +242,9 @@ class InfluxHandle:
 def influx(workdir: Path, port: int | None = None) -> InfluxHandle:
     """InfluxDB 1.13 on loopback with auth, database `telemetry`, an admin and a writer."""
     port = port or free_port()
-    credentials = influxdb.Credentials(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    credentials = influxdb.Credentials(
+        secrets.token_urlsafe(18), secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    )
     config = influxdb.write_config(workdir / "data", port, free_port())
     url = f"http://127.0.0.1:{port}"
     proc = Proc(

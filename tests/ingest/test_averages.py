@@ -17,9 +17,11 @@ W = Window("1m", 60.0)
 
 
 def reference(points: list[tuple[float, float]], window: float) -> tuple[float, int]:
-    """Mean and count of the distinct readings in (newest - window, newest]."""
-    newest = max(ts for ts, _ in points)
-    inside = [v for ts, v in set(points) if newest - window < ts <= newest]
+    """Mean and count of what the store keeps (the last value per millisecond) in
+    (newest - window, newest]."""
+    kept = {round(ts * 1000): v for ts, v in points}
+    newest = max(kept)
+    inside = [v for t, v in kept.items() if newest - window * 1000 < t <= newest]
     return math.fsum(inside) / len(inside), len(inside)
 
 
@@ -67,8 +69,37 @@ def test_exact_duplicates_are_ignored() -> None:
     state = feed([(1000.0, 1.0), (1010.0, 2.0), (1020.0, 3.0)])
     assert not state.add(1010.0, 2.0)
     assert not state.add(1020.0, 3.0)
-    assert state.add(1020.0, 4.0)  # same time, other value: a distinct reading
-    assert (state.mean, state.count) == (2.5, 4)
+    assert (state.mean, state.count) == (2.0, 3)
+
+
+def test_same_time_counts_once_with_the_last_value_like_the_store() -> None:
+    """Two readings of a series in one millisecond are one point in InfluxDB (the last value
+    written wins); the average counted both until this was fixed."""
+    state = feed([(1000.0, 1.0), (1010.0, 2.0), (1020.0, 3.0)])
+    assert state.add(1020.0, 9.0)
+    assert (state.mean, state.count) == (4.0, 3)
+    assert state.add(1010.0004, 5.0)  # the same millisecond as 1010.0
+    assert (state.mean, state.count) == (5.0, 3)
+    assert state.points == [(1000.0, 1.0), (1010.0, 5.0), (1020.0, 9.0)]
+
+
+def test_a_future_stamped_reading_does_not_freeze_the_window() -> None:
+    """One reading stamped 299 s ahead used to become the window's end: every honest reading of
+    the next ~4 minutes was then "older than the window" and the average froze."""
+    now = 10_000.0
+    state = WindowAverage(60.0, max_points=1000)
+    for i in range(10):
+        state.add(now - 10 + i, 1.0, now)
+    assert not state.add(now + 299, 1000.0, now)  # held, not in the average yet
+    assert (state.mean, state.count) == (1.0, 10)
+    for i in range(1, 271):  # honest readings keep coming, one a second
+        assert state.add(now + i, 2.0, now + i)
+    assert state.count == 60 and state.mean == 2.0
+    assert state.newest == now + 270
+    assert state.advance(now + 299)  # the clock reaches the held reading: now it counts
+    assert state.newest == now + 299
+    assert state.count == 31 + 1  # (now+239, now+299]: honest 240..270 and the held one
+    assert state.mean == (31 * 2.0 + 1000.0) / 32
 
 
 def test_points_per_series_are_capped() -> None:
@@ -117,7 +148,7 @@ def test_matches_reference_for_any_arrival_order(
 
 def test_series_windows_updates_and_caps() -> None:
     averages = Averages([Window("1m", 60), Window("10s", 10)], max_series=2)
-    averages.add(Reading("a", "p", 10.0, 1000.0))
+    averages.add(Reading("a", "p", 10.0, 1000.0))  # (times long past: the clock does not bind)
     averages.add(Reading("a", "p", 20.0, 1030.0))
     updates = {(u.device, u.window): u for u in averages.take_updates()}
     assert updates[("a", "1m")].value == 15.0 and updates[("a", "1m")].count == 2

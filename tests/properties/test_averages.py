@@ -1,7 +1,7 @@
 """Moving averages against a slow reference, and the memory caps (pure, no processes).
 
 The reference recomputes each window from the full list of readings seen so far: the mean of
-the distinct (ts, value) readings with ts in (newest - W, newest]. The fast implementation must
+what the store keeps (the last value per millisecond) with time in (newest - W, newest]. The fast implementation must
 agree after every single reading, in order or not, with duplicates (MQTT redeliveries) and with
 several windows at once; and its caps (series count, points per series) must hold whatever
 arrives.
@@ -28,9 +28,10 @@ values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
 def reference(seen: list[tuple[float, float]], window_s: float) -> tuple[float, int, float]:
     """(mean, count, newest ts) recomputed from every reading seen so far."""
-    newest = max(ts for ts, _ in seen)
-    inside = [v for ts, v in set(seen) if newest - window_s < ts <= newest]
-    return math.fsum(inside) / len(inside), len(inside), newest
+    kept = {round(ts * 1000): v for ts, v in seen}
+    newest = max(kept)
+    inside = [v for t, v in kept.items() if newest - window_s * 1000 < t <= newest]
+    return math.fsum(inside) / len(inside), len(inside), newest / 1000
 
 
 def close(fast: float, slow: float, magnitude: float, n: int) -> bool:
@@ -161,3 +162,50 @@ def test_points_cap_keeps_the_newest_readings(
             assert got is not None
             assert got.count == len(kept) <= max_points
             assert close(got.value, math.fsum(v for _, v in kept) / len(kept), 1e6, len(seen))
+
+
+@st.composite
+def arrivals(draw: st.DrawFn) -> list[tuple[float, float, float]]:
+    """(ts, value, clock at arrival): unique milliseconds, clocks non-decreasing, some readings
+    stamped up to 300 s ahead of their clock, as the parser allows."""
+    n = draw(st.integers(1, 80))
+    clocks = sorted(draw(st.lists(st.integers(0, 400_000), min_size=n, max_size=n)))
+    out = []
+    used: set[int] = set()
+    for clock in clocks:
+        ts = clock + draw(st.integers(-120_000, 300_000))
+        if ts in used:
+            continue
+        used.add(ts)
+        out.append((T0 + ts / 1000, draw(values), T0 + clock / 1000))
+    return out
+
+
+@PROPS
+@given(readings=arrivals(), data=st.data())
+def test_any_arrival_order_gives_the_same_averages(
+    readings: list[tuple[float, float, float]], data: st.DataObject
+) -> None:
+    """What lets N workers feed one owner: the state after a set of readings is the same in any
+    arrival order, and it is the mean over (E - W, E] with E = min(newest reading, clock)."""
+    final_clock = max(clock for _, _, clock in readings) + data.draw(st.floats(0, 400))
+    shuffled = data.draw(st.permutations(readings))
+    results = []
+    for order in (readings, shuffled):
+        averages = Averages(WINDOWS, max_series=10, max_points=100_000)
+        clock = T0
+        for ts, value, arrival in order:
+            clock = max(clock, arrival)  # the owner's clock never goes back
+            averages.add(Reading("dev", "power", value, ts), now=max(clock, ts - 300))
+        averages.advance(final_clock)
+        results.append([averages.get("dev", "power", w.label) for w in WINDOWS])
+    newest = max(round(ts * 1000) for ts, _, _ in readings)
+    end = min(newest, round(final_clock * 1000))
+    for window, first, second in zip(WINDOWS, *results, strict=True):
+        inside = [v for ts, v, _ in readings if end - window.seconds * 1000 < round(ts * 1000) <= end]
+        assert first is not None and second is not None
+        assert first.count == second.count == len(inside)
+        if inside:
+            mean = math.fsum(inside) / len(inside)
+            assert close(first.value, mean, 1e6, len(readings))
+            assert close(second.value, mean, 1e6, len(readings))
