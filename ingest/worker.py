@@ -73,7 +73,7 @@ class IngestWorker:
         self._rejects = RateLimitedLog(log, settings.reject_log_interval_s)
         self._last_arrival_ms: dict[tuple[str, str], int] = {}  # network thread only
         # Per topic: (device, sensor) or why not; per series: its line-protocol prefix.
-        self._topics: dict[bytes, tuple[str, str] | Rejection] = {}  # network thread only
+        self._topics: dict[bytes, tuple[str, str]] = {}  # network thread only
         self._line_prefixes: dict[tuple[str, str], str] = {}  # writer loop only
         self.forwarding = settings.averages_mode == "forward"
         self.client = self._make_client()
@@ -216,9 +216,11 @@ class IngestWorker:
         try:
             names = self.parser.parse_topic(topic.decode("utf-8"))
         except UnicodeDecodeError:
-            names = Rejection(MALFORMED_TOPIC, "topic is not UTF-8")
-        if len(self._topics) >= 2 * self.settings.max_series:
-            self._topics.clear()  # bounded memory under a flood of topics
+            return Rejection(MALFORMED_TOPIC, "topic is not UTF-8")
+        if isinstance(names, Rejection):
+            return names  # not kept: a flood of bad topics must not fill the cache
+        if len(self._topics) >= self.settings.max_series:
+            self._topics.clear()  # bounded memory under a flood of new series
         self._topics[topic] = names
         return names
 
@@ -298,7 +300,7 @@ class IngestWorker:
         key = (r.device, r.sensor)
         prefix = self._line_prefixes.get(key)
         if prefix is None:
-            if len(self._line_prefixes) >= 2 * self.settings.max_series:
+            if len(self._line_prefixes) >= self.settings.max_series:
                 self._line_prefixes.clear()
             prefix = reading_line_prefix(r.device, r.sensor)
             self._line_prefixes[key] = prefix
