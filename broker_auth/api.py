@@ -236,6 +236,7 @@ def _install_routes(app: FastAPI) -> None:
             node=node,
             deposit_addresses=pool,
             free_addresses=free,
+            leader=rt.lease.held(),
         )
         return JSONResponse(body.model_dump(), 200 if healthy else 503)
 

@@ -49,6 +49,9 @@ class Store:
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
         # Confirmed payments not yet in the time-series store (small: drained every second).
         self.outbox: Collection[Doc] = self.db["outbox"]
+        # Shared by the replicas: login/sign-up limits (throttle.py) and the lease (lease.py).
+        self.throttles: Collection[Doc] = self.db["throttles"]
+        self.leases: Collection[Doc] = self.db["leases"]
 
     def migrate(self) -> None:
         """Data of the single-address era: orders then shared one address (kept apart now)."""

@@ -31,6 +31,8 @@ class ExpiryScheduler(BackgroundWorker):
     def _run(self) -> None:
         store_down = False
         while not self.stopping:
+            if self.standing_by():
+                continue
             sleep = MAX_SLEEP_S
             try:
                 self.grants.expire_due()

@@ -60,6 +60,10 @@ class Grants:
     def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
         """Turn a confirmed, matched payment into access time (idempotent)."""
         pid = str(payment["_id"])
+        if not self.leading():
+            # Lost the lease mid-pass: the new holder credits what is left uncredited.
+            log.warning("payment %s left to the lease holder", pid)
+            return
         order = self.store.orders.find_one({"_id": payment["order_id"]})
         if order is None:
             log.error("payment %s refers to missing order %s", pid, payment["order_id"])
@@ -157,6 +161,11 @@ class Grants:
         if self.on_change:
             self.on_change()
 
+    def leading(self) -> bool:
+        """Grant changes are the payments lease holder's (no fence: a single process)."""
+        fence = self.projector.fence
+        return fence is None or fence()
+
     # -- expiry --------------------------------------------------------------------------
     def expire_due(self) -> int:
         """Revoke every grant whose end has passed; returns how many."""
@@ -164,6 +173,8 @@ class Grants:
         with self.projector.lock:
             now = utcnow()
             for g in self.store.grants.find({"active": True, "expires_at": {"$lte": now}}):
+                if not self.leading():
+                    break  # lost the lease mid-pass: the new holder revokes the rest
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "active": True, "expires_at": g["expires_at"]},
                     {"$set": {"active": False, "revoked_at": now, "updated_at": now}},

@@ -41,6 +41,9 @@ DEPOSIT_ADDRESSES = Gauge(
 WATCHED_ADDRESSES = Gauge("broker_auth_watched_addresses", "Addresses the watcher polls")
 WATCHER_POLLS = Counter("broker_auth_watcher_polls_total", "Watcher polls", ["result"])
 WATCHER_POLL_SECONDS = Histogram("broker_auth_watcher_poll_seconds", "Watcher poll duration")
+LEASE_HELD = Gauge(
+    "broker_auth_lease_held", "1 while this replica holds the payments lease (runs the watcher)"
+)
 NODE_UP = Gauge("broker_auth_node_up", "1 if the IOTA node answered the last poll")
 BROKER_UP = Gauge("broker_auth_broker_up", "1 if the control client is connected")
 MONGO_UP = Gauge("broker_auth_mongo_up", "1 if MongoDB answered the last health check")

@@ -269,6 +269,9 @@ class Health(BaseModel):
         "ok", description="free addresses of the pool: low below DEPOSIT_POOL_LOW_WATER"
     )
     free_addresses: int = 0
+    leader: bool = Field(
+        False, description="this replica holds the payments lease (runs watcher and expiry)"
+    )
 
 
 class ErrorOut(BaseModel):

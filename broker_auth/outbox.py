@@ -93,6 +93,8 @@ class OutboxDrainer(BackgroundWorker):
     def _run(self) -> None:
         wait = INTERVAL_S
         while not self._pause(wait):
+            if self.gate is not None and not self.gate():
+                continue
             try:
                 self.drain_once()
             except Exception as exc:  # store or MongoDB down: everything stays in the outbox

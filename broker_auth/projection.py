@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from broker_auth import acl_model, metrics
 from broker_auth.acl_model import Role
 from broker_auth.db import Doc, Store
-from broker_auth.dynsec import DynsecClient, DynsecError, acl_key
+from broker_auth.dynsec import DynsecClient, DynsecError, DynsecUnavailableError, acl_key
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class Projector:
         # Devices whose password the service knows (the demo device): recreated when missing.
         self.known_device_passwords = dict(known_device_passwords or {})
         self.lock = threading.RLock()
+        # Set to the payments lease: grant roles are written only while it is held (lease.py).
+        self.fence: Callable[[], bool] | None = None
 
     # -- roles ---------------------------------------------------------------------------
     def product_role(self, product: Doc) -> Role:
@@ -112,9 +114,14 @@ class Projector:
                 if role.rolename not in _names(client.get("roles"), "rolename"):
                     self.dynsec.add_client_role(username, role.rolename)
 
+    def _fenced(self) -> None:
+        if self.fence is not None and not self.fence():
+            raise DynsecUnavailableError("payments lease not held: grant changes are the leader's")
+
     def add_grant_role(self, username: str, product_id: str) -> bool:
         """Give the buyer's client the product role. False if the client is missing."""
         rolename = product_rolename(product_id)
+        self._fenced()
         with self.lock:
             r = self.dynsec.call(
                 {"command": "addClientRole", "username": username, "rolename": rolename},
@@ -138,6 +145,7 @@ class Projector:
             return True
 
     def remove_grant_role(self, username: str, product_id: str) -> None:
+        self._fenced()
         with self.lock:
             self.dynsec.remove_client_role(username, product_rolename(product_id))
 

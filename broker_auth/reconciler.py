@@ -54,6 +54,8 @@ class Reconciler(BackgroundWorker):
         next_reconcile = 0.0
         next_report = 0.0
         while not self.stopping:
+            if self.standing_by():
+                continue
             now = time.monotonic()
             if self._requested or now >= next_reconcile:
                 self._requested = False

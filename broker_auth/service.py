@@ -19,6 +19,7 @@ from broker_auth.events import EventWriter
 from broker_auth.expiry import ExpiryScheduler
 from broker_auth.grants import Grants
 from broker_auth.last_readings import LastReadings
+from broker_auth.lease import PaymentsLease
 from broker_auth.ledger.iri import IriLedger
 from broker_auth.notifier import Notifier
 from broker_auth.orders import Orders
@@ -31,7 +32,7 @@ from broker_auth.revenue import Revenue
 from broker_auth.seed import DEMO_DEVICE, seed_demo
 from broker_auth.sessions import Sessions
 from broker_auth.settings import Settings
-from broker_auth.throttle import SlidingWindow
+from broker_auth.throttle import SlidingWindow, purge_expired
 from broker_auth.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,38 @@ class Runtime:
         )
         self.sessions = Sessions(self.store, s.session_ttl_s)
         self.revenue = Revenue(self.store)
-        self.login_by_pair = SlidingWindow(s.login_max_failures, s.login_window_s)
-        self.login_by_ip = SlidingWindow(s.login_max_failures_per_ip, s.login_window_s)
-        self.login_by_user = SlidingWindow(s.login_slow_after, s.login_window_s)
-        self.signups_by_ip = SlidingWindow(s.signup_max_per_ip, s.signup_window_s)
+        throttles = self.store.throttles
+        self.login_by_pair = SlidingWindow(
+            throttles, "login_pair", s.login_max_failures, s.login_window_s
+        )
+        self.login_by_ip = SlidingWindow(
+            throttles, "login_ip", s.login_max_failures_per_ip, s.login_window_s
+        )
+        self.login_by_user = SlidingWindow(
+            throttles, "login_user", s.login_slow_after, s.login_window_s
+        )
+        self.signups_by_ip = SlidingWindow(
+            throttles, "signup_ip", s.signup_max_per_ip, s.signup_window_s
+        )
+        # One replica at a time runs the background roles and writes grants to the broker.
+        self.lease = PaymentsLease(
+            self.store,
+            s.lease_ttl_s,
+            s.lease_safety_s,
+            on_gained=self._lease_gained,
+            housekeeping=lambda: purge_expired(self.store.throttles),
+        )
+        self.projector.fence = self.lease.held
+        for worker in (self.watcher, self.expiry, self.reconciler, self.outbox_drainer):
+            worker.gate = self.lease.held
         # Warm the KDF once so the first login does not pay for imports and allocation.
         passwords.burn_time("warm-up")
+
+    def _lease_gained(self) -> None:
+        # Bring the broker in line with MongoDB first: the last holder may have died mid-way.
+        self.reconciler.trigger()
+        self.watcher.wake()
+        self.expiry.wake()
 
     def _broker_ready(self) -> None:
         # Called from paho's thread on every (re)connection: reconcile in our own thread.
@@ -203,6 +230,8 @@ class Runtime:
                 self.settings.mqtt_host,
                 self.settings.mqtt_port,
             )
+        self.lease.try_once_safely()
+        self.lease.start()
         self.reconciler.start()
         self.notifier.start()
         self.expiry.start()
@@ -214,6 +243,7 @@ class Runtime:
         self.expiry.stop()
         self.notifier.stop()
         self.reconciler.stop()
+        self.lease.stop()  # released once the roles are stopped
         self.dynsec.stop()
         self.events.stop()
         self.outbox_drainer.stop()

@@ -91,6 +91,9 @@ class Watcher(BackgroundWorker):
     def _run(self) -> None:
         backoff = self.interval_s
         while not self.stopping:
+            if self.gate is not None and not self.gate():
+                self._standby_check()
+                continue
             started = time.monotonic()
             try:
                 self.poll_once()
@@ -114,6 +117,17 @@ class Watcher(BackgroundWorker):
                 backoff = self.interval_s
             metrics.WATCHER_POLL_SECONDS.observe(time.monotonic() - started)
             self._pause(backoff)
+
+    def _standby_check(self) -> None:
+        """Another replica watches: only keep /healthz's node state true."""
+        try:
+            self.ledger.ledger_index()
+        except Exception:
+            self.node_ok = False
+            metrics.NODE_UP.set(0)
+        else:
+            self._node_answered()
+        self._pause(self.interval_s)
 
     def _node_answered(self) -> None:
         if not self.node_ok:

@@ -95,8 +95,7 @@ def rebuild_averages(averages: Averages, settings: IngestSettings, stop: threadi
             brief = f"HTTP {exc.status}" if isinstance(exc, ApiException) else repr(exc)[:200]
             if _refused(exc) or time.monotonic() - started > settings.rebuild_timeout_s:
                 log.error(
-                    "averages NOT rebuilt from the store (%s%s): they start from the next "
-                    "readings",
+                    "averages NOT rebuilt from the store (%s%s): they start from the next readings",
                     brief,
                     "; INFLUX_READ_TOKEN may not read the bucket" if _refused(exc) else "",
                 )

@@ -146,6 +146,10 @@ class IngestWorker:
         topic = self.subscription
         # retainHandling 1: a retained raw reading is delivered once, not on every reconnect.
         client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=1))
+        if self.settings.share_group:
+            # A session that was a single worker's (INGEST_WORKERS=1 before) would otherwise
+            # keep its plain subscription too and get every reading besides its share.
+            client.unsubscribe(f"{self.settings.live_topic_prefix}/+/+")
 
     def _on_subscribe(
         self,

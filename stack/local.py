@@ -21,12 +21,24 @@ from stack.settings import StackSettings
 VENV_BIN = Path(sys.executable).parent
 
 
-def _program(name: str, argv: list[str], priority: int, directory: Path) -> str:
+def _program(
+    name: str,
+    argv: list[str],
+    priority: int,
+    directory: Path,
+    environment: dict[str, str] | None = None,
+) -> str:
     command = " ".join(_quote(a) for a in argv)
+    # Only non-secret settings here (ports, ids); secrets come from the inherited environment.
+    env_line = (
+        "environment=" + ",".join(f'{k}="{v}"' for k, v in environment.items()) + "\n"
+        if environment
+        else ""
+    )
     return f"""
 [program:{name}]
 command={command}
-directory={directory}
+{env_line}directory={directory}
 priority={priority}
 autostart=true
 autorestart=true
@@ -70,6 +82,41 @@ def service_environment(
         "SIM_USERNAME": "device.plug-1",
         "SIM_PASSWORD": secrets["DEMO_DEVICE_PASSWORD"],
     }
+
+
+def broker_auth_programs(s: StackSettings, data: Path) -> list[str]:
+    """BROKER_AUTH_REPLICAS processes on API ports 8000, 8001, ...; one holds the lease."""
+    argv = [str(VENV_BIN / "iot-broker-auth")]
+    if s.broker_auth_replicas == 1:
+        return [_program("broker_auth", argv, 20, data)]
+    return [
+        _program(f"broker_auth-{i}", argv, 20, data, {"API_PORT": str(s.api_port + i)})
+        for i in range(s.broker_auth_replicas)
+    ]
+
+
+def ingest_programs(s: StackSettings, data: Path) -> list[str]:
+    """One worker owning its averages, or INGEST_WORKERS on a shared subscription + averager."""
+    argv = [str(VENV_BIN / "iot-ingest")]
+    if s.ingest_workers == 1:
+        return [_program("ingest", argv, 30, data)]
+    workers = [
+        _program(
+            f"ingest-{i}",
+            argv,
+            30,
+            data,
+            {
+                "INGEST_AVERAGES": "forward",
+                "INGEST_SHARE_GROUP": "ingest",
+                # Worker 0 keeps the single worker's session (and what it holds).
+                "INGEST_CLIENT_ID": "ingest-worker" if i == 0 else f"ingest-worker-{i}",
+                "INGEST_METRICS_PORT": str(s.ingest_metrics_port + i),
+            },
+        )
+        for i in range(s.ingest_workers)
+    ]
+    return [*workers, _program("averager", [str(VENV_BIN / "iot-averager")], 30, data)]
 
 
 def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: bool) -> Path:
@@ -141,8 +188,8 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             15,
             data,
         ),
-        _program("broker_auth", [str(VENV_BIN / "iot-broker-auth")], 20, data),
-        _program("ingest", [str(VENV_BIN / "iot-ingest")], 30, data),
+        *broker_auth_programs(s, data),
+        *ingest_programs(s, data),
         _program(
             "simulator",
             [str(VENV_BIN / "iot-sim"), "--device", "plug-1", "--rate", str(s.sim_rate_hz)],

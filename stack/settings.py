@@ -36,5 +36,9 @@ class StackSettings(BaseSettings):
     devnet_merkle_cache: str = Field("", alias="DEVNET_MERKLE_CACHE")
     # The seller's deposit addresses: derived from .data/seller.seed, kept this many free.
     deposit_pool_target: int = Field(50, alias="DEPOSIT_POOL_TARGET", ge=1)
+    # Scale-out (README "Scale-out"): N ingest workers behind one averager; N broker_auth
+    # processes on API ports api_port, api_port + 1, ...
+    ingest_workers: int = Field(1, alias="INGEST_WORKERS", ge=1, le=16)
+    broker_auth_replicas: int = Field(1, alias="BROKER_AUTH_REPLICAS", ge=1, le=8)
     ingest_metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT")
     sim_rate_hz: float = Field(2.0, alias="SIM_RATE_HZ")

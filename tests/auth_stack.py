@@ -203,3 +203,21 @@ def start_auth_stack(
     stack.proc.ready = stack.ready if wait_for_broker else lambda: stack.health() is not None
     stack.proc.start()
     return stack
+
+
+def start_replica(primary: AuthStack, workdir: Path, **extra_env: str) -> AuthStack:
+    """Another broker_auth process on the same broker and database as `primary` (a replica)."""
+    port = procs.free_port()
+    env = {**primary.env, "API_PORT": str(port), **extra_env}
+    stack = AuthStack(
+        proc=procs.python_service("broker_auth", "broker_auth", workdir, env, ready_timeout=60),
+        api_url=f"http://127.0.0.1:{port}",
+        broker=primary.broker,
+        admin_token=primary.admin_token,
+        pool=primary.pool,
+        env=env,
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack.proc.ready = stack.ready
+    stack.proc.start()
+    return stack

@@ -50,6 +50,7 @@ def test_health_reports_each_dependency(api: httpx.Client) -> None:
         "node": "ok",
         "deposit_addresses": "ok",
         "free_addresses": body["free_addresses"],
+        "leader": True,  # the only replica holds the payments lease
     }
     assert body["free_addresses"] >= 20  # the pool of 40 minus this module's orders so far
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from iota import Address
 
@@ -12,7 +10,6 @@ from broker_auth.clock import utcnow
 from broker_auth.ledger.iri import IriLedger
 from broker_auth.models import check_topic_filter
 from broker_auth.orders import amount_for, new_tag, status_of
-from broker_auth.throttle import SlidingWindow
 
 
 @pytest.mark.parametrize(
@@ -54,19 +51,6 @@ def test_order_status() -> None:
     assert status_of(0, 0, now, now.replace(year=now.year - 1)) == "pending"
     assert status_of(5, 0, now, now) == "unconfirmed"
     assert status_of(5, 5, now, now) == "confirmed"
-
-
-def test_sliding_window() -> None:
-    w = SlidingWindow(limit=2, window_s=0.2, max_keys=3)
-    assert w.retry_after("a") is None
-    w.add("a")
-    w.add("a")
-    assert w.retry_after("a") is not None
-    time.sleep(0.25)
-    assert w.retry_after("a") is None
-    for key in "bcdef":
-        w.add(key)
-    assert len(w._events) <= 3
 
 
 def test_deposit_address_checks_of_the_ledger_seam() -> None:

@@ -1,10 +1,10 @@
 """Moving averages against a slow reference, and the memory caps (pure, no processes).
 
 The reference recomputes each window from the full list of readings seen so far: the mean of
-what the store keeps (the last value per millisecond) with time in (newest - W, newest]. The fast implementation must
-agree after every single reading, in order or not, with duplicates (MQTT redeliveries) and with
-several windows at once; and its caps (series count, points per series) must hold whatever
-arrives.
+what the store keeps (the last value per millisecond) with time in (newest - W, newest]. The
+fast implementation must agree after every single reading, in order or not, with duplicates
+(MQTT redeliveries) and with several windows at once; and its caps (series count, points per
+series) must hold whatever arrives.
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ def test_any_arrival_order_gives_the_same_averages(
     newest = max(round(ts * 1000) for ts, _, _ in readings)
     end = min(newest, round(final_clock * 1000))
     for window, first, second in zip(WINDOWS, *results, strict=True):
-        inside = [v for ts, v, _ in readings if end - window.seconds * 1000 < round(ts * 1000) <= end]
+        width = window.seconds * 1000
+        inside = [v for ts, v, _ in readings if end - width < round(ts * 1000) <= end]
         assert first is not None and second is not None
         assert first.count == second.count == len(inside)
         if inside:

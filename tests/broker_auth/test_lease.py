@@ -1,0 +1,57 @@
+"""The payments lease on a real FerretDB: one holder, fencing before take-over, release, races."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from broker_auth.db import Store
+from broker_auth.lease import PaymentsLease
+from tests.conftest import Mongo
+
+
+@pytest.fixture
+def store(ferret: Mongo) -> Iterator[Store]:
+    s = Store(ferret.url, f"lease_{secrets.token_hex(4)}")
+    yield s
+    s.close()
+
+
+def test_one_holder_and_fencing_before_take_over(store: Store) -> None:
+    a = PaymentsLease(store, ttl_s=1.0, safety_s=0.3, holder="a")
+    b = PaymentsLease(store, ttl_s=1.0, safety_s=0.3, holder="b")
+    assert a.try_once() and a.held()
+    assert not b.try_once() and not b.held()
+    # a stops renewing (paused, cut off): it stops counting itself leader before b may take over.
+    while a.held():
+        assert not b.try_once()
+        time.sleep(0.02)
+    while not b.try_once():
+        assert not a.held()
+        time.sleep(0.02)
+    assert b.held() and not a.held()
+    assert not a.try_once(), "a must not renew a lease b took"
+    assert b.epoch == 2 and a.epoch == 0
+
+
+def test_release_hands_over_at_once(store: Store) -> None:
+    a = PaymentsLease(store, ttl_s=30.0, holder="a")
+    b = PaymentsLease(store, ttl_s=30.0, holder="b")
+    assert a.try_once()
+    assert not b.try_once()
+    a.release()
+    assert not a.held()
+    assert b.try_once()
+
+
+def test_racing_takers_get_one_lease(store: Store) -> None:
+    leases = [PaymentsLease(store, ttl_s=30.0, holder=f"r{i}") for i in range(8)]
+    for _round in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(lambda lease: lease.try_once(), leases))
+        assert sum(won) == 1, won
+        next(lease for lease, w in zip(leases, won, strict=True) if w).release()
