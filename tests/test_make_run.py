@@ -120,9 +120,26 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert token not in log.read_text()
 
 
+def _leaders(api_ports: list[int]) -> list[bool] | None:
+    try:
+        return [
+            bool(httpx.get(f"http://127.0.0.1:{p}/healthz", timeout=5).json()["leader"])
+            for p in api_ports
+        ]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
 def _stored_readings_after_restart(env: dict[str, str], log: Path) -> int:
-    """A second run keeps the data of the first."""
-    runner = _start(env, log)
+    """A second run keeps the data of the first; it runs scaled out: two ingest workers behind
+    the averager, two broker_auth replicas of which one leads."""
+    scaled = {
+        **env,
+        "INGEST_WORKERS": "2",
+        "BROKER_AUTH_REPLICAS": "2",
+        "INGEST_AVERAGER_METRICS_PORT": str(procs.free_port()),
+    }
+    runner = _start(scaled, log)
     try:
         procs.wait_until(
             lambda: influxdb.ping(f"http://127.0.0.1:{env['INFLUX_PORT']}"), 60, "store"
@@ -134,6 +151,24 @@ def _stored_readings_after_restart(env: dict[str, str], log: Path) -> int:
                 count = _stored_readings(env)
             except (OSError, RuntimeError, httpx.HTTPError):  # still provisioning
                 time.sleep(0.5)
+        api = int(env["API_PORT"])
+        procs.wait_until(
+            lambda: sorted(_leaders([api, api + 1]) or []) == [False, True], 60, "one leader"
+        )
+        probe = MqttProbe(int(env["MQTT_PORT"]))
+        probe.connect()
+        assert probe.subscribe("avg/1m/plug-1/power")
+        fresh = None
+        started = time.time()
+        while fresh is None and time.time() - started < 30:
+            msg = probe.next_message(30)
+            assert msg is not None, log.read_text()[-3000:]
+            if not msg.retain:  # published by this run's averager, not the retained one
+                fresh = json.loads(msg.payload)
+        probe.close()
+        assert fresh is not None and fresh["count"] > 1
+        text = log.read_text()
+        assert "ingest-1" in text and "averager" in text and "broker_auth-1" in text
         return count
     finally:
-        _stop(runner, env)
+        _stop(runner, scaled)
