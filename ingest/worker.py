@@ -76,6 +76,10 @@ class IngestWorker:
         self._topics: dict[bytes, tuple[str, str]] = {}  # network thread only
         self._line_prefixes: dict[tuple[str, str], str] = {}  # writer loop only
         self.forwarding = settings.averages_mode == "forward"
+        # Leaving a shared subscription: unsubscribe, then take what the broker still sends.
+        self._draining = False
+        self._last_message = 0.0
+        self._drain_until = 0.0
         self.client = self._make_client()
         metrics.BUFFER_DEPTH.set_function(self.unacknowledged)
 
@@ -180,8 +184,9 @@ class IngestWorker:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_publish(self, mid: int, qos: int, topic: bytes, payload: bytes) -> None:
-        if self._stop.is_set():
+        if self._stop.is_set() and not self._draining:
             return  # left unacknowledged: the broker redelivers it to our next connection
+        self._last_message = time.monotonic()
         try:
             item = self._parse(topic, payload)
         except Exception:  # never let one message kill the network thread
@@ -271,13 +276,30 @@ class IngestWorker:
                 if self._stop.is_set():
                     with self._cond:
                         drained = not self._pending
-                    if drained:
+                    if drained and self._left_the_share():
                         self._publish_averages()  # the last word on each changed series
                         break
+                    if not batch:
+                        time.sleep(0.02)  # draining: wait for what the broker still sends
         except StoreUnavailableError as exc:
             log.error("store still down at shutdown, leaving readings to the broker: %s", exc)
         finally:
             self._shutdown()
+
+    def _left_the_share(self) -> bool:
+        """On a clean stop in a share group: unsubscribe first, then take what the broker had
+        queued for us, so our session keeps no share of the readings while we are gone (for
+        good, when scaled down). A worker killed outright keeps its share until it is back."""
+        if not self.settings.share_group:
+            return True
+        now = time.monotonic()
+        if not self._draining:
+            self._draining = True
+            self._drain_until = now + min(5.0, self.settings.shutdown_timeout_s / 2)
+            self._last_message = now
+            self.client.unsubscribe(self.subscription)
+            return False
+        return now - self._last_message > 1.0 or now > self._drain_until
 
     def stop(self) -> None:
         """Ask the loop to flush what it holds and finish (safe from a signal handler)."""

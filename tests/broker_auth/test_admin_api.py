@@ -61,8 +61,7 @@ def shop(
     stack = auth_stack_factory(
         "admin-api",
         node_url=devnet.url,
-        **influx.writer_env,
-        INFLUX_READ_TOKEN=influx.credentials.admin_token,
+        **influx.writer_env,  # with the reader's token, for the devices' last readings
     )
     stack.register("buyer", PASSWORD)
     yield Shop(stack, devnet, influx)

@@ -181,3 +181,28 @@ def test_a_single_workers_averages_survive_its_restart(
     finally:
         sub.close()
     assert "averages rebuilt from the store" in worker.proc.log_text()
+
+
+def test_a_worker_stopped_cleanly_leaves_no_share_behind(
+    mosquitto: procs.MosquittoHandle,
+    influx: Store,
+    start_worker: WorkerFactory,
+    device_factory: Callable[[str], Device],
+) -> None:
+    """SIGTERM one of two workers (scaled down): it unsubscribes and drains first, so readings
+    sent afterwards all reach the other one instead of piling up in the stopped one's session."""
+    shared = {"INGEST_AVERAGES": "forward", "INGEST_SHARE_GROUP": unique("g").replace("-", "")}
+    stays = start_worker(influx, unique("stays"), **shared)
+    leaves = start_worker(influx, unique("leaves"), **shared)
+    leaves.proc.stop()
+    assert "disconnecting" in leaves.proc.log_text()
+    device = device_factory("dev-c")
+    sensor = unique("after")
+    base_ms = int(time.time() * 1000) - 10_000
+    for i in range(200):
+        device.publish(sensor, json.dumps({"value": float(i), "ts": base_ms + i}))
+    device.flush()
+    procs.wait_until(
+        lambda: len(stored_points(influx, "dev-c", sensor)) == 200, 20, "all stored by one worker"
+    )
+    assert stays.proc.running()
