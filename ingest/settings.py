@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from typing import Literal, NamedTuple, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -95,6 +96,13 @@ class IngestSettings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", alias="INGEST_METRICS_HOST")
     metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT", ge=0)
     log_level: str = Field("INFO", alias="INGEST_LOG_LEVEL")
+
+    @field_validator("client_id")
+    @classmethod
+    def _expand_hostname(cls, value: str) -> str:
+        # Replicas of one compose service share their environment: `{hostname}` (the container's)
+        # gives each its own client id, so each keeps its own persistent session.
+        return value.replace("{hostname}", socket.gethostname())
 
     @field_validator("windows_text")
     @classmethod

@@ -43,6 +43,7 @@ ALL_SERVICES = {
     "mosquitto",
     "mongo",
     "influxdb",
+    "averager",
     "grafana",
     "prometheus",
     "broker_auth",

@@ -26,7 +26,9 @@ from tests.compose.conftest import (
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
 INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 GO_IMAGE = "golang:1.22-bookworm"
-PROJECT_SERVICES = {"init", "broker_auth", "ingest", "simulator", "devnet", "faucet"}
+PROJECT_SERVICES = {
+    "init", "broker_auth", "ingest", "averager", "simulator", "devnet", "faucet",
+}  # fmt: skip
 
 
 def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -127,6 +129,7 @@ def test_project_services_run_the_project_image_and_its_console_scripts() -> Non
     expected = {
         "broker_auth": "iot-broker-auth",
         "ingest": "iot-ingest",
+        "averager": "iot-averager",
         "simulator": "iot-sim",
         "devnet": "iot-devnet",
         "faucet": "iot-devnet",
@@ -186,6 +189,7 @@ def test_project_services_get_the_contract_names() -> None:
     [
         ("broker_auth", "broker_auth.settings:Settings"),
         ("ingest", "ingest.settings:IngestSettings"),
+        ("averager", "ingest.settings:IngestSettings"),
     ],
 )
 def test_environment_names_are_read_by_the_service(service: str, settings_path: str) -> None:

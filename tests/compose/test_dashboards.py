@@ -291,9 +291,13 @@ def test_datasource_urls_point_at_compose_services() -> None:
 def test_prometheus_scrapes_compose_services_on_their_metrics_ports() -> None:
     config = load_yaml_file(PROMETHEUS_CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert {"broker_auth", "ingest"} <= set(jobs)
-    for name, port in (("broker_auth", 8000), ("ingest", 9102)):
-        targets = [t for sc in jobs[name]["static_configs"] for t in sc["targets"]]
+    assert {"broker_auth", "ingest", "averager"} <= set(jobs)
+    for name, port in (("broker_auth", 8000), ("ingest", 9102), ("averager", 9101)):
+        job = jobs[name]
+        # Scaled services are found by DNS (every replica's address), the others are listed.
+        targets = [f"{d['names'][0]}:{d['port']}" for d in job.get("dns_sd_configs", [])] + [
+            t for sc in job.get("static_configs", []) for t in sc["targets"]
+        ]
         assert targets == [f"{name}:{port}"]
         for target in targets:
             assert_points_at_service(target, f"scrape job {name}")
