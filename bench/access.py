@@ -37,7 +37,7 @@ from typing import Any
 
 from bench import harness
 from bench.common import write_result
-from bench.ingest import histogram_quantile
+from bench.pipeline import histogram_quantile
 from stack.mqtt_probe import MqttProbe, wait_for_access
 
 WATCHER_INTERVAL_S = 0.5

@@ -6,7 +6,7 @@ Two brokers, each fresh per repetition, rendered from the same template
     whose role allows live/#; every PUBLISH and every delivery is checked against its ACLs);
 (b) anonymous: the very same file minus the `plugin`/`plugin_opt_*` lines (allow_anonymous is
     already true), so nothing checks credentials or ACLs.
-Each run is bench/ingest.py's pipeline run unchanged: `iot-sim` publishing a fixed number of
+Each run is bench/pipeline.py's run unchanged: `iot-sim` publishing a fixed number of
 readings flat out (QoS 1, many devices on one connection) while the ingest worker, with its
 default settings, stores them in a fresh InfluxDB; throughput = readings / (worker's
 last store write - first publish). Repetitions alternate the order (ab, ba, ab, ...); the
@@ -30,7 +30,7 @@ from typing import Any
 
 from bench import harness
 from bench.common import write_result
-from bench.ingest import run_pipeline
+from bench.pipeline import run_pipeline
 from stack import mosquitto_conf, procs
 from stack.mqtt_probe import MqttProbe
 from stack.tls import ensure_tls_files

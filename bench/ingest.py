@@ -1,243 +1,389 @@
-"""Ingest throughput: the full pipeline against a bare QoS 1 subscriber, on one broker.
+"""Ingest throughput: the ingest workers against other consumers of the same readings.
 
-Both runs are fed by the same publisher, `iot-sim` with many devices on one MQTT connection
-publishing flat out (QoS 1) a fixed number of readings:
-(a) baseline: a bare paho subscriber (MQTT 5, QoS 1, auto-ack) that only counts;
-(b) pipeline: the ingest worker writing to InfluxDB (batches, manual acks, averages).
+One broker (Mosquitto, the project's configuration) and one InfluxDB; the same readings for
+every consumer: BENCH_INGEST_READINGS (default 50,000) QoS 1 JSON readings with their own
+millisecond `ts`, from BENCH_INGEST_DEVICES (default 200) devices. The publisher is the C
+client: one `mosquitto_pub -l` per device, all at once (its rate alone is measured first, as
+its headroom).
 
-Throughput of a run = readings / (consumer done - publisher's first publish), where done is the
-arrival of the last reading at the bare subscriber, or the worker's last successful store write
-of readings (its ingest_last_stored_timestamp_seconds gauge). `lost` is published minus the
-distinct (series, timestamp) points found in InfluxDB. `p99_store_latency_ms` is read
-from the worker's store-write histogram (interpolated within its bucket).
+Consumers:
+- `workers-N` (BENCH_INGEST_WORKERS, default "1,2"): N=1 the single worker owning its
+  averages; N>1 workers on a shared subscription forwarding to the averager;
+- `telegraf`: Telegraf 1.37 (mqtt_consumer -> influxdb_v2, `precision = "1ms"`), built for the
+  benchmark only (scripts/bootstrap.sh telegraf); skipped, and said so, if not built;
+- `paho`: a bare paho subscriber (bench/bare_subscriber.py) that only counts, no store;
+- `mosquitto_sub`: the C client, counting to /dev/null, no store.
 
-Runs alternate (baseline, pipeline) BENCH_INGEST_ROUNDS times (default 2) and the best run of
-each side is compared, since the 2-core machine is shared and its load drifts.
-
-Environment: BENCH_INGEST_READINGS (default 50000), BENCH_INGEST_DEVICES (default 200),
-BENCH_INGEST_PROFILE=1 to profile the worker (cProfile of every thread, written under
-bench/results/ingest-profile.txt).
+Modes:
+- `live`: the consumer runs; the publishers send flat out. Rate = readings / (done - first
+  publish);
+- `backlog`: the consumer subscribes (persistent session) and goes away; everything is
+  published and queued by the broker; then the consumer starts. Rate = readings / (done -
+  consumer launch), so start-up counts.
+`done`: the last store write (workers: their gauge), or the store's count reaching the readings
+(Telegraf: polled every 0.1 s), or the last message (paho, mosquitto_sub). `lost`: readings
+minus distinct points stored (store writers) or received (the others). CPU per 10k readings:
+user + system time of each consumer process from its readiness (workers) or launch (others)
+to the end. Rounds (BENCH_INGEST_ROUNDS, default 2) interleave the consumers in rotated order
+and each figure is the best round's; the load average is recorded with each run.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from bench import harness
-from bench.common import RESULTS_DIR, write_result
+from bench.common import write_result
 from broker_auth import acl_model
 from broker_auth.acl_model import Client
 from stack import procs
 from stack.scrape import scrape_metrics
 
 PUBLISHER = "bench.publisher"
+BARE = ("paho", "mosquitto_sub")
+REPO = procs.REPO_ROOT
+TELEGRAF = REPO / ".tools" / "bin" / "telegraf"
 
 
-def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float:
-    """Prometheus-style quantile from cumulative buckets (linear within the bucket)."""
-    buckets = []
-    for key, value in metrics.items():
-        m = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
-        if m:
-            buckets.append((float(m.group(1)), value))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    if total == 0:
-        return float("nan")
-    rank = q * total
-    prev_bound, prev_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if bound == float("inf"):
-                return prev_bound
-            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
-        prev_bound, prev_count = bound, count
-    return prev_bound
+@dataclass
+class Bench:
+    workdir: Path
+    mq: procs.MosquittoHandle
+    store: procs.InfluxHandle
+    pub_password: str
+    n: int
+    devices: int
+    runs: int = 0
+
+    def prefix(self, name: str) -> str:
+        self.runs += 1
+        return f"b{self.runs}{name.replace('-', '')}-"
+
+    # ---- publisher
+    def publish(self, prefix: str) -> dict[str, float]:
+        """All readings, over 4 connections, by bench/blast.py; returns when all are acked."""
+        argv = [
+            sys.executable, "-m", "bench.blast", str(self.mq.port), PUBLISHER, prefix,
+            str(self.n), str(self.devices), "4",
+        ]  # fmt: skip
+        env = {**os.environ, "BENCH_PUB_PASSWORD": self.pub_password, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"publisher failed: {done.stderr[-2000:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        elapsed = out["acked_at"] - out["started_at"]
+        return {
+            "started_at": out["started_at"],
+            "published": out["published"],
+            "publisher_per_s": round(out["published"] / elapsed, 1),
+            "publisher_cpu_s_per_10k": round(out["cpu_s"] / out["published"] * 10_000, 3),
+        }
+
+    def cpu_of(self, proc: procs.Proc) -> float:
+        return harness.proc_cpu_seconds(harness.pid_of(proc))
+
+    def stored(self, prefix: str) -> int:
+        return self.store.reader().count_where_prefix("reading", "value", "device", prefix)
 
 
-def run_simulator(mq: procs.MosquittoHandle, password: str, prefix: str, n: int, devices: int):
-    argv = [
-        sys.executable,
-        "-m",
-        "simulator",
-        "--port",
-        str(mq.port),
-        "--devices",
-        str(devices),
-        "--device-prefix",
-        prefix,
-        "--rate",
-        "0",
-        "--count",
-        str(n),
-        "--username",
-        PUBLISHER,
-        "--max-queue",
-        "2000",
-        "--seed",
-        "7",
-        "--json",
-    ]
-    # The password goes by environment: not on a command line (and one starting with "-"
-    # would be read as an option).
-    env = {**os.environ, "SIM_PASSWORD": password}
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"simulator failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return summary
+# ---------------------------------------------------------------- consumers
 
 
-class CountingSubscriber:
-    """The baseline: receive QoS 1, count, nothing else."""
+@dataclass
+class Consumer:
+    """A consumer set up for one run: start it, tell when it is done, what it cost."""
 
-    def __init__(self, port: int, password: str, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.last_at = 0.0
-        self.done = threading.Event()
-        self.ready = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-baseline", protocol=mqtt.MQTTv5
+    procs_: list[procs.Proc]
+    done: Callable[[], float | None]  # the done time once done
+    delivered: Callable[[], int]
+    ready_cpu: dict[str, float] = field(default_factory=dict)
+    exited_cpu: Callable[[], float] | None = None  # consumers that exit when done
+
+    def start(self, count_from_launch: bool = False) -> float:
+        """Start (waiting for readiness); CPU is counted from readiness, or from launch."""
+        launched = time.time()
+        for p in self.procs_:
+            p.start()
+        for p in self.procs_:
+            cpu = harness.proc_cpu_seconds(harness.pid_of(p))
+            self.ready_cpu[p.name] = 0.0 if count_from_launch else cpu
+        return launched
+
+    def cpu(self) -> dict[str, float]:
+        if self.exited_cpu is not None:
+            return {self.procs_[0].name: self.exited_cpu()}
+        return {
+            p.name: harness.proc_cpu_seconds(harness.pid_of(p)) - self.ready_cpu[p.name]
+            for p in self.procs_
+            if p.running()
+        }
+
+    def kill(self) -> None:
+        for p in self.procs_:
+            p.kill()
+
+    def stop(self) -> None:
+        for p in self.procs_:
+            p.stop()
+
+
+def workers(b: Bench, count: int, prefix: str) -> Consumer:
+    ports = [procs.free_port() for _ in range(count)]
+    group = prefix.strip("-")
+    processes = []
+    for i, port in enumerate(ports):
+        env = {
+            "MQTT_PORT": str(b.mq.port),
+            "INGEST_MQTT_PASSWORD": b.mq.ingest_password,
+            "INGEST_CLIENT_ID": f"bench-{prefix}{i}",
+            **b.store.writer_env,
+            "INGEST_METRICS_PORT": str(port),
+            "INGEST_LOG_LEVEL": "WARNING",
+            "INGEST_REBUILD_LOOKBACK_S": "0",
+        }
+        if count > 1:
+            env |= {"INGEST_AVERAGES": "forward", "INGEST_SHARE_GROUP": group}
+        url = f"http://127.0.0.1:{port}/metrics"
+        processes.append(
+            procs.python_service(
+                f"ingest-{prefix}{i}",
+                "ingest",
+                b.workdir,
+                env,
+                ready=_ready_check(url),
+            )
         )
-        self.client.username_pw_set(acl_model.INGEST_USERNAME, password)
-        self.client.on_connect = lambda c, *_: c.subscribe("live/+/+", qos=1)
-        self.client.on_subscribe = lambda *_: self.ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+    if count > 1:
+        port = procs.free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        env = {
+            "MQTT_PORT": str(b.mq.port),
+            "INGEST_MQTT_PASSWORD": b.mq.ingest_password,
+            "INGEST_AVERAGER_CLIENT_ID": f"bench-{prefix}avg",
+            **b.store.writer_env,
+            "INGEST_AVERAGER_METRICS_PORT": str(port),
+            "INGEST_LOG_LEVEL": "WARNING",
+            "INGEST_REBUILD_LOOKBACK_S": "0",
+        }
+        processes.append(
+            procs.python_service(
+                f"averager-{prefix}",
+                "ingest.averager",
+                b.workdir,
+                env,
+                ready=_ready_check(url),
+            )
+        )
+    urls = [f"http://127.0.0.1:{p}/metrics" for p in ports]
 
-    def _on_message(self, _c: mqtt.Client, _u: object, _msg: mqtt.MQTTMessage) -> None:
-        self.count += 1
-        if self.count >= self.expected:
-            self.last_at = time.time()
-            self.done.set()
+    def done() -> float | None:
+        metrics = [scrape_metrics(u) for u in urls]
+        if sum(m.get("ingest_readings_stored_total", 0) for m in metrics) < b.n:
+            return None
+        return max(m.get("ingest_last_stored_timestamp_seconds", 0) for m in metrics)
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def count_stored(store: procs.InfluxHandle, prefix: str) -> int:
-    return store.reader().count_where_prefix("reading", "value", "device", prefix)
-
-
-def _worker_argv(profile_to: Path | None) -> list[str] | None:
-    if profile_to is None:
-        return None
-    code = (
-        "import cProfile, pstats, threading, sys, io\n"
-        "profs = []\n"
-        "def hook(*a):\n"
-        "    p = cProfile.Profile(); profs.append(p); p.enable()\n"
-        "threading.setprofile(hook)\n"
-        "main_prof = cProfile.Profile(); profs.append(main_prof); main_prof.enable()\n"
-        "from ingest.__main__ import main\n"
-        "try:\n    main()\nfinally:\n"
-        "    main_prof.disable()\n"
-        "    s = io.StringIO(); st = pstats.Stats(main_prof, stream=s)\n"
-        "    [st.add(p) for p in profs[1:] if p.getstats()]\n"
-        "    st.sort_stats('tottime').print_stats(35)\n"
-        f"    open({str(profile_to)!r}, 'w').write(s.getvalue())\n"
-    )
-    return [sys.executable, "-c", code]
+    return Consumer(processes, done, lambda: b.stored(prefix))
 
 
-def run_pipeline(
-    workdir: Path,
-    mq: procs.MosquittoHandle,
-    store: procs.InfluxHandle,
-    pub_password: str,
-    n: int,
-    devices: int,
-    profile_to: Path | None,
-    prefix: str,
-) -> dict[str, Any]:
-    metrics_port = procs.free_port()
-    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    env = {
-        "MQTT_PORT": str(mq.port),
-        "INGEST_MQTT_PASSWORD": mq.ingest_password,
-        "INGEST_CLIENT_ID": f"bench-ingest-{prefix}",
-        **store.writer_env,
-        "INGEST_METRICS_PORT": str(metrics_port),
-        "INGEST_METRICS_HOST": "127.0.0.1",
-        "INGEST_LOG_LEVEL": "WARNING",
-    }
-
+def _ready_check(url: str) -> Callable[[], bool]:
     def ready() -> bool:
         try:
-            return scrape_metrics(metrics_url).get("ingest_mqtt_ready") == 1.0
+            return scrape_metrics(url).get("ingest_mqtt_ready") == 1.0
         except OSError:
             return False
 
-    worker = procs.python_service(f"ingest-{prefix}", "ingest", workdir, env, ready=ready)
-    custom = _worker_argv(profile_to)
-    if custom:
-        worker.argv = custom
-    worker.start()
-    try:
-        summary = run_simulator(mq, pub_password, prefix, n, devices)
-        deadline = time.monotonic() + 120
-        while (
-            scrape_metrics(metrics_url).get("ingest_readings_stored_total", 0)
-            < summary["published"]
-        ):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the worker did not store every reading within 120 s")
-            time.sleep(0.25)
-        m = scrape_metrics(metrics_url)
-    finally:
-        worker.stop()
-    stored = count_stored(store, prefix)
-    elapsed = m["ingest_last_stored_timestamp_seconds"] - summary["started_at"]
-    writes = m["ingest_store_write_seconds_count"]
-    return {
-        "published": summary["published"],
-        "publisher_send_rate_per_s": summary["send_rate_per_s"],
-        "readings_per_s": round(summary["published"] / elapsed, 1),
-        "stored": stored,
-        "lost": summary["published"] - stored,
-        "p99_store_latency_ms": round(
-            1000 * histogram_quantile(m, "ingest_store_write_seconds", 0.99), 1
-        ),
-        "mean_store_latency_ms": round(1000 * m["ingest_store_write_seconds_sum"] / writes, 1),
-        "store_writes": int(writes),
-        "mean_batch_points": round(m["ingest_store_batch_points_sum"] / writes, 1),
-        "rejected": int(
-            sum(v for k, v in m.items() if k.startswith("ingest_readings_rejected_total"))
-        ),
+    return ready
+
+
+def telegraf(b: Bench, prefix: str) -> Consumer:
+    conf = b.workdir / f"telegraf-{prefix}.conf"
+    conf.write_text(
+        f"""
+[agent]
+  interval = "10s"
+  flush_interval = "100ms"
+  metric_batch_size = 1000
+  metric_buffer_limit = 200000
+  omit_hostname = true
+  quiet = true
+
+[[inputs.mqtt_consumer]]
+  servers = ["tcp://127.0.0.1:{b.mq.port}"]
+  topics = ["live/+/+"]
+  qos = 1
+  client_id = "bench-{prefix}telegraf"
+  persistent_session = true
+  username = "{acl_model.INGEST_USERNAME}"
+  password = "${{BENCH_MQTT_PASSWORD}}"
+  max_undelivered_messages = 5000
+  data_format = "json"
+  json_time_key = "ts"
+  json_time_format = "unix_ms"
+  precision = "1ms"
+  topic_tag = ""
+  name_override = "reading"
+  [[inputs.mqtt_consumer.topic_parsing]]
+    topic = "live/+/+"
+    tags = "_/device/sensor"
+
+[[outputs.influxdb_v2]]
+  urls = ["{b.store.url}"]
+  token = "${{BENCH_INFLUX_TOKEN}}"
+  organization = ""
+  bucket = "telemetry"
+"""
+    )
+    env = {
+        "BENCH_MQTT_PASSWORD": b.mq.ingest_password,
+        "BENCH_INFLUX_TOKEN": b.store.credentials.writer_token,
     }
+    proc = procs.Proc(
+        f"telegraf-{prefix}", [str(TELEGRAF), "--config", str(conf)], b.workdir, env=env
+    )
+    state: dict[str, float] = {"next": 0.0}
+
+    def done() -> float | None:
+        now = time.time()
+        if now < state["next"]:
+            return None
+        state["next"] = now + 0.1
+        return now if b.stored(prefix) >= b.n else None
+
+    return Consumer([proc], done, lambda: b.stored(prefix))
 
 
-def run_baseline(mq: procs.MosquittoHandle, pub_password: str, n: int, devices: int, prefix: str):
-    sub = CountingSubscriber(mq.port, mq.ingest_password, n)
+def bare(b: Bench, prefix: str, c_client: bool, count: int | None = None) -> Consumer:
+    """A counting subscriber; `count` 0: subscribe, then leave (the session stays)."""
+    client_id = f"bench-{prefix}sub"
+    expected = b.n if count is None else count
+    if c_client:
+        argv = [
+            "/usr/bin/time", "-f", "cpu %U %S",  # its CPU, written when it exits
+            procs.find_binary("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(b.mq.port),
+            "-u", acl_model.INGEST_USERNAME, "-P", b.mq.ingest_password, "-q", "1",
+            "-c", "-i", client_id, "-t", "live/+/+", "-C", str(expected), "-F", "%t",
+        ]  # fmt: skip
+
+    else:
+        argv = [sys.executable, "-m", "bench.bare_subscriber", str(b.mq.port), "-", client_id,
+                str(expected)]  # fmt: skip
+    proc = procs.Proc(
+        f"sub-{prefix}",
+        argv,
+        b.workdir,
+        env={"BENCH_SUB_PASSWORD": b.mq.ingest_password, "PYTHONPATH": str(procs.REPO_ROOT)},
+    )
+    if not c_client:
+        proc.ready = lambda: "subscribed" in proc.log_text() or not proc.running()
+
+    def done() -> float | None:
+        if proc.running():
+            return None
+        if c_client:
+            return time.time()  # polled every 20 ms
+        return float(json.loads(proc.log_text().strip().splitlines()[-1])["last_at"])
+
+    def delivered() -> int:
+        lines = proc.log_text().strip().splitlines()
+        if c_client:
+            return sum(1 for line in lines if line.startswith("live/"))
+        return int(json.loads(lines[-1])["count"])
+
+    def cpu() -> float:
+        """What the process reported (it has exited), all of its life."""
+        lines = proc.log_text().strip().splitlines()
+        if c_client:
+            _, user, system = next(x for x in reversed(lines) if x.startswith("cpu ")).split()
+            return float(user) + float(system)
+        return float(json.loads(lines[-1])["cpu_s"])
+
+    return Consumer([proc], done, delivered, exited_cpu=cpu)
+
+
+def consumer(b: Bench, name: str, prefix: str) -> Consumer:
+    if name.startswith("workers-"):
+        return workers(b, int(name.split("-")[1]), prefix)
+    if name == "telegraf":
+        return telegraf(b, prefix)
+    return bare(b, prefix, c_client=name == "mosquitto_sub")
+
+
+# ---------------------------------------------------------------- runs
+
+
+def wait_done(c: Consumer, timeout: float = 300) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        at = c.done()
+        if at is not None:
+            return at
+        if time.monotonic() > deadline:
+            raise TimeoutError("consumer not done in time")
+        time.sleep(0.02)
+
+
+def run(b: Bench, name: str, mode: str) -> dict[str, Any]:
+    prefix = b.prefix(name)
+    c = consumer(b, name, prefix)
+    startup_cpu: dict[str, float] = {}
+    startup_s = None
+    broker_cpu, store_cpu = b.cpu_of(b.mq.proc), b.cpu_of(b.store.proc)
     try:
-        if not sub.ready.wait(10):
-            raise TimeoutError("baseline subscriber not subscribed")
-        summary = run_simulator(mq, pub_password, prefix, n, devices)
-        if not sub.done.wait(120):
-            raise TimeoutError(f"baseline got {sub.count} of {n}")
+        if mode == "backlog":
+            # Subscribe once (persistent session), go away, let the broker queue everything.
+            if name == "paho":
+                first = subprocess.run(
+                    [*c.procs_[0].argv[:-1], "0"],
+                    env={**os.environ, **c.procs_[0].env},
+                    capture_output=True,
+                    timeout=30,
+                )
+                assert first.returncode == 0, first.stderr
+            else:
+                launched = c.start()
+                if name in ("telegraf", "mosquitto_sub"):
+                    time.sleep(1.0)  # subscribed by then (no readiness signal)
+                else:
+                    startup_s = round(time.time() - launched, 2)
+                startup_cpu = dict(c.ready_cpu)
+                c.kill()  # the session stays, with its subscription (a shared one too)
+            pub = b.publish(prefix)
+            start = c.start(count_from_launch=True)
+        else:
+            c.start()
+            if name in ("telegraf", "mosquitto_sub"):
+                time.sleep(1.0)
+            pub = b.publish(prefix)
+            start = pub["started_at"]
+        done = wait_done(c)
+        cpu = {k: v - startup_cpu.get(k, 0.0) for k, v in c.cpu().items()}
+        cpu["mosquitto"] = b.cpu_of(b.mq.proc) - broker_cpu
+        cpu["influxd"] = b.cpu_of(b.store.proc) - store_cpu
+        load = os.getloadavg()[0]
+        time.sleep(0.5)  # the last points reach the store
+        delivered = c.delivered()
     finally:
-        sub.close()
-    elapsed = sub.last_at - summary["started_at"]
+        c.stop()
     return {
-        "published": summary["published"],
-        "publisher_send_rate_per_s": summary["send_rate_per_s"],
-        "readings_per_s": round(summary["published"] / elapsed, 1),
+        "consumer": name,
+        "mode": mode,
+        "readings_per_s": round(pub["published"] / (done - start), 1),
+        "lost": int(pub["published"] - delivered),
+        # backlog: from launch, minus the CPU the same processes took to start and subscribe
+        "cpu_s_per_10k": {k: round(v / b.n * 10_000, 3) for k, v in cpu.items()},
+        "startup_s": startup_s,
+        "publisher_per_s": pub["publisher_per_s"],
+        "load_average_1m": round(load, 2),
     }
 
 
@@ -245,10 +391,15 @@ def main() -> int:
     n = int(os.environ.get("BENCH_INGEST_READINGS", "50000"))
     devices = int(os.environ.get("BENCH_INGEST_DEVICES", "200"))
     rounds = int(os.environ.get("BENCH_INGEST_ROUNDS", "2"))
-    profile_to = (
-        RESULTS_DIR / "ingest-profile.txt" if os.environ.get("BENCH_INGEST_PROFILE") else None
-    )
+    counts = [int(x) for x in os.environ.get("BENCH_INGEST_WORKERS", "1,2").split(",")]
+    names = [f"workers-{k}" for k in counts] + ["paho", "mosquitto_sub"]
+    skipped = None
+    if TELEGRAF.exists():
+        names.insert(len(counts), "telegraf")
+    else:
+        skipped = "telegraf not built: BOOTSTRAP_TELEGRAF=1 scripts/bootstrap.sh"
     pub_password = secrets.token_urlsafe(12)
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         workdir = Path(tmp)
         mq = procs.mosquitto(
@@ -259,51 +410,57 @@ def main() -> int:
             extra_roles=[harness.publisher_role()],
         )
         store = procs.influx(workdir / "influxdb")
-        baselines, pipelines = [], []
+        b = Bench(workdir, mq, store, pub_password, n // devices * devices, devices)
         try:
-            # Interleaved rounds: the machine is shared, so load drifts; keep each side's best.
+            alone = b.publish(b.prefix("alone"))  # nobody subscribed: the publisher's ceiling
             for r in range(rounds):
-                baselines.append(run_baseline(mq, pub_password, n, devices, f"bb{r}-"))
-                pipelines.append(
-                    run_pipeline(
-                        workdir, mq, store, pub_password, n, devices, profile_to, f"bp{r}-"
-                    )
-                )
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for mode in ("live", "backlog"):
+                    for name in order:
+                        result = run(b, name, mode)
+                        print(json.dumps(result), flush=True)
+                        results.append(result)
         finally:
             store.proc.stop()
             mq.proc.stop()
-    baseline_rate = max(b["readings_per_s"] for b in baselines)
-    pipeline_rate = max(p["readings_per_s"] for p in pipelines)
-    lost = sum(p["lost"] for p in pipelines)
+    best: dict[str, dict[str, Any]] = {}
+    for mode in ("live", "backlog"):
+        for name in names:
+            runs = [x for x in results if x["consumer"] == name and x["mode"] == mode]
+            top = max(runs, key=lambda x: x["readings_per_s"])
+            best[f"{name} {mode}"] = {
+                "readings_per_s": top["readings_per_s"],
+                "lost": sum(x["lost"] for x in runs),
+                "cpu_s_per_10k": top["cpu_s_per_10k"],
+                "load_average_1m": top["load_average_1m"],
+                "rounds": [x["readings_per_s"] for x in runs],
+            }
+
+    def ratio(a: str, c: str) -> float | None:
+        if a not in best or c not in best:
+            return None
+        return round(float(best[a]["readings_per_s"]) / float(best[c]["readings_per_s"]), 3)
+
+    worker_cpu = best.get("workers-1 backlog", {}).get("cpu_s_per_10k", {})
     figures = {
-        "readings": n,
+        "readings": b.n,
         "devices": devices,
         "rounds": rounds,
-        "readings_per_s": pipeline_rate,
-        "baseline_readings_per_s": baseline_rate,
-        "ratio": round(pipeline_rate / baseline_rate, 3),
-        "lost": lost,
-        "p99_store_latency_ms": max(p["p99_store_latency_ms"] for p in pipelines),
-        "mean_store_latency_ms": max(p["mean_store_latency_ms"] for p in pipelines),
-        "mean_batch_points": min(p["mean_batch_points"] for p in pipelines),
-        "runs": {
-            "baseline_readings_per_s": [b["readings_per_s"] for b in baselines],
-            "pipeline_readings_per_s": [p["readings_per_s"] for p in pipelines],
-            "publisher_send_rate_per_s": {
-                "baseline": [b["publisher_send_rate_per_s"] for b in baselines],
-                "pipeline": [p["publisher_send_rate_per_s"] for p in pipelines],
-            },
-            "lost": [p["lost"] for p in pipelines],
-            "rejected": [p["rejected"] for p in pipelines],
-        },
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        "publisher_alone_per_s": alone["publisher_per_s"],
+        "publisher_cpu_s_per_10k": alone["publisher_cpu_s_per_10k"],
+        "best": best,
+        "ratio_2_workers_vs_telegraf_live": ratio("workers-2 live", "telegraf live"),
+        "ratio_2_workers_vs_telegraf_backlog": ratio("workers-2 backlog", "telegraf backlog"),
+        "ratio_1_worker_vs_paho_backlog": ratio("workers-1 backlog", "paho backlog"),
+        "one_worker_cpu_s_per_10k": max(worker_cpu.values()) if worker_cpu else None,
+        "lost": sum(x["lost"] for x in results if x["consumer"].startswith("workers")),
+        "skipped": skipped,
         "cpus": os.cpu_count(),
-        "target": "ratio >= 0.7 with lost = 0",
+        "target": "2 workers >= 1.0x Telegraf (live and backlog), 0 lost; "
+        "one worker <= 0.5 CPU-s per 10k readings",
     }
-    if profile_to is not None:
-        figures["profile"] = str(profile_to)
     write_result("ingest", figures)
-    return 0 if lost == 0 else 1
+    return 0 if figures["lost"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from typing import Any
 
 from bench import harness
 from bench.common import RESULTS_DIR, write_result
-from bench.ingest import count_stored, histogram_quantile
+from bench.pipeline import count_stored, histogram_quantile
 from stack import procs
 from stack.mqtt_probe import wait_for_access
 

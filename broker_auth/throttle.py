@@ -10,12 +10,13 @@ are deleted by the lease holder's clean-up (`purge_expired`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
 
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from broker_auth.db import Doc
 
@@ -40,14 +41,26 @@ class SlidingWindow:
         return [float(t) for t in doc.get("events", []) if float(t) > now - self.window_s]
 
     def retry_after(self, key: str) -> float | None:
-        """Seconds to wait if the key is over its limit, else None."""
+        """Seconds to wait if the key is over its limit, else None.
+
+        With MongoDB down this answers None: whatever is being limited (a login, a sign-up)
+        needs MongoDB too and fails with 503 anyway, and bad input still gets its 422.
+        """
         now = time.time()
-        events = self._recent(self.collection.find_one({"_id": self._id(key)}), now)
+        try:
+            doc = self.collection.find_one({"_id": self._id(key)})
+        except PyMongoError:
+            return None
+        events = self._recent(doc, now)
         if len(events) < self.limit:
             return None
         return max(0.0, events[-self.limit] + self.window_s - now)
 
     def add(self, key: str) -> None:
+        with contextlib.suppress(PyMongoError):  # see retry_after
+            self._add(key)
+
+    def _add(self, key: str) -> None:
         _id = self._id(key)
         for _attempt in range(MAX_CAS_ATTEMPTS):
             now = time.time()

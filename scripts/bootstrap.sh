@@ -10,6 +10,9 @@ APT_PACKAGES=(mosquitto mosquitto-clients pkg-config docker-compose chromium ${E
 FERRETDB_VERSION=v1.24.2
 HORNET_VERSION=v0.5.6
 INFLUXDB_VERSION=v1.13.2
+# Built for `make bench` only (the ingest benchmark's comparison), never used by the product.
+TELEGRAF_VERSION=v1.37.2
+TELEGRAF_TAGS="custom,inputs.mqtt_consumer,outputs.influxdb_v2,parsers.value,parsers.json"
 # libflux pins Rust 1.83 in its rust-toolchain.toml, which is not installed here; this one is.
 INFLUXDB_RUST_TOOLCHAIN=${INFLUXDB_RUST_TOOLCHAIN:-1.95.0}
 PYTHON=${PYTHON:-python3.11}
@@ -119,9 +122,28 @@ install_influxdb() {
     echo "$INFLUXDB_VERSION" > .tools/bin/influxd.version
 }
 
+install_telegraf() {
+    local bin=.tools/bin/telegraf
+    if [ -x "$bin" ] && [ "$(cat .tools/bin/telegraf.version 2>/dev/null)" = "$TELEGRAF_VERSION" ]; then return; fi
+    log "building Telegraf $TELEGRAF_VERSION (benchmark only: mqtt_consumer, influxdb_v2, json)"
+    local dir src
+    dir=$(cd /tmp && GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+        go mod download -json "github.com/influxdata/telegraf@$TELEGRAF_VERSION" \
+        | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    src=$(mktemp -d)
+    cp -r "$dir/." "$src/"
+    chmod -R u+w "$src"
+    mkdir -p .tools/bin
+    (cd "$src" && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false -modcacherw" \
+        go build -trimpath -ldflags "-s -w" -tags "$TELEGRAF_TAGS" -o "$ROOT/$bin" ./cmd/telegraf)
+    rm -rf "$src"
+    echo "$TELEGRAF_VERSION" > .tools/bin/telegraf.version
+}
+
 install_debian_packages
 install_virtualenv
 install_ferretdb
 install_hornet
 install_influxdb
+if [ "${BOOTSTRAP_TELEGRAF:-0}" = 1 ]; then install_telegraf; fi
 log "ready"
