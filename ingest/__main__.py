@@ -8,9 +8,8 @@ import sys
 from types import FrameType
 
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 
-from ingest.settings import IngestSettings
+from ingest.settings import settings_for
 from ingest.store import InfluxStore
 from ingest.worker import IngestWorker
 
@@ -18,15 +17,9 @@ log = logging.getLogger("ingest")
 
 
 def main() -> int:
-    try:
-        settings = IngestSettings()
-    except ValidationError as exc:
-        print(f"iot-ingest: bad configuration:\n{exc}", file=sys.stderr)
+    settings = settings_for("iot-ingest")
+    if settings is None:
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     start_http_server(settings.metrics_port, addr=settings.metrics_host)
     log.info(
         "ingest worker: broker %s:%d as %s (client id %s), store %s bucket %s, windows %s, "

@@ -28,7 +28,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import Counter, start_http_server
-from pydantic import ValidationError
 
 from ingest import metrics
 from ingest.averages import Averages
@@ -37,7 +36,7 @@ from ingest.parsing import Reading
 from ingest.publisher import publish_averages
 from ingest.ratelog import RateLimitedLog
 from ingest.rebuild import rebuild_averages
-from ingest.settings import IngestSettings
+from ingest.settings import IngestSettings, settings_for
 from ingest.store import InfluxStore, parse_reading_line
 
 log = logging.getLogger("ingest.averager")
@@ -170,15 +169,9 @@ class Averager:
 
 
 def main() -> int:
-    try:
-        settings = IngestSettings()
-    except ValidationError as exc:
-        print(f"iot-averager: bad configuration:\n{exc}", file=sys.stderr)
+    settings = settings_for("iot-averager")
+    if settings is None:
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     start_http_server(settings.averager_metrics_port, addr=settings.metrics_host)
     log.info(
         "averager: %s from %s:%d (client id %s), windows %s, metrics on :%d",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
+import sys
 from typing import Literal, NamedTuple, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _WINDOW_RE = re.compile(r"^(\d+)([smhd])$")
@@ -121,3 +123,17 @@ class IngestSettings(BaseSettings):
     @property
     def windows(self) -> tuple[Window, ...]:
         return parse_windows(self.windows_text)
+
+
+def settings_for(program: str) -> IngestSettings | None:
+    """The settings from the environment, logging set up; None (said on stderr) if invalid."""
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        print(f"{program}: bad configuration:\n{exc}", file=sys.stderr)
+        return None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return settings
