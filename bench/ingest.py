@@ -176,9 +176,10 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
                 ready=_ready_check(url),
             )
         )
+    averager_url: str | None = None
     if count > 1:
         port = procs.free_port()
-        url = f"http://127.0.0.1:{port}/metrics"
+        url = averager_url = f"http://127.0.0.1:{port}/metrics"
         env = {
             "MQTT_PORT": str(b.mq.port),
             "INGEST_MQTT_PASSWORD": b.mq.ingest_password,
@@ -203,7 +204,13 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
         metrics = [scrape_metrics(u) for u in urls]
         if sum(m.get("ingest_readings_stored_total", 0) for m in metrics) < b.n:
             return None
-        return max(m.get("ingest_last_stored_timestamp_seconds", 0) for m in metrics)
+        at = max(m.get("ingest_last_stored_timestamp_seconds", 0) for m in metrics)
+        if averager_url is not None:
+            # ... and the averages have caught up: the averager took every reading.
+            if scrape_metrics(averager_url).get("ingest_averager_readings_total", 0) < b.n:
+                return None
+            at = max(at, time.time())  # polled every 20 ms
+        return at
 
     ids = [f"bench-{prefix}{i}" for i in range(count)] + (
         [f"bench-{prefix}avg"] if count > 1 else []

@@ -93,6 +93,19 @@ class WindowAverage:
         """Take one reading (times in epoch seconds); True if the average changed."""
         t = ts_ms(ts)
         end = self.end
+        if end is not None and t > end and not self.ahead and t <= now * 1000:
+            # The common case, a newer reading not ahead of the clock: it becomes the end.
+            self.values[t] = value
+            self.times.append(t)
+            self._sum += value
+            self.end = t
+            if t > self.newest_seen:
+                self.newest_seen = t
+            self._evict(t - self.width)
+            if len(self.values) > self.max_points:
+                self._cap()
+            self._touch()
+            return True
         old = self.values.get(t)
         if old is not None:
             if old == value:
@@ -133,16 +146,22 @@ class WindowAverage:
             times.append(t)  # every held time is above every time inside
             self._sum += values[t]
             changed = True
-        start = target - self.width
-        while times and times[0] <= start:
-            self._sum -= values.pop(times.popleft())
-            self._since_recompute += 1
-            changed = True
-        if not times:
-            self._sum = 0.0
+        changed = self._evict(target - self.width) or changed
         if changed:
             self._touch()
         return changed
+
+    def _evict(self, start: int) -> bool:
+        """Drop the points at or before `start` (the window is open on the left)."""
+        times, values = self.times, self.values
+        evicted = False
+        while times and times[0] <= start:
+            self._sum -= values.pop(times.popleft())
+            self._since_recompute += 1
+            evicted = True
+        if not times:
+            self._sum = 0.0
+        return evicted
 
     def _insert(self, t: int) -> None:
         times = self.times
