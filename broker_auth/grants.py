@@ -213,10 +213,14 @@ class Grants:
             end = g["expires_at"]
             if g.get("ending_notice_for") == end:
                 continue
-            claimed = self.store.grants.find_one_and_update(
-                {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
-                {"$set": {"ending_notice_for": end}},
-            )
+            # Under the lock like every grant write: FerretDB's findAndModify is not atomic, so
+            # this one racing a credit's extension wrote the grant back without it (found by
+            # the FerretDB-SIGKILL fault test: a payment credited, its 60 s missing).
+            with self.projector.lock:
+                claimed = self.store.grants.find_one_and_update(
+                    {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
+                    {"$set": {"ending_notice_for": end}},
+                )
             if claimed is not None:
                 self.notify(str(g["username"]), "grant_ending", str(g["product_id"]), as_utc(end))
                 sent += 1

@@ -15,8 +15,8 @@ only in the one that holds the lease, kept in MongoDB (`leases`) as one document
   once `expires_at` (the holder's wall clock at that moment + LEASE_TTL_S) has passed, so a
   replica that lost the lease (paused, cut off from MongoDB) has stopped writing grants to the
   broker before anyone else starts. The margin covers clock offsets between machines.
-- Hand-over: the next replica takes it within LEASE_TTL_S of the last renewal plus one try
-  interval (TTL / 3); a replica that stops cleanly releases it at once.
+- Hand-over: a standby looks every 0.1 s, so it takes the lease within ~0.1 s of its expiry,
+  i.e. within LEASE_TTL_S (+0.1 s) of the holder's death; a clean stop releases it at once.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from broker_auth.db import Doc, Store
 log = logging.getLogger(__name__)
 
 LEASE_ID = "payments"
+STANDBY_POLL_S = 0.1
 
 
 def default_holder() -> str:
@@ -175,7 +176,9 @@ class PaymentsLease(BackgroundWorker):
         return held
 
     def _run(self) -> None:
-        interval = self.ttl_s / 3
+        renew_every = self.ttl_s / 3
+        # A standby looks often (three `_id` reads), so it takes over within ~0.1 s of expiry.
+        look_every = min(STANDBY_POLL_S, renew_every)
         next_housekeeping = time.monotonic()
         while not self.stopping:
             if (
@@ -186,7 +189,7 @@ class PaymentsLease(BackgroundWorker):
                 next_housekeeping = time.monotonic() + self.housekeeping_interval_s
                 with contextlib.suppress(PyMongoError):  # next time
                     self.housekeeping()
-            self._pause(interval)
+            self._pause(renew_every if self.held() else look_every)
 
     def stop(self) -> None:
         super().stop()

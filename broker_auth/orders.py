@@ -127,10 +127,13 @@ class Orders:
         )
         mine = held is not None and held["order_id"] == doc["_id"]
         pending = int(held.get("pending_iota", 0)) if held and mine else 0
-        # Bundles already confirmed whose value the ledger's balance does not show yet count as
-        # paid (not confirmed): max, because once recorded the same value is in `confirmed`.
+        # Two views of one payment that lag each other by a milestone either way: the ledger's
+        # balance (`confirmed`, recorded payments) and the bundles paying the address, confirmed
+        # by inclusion state (`seen`) or not (`pending`). The larger view: never a step back, and
+        # a bundle the balance already shows but its inclusion state not yet is not counted
+        # twice (max(confirmed, seen) + pending did, for seconds under load).
         seen = int(held.get("confirmed_seen_iota", 0)) if held and mine else 0
-        paid = max(confirmed, seen) + pending
+        paid = max(confirmed, seen + pending)
         expires_at = as_utc(doc["expires_at"])
         return OrderOut(
             order_id=str(doc["_id"]),

@@ -128,7 +128,8 @@ def test_leader_killed_mid_payments(
     wait_for(lambda: health(standby)["leader"], LEASE_TTL_S + 5, "the standby to lead", 0.05)
     handover = time.monotonic() - killed_at
     print(f"\nhand-over after SIGKILL of the leader: {handover:.2f} s (LEASE_TTL_S {LEASE_TTL_S})")
-    assert handover <= LEASE_TTL_S + 1.5, f"hand-over took {handover:.2f} s"
+    # Within the TTL of the last renewal; the slack is the standby's 0.1 s look and our polling.
+    assert handover <= LEASE_TTL_S + 1.0, f"hand-over took {handover:.2f} s"
 
     short_role = product_rolename("rep-short")
     wait_for(

@@ -43,6 +43,9 @@ SUBSCRIBE = {
     "$SYS/#": "$SYS/#",
     "notify/<buyer>": "notify/{buyer}",  # the notifications of "buyer (grant)"
     "notify/#": "notify/#",
+    # What ingest workers forward to the averager: raw readings, the ingest role's only.
+    "ingest/accepted": "ingest/accepted",
+    "$share/g/live/A/x": f"$share/g/live/{DEVICE_A}/x",
 }
 # Column label -> topic published to.
 PUBLISH = {
@@ -52,6 +55,8 @@ PUBLISH = {
     "$CONTROL/dynsec/v1": "$CONTROL/dynamic-security/v1",
     "$SYS/test": "$SYS/security-test/x",
     "notify/<buyer>": "notify/{buyer}",
+    # A forged batch here would poison the free averages: the ingest role's only.
+    "ingest/accepted": "ingest/accepted",
 }
 ALLOWED_SUBSCRIBE: dict[str, set[str]] = {
     "anonymous": {"avg/#"},
@@ -60,7 +65,7 @@ ALLOWED_SUBSCRIBE: dict[str, set[str]] = {
     "buyer (expired)": {"avg/#"},
     "device A": set(),
     "device B": set(),
-    "ingest": {"live/A/x", "live/B/x"},
+    "ingest": {"live/A/x", "live/B/x", "ingest/accepted", "$share/g/live/A/x"},
     "admin": {"$CONTROL/dynsec/#"},
 }
 ALLOWED_PUBLISH: dict[str, set[str]] = {
@@ -70,7 +75,7 @@ ALLOWED_PUBLISH: dict[str, set[str]] = {
     "buyer (expired)": set(),
     "device A": {"live/A/x"},
     "device B": {"live/B/x"},
-    "ingest": {"avg/1m/A/x"},
+    "ingest": {"avg/1m/A/x", "ingest/accepted"},
     "admin": {"$CONTROL/dynsec/v1"},
 }
 
@@ -125,12 +130,19 @@ def reached(
 ) -> bool:
     """Did a message reach the client through this subscription? A refused filter "receives"
     only what no granted filter of the same connection explains."""
-    granted = [filters[c] for c, code in codes.items() if code < 0x80]
+    granted = [_unshared(filters[c]) for c, code in codes.items() if code < 0x80]
     return any(
-        mqtt.topic_matches_sub(filters[label], topic)
+        mqtt.topic_matches_sub(_unshared(filters[label]), topic)
         and (codes[label] < 0x80 or not any(mqtt.topic_matches_sub(g, topic) for g in granted))
         for topic, _ in got
     )
+
+
+def _unshared(topic_filter: str) -> str:
+    """`$share/<group>/<filter>` matches what <filter> matches."""
+    if topic_filter.startswith("$share/"):
+        return topic_filter.split("/", 2)[2]
+    return topic_filter
 
 
 def control_command(rolename: str) -> bytes:
@@ -186,6 +198,7 @@ def test_acl_matrix(full_stack: FullStack) -> None:
         ("device A", PUBLISH["live/A/x"], f"1.{nonce}1".encode()),
         ("device B", PUBLISH["live/B/x"], f"2.{nonce}2".encode()),
         ("ingest", PUBLISH["avg/1m/A/x"], f"3.{nonce}3".encode()),
+        ("ingest", PUBLISH["ingest/accepted"], f"5.{nonce}5".encode()),
         # Any command makes the plugin answer on $CONTROL/dynamic-security/v1/response.
         (
             "admin",
