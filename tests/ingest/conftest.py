@@ -86,12 +86,8 @@ def ingest_worker(
     waits until it is subscribed); `extra` overrides any variable."""
     port = procs.free_port()
     env = {
-        **FAST_ENV,
-        "MQTT_HOST": "127.0.0.1",
-        "MQTT_PORT": str(broker.port),
-        "INGEST_MQTT_PASSWORD": broker.ingest_password,
+        **service_env(broker, store),
         "INGEST_CLIENT_ID": client_id,
-        **store.writer_env,
         "INGEST_METRICS_PORT": str(port),
         **extra,
     }
@@ -99,6 +95,33 @@ def ingest_worker(
     worker = Worker(proc, port, client_id, env)
     proc.ready = worker.ready
     return worker
+
+
+def ingest_averager(
+    workdir: Path, broker: procs.MosquittoHandle, store: Store, client_id: str
+) -> Worker:
+    """The averager (`iot-averager`) with the fast cadences, not started yet."""
+    port = procs.free_port()
+    env = {
+        **service_env(broker, store),
+        "INGEST_AVERAGER_CLIENT_ID": client_id,
+        "INGEST_AVERAGER_METRICS_PORT": str(port),
+    }
+    proc = procs.python_service(f"averager-{client_id}", "ingest.averager", workdir, env)
+    handle = Worker(proc, port, client_id, env)
+    proc.ready = handle.ready
+    return handle
+
+
+def service_env(broker: procs.MosquittoHandle, store: Store) -> dict[str, str]:
+    """What the ingest processes need to reach the test broker and store."""
+    return {
+        **FAST_ENV,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker.port),
+        "INGEST_MQTT_PASSWORD": broker.ingest_password,
+        **store.writer_env,
+    }
 
 
 def _worker_factory(

@@ -19,32 +19,15 @@ from tests.ingest.conftest import (
     FAST_ENV,
     Device,
     Subscriber,
-    Worker,
     WorkerFactory,
     clear_session,
+    ingest_averager,
     stored_points,
     unique,
 )
 
 SENSORS = 3  # on each of the 4 test devices: 12 series
 PER_DEVICE = 240  # 2 Hz of device time: 120 s, wider than the widest window (1m)
-
-
-def averager(workdir: Path, broker: procs.MosquittoHandle, store: Store, client_id: str) -> Worker:
-    port = procs.free_port()
-    env = {
-        **FAST_ENV,
-        "MQTT_HOST": "127.0.0.1",
-        "MQTT_PORT": str(broker.port),
-        "INGEST_MQTT_PASSWORD": broker.ingest_password,
-        "INGEST_AVERAGER_CLIENT_ID": client_id,
-        "INGEST_AVERAGER_METRICS_PORT": str(port),
-        **store.writer_env,
-    }
-    proc = procs.python_service(f"averager-{client_id}", "ingest.averager", workdir, env)
-    handle = Worker(proc, port, client_id, env)
-    proc.ready = handle.ready
-    return handle
 
 
 def expected_averages(readings: list[Reading]) -> dict[str, tuple[float, int]]:
@@ -80,7 +63,7 @@ def test_two_workers_one_killed_lose_nothing_and_averages_stay_exact(
         "INGEST_AVERAGES": "forward",
         "INGEST_SHARE_GROUP": group,
     }
-    avg = averager(tmp_path, mosquitto, influx, unique("averager"))
+    avg = ingest_averager(tmp_path, mosquitto, influx, unique("averager"))
     try:
         avg.proc.start()
         workers = [start_worker(influx, unique(f"w{i}"), **shared) for i in range(2)]
