@@ -102,6 +102,12 @@ class Parser:
         names = self.parse_topic(topic)
         if isinstance(names, Rejection):
             return names
+        return self.reading(names, payload, arrival)
+
+    def reading(
+        self, names: tuple[str, str], payload: bytes | bytearray, arrival: float
+    ) -> Reading | Rejection:
+        """The reading of a series whose topic was parsed already (the worker caches topics)."""
         if len(payload) > self.max_payload_bytes:
             return Rejection(OVERSIZED, f"{len(payload)} bytes > {self.max_payload_bytes}")
         parsed = self.parse_payload(payload, arrival)

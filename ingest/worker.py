@@ -33,7 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest import metrics
 from ingest.averages import Averages
 from ingest.mqtt_client import LeanClient
-from ingest.parsing import MALFORMED_TOPIC, Parser, Reading, Rejection
+from ingest.parsing import MALFORMED_TOPIC, Parser, Reading, Rejection, ts_ms
 from ingest.publisher import publish_averages
 from ingest.ratelog import RateLimitedLog
 from ingest.rebuild import rebuild_averages
@@ -204,18 +204,11 @@ class IngestWorker:
             names = self._parse_topic(topic)
         if isinstance(names, Rejection):
             item: Reading | Rejection = names
-        elif len(payload) > self.parser.max_payload_bytes:
-            item = Rejection("oversized", f"{len(payload)} bytes > {self.parser.max_payload_bytes}")
         else:
             arrival = time.time()
-            parsed = self.parser.parse_payload(payload, arrival)
-            if isinstance(parsed, Rejection):
-                item = parsed
-            else:
-                value, ts = parsed
-                item = Reading(names[0], names[1], value, ts)
-                if ts == arrival:
-                    item = self._distinct_arrival(item)
+            item = self.parser.reading(names, payload, arrival)
+            if type(item) is Reading and item.ts == arrival:
+                item = self._distinct_arrival(item)
         if type(item) is Rejection:
             metrics.REJECTED.labels(item.reason).inc()
             self._rejects.warning(item.reason, "rejected a reading (%s): %s", *item)
@@ -330,7 +323,7 @@ class IngestWorker:
                 self._line_prefixes.clear()
             prefix = reading_line_prefix(r.device, r.sensor)
             self._line_prefixes[key] = prefix
-        return f"{prefix}{r.value!r} {round(r.ts * 1000)}"
+        return f"{prefix}{r.value!r} {ts_ms(r.ts)}"
 
     def _process(self, batch: list[Pending]) -> None:
         readings = [p.item for p in batch if type(p.item) is Reading]

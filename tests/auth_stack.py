@@ -106,15 +106,7 @@ class AuthStack:
         return MqttProbe(self.broker.port, username, self.mqtt_passwords[username])
 
     def order(self, username: str, password: str, product_id: str, hours: float) -> dict[str, Any]:
-        r = httpx.post(
-            f"{self.api_url}/api/orders",
-            json={"product_id": product_id, "hours": hours},
-            auth=(username, password),
-            timeout=15,
-        )
-        assert r.status_code == 201, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return place_order(self.api_url, username, password, product_id, hours)
 
     def wait_confirmed(
         self, username: str, password: str, order_id: str, timeout: float = 60
@@ -155,6 +147,21 @@ class AuthStack:
             self._control.stop()
             self._control = None
         self.proc.stop()
+
+
+def place_order(
+    api_url: str, username: str, password: str, product_id: str, hours: float
+) -> dict[str, Any]:
+    """POST /api/orders as the buyer (HTTP Basic); the created order."""
+    r = httpx.post(
+        f"{api_url}/api/orders",
+        json={"product_id": product_id, "hours": hours},
+        auth=(username, password),
+        timeout=15,
+    )
+    assert r.status_code == 201, r.text
+    order: dict[str, Any] = r.json()
+    return order
 
 
 def start_auth_stack(

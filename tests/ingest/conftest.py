@@ -84,44 +84,47 @@ def ingest_worker(
 ) -> Worker:
     """An ingest worker on `broker` with the fast cadences, not started yet (`worker.proc.start()`
     waits until it is subscribed); `extra` overrides any variable."""
-    port = procs.free_port()
-    env = {
-        **service_env(broker, store),
-        "INGEST_CLIENT_ID": client_id,
-        "INGEST_METRICS_PORT": str(port),
-        **extra,
-    }
-    proc = procs.python_service(f"ingest-{client_id}", "ingest", workdir, env)
-    worker = Worker(proc, port, client_id, env)
-    proc.ready = worker.ready
-    return worker
+    return _ingest_process(
+        workdir, broker, store, "ingest", client_id, "INGEST_CLIENT_ID", "INGEST_METRICS_PORT",
+        extra,
+    )  # fmt: skip
 
 
 def ingest_averager(
     workdir: Path, broker: procs.MosquittoHandle, store: Store, client_id: str
 ) -> Worker:
     """The averager (`iot-averager`) with the fast cadences, not started yet."""
+    return _ingest_process(
+        workdir, broker, store, "ingest.averager", client_id, "INGEST_AVERAGER_CLIENT_ID",
+        "INGEST_AVERAGER_METRICS_PORT", {},
+    )  # fmt: skip
+
+
+def _ingest_process(
+    workdir: Path,
+    broker: procs.MosquittoHandle,
+    store: Store,
+    module: str,
+    client_id: str,
+    id_variable: str,
+    port_variable: str,
+    extra: dict[str, str],
+) -> Worker:
     port = procs.free_port()
     env = {
-        **service_env(broker, store),
-        "INGEST_AVERAGER_CLIENT_ID": client_id,
-        "INGEST_AVERAGER_METRICS_PORT": str(port),
-    }
-    proc = procs.python_service(f"averager-{client_id}", "ingest.averager", workdir, env)
-    handle = Worker(proc, port, client_id, env)
-    proc.ready = handle.ready
-    return handle
-
-
-def service_env(broker: procs.MosquittoHandle, store: Store) -> dict[str, str]:
-    """What the ingest processes need to reach the test broker and store."""
-    return {
         **FAST_ENV,
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(broker.port),
         "INGEST_MQTT_PASSWORD": broker.ingest_password,
         **store.writer_env,
+        id_variable: client_id,
+        port_variable: str(port),
+        **extra,
     }
+    proc = procs.python_service(f"{module}-{client_id}", module, workdir, env)
+    handle = Worker(proc, port, client_id, env)
+    proc.ready = handle.ready
+    return handle
 
 
 def _worker_factory(

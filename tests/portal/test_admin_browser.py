@@ -8,12 +8,14 @@ from __future__ import annotations
 import csv
 import io
 import secrets
+from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from stack.mqtt_probe import MqttProbe
 from stack.secrets import random_address
+from tests.auth_stack import place_order
 from tests.portal.conftest import ARTIFACTS, DEMO_PRODUCT, PortalStack
 from tests.support import wait_for
 from wallet.payments import fund_from_faucet, pay
@@ -32,16 +34,8 @@ def open_admin(browser: Browser, stack: PortalStack) -> Page:
     return page
 
 
-def buyer_order(stack: PortalStack, username: str, hours: float) -> dict[str, object]:
-    r = httpx.post(
-        f"{stack.api_url}/api/orders",
-        json={"product_id": DEMO_PRODUCT, "hours": hours},
-        auth=(username, BUYER_PASSWORD),
-        timeout=15,
-    )
-    assert r.status_code == 201, r.text
-    order: dict[str, object] = r.json()
-    return order
+def buyer_order(stack: PortalStack, username: str, hours: float) -> dict[str, Any]:
+    return place_order(stack.api_url, username, BUYER_PASSWORD, DEMO_PRODUCT, hours)
 
 
 def test_seller_runs_the_shop_from_the_workspace(
