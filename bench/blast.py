@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     for k in range(connections):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(connect_packet(f"blast-{prefix}{k}", username, password))
+        sock.sendall(connect_packet(f"{username}:blast-{prefix}{k}", username, password))
         connack = sock.recv(4)
         if len(connack) < 4 or connack[3] != 0:
             raise SystemExit(f"broker refused the connection: {connack!r}")

@@ -57,6 +57,8 @@ from stack.scrape import scrape_metrics
 
 PUBLISHER = "bench.publisher"
 BARE = ("paho", "mosquitto_sub")
+# Every consumer logs in as the ingest account, with a client id of its own (`svc.ingest:...`).
+OWN = f"{acl_model.INGEST_USERNAME}:"
 REPO = procs.REPO_ROOT
 TELEGRAF = REPO / ".tools" / "bin" / "telegraf"
 
@@ -158,7 +160,7 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
         env = {
             "MQTT_PORT": str(b.mq.port),
             "INGEST_MQTT_PASSWORD": b.mq.ingest_password,
-            "INGEST_CLIENT_ID": f"bench-{prefix}{i}",
+            "INGEST_CLIENT_ID": f"{OWN}bench-{prefix}{i}",
             **b.store.writer_env,
             "INGEST_METRICS_PORT": str(port),
             "INGEST_LOG_LEVEL": "WARNING",
@@ -183,7 +185,7 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
         env = {
             "MQTT_PORT": str(b.mq.port),
             "INGEST_MQTT_PASSWORD": b.mq.ingest_password,
-            "INGEST_AVERAGER_CLIENT_ID": f"bench-{prefix}avg",
+            "INGEST_AVERAGER_CLIENT_ID": f"{OWN}bench-{prefix}avg",
             **b.store.writer_env,
             "INGEST_AVERAGER_METRICS_PORT": str(port),
             "INGEST_LOG_LEVEL": "WARNING",
@@ -212,8 +214,8 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
             at = max(at, time.time())  # polled every 20 ms
         return at
 
-    ids = [f"bench-{prefix}{i}" for i in range(count)] + (
-        [f"bench-{prefix}avg"] if count > 1 else []
+    ids = [f"{OWN}bench-{prefix}{i}" for i in range(count)] + (
+        [f"{OWN}bench-{prefix}avg"] if count > 1 else []
     )
     return Consumer(processes, done, lambda: b.stored(prefix), client_ids=ids)
 
@@ -244,7 +246,7 @@ def telegraf(b: Bench, prefix: str) -> Consumer:
   servers = ["tcp://127.0.0.1:{b.mq.port}"]
   topics = ["live/+/+"]
   qos = 1
-  client_id = "bench-{prefix}telegraf"
+  client_id = "{OWN}bench-{prefix}telegraf"
   persistent_session = true
   username = "{acl_model.INGEST_USERNAME}"
   password = "${{BENCH_MQTT_PASSWORD}}"
@@ -282,12 +284,14 @@ def telegraf(b: Bench, prefix: str) -> Consumer:
         state["next"] = now + 0.1
         return now if b.stored(prefix) >= b.n else None
 
-    return Consumer([proc], done, lambda: b.stored(prefix), client_ids=[f"bench-{prefix}telegraf"])
+    return Consumer(
+        [proc], done, lambda: b.stored(prefix), client_ids=[f"{OWN}bench-{prefix}telegraf"]
+    )
 
 
 def bare(b: Bench, prefix: str, c_client: bool, count: int | None = None) -> Consumer:
     """A counting subscriber; `count` 0: subscribe, then leave (the session stays)."""
-    client_id = f"bench-{prefix}sub"
+    client_id = f"{OWN}bench-{prefix}sub"
     expected = b.n if count is None else count
     if c_client:
         argv = [

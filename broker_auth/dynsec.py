@@ -91,7 +91,7 @@ class DynsecClient:
         self._sub_mid: int | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"broker-auth-{self._prefix}",
+            client_id=f"{username}:control-{self._prefix}",
             protocol=mqtt.MQTTv5,
         )
         self._client.username_pw_set(username, password)

@@ -43,7 +43,7 @@ class Notifier(BackgroundWorker):
         self._ready = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{acl_model.NOTIFIER_USERNAME}-{secrets.token_hex(6)}",
+            client_id=f"{acl_model.NOTIFIER_USERNAME}:{secrets.token_hex(6)}",
             protocol=mqtt.MQTTv5,
         )
         self._client.username_pw_set(acl_model.NOTIFIER_USERNAME, self._password)

@@ -9,7 +9,7 @@ from types import FrameType
 
 from prometheus_client import start_http_server
 
-from ingest.settings import settings_for
+from ingest.settings import settings_for, shown_client_id
 from ingest.store import InfluxStore
 from ingest.worker import IngestWorker
 
@@ -27,7 +27,7 @@ def main() -> int:
         settings.mqtt_host,
         settings.mqtt_port,
         settings.mqtt_username,
-        settings.client_id,
+        shown_client_id(settings.client_id),
         settings.influx_url,
         settings.influx_bucket,
         ",".join(w.label for w in settings.windows),

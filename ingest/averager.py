@@ -36,7 +36,7 @@ from ingest.parsing import Reading
 from ingest.publisher import publish_averages
 from ingest.ratelog import RateLimitedLog
 from ingest.rebuild import rebuild_averages
-from ingest.settings import IngestSettings, settings_for
+from ingest.settings import IngestSettings, settings_for, shown_client_id
 from ingest.store import InfluxStore, parse_reading_line
 
 log = logging.getLogger("ingest.averager")
@@ -178,7 +178,7 @@ def main() -> int:
         settings.accepted_topic,
         settings.mqtt_host,
         settings.mqtt_port,
-        settings.averager_client_id,
+        shown_client_id(settings.averager_client_id),
         ",".join(w.label for w in settings.windows),
         settings.averager_metrics_port,
     )

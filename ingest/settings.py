@@ -8,7 +8,14 @@ import socket
 import sys
 from typing import Literal, NamedTuple, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _WINDOW_RE = re.compile(r"^(\d+)([smhd])$")
@@ -49,7 +56,10 @@ class IngestSettings(BaseSettings):
 
     mqtt_username: str = Field("svc.ingest", alias="INGEST_MQTT_USERNAME")
     mqtt_password: SecretStr = Field(SecretStr(""), alias="INGEST_MQTT_PASSWORD")
-    client_id: str = Field("ingest-worker", alias="INGEST_CLIENT_ID", min_length=1)
+    # The broker reserves ids `<username>:...` to that user (mosquitto/plugin): an id without a
+    # ':' gets `<INGEST_MQTT_USERNAME>:` in front. Fixed per worker across restarts (the session
+    # must outlive the process); `{hostname}` is replaced by the host's name.
+    client_id: str = Field("worker-{hostname}", alias="INGEST_CLIENT_ID", min_length=1)
     # Persistent session: the broker keeps our subscription and unacknowledged readings this long
     # while we are away (a week by default; at most 2**32-1 s).
     session_expiry_s: int = Field(7 * 86400, alias="INGEST_SESSION_EXPIRY_S", ge=0, le=2**32 - 1)
@@ -63,9 +73,7 @@ class IngestSettings(BaseSettings):
     averages_mode: Literal["local", "forward"] = Field("local", alias="INGEST_AVERAGES")
     share_group: str = Field("", alias="INGEST_SHARE_GROUP", pattern=r"^[A-Za-z0-9_-]*$")
     accepted_topic: str = Field("ingest/accepted", alias="INGEST_ACCEPTED_TOPIC", min_length=1)
-    averager_client_id: str = Field(
-        "ingest-averager", alias="INGEST_AVERAGER_CLIENT_ID", min_length=1
-    )
+    averager_client_id: str = Field("averager", alias="INGEST_AVERAGER_CLIENT_ID", min_length=1)
     averager_metrics_port: int = Field(9101, alias="INGEST_AVERAGER_METRICS_PORT", ge=0)
     # At start the averages' owner reads back the series active this long ago (ingest/rebuild.py).
     rebuild_lookback_s: float = Field(3600.0, alias="INGEST_REBUILD_LOOKBACK_S", ge=0)
@@ -99,12 +107,13 @@ class IngestSettings(BaseSettings):
     metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT", ge=0)
     log_level: str = Field("INFO", alias="INGEST_LOG_LEVEL")
 
-    @field_validator("client_id")
+    @field_validator("client_id", "averager_client_id")
     @classmethod
-    def _expand_hostname(cls, value: str) -> str:
+    def _own_client_id(cls, value: str, info: ValidationInfo) -> str:
         # Replicas of one compose service share their environment: `{hostname}` (the container's)
         # gives each its own client id, so each keeps its own persistent session.
-        return value.replace("{hostname}", socket.gethostname())
+        value = value.replace("{hostname}", socket.gethostname())
+        return owned_client_id(str(info.data.get("mqtt_username", "")), value)
 
     @field_validator("windows_text")
     @classmethod
@@ -123,6 +132,22 @@ class IngestSettings(BaseSettings):
     @property
     def windows(self) -> tuple[Window, ...]:
         return parse_windows(self.windows_text)
+
+
+def owned_client_id(username: str, client_id: str) -> str:
+    """`client_id` in `username`'s namespace: `<username>:<id>` (the broker refuses others)."""
+    owner, colon, _ = client_id.partition(":")
+    if not colon:
+        return f"{username}:{client_id}"
+    if owner != username:
+        raise ValueError(f"must be {username}:<id>: the broker reserves {owner}:... to {owner}")
+    return client_id
+
+
+def shown_client_id(client_id: str) -> str:
+    """For logs: the owner and the start of the id, never all of it."""
+    owner, _, rest = client_id.partition(":")
+    return f"{owner}:{rest[:6]}…" if len(rest) > 6 else f"{owner}:{rest}"
 
 
 def settings_for(program: str) -> IngestSettings | None:

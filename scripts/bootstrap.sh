@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(mosquitto mosquitto-clients pkg-config docker-compose chromium ${EXTRA_APT_PACKAGES:-})
+# mosquitto-dev, libmosquitto-dev and a C compiler build the broker's session-ownership plugin.
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev make
+    pkg-config docker-compose chromium ${EXTRA_APT_PACKAGES:-})
 FERRETDB_VERSION=v1.24.2
 HORNET_VERSION=v0.5.6
 INFLUXDB_VERSION=v1.13.2
@@ -47,6 +49,20 @@ install_virtualenv() {
     # the local pysha3 shim themselves, with the locked build tools (no unpinned build env).
     .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock
     .venv/bin/python -m pip install -q --no-deps --no-build-isolation ./compat/pysha3 -e .
+    echo "$want" > "$stamp"
+}
+
+install_session_plugin() {
+    # Mosquitto's session-ownership plugin (mosquitto/plugin/), loaded by mosquitto.conf.template.
+    local out=.tools/lib/mosquitto_session_ownership.so
+    local stamp=.tools/lib/mosquitto_session_ownership.sha256
+    local want
+    want=$(cat mosquitto/plugin/session_ownership.c mosquitto/plugin/Makefile | sha256sum | cut -d' ' -f1)
+    if [ -f "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+    log "building the session-ownership plugin for Mosquitto"
+    mkdir -p .tools/lib
+    make -s -B -C mosquitto/plugin OUT="$ROOT/$out.tmp"
+    mv "$out.tmp" "$out"
     echo "$want" > "$stamp"
 }
 
@@ -141,6 +157,7 @@ install_telegraf() {
 }
 
 install_debian_packages
+install_session_plugin
 install_virtualenv
 install_ferretdb
 install_hornet

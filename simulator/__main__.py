@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", default=env("SIM_USERNAME"))
     p.add_argument("--password", default=env("SIM_PASSWORD"))
     p.add_argument("--password-file", type=Path, help="read the password from this file")
-    p.add_argument("--client-id", default=None)
+    p.add_argument(
+        "--client-id",
+        default=None,
+        help="MQTT client id (the broker accepts only `<username>:...`; default: random)",
+    )
     p.add_argument(
         "--max-queue",
         type=int,

@@ -53,9 +53,11 @@ class Publisher:
         self._cond = threading.Condition()
         self._connected = threading.Event()
         self._closing = False
+        # The broker reserves `<username>:...` ids to that user; anonymous ids have no ':'.
+        tail = f"sim-{uuid.uuid4().hex[:12]}"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"sim-{uuid.uuid4().hex[:12]}",
+            client_id=client_id or (f"{username}:{tail}" if username else tail),
             protocol=mqtt.MQTTv5,
         )
         if username:

@@ -9,8 +9,11 @@ from string import Template
 
 from stack.tls import TlsFiles
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf.template"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO_ROOT / "mosquitto" / "mosquitto.conf.template"
 DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+# Built by scripts/bootstrap.sh from mosquitto/plugin/ (client ids belong to their user).
+SESSION_PLUGIN = REPO_ROOT / ".tools" / "lib" / "mosquitto_session_ownership.so"
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,12 @@ def render(
 ) -> str:
     # Started as root, Mosquitto would drop to the `mosquitto` user and lose access to our files.
     user_line = "user root" if os.geteuid() == 0 else ""
+    if not SESSION_PLUGIN.exists():
+        raise FileNotFoundError(f"{SESSION_PLUGIN} is missing: run scripts/bootstrap.sh")
     return Template(TEMPLATE.read_text()).substitute(
         user_line=user_line,
         data_dir=str(data_dir),
+        session_plugin=str(SESSION_PLUGIN),
         dynsec_plugin=DYNSEC_PLUGIN,
         dynsec_file=str(dynsec_file),
         bind=bind_address,

@@ -38,11 +38,15 @@ class MqttProbe:
     username: str | None = None
     password: str | None = None
     host: str = "127.0.0.1"
-    client_id: str = field(default_factory=lambda: f"probe-{uuid.uuid4().hex[:12]}")
+    # Empty: a random id in the user's namespace (`<username>:probe-...`), or `probe-...`.
+    client_id: str = ""
     messages: queue.Queue[Message] = field(default_factory=queue.Queue)
     disconnects: int = 0
 
     def __post_init__(self) -> None:
+        if not self.client_id:
+            tail = f"probe-{uuid.uuid4().hex[:12]}"
+            self.client_id = tail if self.username is None else f"{self.username}:{tail}"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
         )
@@ -111,13 +115,16 @@ class MqttProbe:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0) -> bool:
+    def subscribe(self, topic: str, qos: int | None = None, timeout: float = 5.0) -> bool:
         """True if the broker granted the subscription, False if it refused it.
 
+        QoS 1 by default, 0 for an anonymous client (the broker grants those QoS 0 only).
         Raises ConnectionLostError when there is no connection or it drops before the SUBACK.
         """
         with self._suback_ready:
             generation = self.disconnects
+        if qos is None:
+            qos = 0 if self.username is None else 1
         result, mid = self._client.subscribe(topic, qos)
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionLostError(f"cannot subscribe to {topic}: {mqtt.error_string(result)}")

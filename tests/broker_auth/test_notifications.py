@@ -96,7 +96,7 @@ def shop(auth_stack_factory: AuthStackFactory, devnet: procs.Devnet) -> Iterator
 
 def test_a_persistent_session_gets_what_was_sent_while_it_was_away(shop: Shop) -> None:
     john = shop.buyer("john")
-    listener = Listener(shop.stack, john, f"john-{secrets.token_hex(3)}")
+    listener = Listener(shop.stack, john, f"{john}:john-{secrets.token_hex(3)}")
     listener.connect(f"notify/{john}")
     assert listener.granted == [1]
     listener.disconnect()  # away; the broker keeps the session and queues QoS 1 messages
@@ -114,7 +114,9 @@ def test_a_persistent_session_gets_what_was_sent_while_it_was_away(shop: Shop) -
 
 def test_notifications_arrive_in_order_and_on_time(shop: Shop) -> None:
     jane = shop.buyer("jane")
-    listener = Listener(shop.stack, jane, f"jane-{secrets.token_hex(3)}").connect(f"notify/{jane}")
+    listener = Listener(shop.stack, jane, f"{jane}:jane-{secrets.token_hex(3)}").connect(
+        f"notify/{jane}"
+    )
     shop.buy(jane, 8)  # 8 s: ending 3 s before the end, then ended
     events: list[tuple[float, dict[str, Any]]] = []
     while not events or events[-1][1]["event"] != "grant_ended":
@@ -130,7 +132,9 @@ def test_notifications_arrive_in_order_and_on_time(shop: Shop) -> None:
 
 def test_an_extension_is_announced_with_its_new_end(shop: Shop) -> None:
     ann = shop.buyer("ann")
-    listener = Listener(shop.stack, ann, f"ann-{secrets.token_hex(3)}").connect(f"notify/{ann}")
+    listener = Listener(shop.stack, ann, f"{ann}:ann-{secrets.token_hex(3)}").connect(
+        f"notify/{ann}"
+    )
     shop.buy(ann, 600)
     _, started = listener.next(timeout=60)
     shop.buy(ann, 300)
@@ -142,14 +146,16 @@ def test_an_extension_is_announced_with_its_new_end(shop: Shop) -> None:
 
 def test_only_the_owner_may_read_them(shop: Shop) -> None:
     owner, other = shop.buyer("owner"), shop.buyer("other")
-    snoop = Listener(shop.stack, other, f"snoop-{secrets.token_hex(3)}")
+    snoop = Listener(shop.stack, other, f"{other}:snoop-{secrets.token_hex(3)}")
     snoop.connect(f"notify/{owner}")
     assert snoop.granted == [0x87]
     snoop.disconnect()
-    wildcard = Listener(shop.stack, other, f"snoop2-{secrets.token_hex(3)}")
+    wildcard = Listener(shop.stack, other, f"{other}:snoop2-{secrets.token_hex(3)}")
     wildcard.connect("notify/#")
     assert wildcard.granted == [0x87]
-    own = Listener(shop.stack, owner, f"own-{secrets.token_hex(3)}").connect(f"notify/{owner}")
+    own = Listener(shop.stack, owner, f"{owner}:own-{secrets.token_hex(3)}").connect(
+        f"notify/{owner}"
+    )
     shop.buy(owner, 600)
     assert own.next(timeout=60)[1]["event"] == "grant_started"
     with pytest.raises(queue.Empty):

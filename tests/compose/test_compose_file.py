@@ -26,6 +26,7 @@ from tests.compose.conftest import (
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
 INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 GO_IMAGE = "golang:1.22-bookworm"
+MOSQUITTO_DOCKERFILE = REPO / "mosquitto" / "docker" / "Dockerfile"
 PROJECT_SERVICES = {
     "init", "broker_auth", "ingest", "averager", "simulator", "devnet", "faucet",
 }  # fmt: skip
@@ -326,7 +327,35 @@ def test_third_party_images_are_pinned() -> None:
             continue
         _, _, tag = image.rpartition(":")
         assert tag and tag != "latest", f"{name}: pin a version ({image})"
-    # The 2.0 line: same broker and plugin as the native stack (Debian's 2.0); not 2.1.
-    assert re.fullmatch(r"eclipse-mosquitto:2\.0(\.\d+)?", images["mosquitto"])
+    # The 2.0 line: same broker and plugin as the native stack (Debian's 2.0); not 2.1. The
+    # broker is that image plus the session-ownership plugin (mosquitto/docker/Dockerfile).
+    (base,) = set(
+        re.findall(r"^ARG MOSQUITTO_IMAGE=(\S+)$", MOSQUITTO_DOCKERFILE.read_text(), re.M)
+    )
+    assert re.fullmatch(r"eclipse-mosquitto:2\.0\.\d+", base), base
+    assert images["mosquitto"].endswith(":" + base.partition(":")[2])
     assert images["mongo"].startswith("mongo:7")
     assert images["influxdb"].startswith("influxdb:2.7")
+
+
+def test_the_broker_image_builds_the_session_ownership_plugin() -> None:
+    """Mosquitto's image is eclipse-mosquitto plus mosquitto/plugin, built in a first stage from
+    the plugin's source only; mosquitto/docker/mosquitto.conf loads it from /usr/lib."""
+    broker = services(compose_config())["mosquitto"]
+    context = (COMPOSE_FILE.parent / broker["build"]["context"]).resolve()
+    assert context == REPO / "mosquitto"
+    assert (context / broker["build"]["dockerfile"]).resolve() == MOSQUITTO_DOCKERFILE
+    dockerfile = MOSQUITTO_DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert stages == ["${MOSQUITTO_IMAGE}", "${MOSQUITTO_IMAGE}"]
+    copied = [line.split()[:-1] for line in re.findall(r"^COPY (.+)$", dockerfile, re.M)]
+    assert copied == [["plugin/"], ["--from=plugin", "/src/mosquitto_session_ownership.so"]]
+    assert "COPY --from=plugin /src/mosquitto_session_ownership.so /usr/lib/" in dockerfile
+    # The build context holds the plugin's source and nothing else.
+    lines = (context / ".dockerignore").read_text().splitlines()
+    ignore = [r.strip() for r in lines if r.strip() and not r.startswith("#")]
+    assert ignore[0] == "*"
+    allowed = [r[1:] for r in ignore if r.startswith("!")]
+    assert allowed and all((context / a).is_file() and a.startswith("plugin/") for a in allowed)
+    conf = (REPO / "mosquitto" / "docker" / "mosquitto.conf").read_text()
+    assert "\nplugin /usr/lib/mosquitto_session_ownership.so\n" in conf

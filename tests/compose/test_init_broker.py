@@ -30,6 +30,8 @@ from tests.compose.conftest import REPO, compose_config, run_init
 
 DOCKER_CONF = REPO / "mosquitto" / "docker" / "mosquitto.conf"
 TEMPLATE = REPO / "mosquitto" / "mosquitto.conf.template"
+# Where mosquitto/docker/Dockerfile installs the session-ownership plugin in the image.
+SESSION_PLUGIN = "/usr/lib/mosquitto_session_ownership.so"
 
 
 def valid_env() -> dict[str, str]:
@@ -91,6 +93,7 @@ def local_conf(data: Path, tls: Path, ports: dict[int, int]) -> str:
     where = container_paths()
     text = "\n".join(f"{k} {v}" for k, v in directives(DOCKER_CONF.read_text())) + "\n"
     text = text.replace("/usr/lib/mosquitto_dynamic_security.so", mosquitto_conf.DYNSEC_PLUGIN)
+    text = text.replace(SESSION_PLUGIN, str(mosquitto_conf.SESSION_PLUGIN))
     text = text.replace(where["INIT_DYNSEC_FILE"], str(data / "dynamic-security.json"))
     text = text.replace(where["INIT_TLS_DIR"] + "/", f"{tls}/")
     text = text.replace("/mosquitto/data/", f"{data}/")
@@ -139,8 +142,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 
 def mosquitto_sub(port: int, topic: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    # A client with a username uses a client id of its own: `<username>:...`.
+    own_id = ["-i", f"{extra[extra.index('-u') + 1]}:compose-test"] if "-u" in extra else []
+    argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-E", "-W", "5"]
     return subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-E", "-W", "5", *extra],
+        [*argv, *own_id, *extra],
         capture_output=True,
         text=True,
         timeout=15,
@@ -197,8 +203,14 @@ def test_docker_conf_keeps_the_template_settings() -> None:
     assert comparable(DOCKER_CONF.read_text()) == comparable(TEMPLATE.read_text())
     listeners = [v for k, v in directives(DOCKER_CONF.read_text()) if k == "listener"]
     assert listeners == ["1883", "8883", "9001"]  # all interfaces inside the container
+    # The same plugins in the same order: session ownership first, then dynamic security.
+    plugins = [v for k, v in directives(DOCKER_CONF.read_text()) if k == "plugin"]
+    assert plugins == [SESSION_PLUGIN, "/usr/lib/mosquitto_dynamic_security.so"]
+    assert [v for k, v in directives(TEMPLATE.read_text()) if k == "plugin"] == [
+        "$session_plugin",
+        "$dynsec_plugin",
+    ]
     conf = dict(directives(DOCKER_CONF.read_text()))
-    assert conf["plugin"] == "/usr/lib/mosquitto_dynamic_security.so"
     where = container_paths()
     assert conf["plugin_opt_config_file"] == where["INIT_DYNSEC_FILE"]
     for key, name in (("cafile", "ca.crt"), ("certfile", "server.crt"), ("keyfile", "server.key")):

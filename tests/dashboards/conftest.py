@@ -52,7 +52,9 @@ class DashboardStack:
 
 
 def _publish_readings(broker: procs.MosquittoHandle, password: str) -> list[tuple[int, float]]:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dash-{secrets.token_hex(3)}")
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"device.{DEVICE}:dash-{secrets.token_hex(3)}"
+    )
     client.username_pw_set(f"device.{DEVICE}", password)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()

@@ -45,7 +45,7 @@ class Publisher:
         self._stop = threading.Event()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"fault-{device}-{uuid.uuid4().hex[:6]}",
+            client_id=f"device.{device}:fault-{uuid.uuid4().hex[:6]}",
             protocol=mqtt.MQTTv5,
         )
         self.client.username_pw_set(f"device.{device}", password)

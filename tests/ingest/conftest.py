@@ -16,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker_auth import acl_model
+from ingest.settings import owned_client_id
 from stack import procs
 from stack.scrape import scrape_metrics
 from tests.conftest import Store, device_password
@@ -111,6 +112,8 @@ def _ingest_process(
     extra: dict[str, str],
 ) -> Worker:
     port = procs.free_port()
+    # What the service makes of it (`svc.ingest:<id>`): the id its session has on the broker.
+    client_id = owned_client_id(acl_model.INGEST_USERNAME, client_id)
     env = {
         **FAST_ENV,
         "MQTT_HOST": "127.0.0.1",
@@ -121,7 +124,8 @@ def _ingest_process(
         port_variable: str(port),
         **extra,
     }
-    proc = procs.python_service(f"{module}-{client_id}", module, workdir, env)
+    name = f"{module}-{client_id.partition(':')[2]}"
+    proc = procs.python_service(name, module, workdir, env)
     handle = Worker(proc, port, client_id, env)
     proc.ready = handle.ready
     return handle
@@ -171,7 +175,9 @@ class Device:
     def __init__(self, broker: procs.MosquittoHandle, device_id: str) -> None:
         self.device_id = device_id
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=unique(device_id), protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=unique(f"{acl_model.device_username(device_id)}:pub"),
+            protocol=mqtt.MQTTv5,
         )
         self.client.username_pw_set(
             acl_model.device_username(device_id), device_password(device_id)
@@ -210,7 +216,7 @@ def device_factory(mosquitto: procs.MosquittoHandle) -> Iterator[Callable[[str],
 
 
 class Subscriber:
-    """An anonymous MQTT client collecting what it receives."""
+    """An anonymous MQTT client collecting what it receives (QoS 0: anonymous clients' only)."""
 
     def __init__(self, port: int, topic: str) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
@@ -218,7 +224,7 @@ class Subscriber:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=unique("anon"), protocol=mqtt.MQTTv5
         )
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=0)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = lambda _c, _u, m: self.messages.append(m)
         self.client.connect("127.0.0.1", port)

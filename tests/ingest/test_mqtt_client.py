@@ -47,7 +47,9 @@ class Receiver:
 
 def device(broker: procs.MosquittoHandle) -> mqtt.Client:
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{acl_model.device_username('dev-a')}:pub-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(acl_model.device_username("dev-a"), device_password("dev-a"))
     client.max_inflight_messages_set(0)
@@ -58,7 +60,7 @@ def device(broker: procs.MosquittoHandle) -> mqtt.Client:
 
 def test_receives_exactly_what_was_sent_and_acks_batch(mosquitto: procs.MosquittoHandle) -> None:
     topic = f"live/dev-a/lean{uuid.uuid4().hex[:6]}"
-    client_id = f"lean-{uuid.uuid4().hex[:6]}"
+    client_id = f"{acl_model.INGEST_USERNAME}:lean-{uuid.uuid4().hex[:6]}"
     receiver = Receiver(mosquitto, client_id, topic)
     pub = device(mosquitto)
     sent = []
@@ -90,7 +92,7 @@ def test_receives_exactly_what_was_sent_and_acks_batch(mosquitto: procs.Mosquitt
 
 def test_what_was_not_acked_is_redelivered(mosquitto: procs.MosquittoHandle) -> None:
     topic = f"live/dev-a/lean{uuid.uuid4().hex[:6]}"
-    client_id = f"lean-{uuid.uuid4().hex[:6]}"
+    client_id = f"{acl_model.INGEST_USERNAME}:lean-{uuid.uuid4().hex[:6]}"
     receiver = Receiver(mosquitto, client_id, topic)
     pub = device(mosquitto)
     for i in range(100):

@@ -45,7 +45,9 @@ class LiveCollector:
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=unique("collector"), protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=unique(f"{acl_model.INGEST_USERNAME}:collector"),
+            protocol=mqtt.MQTTv5,
         )
         self.client.username_pw_set(acl_model.INGEST_USERNAME, broker.ingest_password)
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]

@@ -60,7 +60,9 @@ class Plug:
     """A device publishing its power draw, as the simulator would (own thread, 4 Hz)."""
 
     def __init__(self, port: int, device_id: str, password: str) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"portal-test-{device_id}")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"device.{device_id}:portal-test"
+        )
         self.client.username_pw_set(f"device.{device_id}", password)
         # broker_auth may still be projecting the seeded device: keep retrying quickly.
         self.client.reconnect_delay_set(1, 2)

@@ -75,9 +75,12 @@ class Mqtt:
     """
 
     def __init__(self, port: int, username: str | None, password: str | None) -> None:
+        tail = f"sec-{secrets.token_hex(6)}"
+        # Anonymous clients may subscribe at QoS 0 only (the session-ownership plugin).
+        self.qos = 0 if username is None else 1
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"sec-{secrets.token_hex(6)}",
+            client_id=tail if username is None else f"{username}:{tail}",
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
         )
@@ -142,8 +145,9 @@ class Mqtt:
         return not self.connack.is_failure
 
     def subscribe(self, topic: str, timeout: float = 10.0) -> int:
-        """The SUBACK reason code (0x01 granted QoS 1, 0x87 not authorized, ...)."""
-        _, mid = self.client.subscribe(topic, qos=1)
+        """The SUBACK reason code (0x01 granted QoS 1, 0x00 QoS 0, 0x87 not authorized, ...):
+        QoS 1, or QoS 0 for an anonymous client."""
+        _, mid = self.client.subscribe(topic, qos=self.qos)
         assert mid is not None
         with self._cond:
             if not self._cond.wait_for(lambda: mid in self.subacks, timeout):

@@ -175,7 +175,8 @@ def render(
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     legend = (
-        "sub: SUBACK reason (0x01 granted QoS 1, 0x87 not authorized); rx = a message published "
+        "sub: SUBACK reason (0x01 granted QoS 1, 0x00 QoS 0 as anonymous clients ask, 0x87 not "
+        "authorized); rx = a message published "
         "there reached the subscriber.\npub: PUBACK reason of a QoS 1 publish on a fresh "
         "connection; closed = the broker then closed the connection; DLV = delivered (seen by "
         "the observer, or the $CONTROL command was executed), - = dropped."
@@ -312,30 +313,31 @@ def test_wrong_credentials_are_refused_at_connect(full_stack: FullStack) -> None
             client.close()
 
 
-def test_taking_over_a_buyers_session_leaks_nothing(full_stack: FullStack) -> None:
-    """MQTT sessions belong to a client id, not a user: Mosquitto 2.0 lets anyone resume
-    anyone's session (with its subscriptions and queued messages). Receiving is checked per
-    message against the new owner (publishClientReceive), so the taker gets nothing: neither
-    what was queued for the victim nor what arrives after."""
+def test_taking_over_a_buyers_session_is_refused_and_leaks_nothing(full_stack: FullStack) -> None:
+    """A session belongs to its owner: the id `<username>:...` is his (the session-ownership
+    plugin), so a stranger presenting it, anonymous or another buyer, is refused at CONNECT and
+    gets nothing, and the owner finds what was queued for him (tests/security/
+    test_session_ownership.py attacks it in more ways). Receiving is also checked per message
+    against whoever holds the session (publishClientReceive)."""
     stack = full_stack
     p = stack.principals
-    victim_id = f"victim-{secrets.token_hex(4)}"
+    victim_id = f"{p['buyer (grant)'].username}:victim-{secrets.token_hex(4)}"
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 300
 
-    def session(who: Principal) -> tuple[mqtt.Client, list[bytes], dict[str, bool]]:
+    def session(who: Principal) -> tuple[mqtt.Client, list[bytes], dict[str, int]]:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=victim_id, protocol=mqtt.MQTTv5)
         if who.username is not None:
             client.username_pw_set(who.username, who.mqtt_password)
         got: list[bytes] = []
-        state: dict[str, bool] = {}
+        state: dict[str, int] = {}
         client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
-        client.on_connect = lambda _c, _u, flags, _rc, _p: state.update(
-            present=bool(flags.session_present)
+        client.on_connect = lambda _c, _u, flags, rc, _p: state.update(
+            present=int(flags.session_present), code=int(rc.value)
         )
         client.connect("127.0.0.1", stack.broker.port, clean_start=False, properties=props)
         client.loop_start()
-        wait_for(lambda: "present" in state, 10, f"{who.name} connected")
+        wait_for(lambda: "code" in state, 10, f"{who.name}'s CONNACK")
         return client, got, state
 
     victim, victim_got, _ = session(p["buyer (grant)"])
@@ -350,9 +352,18 @@ def test_taking_over_a_buyers_session_leaks_nothing(full_stack: FullStack) -> No
         assert publish_cell(stack, p["device A"], PUBLISH["live/A/x"], payload).code == 0
     for taker in (p["anonymous"], p["buyer (no grant)"]):
         client, got, state = session(taker)
-        assert state["present"], "Mosquitto no longer hands sessions over (update this test)"
+        assert state["code"] == NOT_AUTHORIZED, f"{taker.name} took the victim's session over"
         assert publish_cell(stack, p["device A"], PUBLISH["live/A/x"], b"7.3").code == 0
         time.sleep(0.5)
         client.disconnect()
         client.loop_stop()
         assert got == [], f"{taker.name} received the victim's live data"
+    victim, victim_got, state = session(p["buyer (grant)"])
+    try:
+        assert state["present"], "the victim's session is gone"
+        wait_for(lambda: len(victim_got) >= 4, 5, "what was queued for the victim")
+        time.sleep(0.2)
+        assert victim_got == [b"7.1", b"7.2", b"7.3", b"7.3"]
+    finally:
+        victim.disconnect()
+        victim.loop_stop()

@@ -91,7 +91,9 @@ def flood(
         INGEST_WINDOWS="1m",
         INGEST_PUBLISH_INTERVAL_S="1",
     )
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="flooder", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{FLOODER}:flood", protocol=mqtt.MQTTv5
+    )
     client.username_pw_set(FLOODER, FLOODER_PW)
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", broker.port)
@@ -128,8 +130,11 @@ def hostile_traffic(tag: str, size: int) -> Iterator[tuple[str, bytes]]:
 
 def good_reading(flood: Flood, value: float) -> None:
     """A real device's reading: it must reach the store after any flood."""
-    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="good", protocol=mqtt.MQTTv5)
-    device.username_pw_set(acl_model.device_username(GOOD), "pw-good")
+    username = acl_model.device_username(GOOD)
+    device = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{username}:good", protocol=mqtt.MQTTv5
+    )
+    device.username_pw_set(username, "pw-good")
     device.connect("127.0.0.1", flood.broker.port)
     device.loop_start()
     device.publish(f"live/{GOOD}/power", str(value), qos=1).wait_for_publish(10)

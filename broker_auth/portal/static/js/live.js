@@ -2,11 +2,17 @@
 // free averages, the buyer's credentials for granted live topics.
 import mqtt from "../vendor/mqtt.esm.js";
 
+const randomHex = (bytes) =>
+  Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) =>
+    b.toString(16).padStart(2, "0"),
+  ).join("");
+
 export class Feed {
   constructor(url, { username, password, onMessage, onState, name }) {
     this.url = url;
     this.options = {
-      clientId: `portal-${name}-${crypto.getRandomValues(new Uint32Array(2)).join("")}`,
+      // The broker reserves ids `<username>:...` to that user; anonymous ids have no ':'.
+      clientId: `${username ? `${username}:` : ""}web-${name}-${randomHex(8)}`,
       username,
       password,
       clean: true,
