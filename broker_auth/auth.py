@@ -1,6 +1,14 @@
 """Who is calling: the admin (Bearer admin token) or a buyer (session token, or HTTP Basic).
 
-Password checks are throttled so that a stranger's guesses refuse only the stranger."""
+Password checks are throttled so that a stranger's guesses refuse only the stranger, and counted
+before they run (see `check_password`).
+
+HTTP Basic is for scripts, which send it unasked: no answer challenges for it (a 401 names the
+Bearer scheme), so browsers never show their login dialog nor keep Basic credentials that a
+page of another site could make them send. Should a browser hold some anyway (typed into a
+`user:pw@` URL), a state-changing call it makes with them for another site's page is refused
+(`from_another_site`): a browser must use a session token, which it never sends on its own.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import logging
 import math
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import HTTPException, Request, status
@@ -18,13 +27,14 @@ from fastapi import HTTPException, Request, status
 from broker_auth import metrics
 from broker_auth.models import USERNAME_PATTERN, ErrorOut
 from broker_auth.service import Runtime
+from broker_auth.throttle import SlidingWindow
 
 log = logging.getLogger(__name__)
 
 _USERNAME = re.compile(USERNAME_PATTERN)
-BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="broker_auth", charset="UTF-8"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="broker_auth admin"'}
 BEARER_BUYER = {"WWW-Authenticate": 'Bearer realm="broker_auth"'}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 E_LOGIN: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "wrong username or password"},
     422: {"model": ErrorOut, "description": "invalid input"},
@@ -83,29 +93,66 @@ async def check_password(request: Request, username: str, password: str) -> bool
     Refused (429) only for the guesser: by (username, client address) and by address. Wrong
     guesses for a username from anywhere only slow its logins down (LOGIN_SLOW_DELAY_S),
     the right password still works.
+
+    Counted first, then checked: the attempt takes its place in each window before scrypt runs
+    (atomically across requests and replicas), so however many guesses arrive at once, at most
+    the limit are checked. The right password gives the places back.
     """
     rt = runtime(request)
     ip = client_ip(request)
     pair = f"{username}\x00{ip}"
+    counted: list[tuple[SlidingWindow, str]] = []
     for window, key in ((rt.login_by_ip, ip), (rt.login_by_pair, pair)):
-        wait = window.retry_after(key)
+        wait = await anyio.to_thread.run_sync(window.hit, key)
         if wait is not None:
+            await _give_back(counted)  # nothing was checked
             raise _too_many(wait)
-    if rt.login_by_user.retry_after(username) is not None:
+        counted.append((window, key))
+    if await anyio.to_thread.run_sync(rt.login_by_user.hit, username) is None:
+        counted.append((rt.login_by_user, username))
+    else:
         metrics.THROTTLED.labels("login_slowed").inc()
         await anyio.sleep(rt.settings.login_slow_delay_s)
     ok = bool(_USERNAME.match(username)) and await anyio.to_thread.run_sync(
         rt.accounts.authenticate, username, password
     )
-    if not ok:
-        for window, key in (
-            (rt.login_by_ip, ip),
-            (rt.login_by_pair, pair),
-            (rt.login_by_user, username),
-        ):
-            window.add(key)
+    if ok:
+        await _give_back(counted)
+    else:
         metrics.AUTH_FAILURES.labels("password").inc()
     return ok
+
+
+async def _give_back(counted: list[tuple[SlidingWindow, str]]) -> None:
+    for window, key in counted:
+        await anyio.to_thread.run_sync(window.give_back, key)
+
+
+def _host(netloc: str) -> str:
+    """host[:port] of an Origin or Host header, lower case, without a default port."""
+    netloc = netloc.strip().lower()
+    for default in (":80", ":443"):
+        if netloc.endswith(default):
+            return netloc[: -len(default)]
+    return netloc
+
+
+def from_another_site(request: Request) -> bool:
+    """Whether a browser sent this request for a page of another origin.
+
+    Browsers say so themselves in headers no page can set: `Sec-Fetch-Site` (every current
+    browser; `same-origin`, or `none` for what the user typed, are ours) and, for older ones,
+    `Origin` (sent with every cross-origin POST, PUT, PATCH and DELETE; compared with the Host
+    the request was sent to). Scripts (curl, httpx, the wallet) send neither.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site.strip().lower() not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    netloc = urlsplit(origin.strip()).netloc
+    return not netloc or _host(netloc) != _host(request.headers.get("host", ""))
 
 
 async def require_buyer(request: Request) -> str:
@@ -122,11 +169,19 @@ async def require_buyer(request: Request) -> str:
         return username
     credentials = _basic_credentials(request.headers.get("authorization", ""))
     if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required", BASIC_CHALLENGE)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "login required", BEARER_BUYER)
+    if request.method not in SAFE_METHODS and from_another_site(request):
+        # Refused before any check: no password oracle, no throttle place spent.
+        metrics.AUTH_FAILURES.labels("basic_cross_site").inc()
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "HTTP Basic is for scripts: a browser logs in (POST /api/sessions) and sends the "
+            "session token",
+        )
     username, password = credentials
     if not await check_password(request, username, password):
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "invalid username or password", BASIC_CHALLENGE
+            status.HTTP_401_UNAUTHORIZED, "invalid username or password", BEARER_BUYER
         )
     return username
 
@@ -137,9 +192,9 @@ def session_token(request: Request) -> str | None:
 
 
 def check_signup_rate(request: Request) -> None:
+    """Counts the sign-up, whatever its outcome (refused bodies use the allowance up too)."""
     rt = runtime(request)
-    ip = client_ip(request)
-    wait = rt.signups_by_ip.retry_after(ip)
+    wait = rt.signups_by_ip.hit(client_ip(request))
     if wait is not None:
         metrics.THROTTLED.labels("signup").inc()
         raise HTTPException(
@@ -147,4 +202,3 @@ def check_signup_rate(request: Request) -> None:
             "too many accounts created from this address; try again later",
             {"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    rt.signups_by_ip.add(ip)

@@ -34,6 +34,14 @@ CONTENT_SECURITY_POLICY = (
     "worker-src 'self' blob:; "
     "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
+# Every page of this origin (the portal's, the API documentation) is served with these.
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    # The pages are tiny; always fetching them means a new release is picked up at once.
+    "Cache-Control": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class PortalSettings(BaseSettings):
@@ -87,13 +95,7 @@ def mount_portal(app: FastAPI, settings: PortalSettings | None = None) -> None:
     portal_settings = settings or PortalSettings()
     index_html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     admin_html = (STATIC_DIR / "admin.html").read_text(encoding="utf-8")
-    headers = {
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        # The pages are tiny; always fetching them means a new release is picked up at once.
-        "Cache-Control": "no-cache",
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-    }
+    headers = PAGE_HEADERS
 
     async def portal_index() -> HTMLResponse:
         return HTMLResponse(index_html, headers=headers)

@@ -336,7 +336,8 @@ def test_orders_need_a_login(api: httpx.Client, buyer: tuple[str, str]) -> None:
     assert api.post("/api/orders", json=body).status_code == 401
     r = api.post("/api/orders", json=body, auth=("alice", "wrong-password"))
     assert r.status_code == 401
-    assert r.headers["www-authenticate"].startswith("Basic")
+    # No Basic challenge: a browser must never be invited to store Basic credentials.
+    assert "basic" not in r.headers["www-authenticate"].lower()
     assert api.get("/api/grants").status_code == 401
     for header in [
         "Basic",
