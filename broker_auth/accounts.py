@@ -67,7 +67,8 @@ class Accounts:
 
     def rotate_mqtt_password(self, username: str) -> str:
         """A new MQTT password; the old one stops working and connected clients are cut. Also
-        brings back a client that went missing in the broker."""
+        brings back a client that went missing in the broker. Any replica may serve it: its
+        grant roles are written by the payments-lease holder only (Projector.sync_grants)."""
         mqtt_password = passwords.generate_password()
         with self.projector.lock:
             self.projector.ensure_buyer_client(username, mqtt_password)

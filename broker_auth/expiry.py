@@ -1,6 +1,10 @@
 """Ends grants on time: sleeps until the earliest end, then revokes everything that is due;
 and tells each buyer GRANT_ENDING_NOTICE_S before a grant ends (`grant_ending`).
 
+It also carries out the grant-role syncs requested in MongoDB (Projector.run_grant_syncs): a
+standby's request after it wrote a buyer's client (only the lease holder writes grant roles),
+and the retries, with backoff, of a revocation the broker did not take.
+
 On start-up the first pass revokes whatever ended while the service was down. The thread is
 woken early whenever a grant changes; it also re-reads MongoDB at least once a second.
 """
@@ -36,12 +40,14 @@ class ExpiryScheduler(BackgroundWorker):
             sleep = MAX_SLEEP_S
             try:
                 self.grants.expire_due()
+                next_sync = self.grants.projector.run_grant_syncs()
                 self.grants.notify_ending(self.ending_notice_s)
                 due = [
                     t
                     for t in (
                         self.grants.next_expiry(),
                         self.grants.next_notice(self.ending_notice_s),
+                        next_sync,
                     )
                     if t is not None
                 ]

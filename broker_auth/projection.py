@@ -11,23 +11,38 @@ to the broker and periodically. It
 - never touches service accounts (`svc.*`).
 
 A buyer or device client missing from Mosquitto cannot be recreated without its clear-text
-password, which is never stored: a buyer's client is recreated at the buyer's next successful
-HTTP Basic login (accounts.py); a device must be re-provisioned. Both are logged as warnings.
+password, which is never stored: a buyer's client is recreated when the buyer takes a new MQTT
+password (accounts.py); a device must be re-provisioned. Both are logged as warnings.
 
 Every change to Mosquitto holds `lock`, so a grant change can never interleave with a
 reconciliation that read the state before it.
+
+Grant roles (`product.*` on buyer clients) are written only by the payments-lease holder
+(`fence`). Any replica may write a buyer's client itself (its password, its existence: a new
+account, a rotated MQTT password); a standby then asks the holder to bring the client's grant
+roles in line with MongoDB by a request in `grant_syncs` (`_id`: username), which the holder's
+expiry loop carries out within about a second (`run_grant_syncs`). A standby that synced the
+roles itself could read a grant as active, and add its role back after the holder revoked it.
+The same requests retry a grant change the broker did not take (a revocation during a broker
+outage), with backoff from SYNC_RETRY_FIRST_S to SYNC_RETRY_MAX_S, until the broker answers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
 from broker_auth import acl_model, metrics
 from broker_auth.acl_model import Role
+from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.dynsec import DynsecClient, DynsecError, DynsecUnavailableError, acl_key
 
@@ -36,6 +51,16 @@ log = logging.getLogger(__name__)
 PRODUCT_ROLE_PREFIX = "product."
 DEVICE_PREFIX = "device."
 SERVICE_PREFIX = "svc."
+# A grant-role sync the broker did not take is retried after 0.5, 1, 2, 4, 4, ... s.
+SYNC_RETRY_FIRST_S = 0.5
+SYNC_RETRY_MAX_S = 4.0
+
+
+def sync_retry_delay(failed_attempts: int) -> float:
+    """Seconds before the next attempt after `failed_attempts` failed ones (0: at once)."""
+    if failed_attempts <= 0:
+        return 0.0
+    return min(SYNC_RETRY_MAX_S, SYNC_RETRY_FIRST_S * 2.0 ** (failed_attempts - 1))
 
 
 def product_rolename(product_id: str) -> str:
@@ -58,6 +83,8 @@ class Projector:
         self.lock = threading.RLock()
         # Set to the payments lease: grant roles are written only while it is held (lease.py).
         self.fence: Callable[[], bool] | None = None
+        # Buyers whose grant roles the lease holder is to bring in line (see the docstring).
+        self.sync_requests: Collection[Doc] = store.db["grant_syncs"]
 
     # -- roles ---------------------------------------------------------------------------
     def product_role(self, product: Doc) -> Role:
@@ -73,8 +100,8 @@ class Projector:
 
     # -- single changes ------------------------------------------------------------------
     def ensure_buyer_client(self, username: str, password: str) -> None:
-        """Create (or take over) the buyer's MQTT client with its password, group, own
-        notifications and grants."""
+        """Create (or take over) the buyer's MQTT client with its password, group and own
+        notifications; its grant roles follow from the lease holder (`sync_grants`)."""
         with self.lock:
             notify = acl_model.notify_role(username)
             self.ensure_role(notify)
@@ -92,7 +119,9 @@ class Projector:
                 client = self.dynsec.get_client(username) or {}
                 if notify.rolename not in _names(client.get("roles"), "rolename"):
                     self.dynsec.add_client_role(username, notify.rolename)
-            self._sync_client_grants(username)
+            elif self.store.grants.find_one({"username": username, "active": True}) is None:
+                return  # a fresh client without product roles, and none are due
+            self.sync_grants(username)
 
     def ensure_device_client(self, device_id: str, password: str) -> None:
         self.ensure_role_client(
@@ -149,13 +178,88 @@ class Projector:
         with self.lock:
             self.dynsec.remove_client_role(username, product_rolename(product_id))
 
+    # -- grant-role syncs ----------------------------------------------------------------
+    def sync_grants(self, username: str) -> None:
+        """Bring the buyer's product roles in line with its active grants: at once in the
+        lease holder, else by asking the holder. A sync the broker did not take is retried."""
+        if self.fence is not None and not self.fence():
+            self.request_grant_sync(username)
+            return
+        try:
+            with self.lock:
+                self._sync_client_grants(username)
+        except (DynsecUnavailableError, DynsecError) as exc:
+            log.warning("grant roles of %r: broker update deferred (%s)", username, exc)
+            self.request_grant_sync(username, failed_attempts=1)
+
+    def request_grant_sync(self, username: str, failed_attempts: int = 0) -> None:
+        """Ask the lease holder to bring this buyer's grant roles in line with MongoDB, after
+        `sync_retry_delay(failed_attempts)`. A newer request replaces an older one."""
+        now = utcnow()
+        request = {
+            "token": secrets.token_hex(8),
+            "attempts": failed_attempts,
+            "next_at": now + dt.timedelta(seconds=sync_retry_delay(failed_attempts)),
+            "requested_at": now,
+        }
+        try:
+            self.sync_requests.update_one({"_id": username}, {"$set": request}, upsert=True)
+        except DuplicateKeyError:  # a concurrent upsert inserted it first
+            self.sync_requests.update_one({"_id": username}, {"$set": request})
+
+    def run_grant_syncs(self) -> dt.datetime | None:
+        """Carry out the requests that are due (the lease holder's expiry loop calls this);
+        returns when the next one falls due. While the broker does not answer, each request
+        waits longer (sync_retry_delay) and none blocks the others for long."""
+        if self.fence is not None and not self.fence():
+            return None
+        next_due: dt.datetime | None = None
+        broker_down = False
+        for request in list(self.sync_requests.find()):
+            username = str(request["_id"])
+            attempts = int(request.get("attempts", 0))
+            keyed = {"_id": username, "token": request.get("token")}
+            if as_utc(request["next_at"]) > utcnow():
+                due = as_utc(request["next_at"])
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            error: Exception | None = None
+            if broker_down:
+                error = DynsecUnavailableError("broker unavailable")
+            else:
+                try:
+                    with self.lock:
+                        self._sync_client_grants(username)
+                except DynsecUnavailableError as exc:
+                    broker_down, error = True, exc
+                except DynsecError as exc:
+                    error = exc
+            if error is None:
+                # Only the request we carried out: a newer one (new token) runs next pass.
+                self.sync_requests.delete_one(keyed)
+                if attempts:
+                    log.info(
+                        "grant roles of %r in line after %d failed attempt(s)", username, attempts
+                    )
+                continue
+            attempts += 1
+            due = utcnow() + dt.timedelta(seconds=sync_retry_delay(attempts))
+            self.sync_requests.update_one(keyed, {"$set": {"attempts": attempts, "next_at": due}})
+            next_due = due if next_due is None else min(next_due, due)
+            log.debug("grant roles of %r: attempt %d failed (%s)", username, attempts, error)
+        return next_due
+
     def _sync_client_grants(self, username: str) -> None:
-        """Make the client's product roles match the buyer's active grants."""
+        """Make the client's product roles match the buyer's active grants (lease holder)."""
+        self._fenced()
         want = {
             product_rolename(str(g["product_id"]))
             for g in self.store.grants.find({"username": username, "active": True})
         }
-        client = self.dynsec.get_client(username) or {}
+        client = self.dynsec.get_client(username)
+        if client is None:
+            self._mark_buyer_missing(username)
+            return
         have = {r for r in _names(client.get("roles"), "rolename") if _is_product_role(r)}
         for rolename in sorted(want - have):
             self.dynsec.add_client_role(username, rolename)
