@@ -401,8 +401,11 @@ def start_broker_auth(
         **influx_env,
         "SEED_DEMO": "true",
         "DEMO_DEVICE_PASSWORD": demo_password,
-        # Every buyer of a benchmark signs up from 127.0.0.1.
+        # Every buyer of a benchmark signs up and orders from 127.0.0.1.
         "SIGNUP_MAX_PER_IP": "100000",
+        "ORDER_MAX_PER_IP": "100000",
+        "ORDER_MAX_PER_BUYER": "100000",
+        "MAX_UNPAID_ORDERS": "1000",
         **(extra_env or {}),
     }
     service.proc = procs.python_service(

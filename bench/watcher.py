@@ -34,6 +34,7 @@ from broker_auth.db import Doc, Store
 from broker_auth.dynsec import DynsecClient
 from broker_auth.grants import Grants
 from broker_auth.ledger.iri import IriLedger
+from broker_auth.orders import Orders
 from broker_auth.payments import Payments, payment_id
 from broker_auth.projection import Projector
 from broker_auth.watcher import Watcher
@@ -135,12 +136,14 @@ def measure_case(
     counting = CountingAdapter(ledger.api.adapter)
     ledger.api.adapter = counting
     projector = Projector(store, dynsec)
+    pool = DepositAddresses(store, ledger, 0)
     watcher = Watcher(
         store,
         ledger,
-        DepositAddresses(store, ledger, 0),
+        pool,
         Payments(store),
         Grants(store, projector),
+        Orders(store, pool, ledger, 3600.0, 8760.0, 86400.0, 3, 7 * 86400.0),
         stray_scan_interval_s=1e9,
     )
     watcher._next_maintenance = float("inf")

@@ -1,7 +1,9 @@
 """The deposit-address pool: addresses the seller derived offline, one per order, never reused.
 
-States: `free` (loaded, never handed out) -> `assigned` (an order holds it and it is watched)
--> `closed` (its watch window is over; the seller may sweep it) -> `swept`.
+States: `free` (never received for an order) -> `assigned` (an order holds it and it is
+watched) -> `closed` (its watch window is over; the seller may sweep it) -> `swept`. An order
+that is cancelled, or never paid within its hold, lets its address go back to `free`, at the
+end of the queue (`queued_at`): it never signed anything, so it is safe to receive on again.
 
 Handing out is atomic without transactions: an order is inserted with its address under a
 unique index on `orders.address`, so of two processes taking the same free address only one
@@ -111,6 +113,7 @@ class DepositAddresses:
                         "order_id": None,
                         "accounted_iota": 0,
                         "added_at": now,
+                        "queued_at": now,
                     }
                 )
                 result.added += 1
@@ -125,19 +128,20 @@ class DepositAddresses:
     # -- handing out -----------------------------------------------------------------------
     def take(
         self,
-        insert_order: Callable[[str], None],
+        insert_order: Callable[[str, int], None],
         order_id: str,
         watch_until: dt.datetime,
         order_expires_at: dt.datetime,
     ) -> str:
-        """Insert the order with a free address (`insert_order(address)`), atomically.
+        """Insert the order with a free address (`insert_order(address, accounted_iota)`),
+        atomically; the free queue's head first.
 
         `insert_order` raises AddressTakenError when another order holds the address.
         """
         skipped: set[str] = set()
         for _attempt in range(MAX_TAKE_ATTEMPTS):
             doc = self.col.find_one(
-                {"state": "free", "_id": {"$nin": list(skipped)}}, sort=[("added_at", ASCENDING)]
+                {"state": "free", "_id": {"$nin": list(skipped)}}, sort=[("queued_at", ASCENDING)]
             )
             if doc is None:
                 self.refresh_gauge()
@@ -147,7 +151,7 @@ class DepositAddresses:
                 skipped.add(address)
                 continue
             try:
-                insert_order(address)
+                insert_order(address, int(doc.get("accounted_iota", 0)))
             except AddressTakenError:
                 self._repair(address)  # an order holds it already (a race, or a crash)
                 skipped.add(address)
@@ -187,12 +191,15 @@ class DepositAddresses:
             "order_expires_at": order_expires_at,
         }
         if self.store.watchlist.find_one({"_id": address}, {"_id": 1}) is None:
-            entry.update(accounted_iota=int(pool_doc.get("accounted_iota", 0)), pending_iota=0)
+            accounted = int(pool_doc.get("accounted_iota", 0))
+            # base_iota: what the address held before this order (its own value starts there).
+            entry.update(accounted_iota=accounted, base_iota=accounted, pending_iota=0)
             entry["bundles"] = []
         try:
             self.store.watchlist.update_one({"_id": address}, {"$set": entry}, upsert=True)
         except DuplicateKeyError:  # the taker and a repairer upserted at once: it exists now
             entry.pop("accounted_iota", None)
+            entry.pop("base_iota", None)
             entry.pop("pending_iota", None)
             entry.pop("bundles", None)
             self.store.watchlist.update_one({"_id": address}, {"$set": entry})
@@ -237,6 +244,9 @@ class DepositAddresses:
         if doc.get("watch_until") is None or as_utc(doc["watch_until"]) < until:
             self.store.watchlist.update_one({"_id": address}, {"$set": {"watch_until": until}})
 
+    def set_watch(self, address: str, until: dt.datetime) -> None:
+        self.store.watchlist.update_one({"_id": address}, {"$set": {"watch_until": until}})
+
     def mirror_accounted(self, address: str, value: int) -> None:
         """The seller's listing shows what the watcher accounted (its own copy, by `_id`)."""
         self.col.update_one({"_id": address}, {"$max": {"accounted_iota": value}})
@@ -255,6 +265,72 @@ class DepositAddresses:
         )
         self.store.watchlist.delete_one({"_id": address})
         return True
+
+    def release(self, address: str, order_id: str) -> bool:
+        """The order lets its address go (cancelled, or never paid within its hold): back to
+        the end of the free queue. False, and nothing changed, if value arrived meanwhile.
+
+        Steps in this order, each idempotent: the watch-list entry (deleted only if nothing
+        arrived: a compare-and-set on its amounts), the order's hold on the address, the pool
+        document. A crash between them is finished by `finish_releases`.
+        """
+        entry = self.store.watchlist.find_one({"_id": address})
+        accounted: int | None = None
+        if entry is not None and entry.get("order_id") == order_id:
+            accounted = int(entry.get("accounted_iota", 0))
+            base = int(entry.get("base_iota", 0))
+            if accounted > base or int(entry.get("pending_iota", 0)) > 0:
+                return False
+            gone = self.store.watchlist.delete_one(
+                {
+                    "_id": address,
+                    "order_id": order_id,
+                    "accounted_iota": accounted,
+                    "pending_iota": int(entry.get("pending_iota", 0)),
+                }
+            )
+            if not gone.deleted_count:
+                return False
+        self._let_go(address, order_id, accounted)
+        return True
+
+    def _let_go(self, address: str, order_id: str, accounted: int | None) -> None:
+        now = utcnow()
+        # The unique index on orders.address makes a hand-out atomic: the order keeps the
+        # address under `released_address` and stops holding it.
+        self.store.orders.update_one(
+            {"_id": order_id, "address": address},
+            {
+                "$set": {
+                    "address": f"{address}~released~{order_id}",
+                    "released_address": address,
+                    "released_at": now,
+                }
+            },
+        )
+        changes: Doc = {"$set": {"state": "free", "order_id": None, "queued_at": now}}
+        if accounted is not None:
+            changes["$max"] = {"accounted_iota": accounted}
+        self.col.update_one({"_id": address, "state": "assigned", "order_id": order_id}, changes)
+        log.info("deposit address %s free again (order %s let it go)", address, order_id)
+        self.refresh_gauge()
+
+    def finish_releases(self) -> int:
+        """Assigned addresses without a watch-list entry: a release a crash cut short."""
+        done = 0
+        for doc in self.col.find({"state": "assigned"}, {"order_id": 1}):
+            # Read after the pool document: a hand-out writes the entry before `assigned`.
+            if doc.get("order_id") and self.store.watchlist.find_one({"_id": doc["_id"]}) is None:
+                self._let_go(str(doc["_id"]), str(doc["order_id"]), None)
+                done += 1
+        return done
+
+    def migrate_queue(self) -> None:
+        """Pools of an older version have no `queued_at`: the load time is their place."""
+        for doc in self.col.find({"queued_at": {"$exists": False}}, {"added_at": 1}):
+            self.col.update_one(
+                {"_id": doc["_id"]}, {"$set": {"queued_at": doc.get("added_at") or utcnow()}}
+            )
 
     def unheld(self) -> list[Doc]:
         """Addresses no watched order holds (free or closed, not swept): for stray value."""
@@ -278,7 +354,9 @@ class DepositAddresses:
 
     def page(self, state: AddressState | None, limit: int, offset: int) -> list[Doc]:
         query: Doc = {"state": state} if state else {}
-        return list(self.col.find(query).sort("added_at", ASCENDING).skip(offset).limit(limit))
+        # In hand-out order: the free queue's head first.
+        order = [("queued_at", ASCENDING), ("added_at", ASCENDING)]
+        return list(self.col.find(query).sort(order).skip(offset).limit(limit))
 
     def mark_swept(self, addresses: Sequence[str], bundle: str) -> None:
         wanted = [normalize(a) for a in addresses]

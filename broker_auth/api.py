@@ -8,13 +8,14 @@ dependency a 503, never a 500.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,8 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker_auth import metrics
 from broker_auth.addresses import AddressState
+from broker_auth.api_docs import router as docs_routes
 from broker_auth.auth import (
     check_signup_rate,
+    client_ip,
     require_admin,
     require_buyer,
     runtime,
@@ -153,6 +156,9 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         version="1.0.0",
         lifespan=lifespan,
+        # Swagger UI from this origin's own files (api_docs.py); no ReDoc, no CDN.
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.middleware("http")
@@ -173,6 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
     _install_routes(app)
     app.include_router(account_routes)
     app.include_router(admin_routes)
+    app.include_router(docs_routes)
     # The buyer's web portal at / (static files; see broker_auth/portal).
     mount_portal(app)
     return app
@@ -314,13 +321,52 @@ def _install_routes(app: FastAPI) -> None:
             **E401,
             404: {"model": ErrorOut, "description": "no such product"},
             **E422,
-            **E429,
+            429: {
+                "model": ErrorOut,
+                "description": "MAX_UNPAID_ORDERS unpaid orders held, or ordering too fast",
+            },
+            503: {"model": ErrorOut, "description": "no free deposit address"},
             **EBODY,
         },
         tags=["buyers"],
     )
-    def create_order(body: OrderCreate, username: Buyer, rt: Rt) -> OrderCreated:
+    def create_order(body: OrderCreate, username: Buyer, request: Request, rt: Rt) -> OrderCreated:
+        s = rt.settings
+        ip = client_ip(request)
+        for window, key, setting in (
+            (rt.orders_by_ip, ip, "ORDER_MAX_PER_IP"),
+            (rt.orders_by_buyer, username, "ORDER_MAX_PER_BUYER"),
+        ):
+            wait = window.hit(key)
+            if wait is not None:
+                if window is rt.orders_by_buyer:
+                    rt.orders_by_ip.give_back(ip)  # refused: the address's place is not used
+                metrics.THROTTLED.labels("order").inc()
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    f"too many orders: at most {window.limit} per {s.order_window_s:g} s"
+                    f" ({setting}); try again later",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         return rt.orders.create(username, body.product_id, body.hours)
+
+    @app.delete(
+        "/api/orders/{order_id}",
+        status_code=204,
+        response_class=Response,
+        summary="Cancel an unpaid order: its deposit address is free again at once",
+        responses={
+            **E401,
+            404: {"model": ErrorOut, "description": "not yours"},
+            409: {"model": ErrorOut, "description": "a payment arrived or is on its way"},
+            **E429,
+            **E503,
+        },
+        tags=["buyers"],
+    )
+    def cancel_order(order_id: str, username: Buyer, rt: Rt) -> Response:
+        rt.orders.cancel(username, order_id)
+        return Response(status_code=204)
 
     @app.get(
         "/api/orders",

@@ -46,6 +46,8 @@ class Store:
         # size is the watched orders' (FerretDB scans a whole collection for any query but an
         # `_id` equality, whatever the indexes). See addresses.py.
         self.watchlist: Collection[Doc] = self.db["watchlist"]
+        # A buyer's places for unpaid orders (unpaid.py): `<username>#<n>`, by `_id` only.
+        self.order_slots: Collection[Doc] = self.db["order_slots"]
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
         # Confirmed payments not yet in the time-series store (small: drained every second).
         self.outbox: Collection[Doc] = self.db["outbox"]
@@ -70,6 +72,9 @@ class Store:
         self.orders.create_index([("address", ASCENDING)], unique=True, name="order_address_unique")
         self.deposit_addresses.create_index(
             [("state", ASCENDING), ("added_at", ASCENDING)], name="deposit_address_state"
+        )
+        self.deposit_addresses.create_index(
+            [("state", ASCENDING), ("queued_at", ASCENDING)], name="deposit_address_queue"
         )
         self.payments.create_index([("order_id", ASCENDING)], name="payment_order")
         self.payments.create_index([("address", ASCENDING)], name="payment_address")

@@ -70,10 +70,21 @@ class Grants:
             return
         username = str(order["username"])
         product_id = str(order["product_id"])
-        price = int(order["price_iota_per_hour"])
         amount = int(payment.get("amount_iota", 0))
-        seconds = amount * 3600 / price
+        # Priced when confirmed (Payments.priced); a record of an older version: the order's.
+        priced = payment.get("grant_seconds")
+        seconds = (
+            float(priced)
+            if priced is not None
+            else amount * 3600 / int(order["price_iota_per_hour"])
+        )
         gid = grant_id(username, product_id)
+        if seconds <= 0:  # nothing bought (off sale beyond the ordered amount): refund due
+            self.store.payments.update_one(
+                {"_id": pid}, {"$set": {"credited": True, "credited_at": utcnow()}}
+            )
+            log.info("payment %s buys no time (refund due: %d iota)", pid, amount)
+            return
         event: str | None = None
         new_end: dt.datetime | None = None
         need_role = False
@@ -185,6 +196,8 @@ class Grants:
                     self.projector.remove_grant_role(str(g["username"]), str(g["product_id"]))
                 except (DynsecUnavailableError, DynsecError) as exc:
                     log.warning("grant %s ended; broker update deferred (%s)", g["_id"], exc)
+                    # Retried from the expiry loop with backoff until the broker takes it.
+                    self.projector.request_grant_sync(str(g["username"]), failed_attempts=1)
                 end = as_utc(g["expires_at"])
                 lag = (utcnow() - end).total_seconds()
                 metrics.REVOKE_LAG_SECONDS.observe(max(0.0, lag))

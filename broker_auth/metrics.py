@@ -15,6 +15,10 @@ PAYMENTS_CONFIRMED = Counter(
     "broker_auth_payments_confirmed_total", "Payments that became confirmed", ["matched"]
 )
 PAYMENT_IOTA = Counter("broker_auth_payment_iota_total", "Sum of payment amounts", ["status"])
+REFUND_DUE_IOTA = Counter(
+    "broker_auth_refund_due_iota_total",
+    "Value beyond an order's amount that bought nothing (product off sale)",
+)
 CREDITS = Counter("broker_auth_credits_total", "Confirmed payments credited to a grant")
 GRANT_EVENTS = Counter("broker_auth_grant_events_total", "Grant changes", ["event"])
 OUTBOX_WRITTEN = Counter(

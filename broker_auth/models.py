@@ -26,7 +26,7 @@ TAG_PATTERN = r"^[9A-Z]{27}$"
 MAX_IOTA = 2_779_530_283_277_761
 MAX_TOPIC_FILTER_LENGTH = 256
 
-OrderStatus = Literal["pending", "unconfirmed", "confirmed", "expired"]
+OrderStatus = Literal["pending", "unconfirmed", "confirmed", "expired", "cancelled"]
 UtcDateTime = Annotated[dt.datetime, PlainSerializer(rfc3339, return_type=str)]
 
 
@@ -221,6 +221,10 @@ class PaymentOut(BaseModel):
     confirmed_at: UtcDateTime = Field(description="when the watcher saw the confirmed value")
     ledger_index: int = Field(description="milestone of the ledger state that showed it")
     bundles: list[str] = Field(description="confirmed, valid bundles that paid (evidence)")
+    refund_due_iota: int = Field(
+        0, description="value beyond the order's amount while its product was off sale"
+    )
+    grant_seconds: float | None = Field(None, description="access time it bought, once priced")
 
 
 # 1,000 a call keeps any body the schema allows (even \u-escaped) under MAX_IMPORT_BODY_BYTES.

@@ -1,7 +1,10 @@
 """Orders: how much to pay, to which address of the pool, and the tag wallets may show.
 
 Each order holds its own deposit address (addresses.py); what it was paid is derived from the
-payment records of that address (payments.py), never kept twice.
+payment records of that address (payments.py), never kept twice. Addresses are the seller's
+finite resource, so an order costs the orderer first: a buyer holds at most MAX_UNPAID_ORDERS
+unpaid orders (unpaid.py), may cancel one that received nothing, and an order never paid holds
+its address UNPAID_HOLD_S after its payment window, then lets it go (the watcher does that).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from pymongo.errors import DuplicateKeyError
 from broker_auth.addresses import AddressTakenError, DepositAddresses
 from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
-from broker_auth.errors import ConflictError, InvalidError, NotFoundError
+from broker_auth.errors import ConflictError, InvalidError, NotFoundError, UnavailableError
+from broker_auth.ledger import Ledger, LedgerUnavailableError
 from broker_auth.models import MAX_IOTA, OrderCreated, OrderOut, OrderStatus
+from broker_auth.unpaid import UnpaidSlots
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +54,23 @@ class Orders:
         self,
         store: Store,
         pool: DepositAddresses,
+        ledger: Ledger,
         payment_window_s: float,
         max_hours: float,
+        unpaid_hold_s: float,
+        max_unpaid: int,
         late_payment_window_s: float,
     ) -> None:
         self.store = store
         self.pool = pool
+        self.ledger = ledger
         self.payment_window = dt.timedelta(seconds=payment_window_s)
+        # Until paid, an order's address is watched this long after its window (the watcher
+        # extends it to the late-payment window once a payment is confirmed).
+        self.unpaid_hold = dt.timedelta(seconds=unpaid_hold_s)
         self.late_window = dt.timedelta(seconds=late_payment_window_s)
         self.max_hours = max_hours
+        self.slots = UnpaidSlots(store, max_unpaid)
 
     def create(self, username: str, product_id: str, hours: float) -> OrderCreated:
         if hours > self.max_hours:
@@ -73,9 +86,12 @@ class Orders:
             raise InvalidError("amount exceeds the IOTA supply")
         now = utcnow()
         expires_at = now + self.payment_window
-        watch_until = expires_at + self.late_window
+        watch_until = expires_at + self.unpaid_hold
+        order_id = uuid.uuid4().hex
+        slot = self.slots.take(username, order_id)
         doc: Doc = {
-            "_id": uuid.uuid4().hex,
+            "_id": order_id,
+            "slot": slot,
             "username": username,
             "product_id": product_id,
             "topic_filter": product["topic_filter"],
@@ -87,8 +103,9 @@ class Orders:
             "watch_until": watch_until,
         }
 
-        def insert(address: str) -> None:
+        def insert(address: str, accounted: int) -> None:
             doc["address"] = address
+            doc["base_iota"] = accounted  # the order's value starts above what was there
             for _attempt in range(5):
                 doc["tag"] = new_tag()
                 try:
@@ -101,7 +118,11 @@ class Orders:
                     continue  # 27 random trytes colliding: practically never
             raise RuntimeError("could not allocate a unique tag")  # pragma: no cover
 
-        address = self.pool.take(insert, doc["_id"], watch_until, expires_at)
+        try:
+            address = self.pool.take(insert, order_id, watch_until, expires_at)
+        except BaseException:
+            self.slots.give_back(slot, order_id)
+            raise
         log.info(
             "order %s: %s x %g h = %d iota to %s", doc["_id"], product_id, hours, amount, address
         )
@@ -115,6 +136,56 @@ class Orders:
             status="pending",
             expires_at=expires_at,
         )
+
+    def paid(self, order: Doc, address: str) -> None:
+        """A confirmed payment for `order` was recorded: it is no longer unpaid, and its address
+        is watched for the late-payment window (not just the unpaid hold)."""
+        if order.get("paid_at"):
+            return
+        first = self.store.orders.update_one(
+            {"_id": order["_id"], "paid_at": {"$exists": False}}, {"$set": {"paid_at": utcnow()}}
+        )
+        self.slots.give_back(order.get("slot"), str(order["_id"]))
+        if first.modified_count:
+            # The late window replaces the unpaid hold (shorter or longer); the grant it buys
+            # extends it further (watcher).
+            self.pool.set_watch(address, as_utc(order["expires_at"]) + self.late_window)
+
+    def cancel(self, username: str, order_id: str) -> None:
+        """Cancel an unpaid order of `username`: its address is free again at once.
+
+        Refused (409) once anything arrived, confirmed or pending: the ledger is asked, not
+        only the watcher's last poll, so a payment on its way is never cut off from its order.
+        """
+        doc = self.store.orders.find_one({"_id": order_id})
+        if doc is None or doc.get("username") != username:
+            raise NotFoundError("no such order")
+        if doc.get("cancelled_at") and doc.get("released_at"):
+            return  # cancelled before: nothing more to do
+        if doc.get("paid_at") or doc.get("released_at"):
+            raise ConflictError("this order received a payment or has expired: it stays")
+        address = str(doc["address"])
+        base = int(doc.get("base_iota", 0))
+        try:
+            balance = self.ledger.confirmed_balances([address]).values.get(address, 0)
+            arriving = [b for b in self.ledger.bundles_paying([address]) if not b.confirmed]
+        except LedgerUnavailableError as exc:
+            raise UnavailableError(
+                "the IOTA node is unavailable: cannot tell whether a payment is on its way"
+            ) from exc
+        if balance > base or arriving:
+            raise ConflictError("a payment to this order arrived or is on its way: it stays")
+        marked = self.store.orders.update_one(
+            {"_id": order_id, "paid_at": {"$exists": False}}, {"$set": {"cancelled_at": utcnow()}}
+        )
+        if not marked.matched_count:
+            raise ConflictError("a payment to this order arrived: it stays")
+        if not self.pool.release(address, order_id):
+            # The watcher recorded value meanwhile: the payment wins.
+            self.store.orders.update_one({"_id": order_id}, {"$unset": {"cancelled_at": ""}})
+            raise ConflictError("a payment to this order arrived: it stays")
+        self.slots.give_back(doc.get("slot"), order_id)
+        log.info("order %s cancelled by its buyer; address %s free again", order_id, address)
 
     def _out(self, doc: Doc, now: dt.datetime) -> OrderOut:
         confirmed = sum(
@@ -135,14 +206,19 @@ class Orders:
         seen = int(held.get("confirmed_seen_iota", 0)) if held and mine else 0
         paid = max(confirmed, seen + pending)
         expires_at = as_utc(doc["expires_at"])
+        status = status_of(paid, confirmed, expires_at, now)
+        if doc.get("cancelled_at") and confirmed == 0:
+            status = "cancelled"
         return OrderOut(
             order_id=str(doc["_id"]),
             product_id=str(doc["product_id"]),
             hours=float(doc["hours"]),
             amount_iota=int(doc["amount_iota"]),
-            address=str(doc.get("address") or doc.get("legacy_address", "")),
+            address=str(
+                doc.get("released_address") or doc.get("address") or doc.get("legacy_address", "")
+            ),
             tag=str(doc["tag"]),
-            status=status_of(paid, confirmed, expires_at, now),
+            status=status,
             expires_at=expires_at,
             paid_iota=paid,
             confirmed_iota=confirmed,

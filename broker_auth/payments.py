@@ -28,6 +28,7 @@ from broker_auth.db import Doc, Store
 from broker_auth.events import EventWriter
 from broker_auth.models import PaymentOut
 from broker_auth.outbox import Outbox
+from broker_auth.pricing import price_payment
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,47 @@ class Payments:
                 doc["address"],
             )
 
+    def priced(self, payment: Doc) -> Doc:
+        """The payment with what it buys (pricing.py), decided once and stored with it.
+
+        The product's price is read when the payment is first priced (it was just confirmed)
+        and kept: crediting again after a crash buys the same time.
+        """
+        if "grant_seconds" in payment and "refund_due_iota" in payment:
+            return payment
+        order = self.store.orders.find_one({"_id": payment.get("order_id")})
+        if order is None:
+            return payment  # grants.credit reports the missing order
+        product = self.store.products.find_one(
+            {"_id": order["product_id"]}, {"price_iota_per_hour": 1, "active": 1}
+        )
+        on_sale = product is not None and bool(product.get("active", True))
+        priced = price_payment(
+            int(payment["from_iota"]),
+            int(payment["to_iota"]),
+            int(order.get("base_iota", 0)),
+            int(order["amount_iota"]),
+            int(order["price_iota_per_hour"]),
+            int(product["price_iota_per_hour"]) if product is not None and on_sale else None,
+        )
+        fields = priced.as_fields()
+        first = self.store.payments.update_one(
+            {"_id": payment["_id"], "grant_seconds": {"$exists": False}}, {"$set": fields}
+        ).modified_count
+        stored = self.store.payments.find_one({"_id": payment["_id"]})
+        if stored is None:  # pragma: no cover - deleted by hand meanwhile
+            return {**payment, **fields}
+        if priced.refund_due_iota and first:
+            metrics.REFUND_DUE_IOTA.inc(priced.refund_due_iota)
+            log.warning(
+                "payment %s: %d iota beyond order %s's amount, product %s off sale: refund due",
+                payment["_id"],
+                priced.refund_due_iota,
+                order["_id"],
+                order["product_id"],
+            )
+        return stored
+
     def seen_pending(self, address_doc: Doc, value: int) -> None:
         """A valid bundle paying a watched address is attached, not yet confirmed (shown only)."""
         order = self.store.orders.find_one({"_id": address_doc.get("order_id")}, {"product_id": 1})
@@ -176,4 +218,6 @@ def to_out(d: Doc) -> PaymentOut:
         confirmed_at=as_utc(d["confirmed_at"]),
         ledger_index=int(d.get("ledger_index", 0)),
         bundles=[str(b) for b in d.get("bundles", [])],
+        refund_due_iota=int(d.get("refund_due_iota") or 0),
+        grant_seconds=float(d["grant_seconds"]) if d.get("grant_seconds") is not None else None,
     )

@@ -25,6 +25,7 @@ CSV_COLUMNS = (
     "credited",
     "ledger_index",
     "bundles",
+    "refund_due_iota",
 )
 
 
@@ -86,6 +87,7 @@ class Revenue:
                     "true" if p.get("credited") else "false",
                     int(p.get("ledger_index", 0)),
                     " ".join(str(b) for b in p.get("bundles", [])),
+                    int(p.get("refund_due_iota") or 0),
                 ]
             )
             yield out.getvalue()

@@ -106,8 +106,11 @@ class Runtime:
         self.orders = Orders(
             self.store,
             self.pool,
+            self.ledger,
             s.order_payment_window_s,
             s.max_order_hours,
+            s.unpaid_hold_s,
+            s.max_unpaid_orders,
             s.late_payment_window_s,
         )
         self.outbox = Outbox(self.store)
@@ -130,6 +133,7 @@ class Runtime:
             self.pool,
             self.payments,
             self.grants,
+            self.orders,
             interval_s=s.watcher_interval_s,
             max_backoff_s=s.watcher_max_backoff_s,
             stray_scan_interval_s=s.stray_scan_interval_s,
@@ -162,6 +166,12 @@ class Runtime:
         )
         self.signups_by_ip = SlidingWindow(
             throttles, "signup_ip", s.signup_max_per_ip, s.signup_window_s
+        )
+        self.orders_by_buyer = SlidingWindow(
+            throttles, "order_buyer", s.order_max_per_buyer, s.order_window_s
+        )
+        self.orders_by_ip = SlidingWindow(
+            throttles, "order_ip", s.order_max_per_ip, s.order_window_s
         )
         # One replica at a time runs the background roles and writes grants to the broker.
         self.lease = PaymentsLease(
@@ -218,6 +228,7 @@ class Runtime:
 
     def start(self) -> None:
         self.store.wait_ready(MONGO_STARTUP_TIMEOUT_S)
+        self.pool.migrate_queue()
         if not self.load_address_file():
             self.watcher.before_poll = self.load_address_file
         self.pool.refresh_gauge()

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     order_payment_window_s: float = Field(3600.0, alias="ORDER_PAYMENT_WINDOW_S", gt=0)
     late_payment_window_s: float = Field(7 * 86400.0, alias="LATE_PAYMENT_WINDOW_S", ge=0)
     max_order_hours: float = Field(8760.0, alias="MAX_ORDER_HOURS", gt=0)
+    # Deposit addresses are the seller's finite resource: a buyer holds at most this many
+    # unpaid orders; an order never paid holds its address UNPAID_HOLD_S after its window.
+    max_unpaid_orders: int = Field(3, alias="MAX_UNPAID_ORDERS", ge=1)
+    unpaid_hold_s: float = Field(86400.0, alias="UNPAID_HOLD_S", ge=0)
+    # Order creation per buyer and per client address, in ORDER_WINDOW_S.
+    order_max_per_buyer: int = Field(30, alias="ORDER_MAX_PER_BUYER", ge=1)
+    order_max_per_ip: int = Field(60, alias="ORDER_MAX_PER_IP", ge=1)
+    order_window_s: float = Field(600.0, alias="ORDER_WINDOW_S", gt=0)
 
     # Abuse limits (in memory, per process)
     # Wrong passwords per (username, client address): that pair gets 429, nobody else.

@@ -2,16 +2,19 @@
 
 One poll:
 1. the watch list (one entry per address an order holds while its window is open), the
-   confirmed balances of those addresses from the ledger in batches, and each increase over
-   what was accounted recorded as a payment (payments.py) and credited to the order's grant;
+   confirmed balances of the "hot" ones (paid orders, and unpaid ones inside their payment
+   window) from the ledger in batches, and each increase over what was accounted recorded as
+   a payment (payments.py), priced (pricing.py) and credited to the order's grant;
 2. for orders still waiting for their first confirmation, the valid pending bundles paying
-   them (shown as `paid_iota`, never credited);
-3. addresses whose window has passed are closed (the seller may sweep them).
+   them that can still confirm (shown as `paid_iota`, never credited);
+3. addresses whose window has passed are closed (the seller may sweep them), or, for an order
+   never paid, go back to the pool's free queue.
 The work of a poll is bounded by the watched orders: it reads the watch list and documents by
 `_id` only, never the pool, the payments or the tangle's history. At start and then every
-`stray_scan_interval_s` a maintenance pass credits what a crash left uncredited and reads the
-addresses no watched order holds (free or closed, not swept): value on them is kept as
-unmatched.
+`stray_scan_interval_s` a maintenance pass credits what a crash left uncredited, reads the
+unpaid orders past their payment window (held UNPAID_HOLD_S: a payment there still counts,
+seen within that interval) and the addresses no watched order holds (free or closed, not
+swept): value on them is kept as unmatched.
 The bundles that paid are evidence for people, looked up after the amount: when the node
 cannot name them yet (just restarted, still syncing) the payment is recorded without them and
 the lookup is retried with backoff until it succeeds or EVIDENCE_GIVE_UP_S has passed.
@@ -36,6 +39,7 @@ from broker_auth.clock import as_utc, utcnow
 from broker_auth.db import Doc, Store
 from broker_auth.grants import Grants, grant_id
 from broker_auth.ledger import Ledger
+from broker_auth.orders import Orders
 from broker_auth.payments import Payments
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,7 @@ class Watcher(BackgroundWorker):
         pool: DepositAddresses,
         payments: Payments,
         grants: Grants,
+        orders: Orders,
         interval_s: float = 0.5,
         max_backoff_s: float = 10.0,
         stray_scan_interval_s: float = 30.0,
@@ -73,6 +78,7 @@ class Watcher(BackgroundWorker):
         self.pool = pool
         self.payments = payments
         self.grants = grants
+        self.orders = orders
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
         self.stray_scan_interval_s = stray_scan_interval_s
@@ -143,16 +149,24 @@ class Watcher(BackgroundWorker):
             self.before_poll = None
         watched = self.pool.watched()
         metrics.WATCHED_ADDRESSES.set(len(watched))
-        if watched:
-            self._credit_increases(watched)
-            self._show_pending(watched)
-            self._close_ended(watched)
+        maintenance = time.monotonic() >= self._next_maintenance
+        now = utcnow()
+        hot = [d for d in watched if _hot(d, now)]
+        if hot:
+            self._credit_increases(hot)
+            self._show_pending(hot)
         else:
             self.ledger.ledger_index()  # still tells whether the node answers
             self._node_answered()
+        if maintenance:
+            cold = [d for d in watched if not _hot(d, now)]
+            if cold:
+                self._credit_increases(cold)
+        self._close_ended(watched)
         for payment in list(self._retry.values()):
             self._credit(payment, None)
-        if time.monotonic() >= self._next_maintenance:
+        if maintenance:
+            self.pool.finish_releases()
             for payment in self.payments.to_credit():
                 self._credit(payment, None)
             if not self._evidence_loaded:  # what an earlier process recorded without evidence
@@ -195,12 +209,13 @@ class Watcher(BackgroundWorker):
             )
             self.pool.mirror_accounted(address, int(payment["to_iota"]))
             if order is not None:
+                self.orders.paid(order, address)
                 self._credit(payment, seen_at)
 
     def _evidence(self, address: str, named: set[str]) -> list[str]:
         """Confirmed bundles to the address not named by an earlier payment of it."""
         try:
-            seen = self.ledger.bundles_paying([address])
+            seen = self.ledger.bundles_paying([address], recheck_dropped=True)
         except Exception as exc:  # evidence is for people: the amount stands without it
             log.warning("watcher: no bundle evidence for %s (%s)", address, exc)
             return []
@@ -235,6 +250,7 @@ class Watcher(BackgroundWorker):
     def _credit(self, payment: Doc, seen_at: float | None) -> None:
         pid = str(payment["_id"])
         self._retry[pid] = payment  # until the credit is through (it is idempotent)
+        payment = self.payments.priced(payment)
         self.grants.credit(payment, confirmed_seen_at=seen_at)
         del self._retry[pid]
         # Keep watching the address while the grant it paid for runs.
@@ -254,7 +270,7 @@ class Watcher(BackgroundWorker):
             for d in watched
             if int(d.get("pending_iota", 0)) > 0
             or (
-                int(d.get("accounted_iota", 0)) == 0
+                not _paid(d)
                 and d.get("order_expires_at") is not None
                 and as_utc(d["order_expires_at"]) > now
             )
@@ -290,10 +306,13 @@ class Watcher(BackgroundWorker):
             until = doc.get("watch_until")
             if until is None or as_utc(until) > now:
                 continue
-            fresh = self.store.watchlist.find_one({"_id": doc["_id"]}, {"watch_until": 1})
-            if fresh is not None and as_utc(fresh["watch_until"]) > now:
+            fresh = self.store.watchlist.find_one({"_id": doc["_id"]})
+            if fresh is None or as_utc(fresh["watch_until"]) > now:
                 continue  # a credit just extended it
-            if self.pool.close(str(doc["_id"])):
+            if _never_paid(fresh):
+                # Never signed, nothing arrived: safe to hand out again, at the queue's end.
+                self.pool.release(str(doc["_id"]), str(doc.get("order_id")))
+            elif self.pool.close(str(doc["_id"])):
                 log.info("deposit address %s closed (order %s)", doc["_id"], doc.get("order_id"))
 
     def scan_strays(self) -> int:
@@ -315,6 +334,31 @@ class Watcher(BackgroundWorker):
                     self._evidence_later(payment)
                     found += 1
         return found
+
+
+def _paid(entry: Doc) -> bool:
+    return int(entry.get("accounted_iota", 0)) > int(entry.get("base_iota", 0))
+
+
+def _never_paid(entry: Doc) -> bool:
+    return (
+        not _paid(entry)
+        and int(entry.get("pending_iota", 0)) == 0
+        and int(entry.get("confirmed_seen_iota", 0)) == 0
+    )
+
+
+def _hot(entry: Doc, now: dt.datetime) -> bool:
+    """Polled every interval: paid orders (late payments, top-ups), unpaid ones inside their
+    payment window, and any with value on its way. An unpaid order past its window is read by
+    the maintenance pass only: a stranger's abandoned orders cannot grow every poll."""
+    expires = entry.get("order_expires_at")
+    return (
+        _paid(entry)
+        or int(entry.get("pending_iota", 0)) > 0
+        or expires is None
+        or as_utc(expires) > now
+    )
 
 
 def watch_window_end(expires_at: dt.datetime, late_window_s: float) -> dt.datetime:

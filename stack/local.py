@@ -109,14 +109,36 @@ def ingest_programs(s: StackSettings, data: Path) -> list[str]:
             {
                 "INGEST_AVERAGES": "forward",
                 "INGEST_SHARE_GROUP": "ingest",
-                # Worker 0 keeps the single worker's session (and what it holds).
-                "INGEST_CLIENT_ID": "ingest-worker" if i == 0 else f"ingest-worker-{i}",
+                # Worker 0 keeps the single worker's id (INGEST_CLIENT_ID of secrets.env), so its
+                # session and what it holds; the others get svc.ingest:worker-<i>.
+                **({} if i == 0 else {"INGEST_CLIENT_ID": f"worker-{i}"}),
                 "INGEST_METRICS_PORT": str(s.ingest_metrics_port + i),
             },
         )
         for i in range(s.ingest_workers)
     ]
     return [*workers, _program("averager", [str(VENV_BIN / "iot-averager")], 30, data)]
+
+
+def _pool_keeper_program(s: StackSettings, data: Path) -> str:
+    """Jane's `iot-wallet pool-keeper` with her local seed: the pool never runs dry."""
+    pool = seller_pool.SellerPool(data, s.deposit_pool_target)
+    argv = [
+        str(VENV_BIN / "iot-wallet"),
+        "pool-keeper",
+        "--seed-file",
+        str(pool.seed_file),
+        "--api",
+        f"http://127.0.0.1:{s.api_port}",
+        "--low-water",
+        str(max(1, s.deposit_pool_target // 2)),
+        "--target",
+        str(s.deposit_pool_target),
+        # The first addresses are in the file broker_auth loads at start.
+        "--start",
+        str(len(pool.derived())),
+    ]
+    return _program("pool-keeper", argv, 40, data)
 
 
 def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: bool) -> Path:
@@ -196,6 +218,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             40,
             data,
         ),
+        _pool_keeper_program(s, data),
     ]
     if embedded_mongo:
         programs.insert(
@@ -240,10 +263,10 @@ def run(s: StackSettings | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     embedded_mongo = s.mongo_url is None
     mongo_url = s.mongo_url or f"mongodb://127.0.0.1:{s.mongo_port}/"
-    conf = write_supervisor_config(s, run_dir, embedded_mongo)
     secrets = ensure_secrets(data / "secrets.env")
-    pool = seller_pool.SellerPool(data, s.deposit_pool_target)
-    pool.ensure_file()
+    # The first addresses, loaded by broker_auth at start; the pool keeper adds the next ones.
+    seller_pool.SellerPool(data, s.deposit_pool_target).ensure_file()
+    conf = write_supervisor_config(s, run_dir, embedded_mongo)
     env = {**os.environ, **service_environment(s, secrets, mongo_url)}
     supervisord = subprocess.Popen(
         [str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)], env=env, start_new_session=True
@@ -255,7 +278,6 @@ def run(s: StackSettings | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, forward)
     _announce_when_ready(s, supervisord, data)
-    pool.keep_topped_up(f"http://127.0.0.1:{s.api_port}", secrets["BROKER_ADMIN_TOKEN"])
     while True:
         try:
             return supervisord.wait()

@@ -2,21 +2,17 @@
 
 The first run creates `.data/seller.seed` (mode 0600; local only, never given to broker_auth)
 and writes `DEPOSIT_POOL_TARGET` addresses derived from it to `.data/deposit-addresses.txt`,
-which broker_auth loads at start (IOTA_DEPOSIT_ADDRESSES_FILE). While the stack runs, a thread
-keeps that many free addresses in the pool: below half of it, the next addresses of the seed
-are derived, appended to the file and given to broker_auth (POST /api/deposit-addresses).
+which broker_auth loads at start (IOTA_DEPOSIT_ADDRESSES_FILE). While the stack runs, the
+seller's `iot-wallet pool-keeper` (a supervised process, as a seller would run it) derives the
+seed's next addresses and adds them whenever fewer than half the target are free.
 Demo money paid to them can be swept with `iot-wallet sweep --seed-file .data/seller.seed`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from wallet import seller, ternary
@@ -59,40 +55,3 @@ class SellerPool:
         if len(self.derived()) < self.target:
             print(f"deriving {self.target} deposit addresses from {self.seed_file}...", flush=True)
             self.derive_more(self.target - len(self.derived()))
-
-    def top_up_once(self, api_url: str, admin_token: str) -> int:
-        """Derive and add addresses when fewer than half the target are free; returns added."""
-        request = urllib.request.Request(
-            f"{api_url}/api/deposit-addresses?state=free&limit=1",
-            headers={"Authorization": f"Bearer {admin_token}"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as r:
-            free = int(json.loads(r.read())["counts"]["free"])
-        if free >= self.target // 2:
-            return 0
-        new = self.derive_more(self.target - free)
-        body = json.dumps({"addresses": new}).encode()
-        request = urllib.request.Request(
-            f"{api_url}/api/deposit-addresses",
-            data=body,
-            method="POST",
-            headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as r:
-            added = int(json.loads(r.read())["added"])
-        print(f"deposit-address pool topped up: {added} added ({free} were free)", flush=True)
-        return added
-
-    def keep_topped_up(self, api_url: str, admin_token: str) -> threading.Thread:
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.wait(CHECK_INTERVAL_S):
-                try:
-                    self.top_up_once(api_url, admin_token)
-                except (OSError, ValueError, KeyError) as exc:  # stack restarting: next time
-                    log.debug("pool top-up skipped: %s", exc)
-
-        thread = threading.Thread(target=run, name="pool-top-up", daemon=True)
-        thread.start()
-        return thread

@@ -197,6 +197,11 @@ def start_auth_stack(
         "INFLUX_URL": CLOSED_PORT_URL,
         "RECONCILE_INTERVAL_S": "30",
         "LOG_LEVEL": "INFO",
+        # Functional tests order a lot from one buyer and address; the caps and throttles on
+        # orders have their own tests (tests/broker_auth/test_strangers.py) at real values.
+        "MAX_UNPAID_ORDERS": "1000",
+        "ORDER_MAX_PER_BUYER": "100000",
+        "ORDER_MAX_PER_IP": "100000",
         **(extra_env or {}),
     }
     stack = AuthStack(

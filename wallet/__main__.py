@@ -13,6 +13,8 @@ Seller (the server never holds her seed):
     iot-wallet addresses --seed-file jane.seed --start 0 --count 1000 > addresses.txt
     iot-wallet sweep   --seed-file jane.seed --api http://127.0.0.1:8000 --to ADDRESS
                        (admin token from $BROKER_ADMIN_TOKEN)
+    iot-wallet pool-keeper --seed-file jane.seed --api http://127.0.0.1:8000 \\
+                       --low-water 20 --target 100   (keeps the deposit pool topped up)
 
 The seed stays in its file (mode 0600) and is never printed.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import secrets
 import stat
@@ -29,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wallet import payments, seller
+from wallet.pool_keeper import PoolKeeper
 
 TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DEFAULT_NODE = os.environ.get("IOTA_NODE_URL", "http://127.0.0.1:14265")
@@ -91,6 +95,18 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--max-index", type=int, default=100_000, help="highest key index searched for"
     )
+    keeper = sub.add_parser(
+        "pool-keeper", help="seller: keep broker_auth's deposit-address pool topped up"
+    )
+    _common(keeper, node=False)
+    keeper.add_argument("--api", required=True, help="broker_auth URL, e.g. http://127.0.0.1:8000")
+    keeper.add_argument("--low-water", type=int, default=20, help="top up below this many free")
+    keeper.add_argument("--target", type=int, default=100, help="free addresses after a top-up")
+    keeper.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
+    keeper.add_argument(
+        "--start", type=int, default=0, help="first key index when no state file exists yet"
+    )
+    keeper.add_argument("--once", action="store_true", help="check and top up once, then exit")
     pay = sub.add_parser("pay", help="pay an order (--order) or an address and tag")
     _common(pay)
     pay.add_argument("--order", help="order id from broker_auth (needs --api and --username)")
@@ -153,6 +169,21 @@ def _sweep(args: argparse.Namespace, seed: str) -> None:
     print(f"swept {len(result.swept)} closed address(es): {result.value} iota to {args.to}")
 
 
+def _pool_keeper(args: argparse.Namespace, seed: str) -> None:
+    token = os.environ.get("BROKER_ADMIN_TOKEN", "")
+    if not token:
+        raise payments.WalletError("set BROKER_ADMIN_TOKEN (the admin token of broker_auth)")
+    keeper = PoolKeeper(
+        seed, args.seed_file, args.api, token, args.low_water, args.target, args.start
+    )
+    if args.once:
+        result = keeper.top_up_once()
+        print(f"{result.free_before} free; {result.added} added; next index {result.next_index}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    keeper.run(args.interval)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
@@ -179,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(address)
         elif args.command == "sweep":
             _sweep(args, seed)
+        elif args.command == "pool-keeper":
+            _pool_keeper(args, seed)
     except payments.WalletError as exc:
         print(f"iot-wallet: {exc}", file=sys.stderr)
         sys.exit(1)

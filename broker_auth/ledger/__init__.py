@@ -46,8 +46,13 @@ class Ledger(Protocol):
     def confirmed_balances(self, addresses: Sequence[str]) -> Balances:
         """The ledger's confirmed value on each address (one state for all of them)."""
 
-    def bundles_paying(self, addresses: Sequence[str]) -> list[BundleSeen]:
-        """Valid bundles with value to these addresses, each once however often attached."""
+    def bundles_paying(
+        self, addresses: Sequence[str], recheck_dropped: bool = False
+    ) -> list[BundleSeen]:
+        """Valid bundles with value to these addresses, each once however often attached:
+        confirmed ones, and pending ones that can still confirm (the work bounded whatever
+        strangers attach). `recheck_dropped`: also those dropped as unconfirmable that
+        confirmed after all (evidence)."""
 
     def were_spent(self, addresses: Sequence[str]) -> dict[str, bool]:
         """Whether each address ever signed a spend (unsafe to receive on)."""

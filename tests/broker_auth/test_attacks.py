@@ -161,6 +161,7 @@ def arena(
             node_url=net.url,
             ORDER_PAYMENT_WINDOW_S=str(WINDOW_S),
             LATE_PAYMENT_WINDOW_S=str(WINDOW_S),
+            UNPAID_HOLD_S=str(WINDOW_S),
             STRAY_SCAN_INTERVAL_S="1",
         )
         wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
@@ -310,14 +311,14 @@ def test_payment_after_expiry_counts_and_after_the_watch_window_is_unmatched(
     seed = arena.funded_seed(36)
     payments.pay(arena.net.url, seed, late["address"], late["tag"], 36)
     assert arena.wait_confirmed(buyer, late["order_id"], 36)["confirmed_iota"] == 36
-    # `later` was never paid: its address closes after expires_at + LATE_PAYMENT_WINDOW_S.
+    # `later` was never paid: its address goes back to the free queue after expires_at +
+    # UNPAID_HOLD_S; value sent to it then is no payment of that order.
     wait_for(
         lambda: (
-            later["address"]
-            in {a["address"] for a in arena.stack.pool_state("closed")["addresses"]}
+            later["address"] in {a["address"] for a in arena.stack.pool_state("free")["addresses"]}
         ),
         2 * WINDOW_S + 10,
-        "the address to close",
+        "the address to be free again",
     )
     seed2 = arena.funded_seed(20)
     result = payments.pay(arena.net.url, seed2, later["address"], later["tag"], 20)
