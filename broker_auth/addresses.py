@@ -147,7 +147,7 @@ class DepositAddresses:
                 self.refresh_gauge()
                 raise PoolEmptyError()
             address = str(doc["_id"])
-            if self._spent_since_loaded(address):
+            if self._spent_since_loaded(address) or self._value_unrecorded(doc):
                 skipped.add(address)
                 continue
             try:
@@ -174,6 +174,19 @@ class DepositAddresses:
                 {"$set": {"state": "swept", "swept_at": utcnow(), "sweep_bundle": None}},
             )
         return spent
+
+    def _value_unrecorded(self, pool_doc: Doc) -> bool:
+        """An address an earlier order let go may have received since its last reading (its
+        buyer paid late): handed out before the stray scan records that value, it would count
+        for the next order. Such an address waits for the scan; with the node down, too."""
+        if not pool_doc.get("released_at"):
+            return False
+        address = str(pool_doc["_id"])
+        try:
+            balance = self.ledger.confirmed_balances([address]).values.get(address, 0)
+        except LedgerUnavailableError:
+            return True
+        return balance > int(pool_doc.get("accounted_iota", 0))
 
     def _watch(
         self,
@@ -279,14 +292,17 @@ class DepositAddresses:
         if entry is not None and entry.get("order_id") == order_id:
             accounted = int(entry.get("accounted_iota", 0))
             base = int(entry.get("base_iota", 0))
-            if accounted > base or int(entry.get("pending_iota", 0)) > 0:
+            pending = int(entry.get("pending_iota", 0))
+            seen = int(entry.get("confirmed_seen_iota", 0))
+            if accounted > base or pending > 0 or seen > 0:
                 return False
             gone = self.store.watchlist.delete_one(
                 {
                     "_id": address,
                     "order_id": order_id,
                     "accounted_iota": accounted,
-                    "pending_iota": int(entry.get("pending_iota", 0)),
+                    "pending_iota": pending,
+                    "confirmed_seen_iota": {"$in": [0, None]},
                 }
             )
             if not gone.deleted_count:
@@ -308,7 +324,9 @@ class DepositAddresses:
                 }
             },
         )
-        changes: Doc = {"$set": {"state": "free", "order_id": None, "queued_at": now}}
+        changes: Doc = {
+            "$set": {"state": "free", "order_id": None, "queued_at": now, "released_at": now}
+        }
         if accounted is not None:
             changes["$max"] = {"accounted_iota": accounted}
         self.col.update_one({"_id": address, "state": "assigned", "order_id": order_id}, changes)

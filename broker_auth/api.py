@@ -365,6 +365,15 @@ def _install_routes(app: FastAPI) -> None:
         tags=["buyers"],
     )
     def cancel_order(order_id: str, username: Buyer, rt: Rt) -> Response:
+        # A cancellation asks the node: it counts against the buyer's order throttle too.
+        wait = rt.orders_by_buyer.hit(username)
+        if wait is not None:
+            metrics.THROTTLED.labels("order").inc()
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many orders and cancellations (ORDER_MAX_PER_BUYER); try again later",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         rt.orders.cancel(username, order_id)
         return Response(status_code=204)
 

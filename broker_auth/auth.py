@@ -103,7 +103,7 @@ async def check_password(request: Request, username: str, password: str) -> bool
     pair = f"{username}\x00{ip}"
     counted: list[tuple[SlidingWindow, str]] = []
     for window, key in ((rt.login_by_ip, ip), (rt.login_by_pair, pair)):
-        wait = await anyio.to_thread.run_sync(window.hit, key)
+        wait = await _take_place(window, key)
         if wait is not None:
             await _give_back(counted)  # nothing was checked
             raise _too_many(wait)
@@ -121,6 +121,21 @@ async def check_password(request: Request, username: str, password: str) -> bool
     else:
         metrics.AUTH_FAILURES.labels("password").inc()
     return ok
+
+
+# A place may be held by a check in flight (a right password gives it back within the time of
+# one scrypt): a burst of correct logins waits this long for one rather than being refused.
+PLACE_WAIT_S = 1.5
+PLACE_POLL_S = 0.05
+
+
+async def _take_place(window: SlidingWindow, key: str) -> float | None:
+    deadline = anyio.current_time() + PLACE_WAIT_S
+    while True:
+        wait = await anyio.to_thread.run_sync(window.hit, key)
+        if wait is None or anyio.current_time() >= deadline:
+            return wait
+        await anyio.sleep(PLACE_POLL_S)
 
 
 async def _give_back(counted: list[tuple[SlidingWindow, str]]) -> None:

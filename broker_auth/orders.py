@@ -60,6 +60,7 @@ class Orders:
         unpaid_hold_s: float,
         max_unpaid: int,
         late_payment_window_s: float,
+        min_amount_iota: int = 1,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -69,6 +70,7 @@ class Orders:
         # extends it to the late-payment window once a payment is confirmed).
         self.unpaid_hold = dt.timedelta(seconds=unpaid_hold_s)
         self.late_window = dt.timedelta(seconds=late_payment_window_s)
+        self.min_amount = min_amount_iota
         self.max_hours = max_hours
         self.slots = UnpaidSlots(store, max_unpaid)
 
@@ -84,6 +86,12 @@ class Orders:
         amount = amount_for(price, hours)
         if amount > MAX_IOTA:
             raise InvalidError("amount exceeds the IOTA supply")
+        if amount < self.min_amount:
+            # The seller decides what an address is worth holding for (MIN_ORDER_IOTA).
+            raise InvalidError(
+                f"the smallest order is {self.min_amount} iota (MIN_ORDER_IOTA): this one is"
+                f" {amount} ({price} iota per hour); order more hours"
+            )
         now = utcnow()
         expires_at = now + self.payment_window
         watch_until = expires_at + self.unpaid_hold
@@ -137,19 +145,26 @@ class Orders:
             expires_at=expires_at,
         )
 
-    def paid(self, order: Doc, address: str) -> None:
-        """A confirmed payment for `order` was recorded: it is no longer unpaid, and its address
-        is watched for the late-payment window (not just the unpaid hold)."""
-        if order.get("paid_at"):
-            return
-        first = self.store.orders.update_one(
-            {"_id": order["_id"], "paid_at": {"$exists": False}}, {"$set": {"paid_at": utcnow()}}
-        )
-        self.slots.give_back(order.get("slot"), str(order["_id"]))
-        if first.modified_count:
-            # The late window replaces the unpaid hold (shorter or longer); the grant it buys
-            # extends it further (watcher).
-            self.pool.set_watch(address, as_utc(order["expires_at"]) + self.late_window)
+    def paid(self, order: Doc, address: str, paid_iota: int) -> None:
+        """A confirmed payment for `order` was recorded (`paid_iota` confirmed in all): its
+        address is watched for the late-payment window (not just the unpaid hold), and once the
+        ordered amount is paid the order no longer counts against the unpaid cap (a dust
+        payment does not free the buyer's place)."""
+        if not order.get("paid_at"):
+            first = self.store.orders.update_one(
+                {"_id": order["_id"], "paid_at": {"$exists": False}},
+                {"$set": {"paid_at": utcnow()}},
+            )
+            if first.modified_count:
+                # The late window replaces the unpaid hold (shorter or longer); the grant it
+                # buys extends it further (watcher).
+                self.pool.set_watch(address, as_utc(order["expires_at"]) + self.late_window)
+        if paid_iota >= int(order["amount_iota"]) and not order.get("fully_paid_at"):
+            self.store.orders.update_one(
+                {"_id": order["_id"], "fully_paid_at": {"$exists": False}},
+                {"$set": {"fully_paid_at": utcnow()}},
+            )
+            self.slots.give_back(order.get("slot"), str(order["_id"]))
 
     def cancel(self, username: str, order_id: str) -> None:
         """Cancel an unpaid order of `username`: its address is free again at once.
@@ -162,13 +177,22 @@ class Orders:
             raise NotFoundError("no such order")
         if doc.get("cancelled_at") and doc.get("released_at"):
             return  # cancelled before: nothing more to do
-        if doc.get("paid_at") or doc.get("released_at"):
+        if doc.get("paid_at") or doc.get("released_at") or not doc.get("address"):
             raise ConflictError("this order received a payment or has expired: it stays")
         address = str(doc["address"])
         base = int(doc.get("base_iota", 0))
+        # Bundles that paid the address before this order held it are not this order's.
+        earlier = {
+            str(b)
+            for p in self.store.payments.find({"address": address}, {"bundles": 1})
+            for b in p.get("bundles", [])
+        }
         try:
             balance = self.ledger.confirmed_balances([address]).values.get(address, 0)
-            arriving = [b for b in self.ledger.bundles_paying([address]) if not b.confirmed]
+            # Confirmed ones count too: the balance lags inclusion states by a milestone.
+            arriving = [
+                b for b in self.ledger.bundles_paying([address]) if b.bundle_hash not in earlier
+            ]
         except LedgerUnavailableError as exc:
             raise UnavailableError(
                 "the IOTA node is unavailable: cannot tell whether a payment is on its way"

@@ -17,6 +17,7 @@ beside the amount as evidence for people (validated and confirmed per the ledger
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from pymongo.collection import Collection
@@ -39,11 +40,16 @@ def payment_id(address: str, from_iota: int) -> str:
 
 class Payments:
     def __init__(
-        self, store: Store, events: EventWriter | None = None, outbox: Outbox | None = None
+        self,
+        store: Store,
+        events: EventWriter | None = None,
+        outbox: Outbox | None = None,
+        late_payment_window_s: float = 7 * 86400.0,
     ) -> None:
         self.store = store
         self.events = events
         self.outbox = outbox
+        self.late_window = dt.timedelta(seconds=late_payment_window_s)
 
     def record_increase(
         self,
@@ -135,11 +141,16 @@ class Payments:
             {"_id": order["product_id"]}, {"price_iota_per_hour": 1, "active": 1}
         )
         on_sale = product is not None and bool(product.get("active", True))
+        # The quote holds inside the late window; a running grant keeps the address watched
+        # longer, but value confirmed after that window buys at the price of its day.
+        quote_open = (
+            as_utc(payment["confirmed_at"]) <= as_utc(order["expires_at"]) + self.late_window
+        )
         priced = price_payment(
             int(payment["from_iota"]),
             int(payment["to_iota"]),
             int(order.get("base_iota", 0)),
-            int(order["amount_iota"]),
+            int(order["amount_iota"]) if quote_open else 0,
             int(order["price_iota_per_hour"]),
             int(product["price_iota_per_hour"]) if product is not None and on_sale else None,
         )

@@ -112,6 +112,7 @@ class Runtime:
             s.unpaid_hold_s,
             s.max_unpaid_orders,
             s.late_payment_window_s,
+            s.min_order_iota,
         )
         self.outbox = Outbox(self.store)
         self.outbox_drainer = OutboxDrainer(
@@ -121,7 +122,9 @@ class Runtime:
             s.influx_org,
             s.influx_bucket,
         )
-        self.payments = Payments(self.store, self.events, self.outbox)
+        self.payments = Payments(
+            self.store, self.events, self.outbox, late_payment_window_s=s.late_payment_window_s
+        )
         self.notifier = Notifier(self.projector, s.mqtt_host, s.mqtt_port)
         self.grants = Grants(self.store, self.projector, self.events, notify=self.notifier.send)
         self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)

@@ -65,13 +65,15 @@ class Settings(BaseSettings):
     # Deposit addresses are the seller's finite resource: a buyer holds at most this many
     # unpaid orders; an order never paid holds its address UNPAID_HOLD_S after its window.
     max_unpaid_orders: int = Field(3, alias="MAX_UNPAID_ORDERS", ge=1)
+    # The smallest order a seller takes (an address held for dust is hers to decide).
+    min_order_iota: int = Field(1, alias="MIN_ORDER_IOTA", ge=1)
     unpaid_hold_s: float = Field(86400.0, alias="UNPAID_HOLD_S", ge=0)
     # Order creation per buyer and per client address, in ORDER_WINDOW_S.
     order_max_per_buyer: int = Field(30, alias="ORDER_MAX_PER_BUYER", ge=1)
     order_max_per_ip: int = Field(60, alias="ORDER_MAX_PER_IP", ge=1)
     order_window_s: float = Field(600.0, alias="ORDER_WINDOW_S", gt=0)
 
-    # Abuse limits (in memory, per process)
+    # Abuse limits, shared by the replicas in MongoDB (throttle.py)
     # Wrong passwords per (username, client address): that pair gets 429, nobody else.
     login_max_failures: int = Field(5, alias="LOGIN_MAX_FAILURES", ge=1)
     login_max_failures_per_ip: int = Field(20, alias="LOGIN_MAX_FAILURES_PER_IP", ge=1)

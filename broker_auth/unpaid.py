@@ -20,8 +20,9 @@ from broker_auth.errors import ServiceError
 
 # An order is inserted right after its place; a place this old without its order is a crash's.
 ORPHAN_AFTER = dt.timedelta(seconds=60)
-# Fields of an order that end its unpaid life (set by the watcher and by cancellation).
-ENDED = ("paid_at", "cancelled_at", "released_at")
+# Fields of an order that end its unpaid life (set by the watcher and by cancellation): paid
+# in full, cancelled, or its address let go.
+ENDED = ("fully_paid_at", "cancelled_at", "released_at")
 
 
 class TooManyUnpaidError(ServiceError):
@@ -42,6 +43,7 @@ class UnpaidSlots:
     def __init__(self, store: Store, limit: int) -> None:
         self.col = store.order_slots
         self.orders = store.orders
+        self.pool = store.deposit_addresses
         self.limit = limit
 
     def take(self, username: str, order_id: str) -> str:
@@ -71,11 +73,17 @@ class UnpaidSlots:
             if slot is None:
                 freed = True  # given back meanwhile
                 continue
-            order = self.orders.find_one({"_id": slot["order_id"]}, dict.fromkeys(ENDED, 1))
+            order = self.orders.find_one(
+                {"_id": slot["order_id"]}, {**dict.fromkeys(ENDED, 1), "address": 1}
+            )
             if order is None:
                 stale = now - as_utc(slot["at"]) > ORPHAN_AFTER
             else:
-                stale = not still_unpaid(order)
+                # A partly paid order holds its place until its address closes (a new order's
+                # address may not be watched yet: only `closed` tells the watch is over).
+                pool = self.pool.find_one({"_id": order.get("address")}, {"state": 1})
+                closed = pool is not None and pool.get("state") in ("closed", "swept")
+                stale = not still_unpaid(order) or closed
             if stale:
                 gone = self.col.delete_one({"_id": slot["_id"], "order_id": slot["order_id"]})
                 freed = freed or gone.deleted_count > 0

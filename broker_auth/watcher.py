@@ -162,7 +162,8 @@ class Watcher(BackgroundWorker):
             cold = [d for d in watched if not _hot(d, now)]
             if cold:
                 self._credit_increases(cold)
-        self._close_ended(watched)
+        # Never-paid addresses go back to the pool only in the pass that just read them.
+        self._close_ended(watched, release=maintenance)
         for payment in list(self._retry.values()):
             self._credit(payment, None)
         if maintenance:
@@ -209,7 +210,8 @@ class Watcher(BackgroundWorker):
             )
             self.pool.mirror_accounted(address, int(payment["to_iota"]))
             if order is not None:
-                self.orders.paid(order, address)
+                base = int(doc.get("base_iota", 0))
+                self.orders.paid(order, address, int(payment["to_iota"]) - base)
                 self._credit(payment, seen_at)
 
     def _evidence(self, address: str, named: set[str]) -> list[str]:
@@ -300,7 +302,7 @@ class Watcher(BackgroundWorker):
             if value > before:
                 self.payments.seen_pending(doc, value - before)
 
-    def _close_ended(self, watched: list[Doc]) -> None:
+    def _close_ended(self, watched: list[Doc], release: bool) -> None:
         now = utcnow()
         for doc in watched:
             until = doc.get("watch_until")
@@ -310,10 +312,17 @@ class Watcher(BackgroundWorker):
             if fresh is None or as_utc(fresh["watch_until"]) > now:
                 continue  # a credit just extended it
             if _never_paid(fresh):
-                # Never signed, nothing arrived: safe to hand out again, at the queue's end.
-                self.pool.release(str(doc["_id"]), str(doc.get("order_id")))
+                # Never signed, nothing arrived: safe to hand out again, at the queue's end;
+                # unless a bundle paying it is on its way or just confirmed (the balance lags
+                # inclusion by a milestone): then the next pass records it for this order.
+                if release and not self._arriving(str(doc["_id"])):
+                    self.pool.release(str(doc["_id"]), str(doc.get("order_id")))
             elif self.pool.close(str(doc["_id"])):
                 log.info("deposit address %s closed (order %s)", doc["_id"], doc.get("order_id"))
+
+    def _arriving(self, address: str) -> bool:
+        earlier = self.payments.bundles_of(address)
+        return any(b.bundle_hash not in earlier for b in self.ledger.bundles_paying([address]))
 
     def scan_strays(self) -> int:
         """Record value on addresses no watched order holds as unmatched; returns how many."""

@@ -24,6 +24,40 @@ class ConnectionLostError(ConnectionError):
     wait for a grant try again on a fresh or reconnected connection."""
 
 
+# The broker grants the free averages (`avg` and below) at QoS 0 only to every client but
+# services (mosquitto/plugin/session_ownership.c, plugin_opt_free_prefix / free_max_qos).
+FREE_PREFIX = "avg"
+SERVICE_PREFIX = "svc."
+
+
+def reaches_free_area(topic_filter: str, prefix: str = FREE_PREFIX) -> bool:
+    """Can `topic_filter` match `prefix` or a topic under it (what `<prefix>/#` matches)?
+    `$share/<group>/<filter>` is judged by <filter>; as the plugin decides."""
+    if topic_filter.startswith("$share/"):
+        topic_filter = topic_filter.split("/", 2)[2] if topic_filter.count("/") >= 2 else ""
+    levels, wanted = topic_filter.split("/"), prefix.rstrip("/").split("/")
+    for i, want in enumerate(wanted):
+        if i >= len(levels):
+            return False
+        level = levels[i]
+        dollar = i == 0 and want.startswith("$")
+        if level == "#":
+            return not dollar
+        if (level == "+" and dollar) or (level != "+" and level != want):
+            return False
+    return True
+
+
+def default_qos(username: str | None, topic_filter: str) -> int:
+    """QoS 1, but 0 where the broker grants no more: anonymous clients, and the free averages
+    for clients that are not services."""
+    if username is None:
+        return 0
+    if not username.startswith(SERVICE_PREFIX) and reaches_free_area(topic_filter):
+        return 0
+    return 1
+
+
 @dataclass(frozen=True)
 class Message:
     topic: str
@@ -118,13 +152,14 @@ class MqttProbe:
     def subscribe(self, topic: str, qos: int | None = None, timeout: float = 5.0) -> bool:
         """True if the broker granted the subscription, False if it refused it.
 
-        QoS 1 by default, 0 for an anonymous client (the broker grants those QoS 0 only).
+        QoS 1 by default, 0 for an anonymous client and for the free averages unless a service
+        (the broker grants those QoS 0 only; see default_qos).
         Raises ConnectionLostError when there is no connection or it drops before the SUBACK.
         """
         with self._suback_ready:
             generation = self.disconnects
         if qos is None:
-            qos = 0 if self.username is None else 1
+            qos = default_qos(self.username, topic)
         result, mid = self._client.subscribe(topic, qos)
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionLostError(f"cannot subscribe to {topic}: {mqtt.error_string(result)}")

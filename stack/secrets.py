@@ -30,8 +30,8 @@ GENERATED: dict[str, Callable[[], str]] = {
     "DYNSEC_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "INGEST_MQTT_PASSWORD": lambda: secrets.token_urlsafe(24),
     "DEMO_DEVICE_PASSWORD": lambda: secrets.token_urlsafe(24),
-    # Mosquitto 2.0 lets any client that connects with a known client id take over that session,
-    # anonymous ones too: the worker's persistent session gets an id nobody can guess.
+    # The worker's persistent session id (made `svc.ingest:<value>`: ids with a user's prefix are
+    # that user's alone, mosquitto/plugin); random, so it is not guessed or logged in full.
     "INGEST_CLIENT_ID": lambda: f"ingest-{secrets.token_hex(12)}",
     # The embedded InfluxDB: its admin (provisioning, reading by hand) and the services' writer
     # token, `<user>:<password>` as InfluxDB 1.x takes tokens (stack/influxdb.py).

@@ -14,6 +14,7 @@ Requests are batched to the node's list limits (Hornet: 1000 per list).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -32,8 +33,10 @@ LIST_LIMIT = 1000  # Hornet's httpAPI.limits.requestsList and findTransactions
 ZERO_LAST_TRIT = "9ABCDWXYZ"
 CACHE_SIZE = 50_000
 # Bounds on the pending-bundle work of one call, whatever strangers attach (bundles_paying).
-NEW_BUNDLES_PER_CALL = 8  # validated per call (the rest wait for the next)
-PER_ADDRESS = 4  # new bundles validated, and pending bundles counted, per address and call
+TAILS_PER_CALL = 8  # attachments validated per call, addresses served in turn
+MAX_TAILS = 8  # attachments of one bundle ever validated (reattachments beyond: ignored)
+VALIDATE_ATTEMPTS = 3  # an attachment failing this often (1 s, then 2 s apart) is invalid
+PER_ADDRESS = 4  # pending bundles counted per address
 TIP_CHECKS_PER_CALL = 8
 TIP_CHECK_INTERVAL_S = 10.0
 
@@ -58,6 +61,15 @@ class _Bundle:
     tails: tuple[str, ...]  # valid tails seen so far
     attachments: frozenset[str]  # its value transactions on the watched addresses, when read
     next_tip_check: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """A bundle out of the pending view: why, and the attachments known then."""
+
+    attachments: frozenset[str]
+    bundle: _Bundle | None  # None if no attachment was valid
+    why: str  # "invalid", "spent" (inputs), "conflicting", "tip" (below max depth)
 
 
 def _counted(pending: dict[str, _Bundle], by_bundle: dict[str, set[str]]) -> list[BundleSeen]:
@@ -112,10 +124,14 @@ class IriLedger:
         self.api = Iota(HttpAdapter(node_url, timeout=timeout_s))
         self._txs = _Lru(CACHE_SIZE)  # tx hash -> _Tx (immutable once stored)
         self._confirmed = _Lru(CACHE_SIZE)  # bundle hash -> _Bundle, confirmed for good
+        self._lock = threading.Lock()
         self._pending = _Lru(CACHE_SIZE)  # bundle hash -> _Bundle, valid, not confirmed yet
         # bundle hash -> (its attachments when it was found unable to confirm, the bundle, or
         # None if invalid); looked at again only if a new attachment shows up.
         self._dropped = _Lru(CACHE_SIZE)
+        self._tried = _Lru(CACHE_SIZE)  # bundle hash -> tails found valid, or invalid for good
+        self._failed = _Lru(CACHE_SIZE)  # tail -> (failed attempts, monotonic time of the next)
+        self._turn = 0
 
     def _call(self, command: str, **params: Any) -> dict[str, Any]:
         try:
@@ -161,17 +177,21 @@ class IriLedger:
     ) -> list[BundleSeen]:
         """Confirmed bundles paying the addresses, and the pending ones that can still confirm.
 
-        The work does not grow with what strangers attach: a bundle is fetched and validated
-        once (cached by its hash; a new attachment of it is looked at again), at most
-        NEW_BUNDLES_PER_CALL new bundles are validated per call and PER_ADDRESS per address
-        (the rest wait for the next call), and pending bundles that cannot confirm any more
-        drop out for good: invalid ones, those whose inputs' confirmed balances no longer cover
-        them (another bundle spent them), and those the node calls conflicting or below max
-        depth. Of pending bundles spending a common input at most one can confirm, so each
-        address counts the largest of such a group only. `recheck_dropped` (for evidence, once
-        per payment) asks again whether a dropped valid bundle confirmed after all (its inputs
-        may have been funded by a transfer confirmed in the same milestone).
+        The work does not grow with what strangers attach: an attachment (tail) is validated
+        once (cached by bundle hash), at most TAILS_PER_CALL per call with the addresses served
+        in turn, and at most MAX_TAILS per bundle ever; pending bundles that cannot confirm
+        drop out for good: those whose inputs' confirmed balances no longer cover them (another
+        bundle spent them) and those the node calls conflicting; invalid ones, and those below
+        max depth, come back only with a new attachment. Of pending bundles spending a common
+        input at most one can confirm, so each address counts the largest of such a group,
+        and PER_ADDRESS bundles at most. `recheck_dropped` (for evidence, once per payment)
+        asks again whether a dropped valid bundle confirmed after all (its inputs may have
+        been funded by a transfer confirmed in the same milestone).
         """
+        with self._lock:  # the watcher and API threads (order cancellation) share the caches
+            return self._bundles_paying(addresses, recheck_dropped)
+
+    def _bundles_paying(self, addresses: Sequence[str], recheck_dropped: bool) -> list[BundleSeen]:
         wanted = set(addresses)
         by_bundle: dict[str, set[str]] = {}
         attachments: dict[str, set[str]] = {}
@@ -181,32 +201,28 @@ class IriLedger:
                 attachments.setdefault(tx.bundle_hash, set()).add(tx_hash)
         seen: list[BundleSeen] = []
         pending: dict[str, _Bundle] = {}
-        budget = NEW_BUNDLES_PER_CALL
-        per_address: dict[str, int] = {}
+        work: dict[str, list[str]] = {}  # address -> bundles with attachments to validate
         for bundle_hash in sorted(by_bundle):
             known = attachments[bundle_hash]
             if bundle_hash in self._confirmed:
                 self._emit(seen, bundle_hash, self._confirmed[bundle_hash], by_bundle, True)
                 continue
-            dropped: tuple[frozenset[str], _Bundle | None] | None = self._dropped.get(bundle_hash)
-            if dropped is not None and known <= dropped[0]:
-                if recheck_dropped and dropped[1] is not None:
-                    pending[bundle_hash] = dropped[1]  # inclusion only: see _settle
-                continue  # cannot confirm, and no new attachment since
-            bundle = self._pending.get(bundle_hash)
-            if bundle is None or not known <= bundle.attachments:
-                paid = by_bundle[bundle_hash]
-                if budget <= 0 or any(per_address.get(a, 0) >= PER_ADDRESS for a in paid):
-                    continue  # looked at in a later call
-                budget -= 1
-                for address in paid:
-                    per_address[address] = per_address.get(address, 0) + 1
-                bundle = self._validate(bundle_hash, known)
-                if bundle is None:
-                    self._dropped.put(bundle_hash, (frozenset(known), None))
+            dropped: _Dropped | None = self._dropped.get(bundle_hash)
+            if dropped is not None:
+                # Invalid or below max depth: a new attachment may be the valid or reattached
+                # one (up to MAX_TAILS tried); inputs spent or conflicting: never again.
+                revivable = dropped.why in ("invalid", "tip") and not self._tried_out(bundle_hash)
+                if not revivable or known <= dropped.attachments:
+                    if recheck_dropped and dropped.bundle is not None:
+                        pending[bundle_hash] = dropped.bundle  # inclusion only: see _settle
                     continue
-                self._pending.put(bundle_hash, bundle)
-            pending[bundle_hash] = bundle
+            bundle = self._pending.get(bundle_hash) if dropped is None else None
+            if bundle is not None:
+                pending[bundle_hash] = bundle
+                if known <= bundle.attachments or self._tried_out(bundle_hash):
+                    continue
+            work.setdefault(min(by_bundle[bundle_hash]), []).append(bundle_hash)
+        self._validate_some(work, attachments, pending)
         if pending:
             self._settle(pending)
         for bundle_hash in sorted(pending):
@@ -232,11 +248,7 @@ class IriLedger:
 
     def _settle(self, pending: dict[str, _Bundle]) -> None:
         """Confirmed ones move to the confirmed cache; unconfirmable ones are dropped."""
-        tails = {t: h for h, b in pending.items() for t in b.tails}
-        confirmed: set[str] = set()
-        for chunk in _chunks(list(tails), LIST_LIMIT):
-            states = self._call("getInclusionStates", transactions=list(chunk))["states"]
-            confirmed |= {tails[t] for t, ok in zip(chunk, states, strict=True) if ok}
+        confirmed = self._confirmed_among(pending)
         for bundle_hash in confirmed:
             self._confirmed.put(bundle_hash, pending[bundle_hash])
             self._pending.pop(bundle_hash, None)
@@ -245,57 +257,142 @@ class IriLedger:
         inputs = sorted({a for b in alive.values() for a in b.inputs})
         if inputs:
             balances = self.confirmed_balances(inputs).values
-            for bundle_hash, bundle in alive.items():
-                if any(balances.get(a, 0) < v for a, v in bundle.inputs.items()):
-                    self._drop(bundle_hash, bundle, "its inputs were spent by another bundle")
+            spent = {
+                h: b
+                for h, b in alive.items()
+                if any(balances.get(a, 0) < v for a, v in b.inputs.items())
+            }
+            # A milestone between the two readings: the bundle may have spent them itself.
+            for bundle_hash in self._confirmed_among(spent):
+                self._confirmed.put(bundle_hash, spent.pop(bundle_hash))
+                self._pending.pop(bundle_hash, None)
+                del alive[bundle_hash]
+            for bundle_hash, bundle in spent.items():
+                self._drop(bundle_hash, bundle, "spent")  # by another bundle
         now = time.monotonic()
         due = [(h, b) for h, b in alive.items() if h in self._pending and b.next_tip_check <= now]
         for bundle_hash, bundle in due[:TIP_CHECKS_PER_CALL]:
             bundle.next_tip_check = now + TIP_CHECK_INTERVAL_S
-            if all(self._tip_is_dead(tail) for tail in bundle.tails):
-                self._drop(bundle_hash, bundle, "conflicting or below max depth")
+            states = [self._tip_state(tail) for tail in bundle.tails]
+            if "conflicting" in states:
+                self._drop(bundle_hash, bundle, "conflicting")
+            elif states and all(state == "tip" for state in states):
+                self._drop(bundle_hash, bundle, "tip")  # below max depth: may be reattached
 
-    def _tip_is_dead(self, tail: str) -> bool:
+    def _confirmed_among(self, bundles: dict[str, _Bundle]) -> set[str]:
+        """The bundles of which a valid attachment is confirmed (getInclusionStates)."""
+        tails = {t: h for h, b in bundles.items() for t in b.tails}
+        confirmed: set[str] = set()
+        for chunk in _chunks(list(tails), LIST_LIMIT):
+            states = self._call("getInclusionStates", transactions=list(chunk))["states"]
+            confirmed |= {tails[t] for t, ok in zip(chunk, states, strict=True) if ok}
+        return confirmed
+
+    def _tip_state(self, tail: str) -> str:
+        """ "conflicting", "tip" (below max depth: only a reattachment can confirm), or "live"."""
         try:
             info = self._call("getTipInfo", tailTransaction=tail)
         except LedgerUnavailableError:
-            return False  # not solid yet, or unknown: looked at again later
-        return bool(info.get("conflicting")) or bool(info.get("shouldReattach"))
+            return "live"  # not solid yet, or unknown: looked at again later
+        if info.get("conflicting"):
+            return "conflicting"
+        return "tip" if info.get("shouldReattach") else "live"
 
     def _drop(self, bundle_hash: str, bundle: _Bundle, why: str) -> None:
         log.debug("bundle %s cannot confirm (%s): dropped from the pending view", bundle_hash, why)
         self._pending.pop(bundle_hash, None)
-        self._dropped.put(bundle_hash, (frozenset(bundle.attachments), bundle))
+        self._dropped.put(bundle_hash, _Dropped(frozenset(bundle.attachments), bundle, why))
 
-    def _validate(self, bundle_hash: str, attachments: set[str]) -> _Bundle | None:
-        """The bundle from its first valid, signed attachment (None if none is valid)."""
+    def _tried_out(self, bundle_hash: str) -> bool:
+        return len(self._tried.get(bundle_hash, ())) >= MAX_TAILS
+
+    def _validate_some(
+        self, work: dict[str, list[str]], attachments: dict[str, set[str]], into: dict[str, _Bundle]
+    ) -> None:
+        """Validate attachments within TAILS_PER_CALL, one bundle per address in turn (the
+        first address served rotates), so one address's flood cannot starve another's."""
+        queues = [work[a] for a in sorted(work)]
+        if not queues:
+            return
+        self._turn += 1
+        start = self._turn % len(queues)
+        queues = queues[start:] + queues[:start]
+        budget = TAILS_PER_CALL
+        while budget > 0 and any(queues):
+            for queue in queues:
+                if not queue or budget <= 0:
+                    continue
+                bundle_hash = queue.pop(0)
+                known = attachments[bundle_hash]
+                bundle, used, exhausted = self._validate(bundle_hash, known, budget)
+                budget -= max(1, used)
+                if bundle is not None:
+                    self._dropped.pop(bundle_hash, None)
+                    self._pending.put(bundle_hash, bundle)
+                    into[bundle_hash] = bundle
+                elif exhausted:
+                    self._dropped.put(bundle_hash, _Dropped(frozenset(known), None, "invalid"))
+                    into.pop(bundle_hash, None)
+
+    def _failed_once(self, tail: str, tried: set[str], now: float) -> None:
+        attempts = self._failed.get(tail, (0, 0.0))[0] + 1
+        if attempts >= VALIDATE_ATTEMPTS:
+            tried.add(tail)  # invalid for good
+            self._failed.pop(tail, None)
+        else:
+            self._failed.put(tail, (attempts, now + attempts))
+
+    def _validate(
+        self, bundle_hash: str, attachments: set[str], budget: int
+    ) -> tuple[_Bundle | None, int, bool]:
+        """Check up to `budget` attachments not tried before (MAX_TAILS per bundle ever).
+
+        Returns the bundle if one attachment is valid and signed (with every valid tail found
+        so far), how many were checked, and whether none is left to try.
+        """
         found = [str(h) for h in self._call("findTransactions", bundles=[bundle_hash])["hashes"]]
         txs = dict(self._transactions(found))
-        tails = [h for h in found if h in txs and txs[h].current_index == 0]
-        bundle: _Bundle | None = None
-        valid: list[str] = []
-        for tail in tails:
+        tried: set[str] = set(self._tried.get(bundle_hash, ()))
+        known: _Bundle | None = self._pending.get(bundle_hash)
+        dropped: _Dropped | None = self._dropped.get(bundle_hash)
+        if known is None and dropped is not None:
+            known = dropped.bundle
+        now = time.monotonic()
+        tails = [h for h in found if h in txs and txs[h].current_index == 0 and h not in tried]
+        # A tail that failed may be a bundle still arriving (the node stores its transactions
+        # one by one): looked at again after a pause, up to VALIDATE_ATTEMPTS times.
+        due = [t for t in tails if self._failed.get(t, (0, 0.0))[1] <= now]
+        room = max(0, MAX_TAILS - len(tried))
+        valid = list(known.tails) if known is not None else []
+        outputs = known.outputs if known is not None else None
+        inputs = known.inputs if known is not None else {}
+        used = 0
+        for tail in due[: min(budget, room)]:
+            used += 1
             try:
                 bundle_txs = self.api.get_bundles(TransactionHash(tail.encode()))["bundles"][0]
             except (BadApiResponse, ValueError) as exc:
                 log.debug("bundle %s tail %s is not valid: %s", bundle_hash, tail, exc)
+                self._failed_once(tail, tried, now)
                 continue
             except OSError as exc:
                 raise LedgerUnavailableError(f"getBundles: {exc}") from exc
             if str(bundle_txs.hash) != bundle_hash:
+                self._failed_once(tail, tried, now)
                 continue
+            tried.add(tail)
             valid.append(tail)
-            if bundle is None:
-                outputs: dict[str, int] = {}
-                inputs: dict[str, int] = {}
+            if outputs is None:
+                outputs, inputs = {}, {}
                 for tx in bundle_txs:
                     into = outputs if tx.value > 0 else inputs
                     if tx.value:
                         into[str(tx.address)] = into.get(str(tx.address), 0) + abs(tx.value)
-                bundle = _Bundle(outputs, inputs, (), frozenset())
-        if bundle is None:
-            return None
-        return _Bundle(bundle.outputs, bundle.inputs, tuple(valid), frozenset(attachments))
+        self._tried.put(bundle_hash, frozenset(tried))
+        exhausted = len(tried) >= MAX_TAILS or all(t in tried for t in tails)
+        if outputs is None:
+            return None, used, exhausted
+        return _Bundle(outputs, inputs, tuple(valid), frozenset(attachments)), used, exhausted
 
     def _value_transactions(self, addresses: list[str]) -> list[tuple[str, _Tx]]:
         hashes: list[str] = []

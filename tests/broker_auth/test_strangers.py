@@ -73,16 +73,15 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
+def pool_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
     """The limits at their defaults but the per-buyer order throttle, which the honest buyer
     (ordering and cancelling once a second for a minute) would reach by design."""
     stack = auth_stack_factory(
-        "strangers",
+        "strangers-pool",
         node_url=net.url,
         pool=[random_address() for _ in range(POOL_SIZE)],
-        WATCHER_INTERVAL_S=str(WATCHER_INTERVAL_S),
         MAX_UNPAID_ORDERS="3",
-        ORDER_MAX_PER_BUYER="100",
+        ORDER_MAX_PER_BUYER="200",
         ORDER_MAX_PER_IP="60",
         ORDER_WINDOW_S="600",
     )
@@ -92,15 +91,32 @@ def shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
 
 
 @pytest.fixture(scope="module")
+def shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
+    """The unpaid-order cap at its default, the watcher at its default interval."""
+    stack = auth_stack_factory(
+        "strangers",
+        node_url=net.url,
+        pool=[random_address() for _ in range(POOL_SIZE)],
+        WATCHER_INTERVAL_S=str(WATCHER_INTERVAL_S),
+        MAX_UNPAID_ORDERS="3",
+    )
+    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
+    stack.create_product("slow", "live/plug-1/#", PRICE)
+    return Arena(net, stack)
+
+
+@pytest.fixture(scope="module")
 def hold_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
-    """Short windows: a 4 s payment window, then a 6 s hold for orders never paid."""
+    """Short windows: a 4 s payment window, then a 6 s hold for orders never paid; unpaid
+    orders past their window are read every 8 s (the stray scan), the smallest order 50 iota."""
     stack = auth_stack_factory(
         "strangers-hold",
         node_url=net.url,
         ORDER_PAYMENT_WINDOW_S="4",
         UNPAID_HOLD_S="6",
         LATE_PAYMENT_WINDOW_S="600",
-        STRAY_SCAN_INTERVAL_S="1",
+        STRAY_SCAN_INTERVAL_S="8",
+        MIN_ORDER_IOTA="50",
     )
     wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
     stack.create_product("slow", "live/plug-1/#", PRICE)
@@ -108,9 +124,9 @@ def hold_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
 
 
 # -- the pool ------------------------------------------------------------------------------
-def test_one_free_account_cannot_empty_the_pool(shop: Arena) -> None:
-    attacker = login(shop, shop.buyer("greedy"))
-    honest = login(shop, shop.buyer("honest"))
+def test_one_free_account_cannot_empty_the_pool(pool_shop: Arena) -> None:
+    attacker = login(pool_shop, pool_shop.buyer("greedy"))
+    honest = login(pool_shop, pool_shop.buyer("honest"))
     stop = threading.Event()
     attacker_codes: collections.Counter[int] = collections.Counter()
     details: collections.Counter[str] = collections.Counter()
@@ -118,7 +134,7 @@ def test_one_free_account_cannot_empty_the_pool(shop: Arena) -> None:
     order = {"product_id": "slow", "hours": 0.0001}  # 1 iota, never paid
 
     def attack() -> None:
-        with httpx.Client(base_url=shop.stack.api_url, headers=attacker, timeout=15) as c:
+        with httpx.Client(base_url=pool_shop.stack.api_url, headers=attacker, timeout=15) as c:
             while not stop.is_set():
                 r = c.post("/api/orders", json=order)
                 with lock:
@@ -130,7 +146,7 @@ def test_one_free_account_cannot_empty_the_pool(shop: Arena) -> None:
 
     def watch_pool() -> None:
         while not stop.wait(0.5):
-            min_free[0] = min(min_free[0], len(free_addresses(shop)))
+            min_free[0] = min(min_free[0], len(free_addresses(pool_shop)))
 
     threads = [threading.Thread(target=attack) for _ in range(4)]
     threads.append(threading.Thread(target=watch_pool))
@@ -142,7 +158,7 @@ def test_one_free_account_cannot_empty_the_pool(shop: Arena) -> None:
     started = time.monotonic()
     try:
         with httpx.Client(
-            base_url=shop.stack.api_url, headers=honest, timeout=15, transport=transport
+            base_url=pool_shop.stack.api_url, headers=honest, timeout=15, transport=transport
         ) as c:
             while time.monotonic() - started < ATTACK_S:
                 tick = time.monotonic()
@@ -165,7 +181,7 @@ def test_one_free_account_cannot_empty_the_pool(shop: Arena) -> None:
     assert attacker_codes[429] > 100 and set(attacker_codes) == {201, 429}, attacker_codes
     assert any("ORDER_MAX_PER_IP" in d for d in details), details  # throttled, not just capped
     assert min_free[0] >= POOL_SIZE - 3 - 1
-    assert (shop.stack.health() or {}).get("deposit_addresses") == "ok"
+    assert (pool_shop.stack.health() or {}).get("deposit_addresses") == "ok"
 
 
 def test_cancel_frees_the_address_at_once_and_only_the_owner_may(shop: Arena) -> None:
@@ -203,31 +219,61 @@ def test_never_paid_addresses_return_after_their_hold_and_a_payment_inside_it_co
     hold_shop: Arena,
 ) -> None:
     never, late = hold_shop.buyer("never"), hold_shop.buyer("late")
-    abandoned = hold_shop.order(never)
-    paid_late = hold_shop.order(late)  # 36 iota
-    seed = hold_shop.funded_seed(36)
+    r = hold_shop.http().post("/api/orders", json={"product_id": "slow", "hours": 0.01}, auth=late)
+    assert r.status_code == 422 and "MIN_ORDER_IOTA" in r.text, r.text  # 36 iota: dust
+    abandoned = hold_shop.order(never, hours=0.02)  # 72 iota
+    paid_late = hold_shop.order(late, hours=0.02)
+    seed = hold_shop.funded_seed(72)
     wait_for(lambda: time.time() > _ts(paid_late["expires_at"]) + 0.5, 10, "payment window over")
     assert abandoned["address"] not in free_addresses(hold_shop)  # held after its window
-    hold_shop.send(hold_shop.signed_transfer(seed, [(paid_late["address"], 36, paid_late["tag"])]))
-    confirmed = hold_shop.wait_confirmed(late, paid_late["order_id"], 36)
-    assert confirmed["confirmed_iota"] == 36
+    # Paid inside the hold, confirmed around its end: the address is read (and the payment
+    # recorded for its order) before it could go back to the pool.
+    hold_shop.send(hold_shop.signed_transfer(seed, [(paid_late["address"], 72, paid_late["tag"])]))
+    deadline = _ts(paid_late["expires_at"]) + 6 + 20
+    while time.time() < deadline:
+        assert paid_late["address"] not in free_addresses(hold_shop)
+        if hold_shop.get_order(late, paid_late["order_id"])["confirmed_iota"] == 72:
+            break
+        time.sleep(0.3)
+    assert hold_shop.get_order(late, paid_late["order_id"])["confirmed_iota"] == 72
     r = hold_shop.http().get("/api/grants", auth=late)
     assert [g["product_id"] for g in r.json()] == ["slow"], r.text
     # The hold is over (4 s window + 6 s): the never-paid address is free again, at the end
     # of the queue; the paid one stays held for its late-payment window.
     wait_for(
         lambda: abandoned["address"] in free_addresses(hold_shop),
-        20,
+        30,
         "the never-paid address back in the free queue",
         0.2,
     )
-    time.sleep(2)
     assert paid_late["address"] not in free_addresses(hold_shop)
     assert hold_shop.get_order(never, abandoned["order_id"])["status"] == "expired"
     free = hold_shop.stack.pool_state("free")["addresses"]
     assert free[-1]["address"] == abandoned["address"]  # the queue's end
-    # Value sent to it now is kept as unmatched, never credited to the old order.
+    # Value sent to it now is no payment of the old order: kept as unmatched.
+    stray = hold_shop.funded_seed(5)
+    hold_shop.send(hold_shop.signed_transfer(stray, [(abandoned["address"], 5, abandoned["tag"])]))
+    (unmatched,) = wait_for(
+        lambda: hold_shop.payments_to(abandoned["address"]), 30, "the unmatched record", 0.3
+    )
+    assert unmatched["matched"] is False and unmatched["amount_iota"] == 5
     assert hold_shop.get_order(never, abandoned["order_id"])["confirmed_iota"] == 0
+
+
+def test_a_dust_payment_does_not_free_a_place_under_the_cap(shop: Arena) -> None:
+    buyer = shop.buyer("duster")
+    orders = [shop.order(buyer) for _ in range(3)]  # 36 iota each
+    seed = shop.funded_seed(40)
+    # 1 iota to each order in one bundle: each is "paid", none in full.
+    shop.send(shop.signed_transfer(seed, [(o["address"], 1, o["tag"]) for o in orders]))
+    for o in orders:
+        shop.wait_confirmed(buyer, o["order_id"], 1)
+    r = shop.http().post("/api/orders", json={"product_id": "slow", "hours": 0.01}, auth=buyer)
+    assert r.status_code == 429 and "MAX_UNPAID_ORDERS" in r.json()["detail"], r.text
+    top_up = shop.funded_seed(35)
+    shop.send(shop.signed_transfer(top_up, [(orders[0]["address"], 35, orders[0]["tag"])]))
+    shop.wait_confirmed(buyer, orders[0]["order_id"], 36)
+    shop.order(buyer)  # paid in full: its place is free
 
 
 def _ts(rfc3339: str) -> float:
@@ -375,3 +421,38 @@ def test_over_and_later_payments_buy_at_the_price_of_the_day(shop: Arena) -> Non
     both = _payment_for(shop, order["order_id"], 144)
     second = next(p for p in both if p["payment_id"] != first["payment_id"])
     assert second["grant_seconds"] == pytest.approx(18.0) and second["refund_due_iota"] == 0
+
+
+@pytest.fixture(scope="module")
+def late_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
+    """A 2 s payment window and a 3 s late window: a running grant outlives both."""
+    stack = auth_stack_factory(
+        "strangers-late",
+        node_url=net.url,
+        ORDER_PAYMENT_WINDOW_S="2",
+        LATE_PAYMENT_WINDOW_S="3",
+        STRAY_SCAN_INTERVAL_S="1",
+    )
+    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
+    stack.create_product("slow", "live/plug-1/#", PRICE)
+    return Arena(net, stack)
+
+
+def test_instalments_after_the_late_window_buy_at_the_price_of_their_day(
+    late_shop: Arena,
+) -> None:
+    """A big order paid in instalments keeps its address watched while the grant runs, but
+    its quote ends with the late window: no lasting price lock through small payments."""
+    buyer = late_shop.buyer("instalments")
+    order = late_shop.order(buyer, hours=0.1)  # 360 iota at 3600/h
+    first = late_shop.funded_seed(60)
+    late_shop.send(late_shop.signed_transfer(first, [(order["address"], 60, order["tag"])]))
+    (early,) = _payment_for(late_shop, order["order_id"], 60)
+    assert early["grant_seconds"] == pytest.approx(60.0)  # inside the quote
+    _admin_patch(late_shop, "slow", price_iota_per_hour=PRICE * 2)
+    wait_for(lambda: time.time() > _ts(order["expires_at"]) + 3 + 0.5, 10, "the late window to end")
+    second = late_shop.funded_seed(60)
+    late_shop.send(late_shop.signed_transfer(second, [(order["address"], 60, order["tag"])]))
+    both = _payment_for(late_shop, order["order_id"], 120)
+    later = next(p for p in both if p["payment_id"] != early["payment_id"])
+    assert later["grant_seconds"] == pytest.approx(30.0)  # today's price, not the quote's

@@ -30,6 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_auth.acl_model import Acl, Client, Role
 from stack import procs
+from stack.mqtt_probe import default_qos
 from tests.auth_stack import AuthStack, start_auth_stack
 from tests.broker_auth.conftest import auth_stack_factory
 from tests.conftest import Mongo, MosquittoFactory, Store
@@ -76,8 +77,9 @@ class Mqtt:
 
     def __init__(self, port: int, username: str | None, password: str | None) -> None:
         tail = f"sec-{secrets.token_hex(6)}"
-        # Anonymous clients may subscribe at QoS 0 only (the session-ownership plugin).
-        self.qos = 0 if username is None else 1
+        # Anonymous clients may subscribe at QoS 0 only, and so may every client but services
+        # to the free averages (the session-ownership plugin).
+        self.username = username
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=tail if username is None else f"{username}:{tail}",
@@ -146,8 +148,8 @@ class Mqtt:
 
     def subscribe(self, topic: str, timeout: float = 10.0) -> int:
         """The SUBACK reason code (0x01 granted QoS 1, 0x00 QoS 0, 0x87 not authorized, ...):
-        QoS 1, or QoS 0 for an anonymous client."""
-        _, mid = self.client.subscribe(topic, qos=self.qos)
+        QoS 1, or QoS 0 for an anonymous client and for the free averages unless a service."""
+        _, mid = self.client.subscribe(topic, qos=default_qos(self.username, topic))
         assert mid is not None
         with self._cond:
             if not self._cond.wait_for(lambda: mid in self.subacks, timeout):

@@ -175,8 +175,8 @@ def render(
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     legend = (
-        "sub: SUBACK reason (0x01 granted QoS 1, 0x00 QoS 0 as anonymous clients ask, 0x87 not "
-        "authorized); rx = a message published "
+        "sub: SUBACK reason (0x01 granted QoS 1, 0x00 QoS 0 as anonymous clients ask, and all "
+        "but services on avg/, 0x87 not authorized); rx = a message published "
         "there reached the subscriber.\npub: PUBACK reason of a QoS 1 publish on a fresh "
         "connection; closed = the broker then closed the connection; DLV = delivered (seen by "
         "the observer, or the $CONTROL command was executed), - = dropped."

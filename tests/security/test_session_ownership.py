@@ -8,7 +8,10 @@ clean session, MQTT 5 enhanced authentication), another buyer with his own valid
 device. Each must get CONNACK "not authorised" (or "bad authentication method"), the owner must
 stay connected while he is there, and what was queued while he was away must be waiting when
 he comes back. Anonymous persistent sessions are bounded: 10,000 abandoned ones (raw sockets,
-MQTT 3.1.1 clean session off) must not grow the broker while averages are published.
+MQTT 3.1.1 clean session off) must not grow the broker while averages are published. So are a
+free buyer account's: the free averages (`avg/...`, and any wildcard filter that reaches them) are
+QoS 0 for every client but services (`svc.*`), so an abandoned session of a free account queues
+no average either, while a buyer keeps QoS 1 on his notifications and paid topics.
 
 A test-only account `svc.test-notifier` publishes on `notify/#` in place of broker_auth's
 notifier (whose password is random and private), as the ACL matrix's observer does.
@@ -324,6 +327,155 @@ def test_a_buyers_username_needs_his_password(shop: Shop) -> None:
     assert answer(john) == 0
 
 
+# ---- free accounts and the averages -----------------------------------------------------------
+
+
+def test_a_free_account_cannot_queue_averages(shop: Shop) -> None:
+    """A free buyer account subscribes `avg/#` at QoS 1 with a persistent session and leaves:
+    the broker must refuse QoS 1 there (QoS 0 is his), so nothing is queued for him while
+    averages are published; his notifications (QoS 1) are still kept for him."""
+    eve = shop.buyer("eve")
+    assert eve.username is not None
+    client_id = f"{eve.username}:hoard"
+    notify = acl_model.notify_topic(eve.username)
+    session = Session(shop.port, client_id, eve)
+    assert session.open() == 0
+    asked_qos1 = session.subscribe("avg/#", qos=1)
+    asked_qos2 = session.subscribe("avg/1m/#", qos=2)
+    assert session.subscribe(notify, qos=1) == [1]
+    averages, notifier = shop.publisher(shop.ingest), shop.publisher(shop.notifier)
+    try:
+        if asked_qos1 != [0]:  # refused: the free averages at QoS 0 stay his
+            assert session.subscribe("avg/#", qos=0) == [0]
+        averages.publish(f"avg/1m/{DEVICE}/power", b"while-connected", retain=True)
+        while session.next() != b"while-connected":  # after what was retained there before
+            pass
+        session.close()
+
+        published = 50
+        for i in range(published):
+            averages.publish(f"avg/1m/{DEVICE}/power", f"away-{i}".encode(), retain=True)
+        notifier.publish(notify, b"grant_started")
+
+        back = Session(shop.port, client_id, eve)
+        assert back.open() == 0
+        try:
+            assert back.session_present
+            got = [back.next()]
+            while True:
+                try:
+                    got.append(back.next(timeout=1.0))
+                except queue.Empty:
+                    break
+        finally:
+            back.close()
+    finally:
+        averages.close()
+        notifier.close()
+    queued = [m for m in got if m.startswith(b"away-")]
+    REPORTS.append(
+        f"Free account, persistent session: SUBACK for avg/# at QoS 1 {asked_qos1}, "
+        f"avg/1m/# at QoS 2 {asked_qos2}; {len(set(queued))} of {published} averages published "
+        f"while away were queued for it ({len(queued)} deliveries)."
+    )
+    assert asked_qos1 == [NOT_AUTHORIZED], asked_qos1
+    assert asked_qos2 == [NOT_AUTHORIZED], asked_qos2
+    assert queued == []
+    assert b"grant_started" in got  # QoS 1 where he is entitled to it
+
+
+# Filter -> granted at QoS 1 for a client that is not a service (and may read everything).
+WILDCARD_FILTERS = {
+    "avg/#": False,
+    "avg/1m/plug-1/power": False,
+    "avg/1m/#": False,
+    "avg/+/plug-1/power": False,
+    "avg/+": False,
+    "avg": False,  # `avg/#` matches `avg` itself
+    "#": False,
+    "+/#": False,
+    "+": False,  # matches `avg`
+    "+/+/+/+": False,
+    "+/+/+/+/+/+": False,  # deeper than the averages, still under `avg/`
+    "+/1m/#": False,
+    "+/1m/+/power": False,
+    "$share/g/avg/#": False,
+    "$share/g/#": False,
+    "$share/g/+/1m/plug-1/power": False,
+    "live/plug-1/#": True,
+    "live/+/power": True,
+    "notify/wide": True,
+    "info/#": True,
+    "avgx/#": True,
+    "avg1m/+/plug-1/power": True,
+    "/avg/#": True,  # first level empty, not `avg`
+    "+/2m/#": False,  # any window is under `avg/`
+    "x/+/#": True,
+    "$share/g/live/#": True,
+    "$SYS/#": True,  # `$` topics are not under `avg/`
+}
+
+
+def test_free_averages_are_qos0_below_services_with_any_filter(
+    mosquitto_factory: MosquittoFactory,
+) -> None:
+    """Every filter that can reach a topic under `avg/` is refused above QoS 0 to clients that
+    are not services, and granted at QoS 0; other filters keep QoS 1. The client may read
+    everything (dynamic security grants it all), so each answer is the plugin's."""
+    wide_user, reader_user = f"wide-{secrets.token_hex(3)}", "svc.test-avg-reader"
+    everything = Role(
+        "test-everything",
+        tuple(
+            Acl(kind, topic)
+            for topic in ("#", "$share/#", "$SYS/#")
+            for kind in ("subscribePattern", "publishClientReceive")
+        ),
+        "tests: a non-service client that may read everything",
+    )
+    passwords = {wide_user: secrets.token_urlsafe(12), reader_user: secrets.token_urlsafe(12)}
+    broker = mosquitto_factory(
+        f"free-qos-{secrets.token_hex(3)}",
+        extra_clients=[
+            Client(wide_user, passwords[wide_user], ("test-everything",)),
+            Client(reader_user, passwords[reader_user], (acl_model.ROLE_AVG_READER,)),
+        ],
+        extra_roles=[everything],
+    )
+    try:
+        wide = Session(broker.port, f"{wide_user}:wild", Login("wide", wide_user,
+                       passwords[wide_user]), clean_start=True)  # fmt: skip
+        assert wide.open() == 0
+        try:
+            at_qos1 = {f: wide.subscribe(f, qos=1) for f in WILDCARD_FILTERS}
+            at_qos0 = {f: wide.subscribe(f, qos=0) for f in WILDCARD_FILTERS}
+            at_qos2 = wide.subscribe("avg/#", qos=2)
+        finally:
+            wide.close()
+        wrong = [
+            f"{f}: {codes}" for f, codes in at_qos1.items()
+            if codes != ([1] if WILDCARD_FILTERS[f] else [NOT_AUTHORIZED])
+        ]  # fmt: skip
+        REPORTS.append(
+            "Free averages, QoS 1 asked by a non-service client that may read everything: "
+            + ", ".join(f"{f} {'granted' if c == [1] else hex(c[0])}" for f, c in at_qos1.items())
+        )
+        assert wrong == [], wrong
+        assert at_qos0 == {f: [0] for f in WILDCARD_FILTERS}
+        assert at_qos2 == [NOT_AUTHORIZED]
+
+        # A service keeps QoS 1 (and 2) on the averages.
+        reader = Session(broker.port, f"{reader_user}:avg", Login("reader", reader_user,
+                         passwords[reader_user]), clean_start=True)  # fmt: skip
+        assert reader.open() == 0
+        try:
+            assert reader.subscribe("avg/#", qos=1) == [1]
+            assert reader.subscribe("avg/1m/+/power", qos=2) == [2]
+        finally:
+            reader.close()
+    finally:
+        broker.proc.stop()
+
+
 # ---- abandoned anonymous sessions -------------------------------------------------------------
 
 ABANDONED = 10_000
@@ -344,21 +496,25 @@ def _packet(header: int, body: bytes) -> bytes:
             return bytes(out) + body
 
 
-def abandon_packets(client_id: str) -> bytes:
+def abandon_packets(client_id: str, login: Login = ANONYMOUS) -> bytes:
     """MQTT 3.1.1 CONNECT (clean session off: kept forever without an expiry), SUBSCRIBE to the
     averages at QoS 1 and QoS 0, DISCONNECT: the session stays, nobody comes back."""
-    connect = _packet(
-        0x10, _string(b"MQTT") + bytes([4, 0x00, 0, 60]) + _string(client_id.encode())
-    )
+    flags, payload = 0x00, _string(client_id.encode())
+    if login.username is not None and login.password is not None:
+        flags = 0xC0  # username and password
+        payload += _string(login.username.encode()) + _string(login.password.encode())
+    connect = _packet(0x10, _string(b"MQTT") + bytes([4, flags, 0, 60]) + payload)
     filters = _string(b"avg/#") + b"\x01" + _string(b"avg/+/+/+") + b"\x00"
     return connect + _packet(0x82, b"\x00\x01" + filters)
 
 
-async def _abandon(port: int, client_id: str, limit: asyncio.Semaphore) -> bytes:
+async def _abandon(
+    port: int, client_id: str, limit: asyncio.Semaphore, login: Login = ANONYMOUS
+) -> bytes:
     async with limit:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(abandon_packets(client_id))  # a client may send before its CONNACK
+            writer.write(abandon_packets(client_id, login))  # a client may send before its CONNACK
             connack = await reader.readexactly(4)
             assert connack[3] == 0, f"CONNACK {connack[3]}"
             header = await reader.readexactly(2)
@@ -371,11 +527,13 @@ async def _abandon(port: int, client_id: str, limit: asyncio.Semaphore) -> bytes
         return suback[2:]  # the granted QoS (or 0x80) of each filter
 
 
-async def abandon_sessions(port: int, count: int) -> list[bytes]:
+async def abandon_sessions(port: int, count: int, login: Login = ANONYMOUS) -> list[bytes]:
+    """`count` abandoned sessions, anonymous or all of one account (`<username>:gone-...`)."""
     limit = asyncio.Semaphore(CONCURRENCY)
     prefix = secrets.token_hex(3)
+    owner = "" if login.username is None else f"{login.username}:"
     return await asyncio.gather(
-        *(_abandon(port, f"gone-{prefix}-{i}", limit) for i in range(count))
+        *(_abandon(port, f"{owner}gone-{prefix}-{i}", limit, login) for i in range(count))
     )
 
 
@@ -426,3 +584,46 @@ def test_abandoned_anonymous_sessions_stay_bounded(mosquitto_factory: MosquittoF
         assert after - abandoned < 2048, (abandoned, after)
     finally:
         broker.proc.stop()
+
+
+# ---- abandoned sessions of a free account -----------------------------------------------------
+
+ACCOUNT_SESSIONS = 2_000  # one account may open any number of ids `<username>:...`
+
+
+def test_abandoned_free_account_sessions_stay_bounded(shop: Shop) -> None:
+    """One free buyer account, 2,000 abandoned persistent sessions (its own ids, MQTT 3.1.1
+    clean session off) asking `avg/#` at QoS 1 and `avg/+/+/+` at QoS 0: QoS 1 is refused, so
+    the averages published afterwards queue nothing for them."""
+    mallory = shop.buyer("mallory")
+    assert shop.auth.broker.proc.popen is not None
+    pid = shop.auth.broker.proc.popen.pid
+    publisher = shop.publisher(shop.ingest)
+    try:
+        for t in range(TOPICS):
+            publisher.publish(f"avg/1m/free-{t}/power", b"x" * PAYLOAD, retain=True)
+        time.sleep(0.5)
+        before = rss_kib(pid)
+        started = time.monotonic()
+        subacks = asyncio.run(abandon_sessions(shop.port, ACCOUNT_SESSIONS, mallory))
+        abandon_s = time.monotonic() - started
+        time.sleep(0.5)
+        abandoned = rss_kib(pid)
+        for r in range(ROUNDS):
+            for t in range(TOPICS):
+                payload = f"{r:04d}".encode() * (PAYLOAD // 4)
+                publisher.publish(f"avg/1m/free-{t}/power", payload, retain=True)
+        time.sleep(0.5)
+        after = rss_kib(pid)
+    finally:
+        publisher.close()
+    per_session = (abandoned - before) * 1024 / ACCOUNT_SESSIONS
+    REPORTS.append(
+        f"Abandoned sessions of one free account: {ACCOUNT_SESSIONS} made in {abandon_s:.1f} s "
+        f"(SUBACKs {sorted({s.hex() for s in subacks})}); Mosquitto RSS {before} KiB before, "
+        f"{abandoned} KiB after them ({per_session:.0f} B each), {after} KiB after "
+        f"{ROUNDS * TOPICS} averages published to them."
+    )
+    assert set(subacks) == {b"\x80\x00"}, set(subacks)  # QoS 1 refused, QoS 0 granted
+    assert per_session < 2048, per_session
+    assert after - abandoned < 2048, (abandoned, after)
