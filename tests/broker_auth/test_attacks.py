@@ -43,6 +43,7 @@ from tests.conftest import Mongo, MosquittoFactory
 from tests.devnet_fixture import TEST_MWM, start_devnet
 from tests.support import wait_for
 from wallet import payments
+from wallet.payments import SeedState
 
 PRICE = 3600
 PASSWORD = "attack-password-1"
@@ -110,14 +111,7 @@ class Arena:
         self, seed: Seed, outputs: list[tuple[str, int, str]]
     ) -> list[TransactionTrytes]:
         """A signed bundle spending the seed's funded address, not sent (PyOTA directly)."""
-        state = payments.scan_seed(self.net.url, seed)
-        inputs = []
-        for address, balance in zip(state.used, state.balances, strict=True):
-            if balance > 0:
-                address.balance = balance
-                address.key_index = 0
-                address.security_level = payments.SECURITY_LEVEL
-                inputs.append(address)
+        state, inputs = self.funded_inputs(seed)
         transfers = [
             ProposedTransaction(address=Address(a.encode()), value=v, tag=Tag(t.encode()))
             for a, v, t in outputs
@@ -129,6 +123,18 @@ class Arena:
             security_level=payments.SECURITY_LEVEL,
         )["trytes"]
         return trytes
+
+    def funded_inputs(self, seed: Seed) -> tuple[SeedState, list[Address]]:
+        """The seed's state and its funded address (key index 0) ready to sign with."""
+        state = payments.scan_seed(self.net.url, seed)
+        inputs = []
+        for address, balance in zip(state.used, state.balances, strict=True):
+            if balance > 0:
+                address.balance = balance
+                address.key_index = 0
+                address.security_level = payments.SECURITY_LEVEL
+                inputs.append(address)
+        return state, inputs
 
     def send(self, trytes: list[TransactionTrytes]) -> list[Transaction]:
         attached = self.api.send_trytes(trytes, depth=3, min_weight_magnitude=TEST_MWM)

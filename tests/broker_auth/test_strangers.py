@@ -72,55 +72,59 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         devnet.stop()
 
 
+def _open_shop(
+    factory: AuthStackFactory, net: Any, name: str, pool: list[str] | None = None, **env: str
+) -> Arena:
+    """broker_auth on the module's devnet with `env`, healthy, selling `slow`."""
+    stack = factory(name, node_url=net.url, pool=pool, **env)
+    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
+    stack.create_product("slow", "live/plug-1/#", PRICE)
+    return Arena(net, stack)
+
+
 @pytest.fixture(scope="module")
 def pool_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
     """The limits at their defaults but the per-buyer order throttle, which the honest buyer
     (ordering and cancelling once a second for a minute) would reach by design."""
-    stack = auth_stack_factory(
+    return _open_shop(
+        auth_stack_factory,
+        net,
         "strangers-pool",
-        node_url=net.url,
         pool=[random_address() for _ in range(POOL_SIZE)],
         MAX_UNPAID_ORDERS="3",
         ORDER_MAX_PER_BUYER="200",
         ORDER_MAX_PER_IP="60",
         ORDER_WINDOW_S="600",
     )
-    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
-    stack.create_product("slow", "live/plug-1/#", PRICE)
-    return Arena(net, stack)
 
 
 @pytest.fixture(scope="module")
 def shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
     """The unpaid-order cap at its default, the watcher at its default interval."""
-    stack = auth_stack_factory(
+    return _open_shop(
+        auth_stack_factory,
+        net,
         "strangers",
-        node_url=net.url,
         pool=[random_address() for _ in range(POOL_SIZE)],
         WATCHER_INTERVAL_S=str(WATCHER_INTERVAL_S),
         MAX_UNPAID_ORDERS="3",
     )
-    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
-    stack.create_product("slow", "live/plug-1/#", PRICE)
-    return Arena(net, stack)
 
 
 @pytest.fixture(scope="module")
 def hold_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
     """Short windows: a 4 s payment window, then a 6 s hold for orders never paid; unpaid
     orders past their window are read every 8 s (the stray scan), the smallest order 50 iota."""
-    stack = auth_stack_factory(
+    return _open_shop(
+        auth_stack_factory,
+        net,
         "strangers-hold",
-        node_url=net.url,
         ORDER_PAYMENT_WINDOW_S="4",
         UNPAID_HOLD_S="6",
         LATE_PAYMENT_WINDOW_S="600",
         STRAY_SCAN_INTERVAL_S="8",
         MIN_ORDER_IOTA="50",
     )
-    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
-    stack.create_product("slow", "live/plug-1/#", PRICE)
-    return Arena(net, stack)
 
 
 # -- the pool ------------------------------------------------------------------------------
@@ -284,14 +288,7 @@ def _ts(rfc3339: str) -> float:
 def _conflicting_bundles(arena: Arena, seed: Seed, address: str, count: int) -> list[Any]:
     """`count` real signed bundles all spending the seed's one funded input: 1 iota each to
     `address`, the rest to change; distinct tags make distinct bundle hashes."""
-    state = payments.scan_seed(arena.net.url, seed)
-    inputs = []
-    for addr, balance in zip(state.used, state.balances, strict=True):
-        if balance > 0:
-            addr.balance = balance
-            addr.key_index = 0
-            addr.security_level = payments.SECURITY_LEVEL
-            inputs.append(addr)
+    state, inputs = arena.funded_inputs(seed)
     wallet = Iota(arena.net.url, seed)
     bundles = []
     for i in range(count):
@@ -426,16 +423,14 @@ def test_over_and_later_payments_buy_at_the_price_of_the_day(shop: Arena) -> Non
 @pytest.fixture(scope="module")
 def late_shop(auth_stack_factory: AuthStackFactory, net: Any) -> Arena:
     """A 2 s payment window and a 3 s late window: a running grant outlives both."""
-    stack = auth_stack_factory(
+    return _open_shop(
+        auth_stack_factory,
+        net,
         "strangers-late",
-        node_url=net.url,
         ORDER_PAYMENT_WINDOW_S="2",
         LATE_PAYMENT_WINDOW_S="3",
         STRAY_SCAN_INTERVAL_S="1",
     )
-    wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
-    stack.create_product("slow", "live/plug-1/#", PRICE)
-    return Arena(net, stack)
 
 
 def test_instalments_after_the_late_window_buy_at_the_price_of_their_day(
