@@ -73,7 +73,7 @@ def test_docs_assets_are_only_the_listed_files(stack: AuthStack) -> None:
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing")
+        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap.sh installs it")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
