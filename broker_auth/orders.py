@@ -181,10 +181,13 @@ class Orders:
             raise ConflictError("this order received a payment or has expired: it stays")
         address = str(doc["address"])
         base = int(doc.get("base_iota", 0))
-        # Bundles that paid the address before this order held it are not this order's.
+        # Bundles that paid the address before this order held it are not this order's (only
+        # an address that came back to the pool has any: the payments are read for it only).
         earlier = {
             str(b)
-            for p in self.store.payments.find({"address": address}, {"bundles": 1})
+            for p in (
+                self.store.payments.find({"address": address}, {"bundles": 1}) if base else []
+            )
             for b in p.get("bundles", [])
         }
         try:

@@ -315,13 +315,16 @@ class Watcher(BackgroundWorker):
                 # Never signed, nothing arrived: safe to hand out again, at the queue's end;
                 # unless a bundle paying it is on its way or just confirmed (the balance lags
                 # inclusion by a milestone): then the next pass records it for this order.
-                if release and not self._arriving(str(doc["_id"])):
+                if release and not self._arriving(fresh):
                     self.pool.release(str(doc["_id"]), str(doc.get("order_id")))
             elif self.pool.close(str(doc["_id"])):
                 log.info("deposit address %s closed (order %s)", doc["_id"], doc.get("order_id"))
 
-    def _arriving(self, address: str) -> bool:
-        earlier = self.payments.bundles_of(address)
+    def _arriving(self, entry: Doc) -> bool:
+        """A bundle pays the address that is not one of its payments before this order (only
+        an address that came back to the pool has those: the payments are read for it only)."""
+        address = str(entry["_id"])
+        earlier = self.payments.bundles_of(address) if int(entry.get("base_iota", 0)) else set()
         return any(b.bundle_hash not in earlier for b in self.ledger.bundles_paying([address]))
 
     def scan_strays(self) -> int:
