@@ -6,6 +6,7 @@ one place builds its environment and decides when it is ready.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from broker_auth.clock import utcnow
 from broker_auth.dynsec import DynsecClient
 from stack import procs
 from stack.mqtt_probe import MqttProbe
@@ -21,6 +23,24 @@ from stack.secrets import random_address
 from tests.support import wait_for
 
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+def credited_grant(
+    username: str, product_id: str, topic_filter: str, seconds: float
+) -> dict[str, Any]:
+    """A grant document as a credit leaves it, ending in `seconds` (for tests that write one)."""
+    now = utcnow()
+    return {
+        "_id": f"{username}/{product_id}",
+        "username": username,
+        "product_id": product_id,
+        "topic_filter": topic_filter,
+        "starts_at": now,
+        "expires_at": now + dt.timedelta(seconds=seconds),
+        "active": True,
+        "applied_payments": [],
+        "updated_at": now,
+    }
 
 
 @dataclass

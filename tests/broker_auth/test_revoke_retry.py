@@ -8,7 +8,6 @@ reconciliation after a reconnect to repair the role. The second test kills Mosqu
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import time
 from collections.abc import Iterator
@@ -18,10 +17,9 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from broker_auth.clock import utcnow
 from broker_auth.dynsec import DynsecClient
 from broker_auth.projection import product_rolename
-from tests.auth_stack import AuthStack, start_auth_stack
+from tests.auth_stack import AuthStack, credited_grant, start_auth_stack
 from tests.broker_auth.control_proxy import ControlProxy
 from tests.conftest import Mongo, MosquittoFactory
 from tests.support import wait_for
@@ -42,20 +40,7 @@ class Setup:
         """A buyer whose grant ends in `seconds`, its role on the client (as a credit leaves
         it)."""
         self.stack.register(username, PASSWORD)
-        now = utcnow()
-        self.db.grants.insert_one(
-            {
-                "_id": f"{username}/{PRODUCT}",
-                "username": username,
-                "product_id": PRODUCT,
-                "topic_filter": "live/rr/#",
-                "starts_at": now,
-                "expires_at": now + dt.timedelta(seconds=seconds),
-                "active": True,
-                "applied_payments": [],
-                "updated_at": now,
-            }
-        )
+        self.db.grants.insert_one(credited_grant(username, PRODUCT, "live/rr/#", seconds))
         self.stack.control().add_client_role(username, ROLE)
 
     def grant(self, username: str) -> dict[str, Any]:

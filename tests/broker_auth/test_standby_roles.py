@@ -11,7 +11,6 @@ reconciliation hides a wrong role.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pymongo.database import Database
 
 from broker_auth.clock import utcnow
 from broker_auth.projection import product_rolename
-from tests.auth_stack import AuthStack, start_replica
+from tests.auth_stack import AuthStack, credited_grant, start_replica
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.broker_auth.control_proxy import ControlProxy
 from tests.support import wait_for
@@ -47,20 +46,7 @@ class Pair:
         """A buyer whose grant of PRODUCT runs for an hour, its role on the client (as a credit
         leaves it)."""
         self.leader.register(username, PASSWORD)
-        now = utcnow()
-        self.db.grants.insert_one(
-            {
-                "_id": f"{username}/{PRODUCT}",
-                "username": username,
-                "product_id": PRODUCT,
-                "topic_filter": "live/sb/#",
-                "starts_at": now,
-                "expires_at": now + dt.timedelta(hours=1),
-                "active": True,
-                "applied_payments": [],
-                "updated_at": now,
-            }
-        )
+        self.db.grants.insert_one(credited_grant(username, PRODUCT, "live/sb/#", 3600))
         self.leader.control().add_client_role(username, product_rolename(PRODUCT))
 
     def role_writes_by_standby(self, username: str) -> list[dict[str, Any]]:
