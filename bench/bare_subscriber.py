@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker_auth import acl_model
+from broker_auth.broker import acl_model
 
 
 def main(argv: list[str]) -> int:

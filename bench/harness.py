@@ -34,7 +34,7 @@ from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
 from bench.common import percentile
-from broker_auth.acl_model import Acl, Client, Role
+from broker_auth.broker.acl_model import Acl, Client, Role
 from stack import procs
 from stack.mqtt_probe import MqttProbe
 from stack.scrape import scrape_metrics

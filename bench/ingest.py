@@ -50,8 +50,8 @@ from paho.mqtt.properties import Properties
 
 from bench import harness
 from bench.common import write_result
-from broker_auth import acl_model
-from broker_auth.acl_model import Client
+from broker_auth.broker import acl_model
+from broker_auth.broker.acl_model import Client
 from stack import procs
 from stack.scrape import scrape_metrics
 

@@ -29,15 +29,15 @@ from typing import Any
 
 from bench import harness
 from bench.common import write_result
-from broker_auth.addresses import DepositAddresses
-from broker_auth.db import Doc, Store
-from broker_auth.dynsec import DynsecClient
-from broker_auth.grants import Grants
+from broker_auth.access.grants import Grants
+from broker_auth.billing.orders import Orders
+from broker_auth.billing.payments import Payments, payment_id
+from broker_auth.billing.pool import DepositAddresses
+from broker_auth.billing.watcher import Watcher
+from broker_auth.broker.control import DynsecClient
+from broker_auth.broker.projector import Projector
+from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger.iri import IriLedger
-from broker_auth.orders import Orders
-from broker_auth.payments import Payments, payment_id
-from broker_auth.projection import Projector
-from broker_auth.watcher import Watcher
 from stack import procs
 from stack.secrets import random_address
 

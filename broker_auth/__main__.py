@@ -27,7 +27,7 @@ def main() -> None:
     # Imported only once the configuration is known to be good: a refusal is immediate.
     import uvicorn
 
-    from broker_auth.api import create_app
+    from broker_auth.api.app import create_app
 
     # pyota and paho are chatty at DEBUG and may log request bodies: keep them quiet.
     for name in ("iota", "urllib3", "influxdb_client"):

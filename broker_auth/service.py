@@ -8,32 +8,32 @@ import os
 import secrets
 from pathlib import Path
 
-from broker_auth import passwords
-from broker_auth.accounts import Accounts
-from broker_auth.addresses import DepositAddresses
-from broker_auth.db import Store
-from broker_auth.devices import Devices
-from broker_auth.dynsec import DynsecClient
+from broker_auth.access.expiry import ExpiryScheduler
+from broker_auth.access.grants import Grants
+from broker_auth.access.notices import Notifier
+from broker_auth.accounts import passwords
+from broker_auth.accounts.buyers import Accounts
+from broker_auth.accounts.sessions import Sessions
+from broker_auth.accounts.throttle import SlidingWindow, purge_expired
+from broker_auth.billing.orders import Orders
+from broker_auth.billing.outbox import Outbox, OutboxDrainer
+from broker_auth.billing.payments import Payments
+from broker_auth.billing.pool import DepositAddresses
+from broker_auth.billing.revenue import Revenue
+from broker_auth.billing.watcher import Watcher
+from broker_auth.broker.control import DynsecClient
+from broker_auth.broker.projector import Projector
+from broker_auth.broker.reconciler import Reconciler
+from broker_auth.catalog.demo import DEMO_DEVICE, seed_demo
+from broker_auth.catalog.devices import Devices
+from broker_auth.catalog.last_readings import LastReadings
+from broker_auth.catalog.products import Products
 from broker_auth.errors import UnavailableError
-from broker_auth.events import EventWriter
-from broker_auth.expiry import ExpiryScheduler
-from broker_auth.grants import Grants
-from broker_auth.last_readings import LastReadings
-from broker_auth.lease import PaymentsLease
+from broker_auth.infra.db import Store
+from broker_auth.infra.events import EventWriter
+from broker_auth.infra.leader import PaymentsLease
 from broker_auth.ledger.iri import IriLedger
-from broker_auth.notifier import Notifier
-from broker_auth.orders import Orders
-from broker_auth.outbox import Outbox, OutboxDrainer
-from broker_auth.payments import Payments
-from broker_auth.products import Products
-from broker_auth.projection import Projector
-from broker_auth.reconciler import Reconciler
-from broker_auth.revenue import Revenue
-from broker_auth.seed import DEMO_DEVICE, seed_demo
-from broker_auth.sessions import Sessions
 from broker_auth.settings import Settings
-from broker_auth.throttle import SlidingWindow, purge_expired
-from broker_auth.watcher import Watcher
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from cryptography import x509
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker_auth import acl_model
+from broker_auth.broker import acl_model
 from stack import dynsec_file
 from stack.tls import TlsFiles, ensure_tls_files
 

@@ -14,8 +14,8 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from broker_auth import acl_model
-from broker_auth.acl_model import Client, Group, Role
+from broker_auth.broker import acl_model
+from broker_auth.broker.acl_model import Client, Group, Role
 
 # Mosquitto checks a password with the iteration count stored beside it.
 PBKDF2_ITERATIONS = 101_000

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker_auth.acl_model import Client, Role
+from broker_auth.broker.acl_model import Client, Role
 from stack import dynsec_file, influxdb, mosquitto_conf
 from stack.tls import TlsFiles, ensure_tls_files
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from broker_auth.clock import utcnow
-from broker_auth.dynsec import DynsecClient
+from broker_auth.broker.control import DynsecClient
+from broker_auth.infra.clock import utcnow
 from stack import procs
 from stack.mqtt_probe import MqttProbe
 from stack.secrets import random_address

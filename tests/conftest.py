@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from broker_auth import acl_model
-from broker_auth.acl_model import Client, Role
+from broker_auth.broker import acl_model
+from broker_auth.broker.acl_model import Client, Role
 from stack import procs
 from tests.devnet_fixture import TEST_MWM, start_devnet
 

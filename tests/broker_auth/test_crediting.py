@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from broker_auth.clock import as_utc, utcnow
-from broker_auth.db import Doc, Store
-from broker_auth.dynsec import DynsecClient
-from broker_auth.grants import Grants, grant_id
-from broker_auth.orders import new_tag
-from broker_auth.payments import Payments, payment_id
-from broker_auth.projection import Projector
+from broker_auth.access.grants import Grants, grant_id
+from broker_auth.billing.orders import new_tag
+from broker_auth.billing.payments import Payments, payment_id
+from broker_auth.broker.control import DynsecClient
+from broker_auth.broker.projector import Projector
+from broker_auth.infra.clock import as_utc, utcnow
+from broker_auth.infra.db import Doc, Store
 from tests.conftest import Mongo, MosquittoFactory
 
 PRICE = 3600  # 1 iota = 1 s

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from broker_auth.db import Store
-from broker_auth.lease import PaymentsLease
+from broker_auth.infra.db import Store
+from broker_auth.infra.leader import PaymentsLease
 from tests.conftest import Mongo
 
 

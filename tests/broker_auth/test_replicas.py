@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from broker_auth.projection import product_rolename
+from broker_auth.broker.projector import product_rolename
 from stack import procs
 from tests.auth_stack import AuthStack, start_replica
 from tests.broker_auth.conftest import AuthStackFactory

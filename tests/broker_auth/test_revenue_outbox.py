@@ -17,7 +17,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from broker_auth.outbox import payment_point
+from broker_auth.billing.outbox import payment_point
 from stack import influxdb, procs
 from stack.procs import REPO_ROOT
 from tests.auth_stack import AuthStack

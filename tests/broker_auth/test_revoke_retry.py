@@ -17,8 +17,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from broker_auth.dynsec import DynsecClient
-from broker_auth.projection import product_rolename
+from broker_auth.broker.control import DynsecClient
+from broker_auth.broker.projector import product_rolename
 from tests.auth_stack import AuthStack, credited_grant, start_auth_stack
 from tests.broker_auth.control_proxy import ControlProxy
 from tests.conftest import Mongo, MosquittoFactory

@@ -21,8 +21,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from broker_auth.clock import utcnow
-from broker_auth.projection import product_rolename
+from broker_auth.broker.projector import product_rolename
+from broker_auth.infra.clock import utcnow
 from tests.auth_stack import AuthStack, credited_grant, start_replica
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.broker_auth.control_proxy import ControlProxy

@@ -20,8 +20,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from broker_auth.db import Doc
-from broker_auth.throttle import SlidingWindow, purge_expired
+from broker_auth.accounts.throttle import SlidingWindow, purge_expired
+from broker_auth.infra.db import Doc
 from stack import procs
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory

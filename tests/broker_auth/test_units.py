@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from iota import Address
 
-from broker_auth import passwords
-from broker_auth.clock import utcnow
+from broker_auth.accounts import passwords
+from broker_auth.api.schemas import check_topic_filter
+from broker_auth.billing.orders import amount_for, new_tag, status_of
+from broker_auth.infra.clock import utcnow
 from broker_auth.ledger.iri import IriLedger
-from broker_auth.models import check_topic_filter
-from broker_auth.orders import amount_for, new_tag, status_of
 
 
 @pytest.mark.parametrize(

@@ -185,9 +185,9 @@ def broker_auth_metrics_text() -> str:
     (Running broker_auth itself needs MongoDB, the broker and a node; its endpoint is just
     `generate_latest()` of this registry.)
     """
-    importlib.import_module("broker_auth.metrics")
+    importlib.import_module("broker_auth.infra.metrics")
     code = (
-        "import sys, broker_auth.metrics; from prometheus_client import generate_latest; "
+        "import sys, broker_auth.infra.metrics; from prometheus_client import generate_latest; "
         "sys.stdout.write(generate_latest().decode())"
     )
     result = subprocess.run(

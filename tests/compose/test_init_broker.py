@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_auth import acl_model
+from broker_auth.broker import acl_model
 from stack import mosquitto_conf, procs
 from stack.secrets import random_address
 from tests.compose.conftest import REPO, compose_config, run_init

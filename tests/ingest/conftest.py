@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker_auth import acl_model
+from broker_auth.broker import acl_model
 from ingest.settings import owned_client_id
 from stack import procs
 from stack.scrape import scrape_metrics

@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker_auth import acl_model
+from broker_auth.broker import acl_model
 from ingest.mqtt_client import LeanClient
 from stack import procs
 from tests.conftest import device_password

@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker_auth import acl_model
-from broker_auth.acl_model import Client
+from broker_auth.broker import acl_model
+from broker_auth.broker.acl_model import Client
 from simulator.plug import SmartPlug
 from stack import procs
 from tests.conftest import MosquittoFactory, device_password

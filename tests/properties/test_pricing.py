@@ -1,4 +1,4 @@
-"""What a payment buys (broker_auth/pricing.py): the order's quote covers its amount only."""
+"""What a payment buys (billing/pricing.py): the order's quote covers its amount only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_auth.pricing import price_payment
+from broker_auth.billing.pricing import price_payment
 
 iota = st.integers(min_value=0, max_value=10**9)
 price = st.integers(min_value=1, max_value=10**7)

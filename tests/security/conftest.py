@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker_auth.acl_model import Acl, Client, Role
+from broker_auth.broker.acl_model import Acl, Client, Role
 from stack import procs
 from stack.mqtt_probe import default_qos
 from tests.auth_stack import AuthStack, start_auth_stack

@@ -25,8 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from broker_auth import acl_model
-from broker_auth.acl_model import Acl, Client, Role
+from broker_auth.broker import acl_model
+from broker_auth.broker.acl_model import Acl, Client, Role
 from ingest.averages import Averages
 from ingest.parsing import Reading
 from ingest.settings import Window

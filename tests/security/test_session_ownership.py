@@ -35,8 +35,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker_auth import acl_model
-from broker_auth.acl_model import Acl, Client, Role
+from broker_auth.broker import acl_model
+from broker_auth.broker.acl_model import Acl, Client, Role
 from ingest.settings import IngestSettings
 from tests.auth_stack import AuthStack, start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory

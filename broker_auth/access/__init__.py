@@ -1,0 +1,1 @@
+"""What a payment buys: grants of time on a product, their expiry, the buyer's notices."""

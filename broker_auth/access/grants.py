@@ -1,0 +1,295 @@
+"""Grants: time-limited access of one buyer to one product, extended by confirmed payments.
+
+Crediting is exactly-once without transactions. The payment's id is pushed onto the grant in
+the same atomic update that moves the grant's end (a compare-and-set on the old end and on the
+id being absent); only then is the payment flagged `credited`. After a crash between the two
+writes, crediting again finds the id on the grant and just sets the flag: never twice, never
+lost.
+
+A grant's `active` flag says whether the buyer's client should hold the product role; all role
+changes happen under the projector's lock, so reconciliation never sees half a change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from broker_auth.api.schemas import GrantAdminOut, GrantOut
+from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.projector import Projector
+from broker_auth.infra import metrics
+from broker_auth.infra.clock import as_utc, truncate, utcnow
+from broker_auth.infra.db import Doc, Store
+from broker_auth.infra.events import EventWriter
+
+log = logging.getLogger(__name__)
+
+MAX_CAS_ATTEMPTS = 20
+# (username, event, product_id, expires_at): the buyer's notification of a grant change.
+Notify = Callable[[str, str, str, dt.datetime], None]
+NOTICE_EVENTS = {"granted": "grant_started", "extended": "grant_extended"}
+
+
+def grant_id(username: str, product_id: str) -> str:
+    return f"{username}/{product_id}"
+
+
+class Grants:
+    def __init__(
+        self,
+        store: Store,
+        projector: Projector,
+        events: EventWriter | None = None,
+        on_change: Callable[[], None] | None = None,
+        notify: Notify | None = None,
+    ) -> None:
+        self.store = store
+        self.projector = projector
+        self.events = events
+        self.on_change = on_change
+        self.notify = notify
+
+    # -- crediting -----------------------------------------------------------------------
+    def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
+        """Turn a confirmed, matched payment into access time (idempotent)."""
+        pid = str(payment["_id"])
+        if not self.leading():
+            # Lost the lease mid-pass: the new holder credits what is left uncredited.
+            log.warning("payment %s left to the lease holder", pid)
+            return
+        order = self.store.orders.find_one({"_id": payment["order_id"]})
+        if order is None:
+            log.error("payment %s refers to missing order %s", pid, payment["order_id"])
+            return
+        username = str(order["username"])
+        product_id = str(order["product_id"])
+        amount = int(payment.get("amount_iota", 0))
+        # Priced when confirmed (Payments.priced); a record of an older version: the order's.
+        priced = payment.get("grant_seconds")
+        seconds = (
+            float(priced)
+            if priced is not None
+            else amount * 3600 / int(order["price_iota_per_hour"])
+        )
+        gid = grant_id(username, product_id)
+        if seconds <= 0:  # nothing bought (off sale beyond the ordered amount): refund due
+            self.store.payments.update_one(
+                {"_id": pid}, {"$set": {"credited": True, "credited_at": utcnow()}}
+            )
+            log.info("payment %s buys no time (refund due: %d iota)", pid, amount)
+            return
+        event: str | None = None
+        new_end: dt.datetime | None = None
+        need_role = False
+        with self.projector.lock:
+            for _attempt in range(MAX_CAS_ATTEMPTS):
+                now = utcnow()
+                g = self.store.grants.find_one({"_id": gid})
+                if g is not None and pid in g.get("applied_payments", []):
+                    break  # applied before a crash: only the flag below is missing
+                if g is None:
+                    new_end = truncate(now + dt.timedelta(seconds=seconds))
+                    try:
+                        self.store.grants.insert_one(
+                            {
+                                "_id": gid,
+                                "username": username,
+                                "product_id": product_id,
+                                "topic_filter": order["topic_filter"],
+                                "starts_at": now,
+                                "expires_at": new_end,
+                                "active": True,
+                                "applied_payments": [pid],
+                                "updated_at": now,
+                            }
+                        )
+                    except DuplicateKeyError:
+                        continue
+                    event, need_role = "granted", True
+                    break
+                active = bool(g.get("active"))
+                current_end = as_utc(g["expires_at"])
+                running = active and current_end > now
+                # Stack onto the end of a running grant; otherwise start now.
+                new_end = truncate(
+                    (current_end if running else now) + dt.timedelta(seconds=seconds)
+                )
+                changes: Doc = {"expires_at": new_end, "active": True, "updated_at": now}
+                if not running:
+                    changes["starts_at"] = now
+                updated = self.store.grants.find_one_and_update(
+                    {
+                        "_id": gid,
+                        "expires_at": g["expires_at"],
+                        "active": g.get("active"),
+                        "applied_payments": {"$ne": pid},
+                    },
+                    {"$set": changes, "$push": {"applied_payments": pid}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if updated is None:
+                    continue  # changed meanwhile: read again
+                event = "extended" if running else "granted"
+                # An ended grant not yet revoked still holds its role.
+                need_role = not active
+                break
+            else:
+                raise RuntimeError(f"grant {gid}: too much contention")
+            self.store.payments.update_one(
+                {"_id": pid},
+                {
+                    "$set": {
+                        "credited": True,
+                        "credited_at": utcnow(),
+                        "grant_id": gid,
+                        "grant_seconds": seconds,
+                    }
+                },
+            )
+            if need_role:
+                try:
+                    self.projector.add_grant_role(username, product_id)
+                except (DynsecUnavailableError, DynsecError) as exc:
+                    log.warning("grant %s stored; broker update deferred (%s)", gid, exc)
+        if event is None:
+            return
+        metrics.CREDITS.inc()
+        metrics.GRANT_EVENTS.labels(event).inc()
+        if confirmed_seen_at is not None:
+            metrics.GRANT_APPLY_SECONDS.observe(time.monotonic() - confirmed_seen_at)
+        log.info("grant %s %s by %.1f s (payment %s, %d iota)", gid, event, seconds, pid, amount)
+        if self.events:
+            self.events.grant(product_id, event, seconds)
+        if self.notify and new_end is not None:
+            self.notify(username, NOTICE_EVENTS[event], product_id, new_end)
+        if self.on_change:
+            self.on_change()
+
+    def leading(self) -> bool:
+        """Grant changes are the payments lease holder's (no fence: a single process)."""
+        fence = self.projector.fence
+        return fence is None or fence()
+
+    # -- expiry --------------------------------------------------------------------------
+    def expire_due(self) -> int:
+        """Revoke every grant whose end has passed; returns how many."""
+        revoked = 0
+        with self.projector.lock:
+            now = utcnow()
+            for g in self.store.grants.find({"active": True, "expires_at": {"$lte": now}}):
+                if not self.leading():
+                    break  # lost the lease mid-pass: the new holder revokes the rest
+                claimed = self.store.grants.find_one_and_update(
+                    {"_id": g["_id"], "active": True, "expires_at": g["expires_at"]},
+                    {"$set": {"active": False, "revoked_at": now, "updated_at": now}},
+                )
+                if claimed is None:
+                    continue
+                try:
+                    self.projector.remove_grant_role(str(g["username"]), str(g["product_id"]))
+                except (DynsecUnavailableError, DynsecError) as exc:
+                    log.warning("grant %s ended; broker update deferred (%s)", g["_id"], exc)
+                    # Retried from the expiry loop with backoff until the broker takes it.
+                    self.projector.request_grant_sync(str(g["username"]), failed_attempts=1)
+                end = as_utc(g["expires_at"])
+                lag = (utcnow() - end).total_seconds()
+                metrics.REVOKE_LAG_SECONDS.observe(max(0.0, lag))
+                metrics.GRANT_EVENTS.labels("revoked").inc()
+                length = (end - as_utc(g["starts_at"])).total_seconds()
+                log.info("grant %s revoked %.3f s after its end", g["_id"], lag)
+                if self.events:
+                    self.events.grant(str(g["product_id"]), "revoked", length)
+                if self.notify:
+                    self.notify(str(g["username"]), "grant_ended", str(g["product_id"]), end)
+                revoked += 1
+        return revoked
+
+    def notify_ending(self, notice_s: float) -> int:
+        """`grant_ending` for each active grant within `notice_s` of its end, once per end (a
+        grant extended afterwards gets a new notice before its new end)."""
+        if self.notify is None:
+            return 0
+        now = utcnow()
+        sent = 0
+        soon = {
+            "active": True,
+            "expires_at": {"$gt": now, "$lte": now + dt.timedelta(seconds=notice_s)},
+        }
+        for g in self.store.grants.find(soon):
+            end = g["expires_at"]
+            if g.get("ending_notice_for") == end:
+                continue
+            # Under the lock like every grant write: FerretDB's findAndModify is not atomic, so
+            # this one racing a credit's extension wrote the grant back without it (found by
+            # the FerretDB-SIGKILL fault test: a payment credited, its 60 s missing).
+            with self.projector.lock:
+                claimed = self.store.grants.find_one_and_update(
+                    {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
+                    {"$set": {"ending_notice_for": end}},
+                )
+            if claimed is not None:
+                self.notify(str(g["username"]), "grant_ending", str(g["product_id"]), as_utc(end))
+                sent += 1
+        return sent
+
+    def next_notice(self, notice_s: float) -> dt.datetime | None:
+        """When the next `grant_ending` falls due (the earliest end beyond the notice window)."""
+        if self.notify is None:
+            return None
+        after = utcnow() + dt.timedelta(seconds=notice_s)
+        docs = list(
+            self.store.grants.find(
+                {"active": True, "expires_at": {"$gt": after}}, {"expires_at": 1}
+            )
+            .sort("expires_at", 1)
+            .limit(1)
+        )
+        if not docs:
+            return None
+        return as_utc(docs[0]["expires_at"]) - dt.timedelta(seconds=notice_s)
+
+    def next_expiry(self) -> dt.datetime | None:
+        docs = list(
+            self.store.grants.find({"active": True}, {"expires_at": 1})
+            .sort("expires_at", 1)
+            .limit(1)
+        )
+        return as_utc(docs[0]["expires_at"]) if docs else None
+
+    # -- queries -------------------------------------------------------------------------
+    def active_for(self, username: str) -> list[GrantOut]:
+        return [GrantOut(**g.model_dump(exclude={"username"})) for g in self._active(username)]
+
+    def active_all(self) -> list[GrantAdminOut]:
+        """Every buyer's active grants (the seller)."""
+        return self._active(None)
+
+    def _active(self, username: str | None) -> list[GrantAdminOut]:
+        query: dict[str, object] = {"active": True, "expires_at": {"$gt": utcnow()}}
+        if username is not None:
+            query["username"] = username
+        docs = self.store.grants.find(query).sort([("username", 1), ("product_id", 1)])
+        return [
+            GrantAdminOut(
+                username=str(d["username"]),
+                product_id=str(d["product_id"]),
+                topic_filter=str(d["topic_filter"]),
+                expires_at=as_utc(d["expires_at"]),
+            )
+            for d in docs
+        ]
+
+    def active_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for d in self.store.grants.find({"active": True}, {"product_id": 1}):
+            counts[str(d["product_id"])] += 1
+        for p in self.store.products.find({}, {"_id": 1}):
+            counts.setdefault(str(p["_id"]), 0)
+        return dict(counts)

@@ -1,0 +1,1 @@
+"""Buyers: accounts, sessions, password hashing, and the throttles that guard them."""

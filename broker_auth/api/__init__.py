@@ -1,0 +1,1 @@
+"""The HTTP layer: the FastAPI app, who is calling, request and response bodies, routes."""

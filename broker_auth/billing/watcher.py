@@ -1,0 +1,377 @@
+"""Payment watcher: the confirmed ledger value of every watched deposit address, credited once.
+
+One poll:
+1. the watch list (one entry per address an order holds while its window is open), the
+   confirmed balances of the "hot" ones (paid orders, and unpaid ones inside their payment
+   window) from the ledger in batches, and each increase over what was accounted recorded as
+   a payment (payments.py), priced (pricing.py) and credited to the order's grant;
+2. for orders still waiting for their first confirmation, the valid pending bundles paying
+   them that can still confirm (shown as `paid_iota`, never credited);
+3. addresses whose window has passed are closed (the seller may sweep them), or, for an order
+   never paid, go back to the pool's free queue.
+The work of a poll is bounded by the watched orders: it reads the watch list and documents by
+`_id` only, never the pool, the payments or the tangle's history. At start and then every
+`stray_scan_interval_s` a maintenance pass credits what a crash left uncredited, reads the
+unpaid orders past their payment window (held UNPAID_HOLD_S: a payment there still counts,
+seen within that interval) and the addresses no watched order holds (free or closed, not
+swept): value on them is kept as unmatched.
+The bundles that paid are evidence for people, looked up after the amount: when the node
+cannot name them yet (just restarted, still syncing) the payment is recorded without them and
+the lookup is retried with backoff until it succeeds or EVIDENCE_GIVE_UP_S has passed.
+When the node is down the watcher retries with exponential backoff; balances are cumulative,
+so nothing is missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pymongo.errors import PyMongoError
+
+from broker_auth.access.grants import Grants, grant_id
+from broker_auth.billing.orders import Orders
+from broker_auth.billing.payments import Payments
+from broker_auth.billing.pool import DepositAddresses
+from broker_auth.infra import metrics
+from broker_auth.infra.background import BackgroundWorker
+from broker_auth.infra.clock import as_utc, utcnow
+from broker_auth.infra.db import Doc, Store
+from broker_auth.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_GIVE_UP_S = 24 * 3600.0
+EVIDENCE_MAX_BACKOFF_S = 10.0
+EVIDENCE_PER_POLL = 20  # lookups a poll spends on backfill, so a backlog cannot stall it
+
+
+@dataclass
+class _MissingEvidence:
+    address: str
+    first_try: float
+    next_try: float
+    backoff: float
+
+
+class Watcher(BackgroundWorker):
+    join_timeout_s = 15.0
+
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        pool: DepositAddresses,
+        payments: Payments,
+        grants: Grants,
+        orders: Orders,
+        interval_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        stray_scan_interval_s: float = 30.0,
+    ) -> None:
+        super().__init__("watcher")
+        self.store = store
+        self.ledger = ledger
+        self.pool = pool
+        self.payments = payments
+        self.grants = grants
+        self.orders = orders
+        self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
+        self.stray_scan_interval_s = stray_scan_interval_s
+        self.node_ok = False
+        self.last_ok: float | None = None
+        self._node_warned = False
+        self._store_warned = False
+        self._next_maintenance = 0.0
+        self._retry: dict[str, Doc] = {}  # payments whose credit failed in this process
+        self._drops_warned: set[str] = set()
+        self._missing_evidence: dict[str, _MissingEvidence] = {}  # payment id -> retry state
+        self._evidence_loaded = False
+        # Work that waits for the node (loading the address file); done once it returns True.
+        self.before_poll: Callable[[], bool] | None = None
+
+    def _run(self) -> None:
+        backoff = self.interval_s
+        while not self.stopping:
+            if self.gate is not None and not self.gate():
+                self._standby_check()
+                continue
+            started = time.monotonic()
+            try:
+                self.poll_once()
+            except PyMongoError as exc:
+                metrics.WATCHER_POLLS.labels("store_error").inc()
+                if not self._store_warned:
+                    log.warning("watcher: MongoDB unavailable (%s); retrying", type(exc).__name__)
+                    self._store_warned = True
+                backoff = min(backoff * 2, self.max_backoff_s)
+            except Exception as exc:  # node down, timeouts, malformed answers
+                metrics.WATCHER_POLLS.labels("node_error").inc()
+                if not self._node_warned:
+                    log.warning("watcher: IOTA node unavailable (%s); retrying with backoff", exc)
+                    self._node_warned = True
+                self.node_ok = False
+                metrics.NODE_UP.set(0)
+                backoff = min(backoff * 2, self.max_backoff_s)
+            else:
+                metrics.WATCHER_POLLS.labels("ok").inc()
+                self._store_warned = False
+                backoff = self.interval_s
+            metrics.WATCHER_POLL_SECONDS.observe(time.monotonic() - started)
+            self._pause(backoff)
+
+    def _standby_check(self) -> None:
+        """Another replica watches: only keep /healthz's node state true."""
+        try:
+            self.ledger.ledger_index()
+        except Exception:
+            self.node_ok = False
+            metrics.NODE_UP.set(0)
+        else:
+            self._node_answered()
+        self._pause(self.interval_s)
+
+    def _node_answered(self) -> None:
+        if not self.node_ok:
+            log.info("watcher: IOTA node reachable")
+        self._node_warned = False
+        self.node_ok = True
+        self.last_ok = time.monotonic()
+        metrics.NODE_UP.set(1)
+
+    # -- one poll --------------------------------------------------------------------------
+    def poll_once(self) -> None:
+        if self.before_poll is not None and self.before_poll():
+            self.before_poll = None
+        watched = self.pool.watched()
+        metrics.WATCHED_ADDRESSES.set(len(watched))
+        maintenance = time.monotonic() >= self._next_maintenance
+        now = utcnow()
+        hot = [d for d in watched if _hot(d, now)]
+        if hot:
+            self._credit_increases(hot)
+            self._show_pending(hot)
+        else:
+            self.ledger.ledger_index()  # still tells whether the node answers
+            self._node_answered()
+        if maintenance:
+            cold = [d for d in watched if not _hot(d, now)]
+            if cold:
+                self._credit_increases(cold)
+        # Never-paid addresses go back to the pool only in the pass that just read them.
+        self._close_ended(watched, release=maintenance)
+        for payment in list(self._retry.values()):
+            self._credit(payment, None)
+        if maintenance:
+            self.pool.finish_releases()
+            for payment in self.payments.to_credit():
+                self._credit(payment, None)
+            if not self._evidence_loaded:  # what an earlier process recorded without evidence
+                for payment in self.payments.without_evidence():
+                    self._evidence_later(payment)
+                self._evidence_loaded = True
+            self.scan_strays()
+            self._next_maintenance = time.monotonic() + self.stray_scan_interval_s
+        self._backfill_evidence()
+
+    def _credit_increases(self, watched: list[Doc]) -> None:
+        balances = self.ledger.confirmed_balances([str(d["_id"]) for d in watched])
+        self._node_answered()
+        seen_at = time.monotonic()
+        for doc in watched:
+            address = str(doc["_id"])
+            balance = balances.values.get(address, 0)
+            accounted = int(doc.get("accounted_iota", 0))
+            if balance < accounted and address not in self._drops_warned:
+                # Spent from outside the sweep: nothing is credited until it exceeds `accounted`.
+                log.warning(
+                    "watched address %s holds %d iota, %d were accounted: it was spent from",
+                    address,
+                    balance,
+                    accounted,
+                )
+                self._drops_warned.add(address)
+            if balance <= accounted:
+                continue
+            order = self.store.orders.find_one({"_id": doc.get("order_id")})
+            bundles = self._evidence(address, {str(b) for b in doc.get("bundles", [])})
+            payment = self.payments.record_increase(
+                doc, balance, balances.ledger_index, order, bundles, self.store.watchlist
+            )
+            if payment is None:
+                continue
+            self._evidence_later(payment)
+            self.store.watchlist.update_one(
+                {"_id": address}, {"$addToSet": {"bundles": {"$each": payment["bundles"]}}}
+            )
+            self.pool.mirror_accounted(address, int(payment["to_iota"]))
+            if order is not None:
+                base = int(doc.get("base_iota", 0))
+                self.orders.paid(order, address, int(payment["to_iota"]) - base)
+                self._credit(payment, seen_at)
+
+    def _evidence(self, address: str, named: set[str]) -> list[str]:
+        """Confirmed bundles to the address not named by an earlier payment of it."""
+        try:
+            seen = self.ledger.bundles_paying([address], recheck_dropped=True)
+        except Exception as exc:  # evidence is for people: the amount stands without it
+            log.warning("watcher: no bundle evidence for %s (%s)", address, exc)
+            return []
+        return sorted({b.bundle_hash for b in seen if b.confirmed} - named)
+
+    def _evidence_later(self, payment: Doc) -> None:
+        if not payment.get("bundles") and str(payment["_id"]) not in self._missing_evidence:
+            now = time.monotonic()
+            self._missing_evidence[str(payment["_id"])] = _MissingEvidence(
+                str(payment["address"]), now, now + self.interval_s, self.interval_s
+            )
+
+    def _backfill_evidence(self) -> None:
+        now = time.monotonic()
+        due = [(pid, m) for pid, m in self._missing_evidence.items() if m.next_try <= now]
+        for pid, missing in due[:EVIDENCE_PER_POLL]:
+            bundles = self._evidence(missing.address, self.payments.bundles_of(missing.address))
+            if bundles:
+                self.payments.add_evidence(pid, bundles)
+                self.store.watchlist.update_one(
+                    {"_id": missing.address}, {"$addToSet": {"bundles": {"$each": bundles}}}
+                )
+                log.info("payment %s: paid by bundles %s", pid, ",".join(bundles))
+                del self._missing_evidence[pid]
+            elif now - missing.first_try > EVIDENCE_GIVE_UP_S:
+                log.warning("payment %s: no confirmed bundle names it; kept without", pid)
+                del self._missing_evidence[pid]
+            else:
+                missing.backoff = min(missing.backoff * 2, EVIDENCE_MAX_BACKOFF_S)
+                missing.next_try = now + missing.backoff
+
+    def _credit(self, payment: Doc, seen_at: float | None) -> None:
+        pid = str(payment["_id"])
+        self._retry[pid] = payment  # until the credit is through (it is idempotent)
+        payment = self.payments.priced(payment)
+        self.grants.credit(payment, confirmed_seen_at=seen_at)
+        del self._retry[pid]
+        # Keep watching the address while the grant it paid for runs.
+        grant = self.store.grants.find_one(
+            {"_id": grant_id(str(payment["username"]), str(payment["product_id"]))},
+            {"expires_at": 1},
+        )
+        if grant is not None:
+            self.pool.extend_watch(str(payment["address"]), as_utc(grant["expires_at"]))
+
+    def _show_pending(self, watched: list[Doc]) -> None:
+        now = utcnow()
+        # Orders not paid yet and still in their payment window, and any address still
+        # showing pending value (it drops to 0 once that bundle confirms or leaves).
+        waiting = [
+            d
+            for d in watched
+            if int(d.get("pending_iota", 0)) > 0
+            or (
+                not _paid(d)
+                and d.get("order_expires_at") is not None
+                and as_utc(d["order_expires_at"]) > now
+            )
+        ]
+        if not waiting:
+            return
+        pending: dict[str, int] = {}
+        confirmed: dict[str, int] = {}
+        for seen in self.ledger.bundles_paying([str(d["_id"]) for d in waiting]):
+            into = confirmed if seen.confirmed else pending
+            into[seen.address] = into.get(seen.address, 0) + seen.value
+        for doc in waiting:
+            address = str(doc["_id"])
+            value = pending.get(address, 0)
+            before = int(doc.get("pending_iota", 0))
+            # Confirmed by inclusion state, which runs a milestone ahead of the ledger's
+            # balances: the order shows it as paid meanwhile, so it never steps back.
+            seen_confirmed = confirmed.get(address, 0)
+            changes: Doc = {}
+            if value != before:
+                changes["pending_iota"] = value
+            if seen_confirmed != int(doc.get("confirmed_seen_iota", 0)):
+                changes["confirmed_seen_iota"] = seen_confirmed
+            if not changes:
+                continue
+            self.store.watchlist.update_one({"_id": doc["_id"]}, {"$set": changes})
+            if value > before:
+                self.payments.seen_pending(doc, value - before)
+
+    def _close_ended(self, watched: list[Doc], release: bool) -> None:
+        now = utcnow()
+        for doc in watched:
+            until = doc.get("watch_until")
+            if until is None or as_utc(until) > now:
+                continue
+            fresh = self.store.watchlist.find_one({"_id": doc["_id"]})
+            if fresh is None or as_utc(fresh["watch_until"]) > now:
+                continue  # a credit just extended it
+            if _never_paid(fresh):
+                # Never signed, nothing arrived: safe to hand out again, at the queue's end;
+                # unless a bundle paying it is on its way or just confirmed (the balance lags
+                # inclusion by a milestone): then the next pass records it for this order.
+                if release and not self._arriving(fresh):
+                    self.pool.release(str(doc["_id"]), str(doc.get("order_id")))
+            elif self.pool.close(str(doc["_id"])):
+                log.info("deposit address %s closed (order %s)", doc["_id"], doc.get("order_id"))
+
+    def _arriving(self, entry: Doc) -> bool:
+        """A bundle pays the address that is not one of its payments before this order (only
+        an address that came back to the pool has those: the payments are read for it only)."""
+        address = str(entry["_id"])
+        earlier = self.payments.bundles_of(address) if int(entry.get("base_iota", 0)) else set()
+        return any(b.bundle_hash not in earlier for b in self.ledger.bundles_paying([address]))
+
+    def scan_strays(self) -> int:
+        """Record value on addresses no watched order holds as unmatched; returns how many."""
+        unheld = self.pool.unheld()
+        if not unheld:
+            return 0
+        balances = self.ledger.confirmed_balances([str(d["_id"]) for d in unheld])
+        self._node_answered()
+        found = 0
+        for doc in unheld:
+            address = str(doc["_id"])
+            if balances.values.get(address, 0) > int(doc.get("accounted_iota", 0)):
+                bundles = self._evidence(address, self.payments.bundles_of(address))
+                payment = self.payments.record_increase(
+                    doc, balances.values[address], balances.ledger_index, None, bundles
+                )
+                if payment is not None:
+                    self._evidence_later(payment)
+                    found += 1
+        return found
+
+
+def _paid(entry: Doc) -> bool:
+    return int(entry.get("accounted_iota", 0)) > int(entry.get("base_iota", 0))
+
+
+def _never_paid(entry: Doc) -> bool:
+    return (
+        not _paid(entry)
+        and int(entry.get("pending_iota", 0)) == 0
+        and int(entry.get("confirmed_seen_iota", 0)) == 0
+    )
+
+
+def _hot(entry: Doc, now: dt.datetime) -> bool:
+    """Polled every interval: paid orders (late payments, top-ups), unpaid ones inside their
+    payment window, and any with value on its way. An unpaid order past its window is read by
+    the maintenance pass only: a stranger's abandoned orders cannot grow every poll."""
+    expires = entry.get("order_expires_at")
+    return (
+        _paid(entry)
+        or int(entry.get("pending_iota", 0)) > 0
+        or expires is None
+        or as_utc(expires) > now
+    )
+
+
+def watch_window_end(expires_at: dt.datetime, late_window_s: float) -> dt.datetime:
+    return expires_at + dt.timedelta(seconds=late_window_s)
