@@ -232,6 +232,7 @@ class Runtime:
     def start(self) -> None:
         self.store.wait_ready(MONGO_STARTUP_TIMEOUT_S)
         self.pool.migrate_queue()
+        self.orders.migrate_records()
         if not self.load_address_file():
             self.watcher.before_poll = self.load_address_file
         self.pool.refresh_gauge()

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     dynsec_admin_username: str = Field("svc.broker-admin", alias="DYNSEC_ADMIN_USERNAME")
     dynsec_admin_password: SecretStr = Field(SecretStr(""), alias="DYNSEC_ADMIN_PASSWORD")
     dynsec_timeout_s: float = Field(5.0, alias="DYNSEC_TIMEOUT_S", gt=0)
-    # Replicas: the payments lease (lease.py). Hand-over within LEASE_TTL_S after the holder
+    # Replicas: the payments lease (infra/leader.py). Hand-over within LEASE_TTL_S after the holder
     # dies; a holder stops acting LEASE_SAFETY_S before the others may take over.
     lease_ttl_s: float = Field(5.0, alias="LEASE_TTL_S", gt=0)
     lease_safety_s: float = Field(1.0, alias="LEASE_SAFETY_S", ge=0)

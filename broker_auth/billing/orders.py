@@ -1,10 +1,12 @@
 """Orders: how much to pay, to which address of the pool, and the tag wallets may show.
 
-Each order holds its own deposit address (addresses.py); what it was paid is derived from the
-payment records of that address (payments.py), never kept twice. Addresses are the seller's
-finite resource, so an order costs the orderer first: a buyer holds at most MAX_UNPAID_ORDERS
-unpaid orders (unpaid.py), may cancel one that received nothing, and an order never paid holds
-its address UNPAID_HOLD_S after its payment window, then lets it go (the watcher does that).
+The order is the central record: its status and amounts are stored on it and moved only by
+`order_record.apply` (events from the watcher and the buyer's cancel), so what the buyer reads
+is what is stored. Each order holds its own deposit address (pool.py). Addresses are the
+seller's finite resource, so an order costs the orderer first: a buyer holds at most
+MAX_UNPAID_ORDERS unpaid orders (unpaid.py), may cancel one that received nothing, and an
+order never paid holds its address UNPAID_HOLD_S after its payment window, then lets it go
+(the watcher does that).
 """
 
 from __future__ import annotations
@@ -14,11 +16,28 @@ import logging
 import math
 import secrets
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 
 from pymongo.errors import DuplicateKeyError
 
-from broker_auth.api.schemas import MAX_IOTA, OrderCreated, OrderOut, OrderStatus
+from broker_auth.api.schemas import MAX_IOTA, OrderCreated, OrderOut
+from broker_auth.billing.order_record import (
+    Cancelled,
+    CancelWithdrawn,
+    Effect,
+    Expired,
+    FreeUnpaidPlace,
+    OrderEvent,
+    OrderRecord,
+    PaymentConfirmed,
+    PendingSeen,
+    StatusChanged,
+    WatchThroughLateWindow,
+    WindowClosed,
+    apply,
+    current,
+)
 from broker_auth.billing.pool import AddressTakenError, DepositAddresses
 from broker_auth.billing.unpaid import UnpaidSlots
 from broker_auth.errors import ConflictError, InvalidError, NotFoundError, UnavailableError
@@ -39,14 +58,6 @@ def new_tag() -> str:
 def amount_for(price_iota_per_hour: int, hours: float) -> int:
     """ceil(price * hours) in exact decimal arithmetic: 500 * 0.1 is 50, not 51."""
     return math.ceil(Decimal(price_iota_per_hour) * Decimal(repr(hours)))
-
-
-def status_of(paid: int, confirmed: int, expires_at: dt.datetime, now: dt.datetime) -> OrderStatus:
-    if confirmed > 0:
-        return "confirmed"
-    if paid > 0:
-        return "unconfirmed"
-    return "expired" if now >= expires_at else "pending"
 
 
 class Orders:
@@ -109,6 +120,8 @@ class Orders:
             "created_at": now,
             "expires_at": expires_at,
             "watch_until": watch_until,
+            **stored_fields(OrderRecord(amount, expires_at)),
+            "state_version": 1,
         }
 
         def insert(address: str, accounted: int) -> None:
@@ -145,26 +158,83 @@ class Orders:
             expires_at=expires_at,
         )
 
-    def paid(self, order: Doc, address: str, paid_iota: int) -> None:
-        """A confirmed payment for `order` was recorded (`paid_iota` confirmed in all): its
-        address is watched for the late-payment window (not just the unpaid hold), and once the
-        ordered amount is paid the order no longer counts against the unpaid cap (a dust
-        payment does not free the buyer's place)."""
-        if not order.get("paid_at"):
-            first = self.store.orders.update_one(
-                {"_id": order["_id"], "paid_at": {"$exists": False}},
-                {"$set": {"paid_at": utcnow()}},
+    # -- the record's events (watcher, cancel) -----------------------------------------------
+    def payment_confirmed(self, order_id: str, payment: Doc) -> None:
+        """A confirmed payment for the order was recorded (idempotent by payment id)."""
+        amount = int(payment["amount_iota"])
+        self.change(order_id, PaymentConfirmed(str(payment["_id"]), amount, utcnow()))
+
+    def pending_seen(self, order_id: str, pending_iota: int, seen_iota: int) -> None:
+        self.change(order_id, PendingSeen(pending_iota, seen_iota, utcnow()))
+
+    def window_closed(self, order_id: str) -> None:
+        self.change(order_id, WindowClosed(utcnow()))
+
+    def expire(self, order_ids: Iterable[str]) -> None:
+        """Store `expired` on orders whose window passed (the view shows it already)."""
+        now = utcnow()
+        for order_id in order_ids:
+            self.change(order_id, Expired(now))
+
+    def change(self, order_id: str, event: OrderEvent) -> OrderRecord | None:
+        """Apply `event` to the stored record (compare-and-set on its version) and carry out
+        the effects; None if there is no such order."""
+        for _attempt in range(20):
+            doc = self.store.orders.find_one({"_id": order_id})
+            if doc is None:
+                return None
+            before = record_of(doc)
+            after, effects = apply(before, event)
+            if after == before:
+                return after
+            version = int(doc.get("state_version", 0))
+            update: Doc = {"$set": {**stored_fields(after), "state_version": version + 1}}
+            moves = [_history(e) for e in effects if isinstance(e, StatusChanged)]
+            if moves:
+                update["$push"] = {"history": {"$each": moves}}
+            done = self.store.orders.update_one(
+                {"_id": order_id, "state_version": version if version else {"$exists": False}},
+                update,
             )
-            if first.modified_count:
-                # The late window replaces the unpaid hold (shorter or longer); the grant it
-                # buys extends it further (watcher).
-                self.pool.set_watch(address, as_utc(order["expires_at"]) + self.late_window)
-        if paid_iota >= int(order["amount_iota"]) and not order.get("fully_paid_at"):
+            if done.matched_count:
+                self._carry_out(doc, effects)
+                return after
+        raise RuntimeError(f"order {order_id}: its record kept changing under this update")
+
+    def _carry_out(self, doc: Doc, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, WatchThroughLateWindow):
+                # The late window replaces the unpaid hold; the grant it buys extends it
+                # further (watcher).
+                until = as_utc(doc["expires_at"]) + self.late_window
+                self.pool.set_watch(str(doc["address"]), until)
+            elif isinstance(effect, FreeUnpaidPlace):
+                self.slots.give_back(doc.get("slot"), str(doc["_id"]))
+            elif isinstance(effect, StatusChanged):
+                log.info(
+                    "order %s: %s -> %s (%s)", doc["_id"], effect.old, effect.new, effect.event
+                )
+
+    def migrate_records(self) -> int:
+        """Orders stored before the record existed get it, from their payments (at start)."""
+        done = 0
+        for doc in self.store.orders.find({"state_version": {"$exists": False}}):
+            payments = list(self.store.payments.find({"order_id": doc["_id"]}))
+            record = record_of(doc)
+            for payment in payments:
+                at = as_utc(payment.get("confirmed_at") or doc["created_at"])
+                record = apply(
+                    record, PaymentConfirmed(str(payment["_id"]), int(payment["amount_iota"]), at)
+                )[0]
+            if doc.get("released_at"):
+                record = apply(record, WindowClosed(as_utc(doc["released_at"])))[0]
+            record = current(record, utcnow())
             self.store.orders.update_one(
-                {"_id": order["_id"], "fully_paid_at": {"$exists": False}},
-                {"$set": {"fully_paid_at": utcnow()}},
+                {"_id": doc["_id"], "state_version": {"$exists": False}},
+                {"$set": {**stored_fields(record), "state_version": 1}},
             )
-            self.slots.give_back(order.get("slot"), str(order["_id"]))
+            done += 1
+        return done
 
     def cancel(self, username: str, order_id: str) -> None:
         """Cancel an unpaid order of `username`: its address is free again at once.
@@ -202,40 +272,18 @@ class Orders:
             ) from exc
         if balance > base or arriving:
             raise ConflictError("a payment to this order arrived or is on its way: it stays")
-        marked = self.store.orders.update_one(
-            {"_id": order_id, "paid_at": {"$exists": False}}, {"$set": {"cancelled_at": utcnow()}}
-        )
-        if not marked.matched_count:
+        record = self.change(order_id, Cancelled(utcnow()))
+        if record is None or record.cancelled_at is None:
             raise ConflictError("a payment to this order arrived: it stays")
         if not self.pool.release(address, order_id):
-            # The watcher recorded value meanwhile: the payment wins.
-            self.store.orders.update_one({"_id": order_id}, {"$unset": {"cancelled_at": ""}})
+            # The watcher saw value meanwhile: the payment wins.
+            self.change(order_id, CancelWithdrawn(utcnow()))
             raise ConflictError("a payment to this order arrived: it stays")
         self.slots.give_back(doc.get("slot"), order_id)
         log.info("order %s cancelled by its buyer; address %s free again", order_id, address)
 
     def _out(self, doc: Doc, now: dt.datetime) -> OrderOut:
-        confirmed = sum(
-            int(p.get("amount_iota", 0))
-            for p in self.store.payments.find({"order_id": doc["_id"]}, {"amount_iota": 1})
-        )
-        held = self.store.watchlist.find_one(
-            {"_id": doc.get("address")},
-            {"pending_iota": 1, "confirmed_seen_iota": 1, "order_id": 1},
-        )
-        mine = held is not None and held["order_id"] == doc["_id"]
-        pending = int(held.get("pending_iota", 0)) if held and mine else 0
-        # Two views of one payment that lag each other by a milestone either way: the ledger's
-        # balance (`confirmed`, recorded payments) and the bundles paying the address, confirmed
-        # by inclusion state (`seen`) or not (`pending`). The larger view: never a step back, and
-        # a bundle the balance already shows but its inclusion state not yet is not counted
-        # twice (max(confirmed, seen) + pending did, for seconds under load).
-        seen = int(held.get("confirmed_seen_iota", 0)) if held and mine else 0
-        paid = max(confirmed, seen + pending)
-        expires_at = as_utc(doc["expires_at"])
-        status = status_of(paid, confirmed, expires_at, now)
-        if doc.get("cancelled_at") and confirmed == 0:
-            status = "cancelled"
+        record = current(record_of(doc), now)
         return OrderOut(
             order_id=str(doc["_id"]),
             product_id=str(doc["product_id"]),
@@ -245,10 +293,10 @@ class Orders:
                 doc.get("released_address") or doc.get("address") or doc.get("legacy_address", "")
             ),
             tag=str(doc["tag"]),
-            status=status,
-            expires_at=expires_at,
-            paid_iota=paid,
-            confirmed_iota=confirmed,
+            status=record.status,
+            expires_at=record.expires_at,
+            paid_iota=record.paid_iota,
+            confirmed_iota=record.confirmed_iota,
             price_iota_per_hour=int(doc["price_iota_per_hour"]),
             created_at=as_utc(doc["created_at"]),
         )
@@ -264,3 +312,46 @@ class Orders:
         now = utcnow()
         docs = self.store.orders.find({"username": username}).sort("created_at", -1).limit(limit)
         return [self._out(d, now) for d in docs]
+
+
+def record_of(doc: Doc) -> OrderRecord:
+    """The order's record as stored on its document (defaults for a new order)."""
+
+    def when(name: str) -> dt.datetime | None:
+        value = doc.get(name)
+        return as_utc(value) if value is not None else None
+
+    return OrderRecord(
+        amount_iota=int(doc["amount_iota"]),
+        expires_at=as_utc(doc["expires_at"]),
+        status=doc.get("status", "pending"),
+        confirmed_iota=int(doc.get("confirmed_iota", 0)),
+        pending_iota=int(doc.get("pending_iota", 0)),
+        seen_iota=int(doc.get("seen_iota", 0)),
+        payment_ids=tuple(str(p) for p in doc.get("payment_ids", [])),
+        paid_at=when("paid_at"),
+        fully_paid_at=when("fully_paid_at"),
+        cancelled_at=when("cancelled_at"),
+        closed_at=when("closed_at"),
+    )
+
+
+def stored_fields(record: OrderRecord) -> Doc:
+    """The record's fields as the order document keeps them (None: not set)."""
+    fields: Doc = {
+        "status": record.status,
+        "confirmed_iota": record.confirmed_iota,
+        "paid_iota": record.paid_iota,
+        "pending_iota": record.pending_iota,
+        "seen_iota": record.seen_iota,
+        "payment_ids": list(record.payment_ids),
+    }
+    for name in ("paid_at", "fully_paid_at", "cancelled_at", "closed_at"):
+        value = getattr(record, name)
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def _history(change: StatusChanged) -> Doc:
+    return {"from": change.old, "to": change.new, "event": change.event, "at": change.at}

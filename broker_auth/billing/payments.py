@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Protocol
 
-from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.api.schemas import PaymentOut
@@ -32,6 +32,12 @@ from broker_auth.infra.db import Doc, Store
 from broker_auth.infra.events import EventWriter
 
 log = logging.getLogger(__name__)
+
+
+class AccountedValue(Protocol):
+    """Where an address's `accounted_iota` is kept: moved from `start` to `to` once."""
+
+    def advance_accounted(self, address: str, start: int, to: int) -> None: ...
 
 
 def payment_id(address: str, from_iota: int) -> str:
@@ -58,14 +64,13 @@ class Payments:
         ledger_index: int,
         order: Doc | None,
         bundles: list[str],
-        accounts: Collection[Doc] | None = None,
+        accounts: AccountedValue | None = None,
     ) -> Doc | None:
         """Record the step from the accounted value to `balance` (None if nothing new).
 
-        `address_doc` is the document of `accounts` (default: the pool) that holds the
-        address's `accounted_iota`.
+        `address_doc` holds the address's `accounted_iota`; `accounts` moves it (the watch
+        list for a watched address; by default the pool document).
         """
-        accounts = self.store.deposit_addresses if accounts is None else accounts
         address = str(address_doc["_id"])
         start = int(address_doc.get("accounted_iota", 0))
         if balance <= start:
@@ -98,10 +103,13 @@ class Payments:
             # Before the compare-and-set below: a crash in between records it again (and this
             # upsert finds the entry, or makes it), so the store's revenue misses nothing.
             self.outbox.add_payment(doc)
-        accounts.update_one(
-            {"_id": address, "accounted_iota": start},
-            {"$set": {"accounted_iota": int(doc["to_iota"])}},
-        )
+        if accounts is None:
+            self.store.deposit_addresses.update_one(
+                {"_id": address, "accounted_iota": start},
+                {"$set": {"accounted_iota": int(doc["to_iota"])}},
+            )
+        else:
+            accounts.advance_accounted(address, start, int(doc["to_iota"]))
         if fresh:
             self._announce(doc)
         return doc

@@ -11,13 +11,11 @@ insert succeeds; the loser tries the next one. The pool document is flipped to `
 after the insert; a crash in between leaves a free document whose address an order holds,
 which the next taker finds (its insert fails), repairs and skips.
 
-The watcher's working set is the `watchlist` collection: one document per `assigned` address
-(order, window, `accounted_iota`, `pending_iota`, bundles named so far), inserted with the order
-and deleted when the address closes, so a poll reads exactly the watched addresses however large
-the pool and its history grow. `accounted_iota` is how much of the address's confirmed ledger
-value has been recorded as payments (credited or unmatched); payments.py moves it with a
-compare-and-set on the watch-list document while the address is watched and on the pool
-document otherwise, and the pool document's copy is what the seller's listing shows.
+Each assigned address has an entry in the watch list (watch_list.py), the watcher's working
+set. `accounted_iota` is how much of the address's confirmed ledger value has been recorded as
+payments (credited or unmatched); payments.py moves it with a compare-and-set on the watch-list
+entry while the address is watched and on the pool document otherwise, and the pool document's
+copy is what the seller's listing shows.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from typing import Literal
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from broker_auth.billing.watch_list import WatchList
 from broker_auth.errors import ConflictError, NotFoundError, UnavailableError
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, utcnow
@@ -73,6 +72,7 @@ class DepositAddresses:
         self.ledger = ledger
         self.low_water = low_water
         self.col = store.deposit_addresses
+        self.watch = WatchList(store)
         self._warned_low = False
 
     # -- loading ---------------------------------------------------------------------------
@@ -198,24 +198,13 @@ class DepositAddresses:
     ) -> None:
         """Watch-list entry first, then the pool state: a crash between leaves a free pool
         document an order holds, which the next taker repairs (see `take`)."""
-        entry: Doc = {
-            "order_id": order_id,
-            "watch_until": watch_until,
-            "order_expires_at": order_expires_at,
-        }
-        if self.store.watchlist.find_one({"_id": address}, {"_id": 1}) is None:
-            accounted = int(pool_doc.get("accounted_iota", 0))
-            # base_iota: what the address held before this order (its own value starts there).
-            entry.update(accounted_iota=accounted, base_iota=accounted, pending_iota=0)
-            entry["bundles"] = []
-        try:
-            self.store.watchlist.update_one({"_id": address}, {"$set": entry}, upsert=True)
-        except DuplicateKeyError:  # the taker and a repairer upserted at once: it exists now
-            entry.pop("accounted_iota", None)
-            entry.pop("base_iota", None)
-            entry.pop("pending_iota", None)
-            entry.pop("bundles", None)
-            self.store.watchlist.update_one({"_id": address}, {"$set": entry})
+        self.watch.add(
+            address,
+            order_id,
+            watch_until,
+            order_expires_at,
+            int(pool_doc.get("accounted_iota", 0)),
+        )
         self.col.update_one(
             {"_id": address},
             {"$set": {"state": "assigned", "order_id": order_id, "assigned_at": utcnow()}},
@@ -248,17 +237,13 @@ class DepositAddresses:
 
     # -- watching --------------------------------------------------------------------------
     def watched(self) -> list[Doc]:
-        return list(self.store.watchlist.find())
+        return self.watch.entries()
 
     def extend_watch(self, address: str, until: dt.datetime) -> None:
-        doc = self.store.watchlist.find_one({"_id": address}, {"watch_until": 1})
-        if doc is None:
-            return
-        if doc.get("watch_until") is None or as_utc(doc["watch_until"]) < until:
-            self.store.watchlist.update_one({"_id": address}, {"$set": {"watch_until": until}})
+        self.watch.extend_until(address, until)
 
     def set_watch(self, address: str, until: dt.datetime) -> None:
-        self.store.watchlist.update_one({"_id": address}, {"$set": {"watch_until": until}})
+        self.watch.set_until(address, until)
 
     def mirror_accounted(self, address: str, value: int) -> None:
         """The seller's listing shows what the watcher accounted (its own copy, by `_id`)."""
@@ -266,7 +251,7 @@ class DepositAddresses:
 
     def close(self, address: str) -> bool:
         """The window is over: the pool document takes the final value; unwatched from now."""
-        entry = self.store.watchlist.find_one({"_id": address})
+        entry = self.watch.entry(address)
         if entry is None:
             return False
         self.col.update_one(
@@ -276,7 +261,7 @@ class DepositAddresses:
                 "$max": {"accounted_iota": int(entry.get("accounted_iota", 0))},
             },
         )
-        self.store.watchlist.delete_one({"_id": address})
+        self.watch.remove(address)
         return True
 
     def release(self, address: str, order_id: str) -> bool:
@@ -287,7 +272,7 @@ class DepositAddresses:
         arrived: a compare-and-set on its amounts), the order's hold on the address, the pool
         document. A crash between them is finished by `finish_releases`.
         """
-        entry = self.store.watchlist.find_one({"_id": address})
+        entry = self.watch.entry(address)
         accounted: int | None = None
         if entry is not None and entry.get("order_id") == order_id:
             accounted = int(entry.get("accounted_iota", 0))
@@ -296,16 +281,7 @@ class DepositAddresses:
             seen = int(entry.get("confirmed_seen_iota", 0))
             if accounted > base or pending > 0 or seen > 0:
                 return False
-            gone = self.store.watchlist.delete_one(
-                {
-                    "_id": address,
-                    "order_id": order_id,
-                    "accounted_iota": accounted,
-                    "pending_iota": pending,
-                    "confirmed_seen_iota": {"$in": [0, None]},
-                }
-            )
-            if not gone.deleted_count:
+            if not self.watch.remove_if_nothing_arrived(entry):
                 return False
         self._let_go(address, order_id, accounted)
         return True
@@ -338,7 +314,7 @@ class DepositAddresses:
         done = 0
         for doc in self.col.find({"state": "assigned"}, {"order_id": 1}):
             # Read after the pool document: a hand-out writes the entry before `assigned`.
-            if doc.get("order_id") and self.store.watchlist.find_one({"_id": doc["_id"]}) is None:
+            if doc.get("order_id") and not self.watch.holds(str(doc["_id"])):
                 self._let_go(str(doc["_id"]), str(doc["order_id"]), None)
                 done += 1
         return done

@@ -162,6 +162,8 @@ class Watcher(BackgroundWorker):
             cold = [d for d in watched if not _hot(d, now)]
             if cold:
                 self._credit_increases(cold)
+                # Past their window and not paid: the records say so (the view did already).
+                self.orders.expire(str(d["order_id"]) for d in cold if d.get("order_id"))
         # Never-paid addresses go back to the pool only in the pass that just read them.
         self._close_ended(watched, release=maintenance)
         for payment in list(self._retry.values()):
@@ -200,18 +202,14 @@ class Watcher(BackgroundWorker):
             order = self.store.orders.find_one({"_id": doc.get("order_id")})
             bundles = self._evidence(address, {str(b) for b in doc.get("bundles", [])})
             payment = self.payments.record_increase(
-                doc, balance, balances.ledger_index, order, bundles, self.store.watchlist
+                doc, balance, balances.ledger_index, order, bundles, self.pool.watch
             )
             if payment is None:
                 continue
             self._evidence_later(payment)
-            self.store.watchlist.update_one(
-                {"_id": address}, {"$addToSet": {"bundles": {"$each": payment["bundles"]}}}
-            )
+            self.pool.watch.add_bundles(address, payment["bundles"])
             self.pool.mirror_accounted(address, int(payment["to_iota"]))
             if order is not None:
-                base = int(doc.get("base_iota", 0))
-                self.orders.paid(order, address, int(payment["to_iota"]) - base)
                 self._credit(payment, seen_at)
 
     def _evidence(self, address: str, named: set[str]) -> list[str]:
@@ -237,9 +235,7 @@ class Watcher(BackgroundWorker):
             bundles = self._evidence(missing.address, self.payments.bundles_of(missing.address))
             if bundles:
                 self.payments.add_evidence(pid, bundles)
-                self.store.watchlist.update_one(
-                    {"_id": missing.address}, {"$addToSet": {"bundles": {"$each": bundles}}}
-                )
+                self.pool.watch.add_bundles(missing.address, bundles)
                 log.info("payment %s: paid by bundles %s", pid, ",".join(bundles))
                 del self._missing_evidence[pid]
             elif now - missing.first_try > EVIDENCE_GIVE_UP_S:
@@ -252,6 +248,8 @@ class Watcher(BackgroundWorker):
     def _credit(self, payment: Doc, seen_at: float | None) -> None:
         pid = str(payment["_id"])
         self._retry[pid] = payment  # until the credit is through (it is idempotent)
+        # The order first: a crash before the grant's credit applies it again (idempotent).
+        self.orders.payment_confirmed(str(payment["order_id"]), payment)
         payment = self.payments.priced(payment)
         self.grants.credit(payment, confirmed_seen_at=seen_at)
         del self._retry[pid]
@@ -291,14 +289,11 @@ class Watcher(BackgroundWorker):
             # Confirmed by inclusion state, which runs a milestone ahead of the ledger's
             # balances: the order shows it as paid meanwhile, so it never steps back.
             seen_confirmed = confirmed.get(address, 0)
-            changes: Doc = {}
-            if value != before:
-                changes["pending_iota"] = value
-            if seen_confirmed != int(doc.get("confirmed_seen_iota", 0)):
-                changes["confirmed_seen_iota"] = seen_confirmed
-            if not changes:
+            if value == before and seen_confirmed == int(doc.get("confirmed_seen_iota", 0)):
                 continue
-            self.store.watchlist.update_one({"_id": doc["_id"]}, {"$set": changes})
+            self.pool.watch.show_pending(address, value, seen_confirmed)
+            if doc.get("order_id"):
+                self.orders.pending_seen(str(doc["order_id"]), value, seen_confirmed)
             if value > before:
                 self.payments.seen_pending(doc, value - before)
 
@@ -308,17 +303,21 @@ class Watcher(BackgroundWorker):
             until = doc.get("watch_until")
             if until is None or as_utc(until) > now:
                 continue
-            fresh = self.store.watchlist.find_one({"_id": doc["_id"]})
+            fresh = self.pool.watch.entry(str(doc["_id"]))
             if fresh is None or as_utc(fresh["watch_until"]) > now:
                 continue  # a credit just extended it
             if _never_paid(fresh):
                 # Never signed, nothing arrived: safe to hand out again, at the queue's end;
                 # unless a bundle paying it is on its way or just confirmed (the balance lags
                 # inclusion by a milestone): then the next pass records it for this order.
-                if release and not self._arriving(fresh):
-                    self.pool.release(str(doc["_id"]), str(doc.get("order_id")))
+                order_id = str(doc.get("order_id"))
+                let_go = release and not self._arriving(fresh)
+                if let_go and self.pool.release(str(doc["_id"]), order_id):
+                    self.orders.window_closed(order_id)
             elif self.pool.close(str(doc["_id"])):
                 log.info("deposit address %s closed (order %s)", doc["_id"], doc.get("order_id"))
+                if doc.get("order_id"):
+                    self.orders.window_closed(str(doc["order_id"]))
 
     def _arriving(self, entry: Doc) -> bool:
         """A bundle pays the address that is not one of its payments before this order (only

@@ -44,14 +44,15 @@ class Store:
         self.deposit_addresses: Collection[Doc] = self.db["deposit_addresses"]
         # The addresses being watched, and nothing else: the watcher scans it every poll, so its
         # size is the watched orders' (FerretDB scans a whole collection for any query but an
-        # `_id` equality, whatever the indexes). See addresses.py.
+        # `_id` equality, whatever the indexes). See billing/pool.py.
         self.watchlist: Collection[Doc] = self.db["watchlist"]
         # A buyer's places for unpaid orders (unpaid.py): `<username>#<n>`, by `_id` only.
         self.order_slots: Collection[Doc] = self.db["order_slots"]
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
         # Confirmed payments not yet in the time-series store (small: drained every second).
         self.outbox: Collection[Doc] = self.db["outbox"]
-        # Shared by the replicas: login/sign-up limits (throttle.py) and the lease (lease.py).
+        # Shared by the replicas: login/sign-up limits (accounts/throttle.py), the lease
+        # (infra/leader.py).
         self.throttles: Collection[Doc] = self.db["throttles"]
         self.leases: Collection[Doc] = self.db["leases"]
 

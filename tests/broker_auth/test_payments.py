@@ -257,6 +257,20 @@ def test_story_of_issue_3(world: World) -> None:
     assert payment["matched"] and payment["credited"]
     assert payment["address"] == order["address"] and payment["amount_iota"] == 50
     assert payment["bundles"] == [result.bundle_hash]
+    # The order record stored in MongoDB is what the buyer was shown, with its history.
+    env = stack.env
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(env["MONGO_URL"]) as client:
+        stored = client[env["MONGO_DB"]].orders.find_one({"_id": order["order_id"]})
+    assert stored is not None
+    assert (stored["status"], stored["paid_iota"], stored["confirmed_iota"]) == (
+        "confirmed",
+        50,
+        50,
+    )
+    assert stored["payment_ids"] == [payment["payment_id"]]
+    assert [h["to"] for h in stored["history"]][-1] == "confirmed"
+    assert stored["history"][0]["from"] == "pending"
     FIGURES["watcher_confirmation_to_subscription_s"] = (
         granted_at - parse_time(payment["confirmed_at"]).timestamp()
     )
