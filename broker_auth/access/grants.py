@@ -22,7 +22,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.api.schemas import GrantAdminOut, GrantOut
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, truncate, utcnow
@@ -156,7 +156,7 @@ class Grants:
             if need_role:
                 try:
                     self.projector.add_grant_role(username, product_id)
-                except (DynsecUnavailableError, DynsecError) as exc:
+                except BrokerError as exc:
                     log.warning("grant %s stored; broker update deferred (%s)", gid, exc)
         if event is None:
             return
@@ -194,7 +194,7 @@ class Grants:
                     continue
                 try:
                     self.projector.remove_grant_role(str(g["username"]), str(g["product_id"]))
-                except (DynsecUnavailableError, DynsecError) as exc:
+                except BrokerError as exc:
                     log.warning("grant %s ended; broker update deferred (%s)", g["_id"], exc)
                     # Retried from the expiry loop with backoff until the broker takes it.
                     self.projector.request_grant_sync(str(g["username"]), failed_attempts=1)

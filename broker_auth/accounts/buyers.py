@@ -17,7 +17,7 @@ import logging
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.accounts import passwords
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, UnavailableError
 from broker_auth.infra.clock import utcnow
@@ -51,7 +51,7 @@ class Accounts:
                 raise ConflictError("username already taken") from None
             try:
                 self.projector.ensure_buyer_client(username, mqtt_password)
-            except (DynsecUnavailableError, DynsecError) as exc:
+            except BrokerError as exc:
                 self.store.accounts.delete_one({"_id": username})
                 log.warning("account %r not created: broker unavailable (%s)", username, exc)
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None

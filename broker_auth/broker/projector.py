@@ -42,7 +42,8 @@ from pymongo.errors import DuplicateKeyError
 
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Role
-from broker_auth.broker.control import DynsecClient, DynsecError, DynsecUnavailableError, acl_key
+from broker_auth.broker.control import DynsecClient, acl_key
+from broker_auth.broker.errors import BrokerError, BrokerRefusedError, BrokerUnavailableError
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
@@ -146,7 +147,7 @@ class Projector:
 
     def _fenced(self) -> None:
         if self.fence is not None and not self.fence():
-            raise DynsecUnavailableError("payments lease not held: grant changes are the leader's")
+            raise BrokerUnavailableError("payments lease not held: grant changes are the leader's")
 
     def add_grant_role(self, username: str, product_id: str) -> bool:
         """Give the buyer's client the product role. False if the client is missing."""
@@ -171,7 +172,7 @@ class Projector:
                 # Mosquitto 2.0 answers this when the client already has the role.
                 client = self.dynsec.get_client(username) or {}
                 if rolename not in _names(client.get("roles"), "rolename"):
-                    raise DynsecError("addClientRole", "Internal error")
+                    raise BrokerRefusedError("addClientRole", "Internal error")
             return True
 
     def remove_grant_role(self, username: str, product_id: str) -> None:
@@ -189,7 +190,7 @@ class Projector:
         try:
             with self.lock:
                 self._sync_client_grants(username)
-        except (DynsecUnavailableError, DynsecError) as exc:
+        except BrokerError as exc:
             log.warning("grant roles of %r: broker update deferred (%s)", username, exc)
             self.request_grant_sync(username, failed_attempts=1)
 
@@ -226,14 +227,14 @@ class Projector:
                 continue
             error: Exception | None = None
             if broker_down:
-                error = DynsecUnavailableError("broker unavailable")
+                error = BrokerUnavailableError("broker unavailable")
             else:
                 try:
                     with self.lock:
                         self._sync_client_grants(username)
-                except DynsecUnavailableError as exc:
+                except BrokerUnavailableError as exc:
                     broker_down, error = True, exc
-                except DynsecError as exc:
+                except BrokerRefusedError as exc:
                     error = exc
             if error is None:
                 # Only the request we carried out: a newer one (new token) runs next pass.

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pymongo.errors import PyMongoError
 
 from broker_auth.access.grants import Grants
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ServiceError
 from broker_auth.infra import metrics
@@ -75,7 +75,7 @@ class Reconciler(BackgroundWorker):
                 self._before_first()
                 self._before_first = None
             self.projector.reconcile()
-        except (DynsecUnavailableError, DynsecError, PyMongoError, ServiceError) as exc:
+        except (BrokerError, PyMongoError, ServiceError) as exc:
             log.warning("reconciliation postponed: %s", exc)
             return False
         except Exception:

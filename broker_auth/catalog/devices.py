@@ -9,7 +9,7 @@ from pymongo.errors import DuplicateKeyError
 
 from broker_auth.accounts import passwords
 from broker_auth.broker import acl_model
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, NotFoundError, UnavailableError
 from broker_auth.infra.clock import utcnow
@@ -47,7 +47,7 @@ class Devices:
                     raise ConflictError("device already exists") from None
             try:
                 self.projector.ensure_device_client(device_id, password)
-            except (DynsecUnavailableError, DynsecError) as exc:
+            except BrokerError as exc:
                 self.store.devices.delete_one({"_id": device_id})
                 log.warning("device %r not created: broker unavailable (%s)", device_id, exc)
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None
