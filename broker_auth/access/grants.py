@@ -7,7 +7,7 @@ writes, crediting again finds the id on the grant and just sets the flag: never 
 lost.
 
 A grant's `active` flag says whether the buyer's client should hold the product role; all role
-changes happen under the projector's lock, so reconciliation never sees half a change.
+changes happen under the leader's grants lock, so reconciliation never sees half a change.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Grants:
     ) -> None:
         self.store = store
         self.projector = projector
+        self.leader = projector.leader  # grant changes are the leader's, under its lock
         self.events = events
         self.on_change = on_change
         self.notify = notify
@@ -60,7 +61,7 @@ class Grants:
     def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
         """Turn a confirmed, matched payment into access time (idempotent)."""
         pid = str(payment["_id"])
-        if not self.leading():
+        if not self.leader.leads():
             # Lost the lease mid-pass: the new holder credits what is left uncredited.
             log.warning("payment %s left to the lease holder", pid)
             return
@@ -88,7 +89,7 @@ class Grants:
         event: str | None = None
         new_end: dt.datetime | None = None
         need_role = False
-        with self.projector.lock:
+        with self.leader.grants_lock:
             for _attempt in range(MAX_CAS_ATTEMPTS):
                 now = utcnow()
                 g = self.store.grants.find_one({"_id": gid})
@@ -172,19 +173,14 @@ class Grants:
         if self.on_change:
             self.on_change()
 
-    def leading(self) -> bool:
-        """Grant changes are the payments lease holder's (no fence: a single process)."""
-        fence = self.projector.fence
-        return fence is None or fence()
-
     # -- expiry --------------------------------------------------------------------------
     def expire_due(self) -> int:
         """Revoke every grant whose end has passed; returns how many."""
         revoked = 0
-        with self.projector.lock:
+        with self.leader.grants_lock:
             now = utcnow()
             for g in self.store.grants.find({"active": True, "expires_at": {"$lte": now}}):
-                if not self.leading():
+                if not self.leader.leads():
                     break  # lost the lease mid-pass: the new holder revokes the rest
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "active": True, "expires_at": g["expires_at"]},
@@ -229,7 +225,7 @@ class Grants:
             # Under the lock like every grant write: FerretDB's findAndModify is not atomic, so
             # this one racing a credit's extension wrote the grant back without it (found by
             # the FerretDB-SIGKILL fault test: a payment credited, its 60 s missing).
-            with self.projector.lock:
+            with self.leader.grants_lock:
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
                     {"$set": {"ending_notice_for": end}},

@@ -36,7 +36,7 @@ class Accounts:
         Returns the MQTT password (shown once)."""
         password_hash = passwords.hash_password(password)  # slow: outside the lock
         mqtt_password = passwords.generate_password()
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             try:
                 self.store.accounts.insert_one(
                     {
@@ -70,7 +70,7 @@ class Accounts:
         brings back a client that went missing in the broker. Any replica may serve it: its
         grant roles are written by the payments-lease holder only (Projector.sync_grants)."""
         mqtt_password = passwords.generate_password()
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             self.projector.ensure_buyer_client(username, mqtt_password)
             self.projector.dynsec.kick(username)
             self.store.accounts.update_one(
@@ -91,7 +91,7 @@ class Accounts:
         migrated = 0
         for account in self.store.accounts.find({"mqtt_separate": {"$ne": True}}, {"_id": 1}):
             username = str(account["_id"])
-            with self.projector.lock:
+            with self.projector.leader.grants_lock:
                 found = self.projector.dynsec.call(
                     {
                         "command": "setClientPassword",

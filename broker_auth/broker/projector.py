@@ -14,17 +14,18 @@ A buyer or device client missing from Mosquitto cannot be recreated without its 
 password, which is never stored: a buyer's client is recreated when the buyer takes a new MQTT
 password (accounts.py); a device must be re-provisioned. Both are logged as warnings.
 
-Every change to Mosquitto holds `lock`, so a grant change can never interleave with a
-reconciliation that read the state before it.
+Every change to Mosquitto holds the leader's `grants_lock`, so a grant change can never
+interleave with a reconciliation that read the state before it.
 
-Grant roles (`product.*` on buyer clients) are written only by the payments-lease holder
-(`fence`). Any replica may write a buyer's client itself (its password, its existence: a new
-account, a rotated MQTT password); a standby then asks the holder to bring the client's grant
-roles in line with MongoDB by a request in `grant_syncs` (`_id`: username), which the holder's
-expiry loop carries out within about a second (`run_grant_syncs`). A standby that synced the
-roles itself could read a grant as active, and add its role back after the holder revoked it.
-The same requests retry a grant change the broker did not take (a revocation during a broker
-outage), with backoff from SYNC_RETRY_FIRST_S to SYNC_RETRY_MAX_S, until the broker answers.
+Grant roles (`product.*` on buyer clients) are written only while this replica leads
+(`leader.leads()`, the payments lease). Any replica may write a buyer's client itself (its
+password, its existence: a new account, a rotated MQTT password); a standby then asks the
+leader to bring the client's grant roles in line with MongoDB by a request in `grant_syncs`
+(`_id`: username), which the leader's expiry loop carries out within about a second
+(`run_grant_syncs`). A standby that synced the roles itself could read a grant as active, and
+add its role back after the leader revoked it. The same requests retry a grant change the
+broker did not take (a revocation during a broker outage), with backoff from
+SYNC_RETRY_FIRST_S to SYNC_RETRY_MAX_S, until the broker answers.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pymongo.collection import Collection
@@ -47,6 +47,7 @@ from broker_auth.broker.errors import BrokerError, BrokerRefusedError, BrokerUna
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
+from broker_auth.infra.leader import Leader
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,16 @@ class Projector:
         dynsec: DynsecClient,
         live_prefix: str = "live",
         known_device_passwords: Mapping[str, str] | None = None,
+        leader: Leader | None = None,
     ) -> None:
         self.store = store
         self.dynsec = dynsec
         self.live_prefix = live_prefix
         # Devices whose password the service knows (the demo device): recreated when missing.
         self.known_device_passwords = dict(known_device_passwords or {})
-        self.lock = threading.RLock()
-        # Set to the payments lease: grant roles are written only while it is held (lease.py).
-        self.fence: Callable[[], bool] | None = None
-        # Buyers whose grant roles the lease holder is to bring in line (see the docstring).
+        # Grant roles are written only while this replica leads; its lock orders every change.
+        self.leader = leader or Leader()
+        # Buyers whose grant roles the leader is to bring in line (see the docstring).
         self.sync_requests: Collection[Doc] = store.db["grant_syncs"]
 
     # -- roles ---------------------------------------------------------------------------
@@ -96,15 +97,15 @@ class Projector:
         return acl_model.device_role(device_id, self.live_prefix)
 
     def ensure_role(self, role: Role) -> None:
-        with self.lock:
+        with self.leader.grants_lock:
             if not self.dynsec.create_role(role):
                 self.dynsec.modify_role_acls(role)
 
     # -- single changes ------------------------------------------------------------------
     def ensure_buyer_client(self, username: str, password: str) -> None:
         """Create (or take over) the buyer's MQTT client with its password, group and own
-        notifications; its grant roles follow from the lease holder (`sync_grants`)."""
-        with self.lock:
+        notifications; its grant roles follow from the leader (`sync_grants`)."""
+        with self.leader.grants_lock:
             notify = acl_model.notify_role(username)
             self.ensure_role(notify)
             created = self.dynsec.create_client(
@@ -135,7 +136,7 @@ class Projector:
 
     def ensure_role_client(self, username: str, password: str, role: Role, textname: str) -> None:
         """A client with this password holding (at least) this role, created or aligned."""
-        with self.lock:
+        with self.leader.grants_lock:
             self.dynsec.create_role(role)
             if not self.dynsec.create_client(
                 username, password, roles=(role.rolename,), textname=textname
@@ -146,14 +147,14 @@ class Projector:
                     self.dynsec.add_client_role(username, role.rolename)
 
     def _fenced(self) -> None:
-        if self.fence is not None and not self.fence():
+        if not self.leader.leads():
             raise BrokerUnavailableError("payments lease not held: grant changes are the leader's")
 
     def add_grant_role(self, username: str, product_id: str) -> bool:
         """Give the buyer's client the product role. False if the client is missing."""
         rolename = product_rolename(product_id)
         self._fenced()
-        with self.lock:
+        with self.leader.grants_lock:
             r = self.dynsec.call(
                 {"command": "addClientRole", "username": username, "rolename": rolename},
                 tolerate=("Client not found", "Role not found", "Internal error"),
@@ -177,25 +178,25 @@ class Projector:
 
     def remove_grant_role(self, username: str, product_id: str) -> None:
         self._fenced()
-        with self.lock:
+        with self.leader.grants_lock:
             self.dynsec.remove_client_role(username, product_rolename(product_id))
 
     # -- grant-role syncs ----------------------------------------------------------------
     def sync_grants(self, username: str) -> None:
-        """Bring the buyer's product roles in line with its active grants: at once in the
-        lease holder, else by asking the holder. A sync the broker did not take is retried."""
-        if self.fence is not None and not self.fence():
+        """Bring the buyer's product roles in line with its active grants: at once if
+        this replica leads, else by asking the leader. A sync the broker did not take is retried."""
+        if not self.leader.leads():
             self.request_grant_sync(username)
             return
         try:
-            with self.lock:
+            with self.leader.grants_lock:
                 self._sync_client_grants(username)
         except BrokerError as exc:
             log.warning("grant roles of %r: broker update deferred (%s)", username, exc)
             self.request_grant_sync(username, failed_attempts=1)
 
     def request_grant_sync(self, username: str, failed_attempts: int = 0) -> None:
-        """Ask the lease holder to bring this buyer's grant roles in line with MongoDB, after
+        """Ask the leader to bring this buyer's grant roles in line with MongoDB, after
         `sync_retry_delay(failed_attempts)`. A newer request replaces an older one."""
         now = utcnow()
         request = {
@@ -210,10 +211,10 @@ class Projector:
             self.sync_requests.update_one({"_id": username}, {"$set": request})
 
     def run_grant_syncs(self) -> dt.datetime | None:
-        """Carry out the requests that are due (the lease holder's expiry loop calls this);
+        """Carry out the requests that are due (the leader's expiry loop calls this);
         returns when the next one falls due. While the broker does not answer, each request
         waits longer (sync_retry_delay) and none blocks the others for long."""
-        if self.fence is not None and not self.fence():
+        if not self.leader.leads():
             return None
         next_due: dt.datetime | None = None
         broker_down = False
@@ -230,7 +231,7 @@ class Projector:
                 error = BrokerUnavailableError("broker unavailable")
             else:
                 try:
-                    with self.lock:
+                    with self.leader.grants_lock:
                         self._sync_client_grants(username)
                 except BrokerUnavailableError as exc:
                     broker_down, error = True, exc
@@ -252,7 +253,7 @@ class Projector:
         return next_due
 
     def _sync_client_grants(self, username: str) -> None:
-        """Make the client's product roles match the buyer's active grants (lease holder)."""
+        """Make the client's product roles match the buyer's active grants (the leader)."""
         self._fenced()
         want = {
             product_rolename(str(g["product_id"]))
@@ -282,7 +283,7 @@ class Projector:
     # -- full reconciliation -------------------------------------------------------------
     def reconcile(self) -> int:
         """Bring Mosquitto in line with MongoDB; returns the number of changes made."""
-        with self.lock:
+        with self.leader.grants_lock:
             try:
                 changes = self._reconcile()
             except Exception:

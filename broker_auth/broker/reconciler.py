@@ -16,6 +16,7 @@ from broker_auth.errors import ServiceError
 from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.events import EventWriter
+from broker_auth.infra.leader import STANDBY_PAUSE_S
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Reconciler(BackgroundWorker):
         next_reconcile = 0.0
         next_report = 0.0
         while not self.stopping:
-            if self.standing_by():
+            if not self.projector.leader.leads():
+                self._pause(STANDBY_PAUSE_S)
                 continue
             now = time.monotonic()
             if self._requested or now >= next_reconcile:

@@ -61,7 +61,7 @@ class Products:
             "description": product.description,
             "created_at": utcnow(),
         }
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             try:
                 self.store.products.insert_one(doc)
             except DuplicateKeyError:
