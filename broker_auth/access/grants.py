@@ -4,7 +4,8 @@ Crediting is exactly-once without transactions. The payment's id is pushed onto 
 the same atomic update that moves the grant's end (a compare-and-set on the old end and on the
 id being absent); only then is the payment flagged `credited`. After a crash between the two
 writes, crediting again finds the id on the grant and just sets the flag: never twice, never
-lost.
+lost. What a credit changes is computed as data (crediting.py); `credit` reads the grant,
+writes the plan and carries out its effects.
 
 A grant's `active` flag says whether the buyer's client should hold the product role; all role
 changes happen under the leader's grants lock, so reconciliation never sees half a change.
