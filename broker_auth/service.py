@@ -31,7 +31,7 @@ from broker_auth.catalog.products import Products
 from broker_auth.errors import UnavailableError
 from broker_auth.infra.db import Store
 from broker_auth.infra.events import EventWriter
-from broker_auth.infra.leader import PaymentsLease
+from broker_auth.infra.leader import Leader, PaymentsLease
 from broker_auth.ledger.iri import IriLedger
 from broker_auth.settings import Settings
 
@@ -92,11 +92,21 @@ class Runtime:
             if s.seed_demo and s.demo_device_password
             else None
         )
+        # One replica at a time runs the background roles and writes grants to the broker.
+        self.lease = PaymentsLease(
+            self.store,
+            s.lease_ttl_s,
+            s.lease_safety_s,
+            on_gained=self._lease_gained,
+            housekeeping=lambda: purge_expired(self.store.throttles),
+        )
+        self.leader = Leader(self.lease)
         self.projector = Projector(
             self.store,
             self.dynsec,
             s.live_topic_prefix,
             known_device_passwords={DEMO_DEVICE: demo_password} if demo_password else None,
+            leader=self.leader,
         )
         self.accounts = Accounts(self.store, self.projector)
         self.devices = Devices(self.store, self.projector)
@@ -121,6 +131,7 @@ class Runtime:
             s.influx_token.get_secret_value(),
             s.influx_org,
             s.influx_bucket,
+            leader=self.leader,
         )
         self.payments = Payments(
             self.store, self.events, self.outbox, late_payment_window_s=s.late_payment_window_s
@@ -176,17 +187,6 @@ class Runtime:
         self.orders_by_ip = SlidingWindow(
             throttles, "order_ip", s.order_max_per_ip, s.order_window_s
         )
-        # One replica at a time runs the background roles and writes grants to the broker.
-        self.lease = PaymentsLease(
-            self.store,
-            s.lease_ttl_s,
-            s.lease_safety_s,
-            on_gained=self._lease_gained,
-            housekeeping=lambda: purge_expired(self.store.throttles),
-        )
-        self.projector.fence = self.lease.held
-        for worker in (self.watcher, self.expiry, self.reconciler, self.outbox_drainer):
-            worker.gate = self.lease.held
         # Warm the KDF once so the first login does not pay for imports and allocation.
         passwords.burn_time("warm-up")
 

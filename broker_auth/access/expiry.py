@@ -2,7 +2,7 @@
 and tells each buyer GRANT_ENDING_NOTICE_S before a grant ends (`grant_ending`).
 
 It also carries out the grant-role syncs requested in MongoDB (Projector.run_grant_syncs): a
-standby's request after it wrote a buyer's client (only the lease holder writes grant roles),
+standby's request after it wrote a buyer's client (only the leader writes grant roles),
 and the retries, with backoff, of a revocation the broker did not take.
 
 On start-up the first pass revokes whatever ended while the service was down. The thread is
@@ -18,6 +18,7 @@ from pymongo.errors import PyMongoError
 from broker_auth.access.grants import Grants
 from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.clock import utcnow
+from broker_auth.infra.leader import STANDBY_PAUSE_S
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class ExpiryScheduler(BackgroundWorker):
     def _run(self) -> None:
         store_down = False
         while not self.stopping:
-            if self.standing_by():
+            if not self.grants.leader.leads():
+                self._pause(STANDBY_PAUSE_S)
                 continue
             sleep = MAX_SLEEP_S
             try:

@@ -4,10 +4,11 @@ Crediting is exactly-once without transactions. The payment's id is pushed onto 
 the same atomic update that moves the grant's end (a compare-and-set on the old end and on the
 id being absent); only then is the payment flagged `credited`. After a crash between the two
 writes, crediting again finds the id on the grant and just sets the flag: never twice, never
-lost.
+lost. What a credit changes is computed as data (crediting.py); `credit` reads the grant,
+writes the plan and carries out its effects.
 
 A grant's `active` flag says whether the buyer's client should hold the product role; all role
-changes happen under the projector's lock, so reconciliation never sees half a change.
+changes happen under the leader's grants lock, so reconciliation never sees half a change.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ from collections.abc import Callable
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from broker_auth.access.crediting import (
+    CreditPlan,
+    Purchase,
+    credited_fields,
+    plan_credit,
+    purchase_of,
+)
+from broker_auth.access.crediting import grant_id as grant_id  # where callers look for it
 from broker_auth.api.schemas import GrantAdminOut, GrantOut
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.infra import metrics
-from broker_auth.infra.clock import as_utc, truncate, utcnow
+from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.infra.events import EventWriter
 
@@ -34,11 +43,6 @@ log = logging.getLogger(__name__)
 MAX_CAS_ATTEMPTS = 20
 # (username, event, product_id, expires_at): the buyer's notification of a grant change.
 Notify = Callable[[str, str, str, dt.datetime], None]
-NOTICE_EVENTS = {"granted": "grant_started", "extended": "grant_extended"}
-
-
-def grant_id(username: str, product_id: str) -> str:
-    return f"{username}/{product_id}"
 
 
 class Grants:
@@ -52,6 +56,7 @@ class Grants:
     ) -> None:
         self.store = store
         self.projector = projector
+        self.leader = projector.leader  # grant changes are the leader's, under its lock
         self.events = events
         self.on_change = on_change
         self.notify = notify
@@ -60,131 +65,96 @@ class Grants:
     def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
         """Turn a confirmed, matched payment into access time (idempotent)."""
         pid = str(payment["_id"])
-        if not self.leading():
-            # Lost the lease mid-pass: the new holder credits what is left uncredited.
-            log.warning("payment %s left to the lease holder", pid)
+        if not self.leader.leads():
+            # Lost the lease mid-pass: the new leader credits what is left uncredited.
+            log.warning("payment %s left to the leader", pid)
             return
         order = self.store.orders.find_one({"_id": payment["order_id"]})
         if order is None:
             log.error("payment %s refers to missing order %s", pid, payment["order_id"])
             return
-        username = str(order["username"])
-        product_id = str(order["product_id"])
-        amount = int(payment.get("amount_iota", 0))
-        # Priced when confirmed (Payments.priced); a record of an older version: the order's.
-        priced = payment.get("grant_seconds")
-        seconds = (
-            float(priced)
-            if priced is not None
-            else amount * 3600 / int(order["price_iota_per_hour"])
-        )
-        gid = grant_id(username, product_id)
-        if seconds <= 0:  # nothing bought (off sale beyond the ordered amount): refund due
+        purchase = purchase_of(payment, order)
+        if purchase.seconds <= 0:  # nothing bought (off sale beyond the ordered amount)
             self.store.payments.update_one(
                 {"_id": pid}, {"$set": {"credited": True, "credited_at": utcnow()}}
             )
-            log.info("payment %s buys no time (refund due: %d iota)", pid, amount)
+            log.info("payment %s buys no time (refund due: %d iota)", pid, purchase.amount_iota)
             return
-        event: str | None = None
-        new_end: dt.datetime | None = None
-        need_role = False
-        with self.projector.lock:
-            for _attempt in range(MAX_CAS_ATTEMPTS):
-                now = utcnow()
-                g = self.store.grants.find_one({"_id": gid})
-                if g is not None and pid in g.get("applied_payments", []):
-                    break  # applied before a crash: only the flag below is missing
-                if g is None:
-                    new_end = truncate(now + dt.timedelta(seconds=seconds))
-                    try:
-                        self.store.grants.insert_one(
-                            {
-                                "_id": gid,
-                                "username": username,
-                                "product_id": product_id,
-                                "topic_filter": order["topic_filter"],
-                                "starts_at": now,
-                                "expires_at": new_end,
-                                "active": True,
-                                "applied_payments": [pid],
-                                "updated_at": now,
-                            }
-                        )
-                    except DuplicateKeyError:
-                        continue
-                    event, need_role = "granted", True
-                    break
-                active = bool(g.get("active"))
-                current_end = as_utc(g["expires_at"])
-                running = active and current_end > now
-                # Stack onto the end of a running grant; otherwise start now.
-                new_end = truncate(
-                    (current_end if running else now) + dt.timedelta(seconds=seconds)
-                )
-                changes: Doc = {"expires_at": new_end, "active": True, "updated_at": now}
-                if not running:
-                    changes["starts_at"] = now
-                updated = self.store.grants.find_one_and_update(
-                    {
-                        "_id": gid,
-                        "expires_at": g["expires_at"],
-                        "active": g.get("active"),
-                        "applied_payments": {"$ne": pid},
-                    },
-                    {"$set": changes, "$push": {"applied_payments": pid}},
-                    return_document=ReturnDocument.AFTER,
-                )
-                if updated is None:
-                    continue  # changed meanwhile: read again
-                event = "extended" if running else "granted"
-                # An ended grant not yet revoked still holds its role.
-                need_role = not active
-                break
-            else:
-                raise RuntimeError(f"grant {gid}: too much contention")
+        with self.leader.grants_lock:
+            plan = self._write_grant(purchase)
+            # Flagged only after the grant holds the payment's id: a crash in between is
+            # repaired by crediting again (the plan then finds the id and writes nothing).
             self.store.payments.update_one(
-                {"_id": pid},
-                {
-                    "$set": {
-                        "credited": True,
-                        "credited_at": utcnow(),
-                        "grant_id": gid,
-                        "grant_seconds": seconds,
-                    }
-                },
+                {"_id": pid}, {"$set": credited_fields(purchase, utcnow())}
             )
-            if need_role:
-                try:
-                    self.projector.add_grant_role(username, product_id)
-                except (DynsecUnavailableError, DynsecError) as exc:
-                    log.warning("grant %s stored; broker update deferred (%s)", gid, exc)
-        if event is None:
-            return
+            if plan.add_role:
+                self._add_role(purchase)
+        if not plan.applied_before:
+            self._announce(plan, purchase, confirmed_seen_at)
+
+    def _write_grant(self, purchase: Purchase) -> CreditPlan:
+        """Plan against the grant as read and write it, again while it changes meanwhile."""
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            grant = self.store.grants.find_one({"_id": purchase.grant_id})
+            plan = plan_credit(purchase, grant, utcnow())
+            if self._stored(plan):
+                return plan
+        raise RuntimeError(f"grant {purchase.grant_id}: too much contention")
+
+    def _stored(self, plan: CreditPlan) -> bool:
+        """Write the plan's grant change; False if the grant changed since it was read."""
+        if plan.insert is not None:
+            try:
+                self.store.grants.insert_one(plan.insert)
+            except DuplicateKeyError:
+                return False
+            return True
+        if plan.match is None or plan.update is None:
+            return True  # applied before a crash: only the payment's flag is missing
+        updated = self.store.grants.find_one_and_update(
+            plan.match, plan.update, return_document=ReturnDocument.AFTER
+        )
+        return updated is not None
+
+    def _add_role(self, purchase: Purchase) -> None:
+        try:
+            self.projector.add_grant_role(purchase.username, purchase.product_id)
+        except BrokerError as exc:
+            log.warning("grant %s stored; broker update deferred (%s)", purchase.grant_id, exc)
+
+    def _announce(
+        self, plan: CreditPlan, purchase: Purchase, confirmed_seen_at: float | None
+    ) -> None:
+        """The credit's effects beyond the store: metrics, log, grant event, notice, wake-up."""
+        event = str(plan.event)
         metrics.CREDITS.inc()
         metrics.GRANT_EVENTS.labels(event).inc()
         if confirmed_seen_at is not None:
             metrics.GRANT_APPLY_SECONDS.observe(time.monotonic() - confirmed_seen_at)
-        log.info("grant %s %s by %.1f s (payment %s, %d iota)", gid, event, seconds, pid, amount)
+        log.info(
+            "grant %s %s by %.1f s (payment %s, %d iota)",
+            plan.grant_id,
+            event,
+            purchase.seconds,
+            purchase.payment_id,
+            purchase.amount_iota,
+        )
         if self.events:
-            self.events.grant(product_id, event, seconds)
-        if self.notify and new_end is not None:
-            self.notify(username, NOTICE_EVENTS[event], product_id, new_end)
+            self.events.grant(purchase.product_id, event, purchase.seconds)
+        if self.notify and plan.notice is not None:
+            n = plan.notice
+            self.notify(n.username, n.event, n.product_id, n.expires_at)
         if self.on_change:
             self.on_change()
-
-    def leading(self) -> bool:
-        """Grant changes are the payments lease holder's (no fence: a single process)."""
-        fence = self.projector.fence
-        return fence is None or fence()
 
     # -- expiry --------------------------------------------------------------------------
     def expire_due(self) -> int:
         """Revoke every grant whose end has passed; returns how many."""
         revoked = 0
-        with self.projector.lock:
+        with self.leader.grants_lock:
             now = utcnow()
             for g in self.store.grants.find({"active": True, "expires_at": {"$lte": now}}):
-                if not self.leading():
+                if not self.leader.leads():
                     break  # lost the lease mid-pass: the new holder revokes the rest
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "active": True, "expires_at": g["expires_at"]},
@@ -194,7 +164,7 @@ class Grants:
                     continue
                 try:
                     self.projector.remove_grant_role(str(g["username"]), str(g["product_id"]))
-                except (DynsecUnavailableError, DynsecError) as exc:
+                except BrokerError as exc:
                     log.warning("grant %s ended; broker update deferred (%s)", g["_id"], exc)
                     # Retried from the expiry loop with backoff until the broker takes it.
                     self.projector.request_grant_sync(str(g["username"]), failed_attempts=1)
@@ -229,7 +199,7 @@ class Grants:
             # Under the lock like every grant write: FerretDB's findAndModify is not atomic, so
             # this one racing a credit's extension wrote the grant back without it (found by
             # the FerretDB-SIGKILL fault test: a payment credited, its 60 s missing).
-            with self.projector.lock:
+            with self.leader.grants_lock:
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
                     {"$set": {"ending_notice_for": end}},

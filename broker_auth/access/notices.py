@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_auth.broker import acl_model
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
@@ -60,7 +60,7 @@ class Notifier(BackgroundWorker):
             try:
                 self._provision()
                 break
-            except (DynsecUnavailableError, DynsecError) as exc:
+            except BrokerError as exc:
                 log.debug("notifier not provisioned yet: %s", exc)
                 self._pause(RETRY_S)
         if self.stopping:

@@ -17,7 +17,7 @@ import logging
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.accounts import passwords
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, UnavailableError
 from broker_auth.infra.clock import utcnow
@@ -36,7 +36,7 @@ class Accounts:
         Returns the MQTT password (shown once)."""
         password_hash = passwords.hash_password(password)  # slow: outside the lock
         mqtt_password = passwords.generate_password()
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             try:
                 self.store.accounts.insert_one(
                     {
@@ -51,7 +51,7 @@ class Accounts:
                 raise ConflictError("username already taken") from None
             try:
                 self.projector.ensure_buyer_client(username, mqtt_password)
-            except (DynsecUnavailableError, DynsecError) as exc:
+            except BrokerError as exc:
                 self.store.accounts.delete_one({"_id": username})
                 log.warning("account %r not created: broker unavailable (%s)", username, exc)
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None
@@ -70,7 +70,7 @@ class Accounts:
         brings back a client that went missing in the broker. Any replica may serve it: its
         grant roles are written by the payments-lease holder only (Projector.sync_grants)."""
         mqtt_password = passwords.generate_password()
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             self.projector.ensure_buyer_client(username, mqtt_password)
             self.projector.dynsec.kick(username)
             self.store.accounts.update_one(
@@ -91,7 +91,7 @@ class Accounts:
         migrated = 0
         for account in self.store.accounts.find({"mqtt_separate": {"$ne": True}}, {"_id": 1}):
             username = str(account["_id"])
-            with self.projector.lock:
+            with self.projector.leader.grants_lock:
                 found = self.projector.dynsec.call(
                     {
                         "command": "setClientPassword",

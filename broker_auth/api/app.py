@@ -53,7 +53,7 @@ from broker_auth.api.schemas import (
     SweptIn,
 )
 from broker_auth.billing.pool import AddressState
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerRefusedError, BrokerUnavailableError
 from broker_auth.errors import ServiceError
 from broker_auth.infra import metrics
 from broker_auth.portal import mount_portal
@@ -204,12 +204,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.warning("MongoDB error: %s", type(exc).__name__)
         return JSONResponse({"detail": "database unavailable"}, 503)
 
-    @app.exception_handler(DynsecUnavailableError)
-    async def broker_down(_request: Request, exc: DynsecUnavailableError) -> JSONResponse:
+    @app.exception_handler(BrokerUnavailableError)
+    async def broker_down(_request: Request, exc: BrokerUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": "MQTT broker unavailable"}, 503)
 
-    @app.exception_handler(DynsecError)
-    async def broker_error(_request: Request, exc: DynsecError) -> JSONResponse:
+    @app.exception_handler(BrokerRefusedError)
+    async def broker_error(_request: Request, exc: BrokerRefusedError) -> JSONResponse:
         log.error("dynamic-security command failed: %s", exc)
         return JSONResponse({"detail": "MQTT broker refused the change"}, 503)
 

@@ -25,6 +25,7 @@ from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.infra.events import escape_tag
+from broker_auth.infra.leader import Leader
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,18 @@ class Outbox:
 
 class OutboxDrainer(BackgroundWorker):
     def __init__(
-        self, outbox: Outbox, url: str, token: str, org: str, bucket: str, timeout_s: float = 5.0
+        self,
+        outbox: Outbox,
+        url: str,
+        token: str,
+        org: str,
+        bucket: str,
+        timeout_s: float = 5.0,
+        leader: Leader | None = None,
     ) -> None:
         super().__init__("outbox")
         self.outbox = outbox
+        self.leader = leader or Leader()  # drained by the leader only
         self.bucket, self.org = bucket, org
         self._client = InfluxDBClient(
             url=url, token=token or "unused", org=org, timeout=int(timeout_s * 1000)
@@ -93,7 +102,7 @@ class OutboxDrainer(BackgroundWorker):
     def _run(self) -> None:
         wait = INTERVAL_S
         while not self._pause(wait):
-            if self.gate is not None and not self.gate():
+            if not self.leader.leads():
                 continue
             try:
                 self.drain_once()

@@ -97,7 +97,7 @@ class Watcher(BackgroundWorker):
     def _run(self) -> None:
         backoff = self.interval_s
         while not self.stopping:
-            if self.gate is not None and not self.gate():
+            if not self.grants.leader.leads():
                 self._standby_check()
                 continue
             started = time.monotonic()

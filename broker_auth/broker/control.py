@@ -7,8 +7,8 @@ response echoing the command's `correlationData`, which is how answers are match
 
 Commands are published with QoS 0 and never queued while disconnected: a command that is
 late could undo a newer decision (e.g. re-add a role that was since revoked). A caller that
-gets `DynsecUnavailableError` leaves MongoDB as the truth; the periodic reconciliation and the
-reconciliation after each reconnect repair Mosquitto.
+gets a `BrokerError` (broker/errors.py) leaves MongoDB as the truth; the periodic
+reconciliation and the reconciliation after each reconnect repair Mosquitto.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_auth.broker.acl_model import Acl, Role
+from broker_auth.broker.errors import BrokerRefusedError, BrokerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,6 @@ PAGE_SIZE = 500
 ALREADY_EXISTS = ("Client already exists", "Role already exists", "Group already exists")
 NOT_FOUND = ("Client not found", "Role not found", "Group not found")
 ALREADY_IN_GROUP = "Client is already in this group"
-
-
-class DynsecUnavailableError(RuntimeError):
-    """The broker did not answer (down, disconnected, or timed out)."""
-
-
-class DynsecError(RuntimeError):
-    def __init__(self, command: str, error: str) -> None:
-        super().__init__(f"{command}: {error}")
-        self.command = command
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -222,7 +212,7 @@ class DynsecClient:
         if not commands:
             return []
         if not self._ready.is_set():
-            raise DynsecUnavailableError("not connected to the broker")
+            raise BrokerUnavailableError("not connected to the broker")
         tagged = []
         keys = []
         for command in commands:
@@ -237,10 +227,10 @@ class DynsecClient:
         info = self._client.publish(COMMAND_TOPIC, json.dumps({"commands": tagged}), qos=0)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._forget(keys)
-            raise DynsecUnavailableError(f"publish failed: {mqtt.error_string(info.rc)}")
+            raise BrokerUnavailableError(f"publish failed: {mqtt.error_string(info.rc)}")
         if not batch.done.wait(self.timeout_s) or batch.failed:
             self._forget(keys)
-            raise DynsecUnavailableError(
+            raise BrokerUnavailableError(
                 f"no answer from the broker within {time.monotonic() - started:.1f}s"
             )
         return [batch.results[k] for k in keys]
@@ -253,7 +243,7 @@ class DynsecClient:
     def call(self, command: dict[str, Any], tolerate: Sequence[str] = ()) -> Response:
         (response,) = self.execute([command])
         if response.error is not None and response.error not in tolerate:
-            raise DynsecError(response.command, response.error)
+            raise BrokerRefusedError(response.command, response.error)
         return response
 
     # -- typed helpers -------------------------------------------------------------------

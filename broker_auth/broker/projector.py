@@ -2,29 +2,25 @@
 
 Single changes (a new buyer, device, product, a grant starting or ending) are applied at once
 by the services; `reconcile()` repairs everything else: at start-up, after each reconnection
-to the broker and periodically. It
-
-- creates missing product and device roles (and fixes their ACLs),
-- gives every device client its role, and every buyer client the `buyers` group,
-- adds `product.<id>` roles for active grants and removes them from every client without one,
-- deletes clients named `device.<id>` whose device is no longer in MongoDB,
-- never touches service accounts (`svc.*`).
+to the broker and periodically. What it changes is computed as data in reconciliation.py
+(roles, clients, groups: desired against actual); here it is read and sent.
 
 A buyer or device client missing from Mosquitto cannot be recreated without its clear-text
 password, which is never stored: a buyer's client is recreated when the buyer takes a new MQTT
 password (accounts.py); a device must be re-provisioned. Both are logged as warnings.
 
-Every change to Mosquitto holds `lock`, so a grant change can never interleave with a
-reconciliation that read the state before it.
+Every change to Mosquitto holds the leader's `grants_lock`, so a grant change can never
+interleave with a reconciliation that read the state before it.
 
-Grant roles (`product.*` on buyer clients) are written only by the payments-lease holder
-(`fence`). Any replica may write a buyer's client itself (its password, its existence: a new
-account, a rotated MQTT password); a standby then asks the holder to bring the client's grant
-roles in line with MongoDB by a request in `grant_syncs` (`_id`: username), which the holder's
-expiry loop carries out within about a second (`run_grant_syncs`). A standby that synced the
-roles itself could read a grant as active, and add its role back after the holder revoked it.
-The same requests retry a grant change the broker did not take (a revocation during a broker
-outage), with backoff from SYNC_RETRY_FIRST_S to SYNC_RETRY_MAX_S, until the broker answers.
+Grant roles (`product.*` on buyer clients) are written only while this replica leads
+(`leader.leads()`, the payments lease). Any replica may write a buyer's client itself (its
+password, its existence: a new account, a rotated MQTT password); a standby then asks the
+leader to bring the client's grant roles in line with MongoDB by a request in `grant_syncs`
+(`_id`: username), which the leader's expiry loop carries out within about a second
+(`run_grant_syncs`). A standby that synced the roles itself could read a grant as active, and
+add its role back after the leader revoked it. The same requests retry a grant change the
+broker did not take (a revocation during a broker outage), with backoff from
+SYNC_RETRY_FIRST_S to SYNC_RETRY_MAX_S, until the broker answers.
 """
 
 from __future__ import annotations
@@ -32,26 +28,32 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Role
-from broker_auth.broker.control import DynsecClient, DynsecError, DynsecUnavailableError, acl_key
+from broker_auth.broker.control import DynsecClient
+from broker_auth.broker.errors import BrokerError, BrokerRefusedError, BrokerUnavailableError
+from broker_auth.broker.reconciliation import (
+    Actual,
+    Desired,
+    Plan,
+    names,
+    plan_reconciliation,
+    product_roles,
+)
+from broker_auth.broker.reconciliation import product_rolename as product_rolename
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
+from broker_auth.infra.leader import Leader
 
 log = logging.getLogger(__name__)
 
-PRODUCT_ROLE_PREFIX = "product."
-DEVICE_PREFIX = "device."
-SERVICE_PREFIX = "svc."
 # A grant-role sync the broker did not take is retried after 0.5, 1, 2, 4, 4, ... s.
 SYNC_RETRY_FIRST_S = 0.5
 SYNC_RETRY_MAX_S = 4.0
@@ -64,10 +66,6 @@ def sync_retry_delay(failed_attempts: int) -> float:
     return min(SYNC_RETRY_MAX_S, SYNC_RETRY_FIRST_S * 2.0 ** (failed_attempts - 1))
 
 
-def product_rolename(product_id: str) -> str:
-    return f"{PRODUCT_ROLE_PREFIX}{product_id}"
-
-
 class Projector:
     def __init__(
         self,
@@ -75,16 +73,16 @@ class Projector:
         dynsec: DynsecClient,
         live_prefix: str = "live",
         known_device_passwords: Mapping[str, str] | None = None,
+        leader: Leader | None = None,
     ) -> None:
         self.store = store
         self.dynsec = dynsec
         self.live_prefix = live_prefix
         # Devices whose password the service knows (the demo device): recreated when missing.
         self.known_device_passwords = dict(known_device_passwords or {})
-        self.lock = threading.RLock()
-        # Set to the payments lease: grant roles are written only while it is held (lease.py).
-        self.fence: Callable[[], bool] | None = None
-        # Buyers whose grant roles the lease holder is to bring in line (see the docstring).
+        # Grant roles are written only while this replica leads; its lock orders every change.
+        self.leader = leader or Leader()
+        # Buyers whose grant roles the leader is to bring in line (see the docstring).
         self.sync_requests: Collection[Doc] = store.db["grant_syncs"]
 
     # -- roles ---------------------------------------------------------------------------
@@ -95,15 +93,15 @@ class Projector:
         return acl_model.device_role(device_id, self.live_prefix)
 
     def ensure_role(self, role: Role) -> None:
-        with self.lock:
+        with self.leader.grants_lock:
             if not self.dynsec.create_role(role):
                 self.dynsec.modify_role_acls(role)
 
     # -- single changes ------------------------------------------------------------------
     def ensure_buyer_client(self, username: str, password: str) -> None:
         """Create (or take over) the buyer's MQTT client with its password, group and own
-        notifications; its grant roles follow from the lease holder (`sync_grants`)."""
-        with self.lock:
+        notifications; its grant roles follow from the leader (`sync_grants`)."""
+        with self.leader.grants_lock:
             notify = acl_model.notify_role(username)
             self.ensure_role(notify)
             created = self.dynsec.create_client(
@@ -118,7 +116,7 @@ class Projector:
                 self.dynsec.set_client_password(username, password)
                 self.dynsec.add_group_client(acl_model.BUYERS_GROUP, username)
                 client = self.dynsec.get_client(username) or {}
-                if notify.rolename not in _names(client.get("roles"), "rolename"):
+                if notify.rolename not in names(client.get("roles"), "rolename"):
                     self.dynsec.add_client_role(username, notify.rolename)
             elif self.store.grants.find_one({"username": username, "active": True}) is None:
                 return  # a fresh client without product roles, and none are due
@@ -134,25 +132,25 @@ class Projector:
 
     def ensure_role_client(self, username: str, password: str, role: Role, textname: str) -> None:
         """A client with this password holding (at least) this role, created or aligned."""
-        with self.lock:
+        with self.leader.grants_lock:
             self.dynsec.create_role(role)
             if not self.dynsec.create_client(
                 username, password, roles=(role.rolename,), textname=textname
             ):
                 self.dynsec.set_client_password(username, password)
                 client = self.dynsec.get_client(username) or {}
-                if role.rolename not in _names(client.get("roles"), "rolename"):
+                if role.rolename not in names(client.get("roles"), "rolename"):
                     self.dynsec.add_client_role(username, role.rolename)
 
     def _fenced(self) -> None:
-        if self.fence is not None and not self.fence():
-            raise DynsecUnavailableError("payments lease not held: grant changes are the leader's")
+        if not self.leader.leads():
+            raise BrokerUnavailableError("payments lease not held: grant changes are the leader's")
 
     def add_grant_role(self, username: str, product_id: str) -> bool:
         """Give the buyer's client the product role. False if the client is missing."""
         rolename = product_rolename(product_id)
         self._fenced()
-        with self.lock:
+        with self.leader.grants_lock:
             r = self.dynsec.call(
                 {"command": "addClientRole", "username": username, "rolename": rolename},
                 tolerate=("Client not found", "Role not found", "Internal error"),
@@ -170,31 +168,31 @@ class Projector:
             elif r.error == "Internal error":
                 # Mosquitto 2.0 answers this when the client already has the role.
                 client = self.dynsec.get_client(username) or {}
-                if rolename not in _names(client.get("roles"), "rolename"):
-                    raise DynsecError("addClientRole", "Internal error")
+                if rolename not in names(client.get("roles"), "rolename"):
+                    raise BrokerRefusedError("addClientRole", "Internal error")
             return True
 
     def remove_grant_role(self, username: str, product_id: str) -> None:
         self._fenced()
-        with self.lock:
+        with self.leader.grants_lock:
             self.dynsec.remove_client_role(username, product_rolename(product_id))
 
     # -- grant-role syncs ----------------------------------------------------------------
     def sync_grants(self, username: str) -> None:
-        """Bring the buyer's product roles in line with its active grants: at once in the
-        lease holder, else by asking the holder. A sync the broker did not take is retried."""
-        if self.fence is not None and not self.fence():
+        """Bring the buyer's product roles in line with its active grants: at once if
+        this replica leads, else by asking the leader. A sync the broker did not take is retried."""
+        if not self.leader.leads():
             self.request_grant_sync(username)
             return
         try:
-            with self.lock:
+            with self.leader.grants_lock:
                 self._sync_client_grants(username)
-        except (DynsecUnavailableError, DynsecError) as exc:
+        except BrokerError as exc:
             log.warning("grant roles of %r: broker update deferred (%s)", username, exc)
             self.request_grant_sync(username, failed_attempts=1)
 
     def request_grant_sync(self, username: str, failed_attempts: int = 0) -> None:
-        """Ask the lease holder to bring this buyer's grant roles in line with MongoDB, after
+        """Ask the leader to bring this buyer's grant roles in line with MongoDB, after
         `sync_retry_delay(failed_attempts)`. A newer request replaces an older one."""
         now = utcnow()
         request = {
@@ -209,10 +207,10 @@ class Projector:
             self.sync_requests.update_one({"_id": username}, {"$set": request})
 
     def run_grant_syncs(self) -> dt.datetime | None:
-        """Carry out the requests that are due (the lease holder's expiry loop calls this);
+        """Carry out the requests that are due (the leader's expiry loop calls this);
         returns when the next one falls due. While the broker does not answer, each request
         waits longer (sync_retry_delay) and none blocks the others for long."""
-        if self.fence is not None and not self.fence():
+        if not self.leader.leads():
             return None
         next_due: dt.datetime | None = None
         broker_down = False
@@ -226,14 +224,14 @@ class Projector:
                 continue
             error: Exception | None = None
             if broker_down:
-                error = DynsecUnavailableError("broker unavailable")
+                error = BrokerUnavailableError("broker unavailable")
             else:
                 try:
-                    with self.lock:
+                    with self.leader.grants_lock:
                         self._sync_client_grants(username)
-                except DynsecUnavailableError as exc:
+                except BrokerUnavailableError as exc:
                     broker_down, error = True, exc
-                except DynsecError as exc:
+                except BrokerRefusedError as exc:
                     error = exc
             if error is None:
                 # Only the request we carried out: a newer one (new token) runs next pass.
@@ -251,7 +249,7 @@ class Projector:
         return next_due
 
     def _sync_client_grants(self, username: str) -> None:
-        """Make the client's product roles match the buyer's active grants (lease holder)."""
+        """Make the client's product roles match the buyer's active grants (the leader)."""
         self._fenced()
         want = {
             product_rolename(str(g["product_id"]))
@@ -261,7 +259,7 @@ class Projector:
         if client is None:
             self._mark_buyer_missing(username)
             return
-        have = {r for r in _names(client.get("roles"), "rolename") if _is_product_role(r)}
+        have = product_roles(client)
         for rolename in sorted(want - have):
             self.dynsec.add_client_role(username, rolename)
         for rolename in sorted(have - want):
@@ -281,7 +279,7 @@ class Projector:
     # -- full reconciliation -------------------------------------------------------------
     def reconcile(self) -> int:
         """Bring Mosquitto in line with MongoDB; returns the number of changes made."""
-        with self.lock:
+        with self.leader.grants_lock:
             try:
                 changes = self._reconcile()
             except Exception:
@@ -294,8 +292,16 @@ class Projector:
             return changes
 
     def _reconcile(self) -> int:
-        commands: list[dict[str, Any]] = []
-        # Static parts a fresh bootstrap file already has; created only if missing.
+        self._ensure_static_parts()
+        desired, flagged = self._desired()
+        actual = Actual(
+            roles={str(r.get("rolename")): r for r in self.dynsec.list_roles()},
+            clients={str(c.get("username")): c for c in self.dynsec.list_clients()},
+        )
+        return self._send(plan_reconciliation(desired, actual, flagged))
+
+    def _ensure_static_parts(self) -> None:
+        """Parts a fresh bootstrap file already has; created only if missing."""
         for role in (acl_model.avg_reader_role(), acl_model.notifier_role()):
             self.dynsec.create_role(role)
         self.dynsec.call(
@@ -307,110 +313,49 @@ class Projector:
             tolerate=("Group already exists",),
         )
 
-        roles = {str(r.get("rolename")): r for r in self.dynsec.list_roles()}
-        products = {str(p["_id"]): p for p in self.store.products.find()}
-        # A deleted device keeps its document (enabled: false) but no client.
-        devices = {str(d["_id"]): d for d in self.store.devices.find({"enabled": {"$ne": False}})}
-
-        # Roles first and one by one: the client changes below need them to exist.
-        role_changes = 0
-        desired_roles = [self.product_role(p) for p in products.values()]
-        desired_roles += [self.device_role(device_id) for device_id in devices]
-        account_ids = [str(a["_id"]) for a in self.store.accounts.find({}, {"_id": 1})]
-        desired_roles += [acl_model.notify_role(username) for username in account_ids]
-        for role in desired_roles:
-            current = roles.get(role.rolename)
-            if current is None:
-                self.dynsec.create_role(role)
-                role_changes += 1
-            elif {acl_key(a) for a in current.get("acls", []) if isinstance(a, dict)} != {
-                acl_key(a) for a in role.acls
-            }:
-                self.dynsec.modify_role_acls(role)
-                role_changes += 1
-
-        clients = {str(c.get("username")): c for c in self.dynsec.list_clients()}
-        accounts = {str(a["_id"]): a for a in self.store.accounts.find({}, {"mqtt_missing": 1})}
+    def _desired(self) -> tuple[Desired, set[str]]:
+        """What MongoDB says Mosquitto should hold, and the buyers flagged `mqtt_missing`."""
+        accounts = list(self.store.accounts.find({}, {"mqtt_missing": 1}))
         grants: dict[str, set[str]] = defaultdict(set)
         for g in self.store.grants.find({"active": True}, {"username": 1, "product_id": 1}):
             grants[str(g["username"])].add(product_rolename(str(g["product_id"])))
+        desired = Desired(
+            product_roles=tuple(self.product_role(p) for p in self.store.products.find()),
+            devices=frozenset(
+                str(d["_id"]) for d in self.store.devices.find({"enabled": {"$ne": False}})
+            ),
+            accounts=frozenset(str(a["_id"]) for a in accounts),
+            grants={username: frozenset(roles) for username, roles in grants.items()},
+            device_passwords=self.known_device_passwords,
+            live_prefix=self.live_prefix,
+        )
+        return desired, {str(a["_id"]) for a in accounts if a.get("mqtt_missing")}
 
-        recreated = 0
-        for device_id in devices:
-            username = acl_model.device_username(device_id)
-            rolename = self.device_role(device_id).rolename
-            client = clients.get(username)
-            if client is None:
-                password = self.known_device_passwords.get(device_id)
-                if password is not None:
-                    self.dynsec.create_client(username, password, roles=(rolename,))
-                    recreated += 1
-                else:
-                    log.warning(
-                        "device client %r is missing in Mosquitto and its password is not "
-                        "stored; re-provision the device",
-                        username,
-                    )
-                continue
-            if rolename not in _names(client.get("roles"), "rolename"):
-                commands.append(
-                    {"command": "addClientRole", "username": username, "rolename": rolename}
+    def _send(self, plan: Plan) -> int:
+        """Carry out a reconciliation plan: roles first and one by one (the client changes
+        need them to exist), then the clients to recreate, then the rest as one batch."""
+        for role in plan.roles.create:
+            self.dynsec.create_role(role)
+        for role in plan.roles.modify:
+            self.dynsec.modify_role_acls(role)
+        for client in plan.clients.create:
+            self.dynsec.create_client(client.username, client.password, roles=(client.rolename,))
+        for username in plan.clients.unrecoverable:
+            log.warning(
+                "device client %r is missing in Mosquitto and its password is not stored; "
+                "re-provision the device",
+                username,
+            )
+        for command in plan.commands:
+            if command["command"] == "deleteClient":
+                log.warning(
+                    "deleting MQTT client %r: no such device in MongoDB", command["username"]
                 )
-
-        for username, client in clients.items():
-            if username.startswith(SERVICE_PREFIX):
-                continue
-            if username.startswith(DEVICE_PREFIX):
-                device_id = username[len(DEVICE_PREFIX) :]
-                if device_id not in devices:
-                    log.warning("deleting MQTT client %r: no such device in MongoDB", username)
-                    commands.append({"command": "deleteClient", "username": username})
-                    if username in roles:
-                        commands.append({"command": "deleteRole", "rolename": username})
-                    continue
-            have = {r for r in _names(client.get("roles"), "rolename") if _is_product_role(r)}
-            want = grants.get(username, set()) if username in accounts else set()
-            for rolename in sorted(have - want):
-                commands.append(
-                    {"command": "removeClientRole", "username": username, "rolename": rolename}
-                )
-            for rolename in sorted(want - have):
-                commands.append(
-                    {"command": "addClientRole", "username": username, "rolename": rolename}
-                )
-            notify = acl_model.notify_role(username).rolename
-            if username in accounts and notify not in _names(client.get("roles"), "rolename"):
-                commands.append(
-                    {"command": "addClientRole", "username": username, "rolename": notify}
-                )
-            if username in accounts and acl_model.BUYERS_GROUP not in _names(
-                client.get("groups"), "groupname"
-            ):
-                commands.append(
-                    {
-                        "command": "addGroupClient",
-                        "groupname": acl_model.BUYERS_GROUP,
-                        "username": username,
-                    }
-                )
-
-        for username, account in accounts.items():
-            if username not in clients:
-                self._mark_buyer_missing(username)
-            elif account.get("mqtt_missing"):
-                self.store.accounts.update_one({"_id": username}, {"$set": {"mqtt_missing": False}})
-
-        for response in self.dynsec.execute(commands):
+        for username in plan.buyers_missing:
+            self._mark_buyer_missing(username)
+        for username in plan.buyers_back:
+            self.store.accounts.update_one({"_id": username}, {"$set": {"mqtt_missing": False}})
+        for response in self.dynsec.execute(list(plan.commands)):
             if response.error is not None:
                 log.error("reconciliation: %s failed: %s", response.command, response.error)
-        return role_changes + recreated + len(commands)
-
-
-def _names(items: object, key: str) -> set[str]:
-    if not isinstance(items, list):
-        return set()
-    return {str(i.get(key)) for i in items if isinstance(i, dict)}
-
-
-def _is_product_role(rolename: str) -> bool:
-    return rolename.startswith(PRODUCT_ROLE_PREFIX)
+        return plan.changes

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pymongo.errors import PyMongoError
 
 from broker_auth.access.grants import Grants
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ServiceError
 from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.events import EventWriter
+from broker_auth.infra.leader import STANDBY_PAUSE_S
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Reconciler(BackgroundWorker):
         next_reconcile = 0.0
         next_report = 0.0
         while not self.stopping:
-            if self.standing_by():
+            if not self.projector.leader.leads():
+                self._pause(STANDBY_PAUSE_S)
                 continue
             now = time.monotonic()
             if self._requested or now >= next_reconcile:
@@ -75,7 +77,7 @@ class Reconciler(BackgroundWorker):
                 self._before_first()
                 self._before_first = None
             self.projector.reconcile()
-        except (DynsecUnavailableError, DynsecError, PyMongoError, ServiceError) as exc:
+        except (BrokerError, PyMongoError, ServiceError) as exc:
             log.warning("reconciliation postponed: %s", exc)
             return False
         except Exception:

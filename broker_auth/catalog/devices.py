@@ -9,7 +9,7 @@ from pymongo.errors import DuplicateKeyError
 
 from broker_auth.accounts import passwords
 from broker_auth.broker import acl_model
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, NotFoundError, UnavailableError
 from broker_auth.infra.clock import utcnow
@@ -36,7 +36,7 @@ class Devices:
             "created_at": utcnow(),
             "enabled": True,
         }
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             try:
                 self.store.devices.insert_one(doc)
             except DuplicateKeyError:
@@ -47,7 +47,7 @@ class Devices:
                     raise ConflictError("device already exists") from None
             try:
                 self.projector.ensure_device_client(device_id, password)
-            except (DynsecUnavailableError, DynsecError) as exc:
+            except BrokerError as exc:
                 self.store.devices.delete_one({"_id": device_id})
                 log.warning("device %r not created: broker unavailable (%s)", device_id, exc)
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None
@@ -61,7 +61,7 @@ class Devices:
         """A new MQTT password; the broker cuts the device until it logs in with it."""
         device = self._enabled(device_id)
         password = passwords.generate_password()
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             self.projector.dynsec.set_client_password(str(device["username"]), password)
             self.projector.dynsec.kick(str(device["username"]))
             self.store.devices.update_one(
@@ -73,7 +73,7 @@ class Devices:
     def delete(self, device_id: str) -> None:
         """Cut the device at once and refuse its logins; its stored readings stay."""
         device = self._enabled(device_id)
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             # First MongoDB (reconciliation then deletes the client too if the broker is down).
             self.store.devices.update_one(
                 {"_id": device_id},
@@ -100,10 +100,10 @@ class Devices:
             return
         if passwords.verify_password(password, str(existing.get("password_hash", ""))):
             # Same password: only make sure the client exists (no kick of a connected device).
-            with self.projector.lock:
+            with self.projector.leader.grants_lock:
                 if self.projector.dynsec.get_client(existing["username"]) is not None:
                     return
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             self.projector.ensure_device_client(device_id, password)
             self.store.devices.update_one(
                 {"_id": device_id}, {"$set": {"password_hash": passwords.hash_password(password)}}

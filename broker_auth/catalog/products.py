@@ -10,7 +10,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from broker_auth.api.schemas import ProductAdminOut, ProductIn, ProductOut, ProductPatch
-from broker_auth.broker.control import DynsecError, DynsecUnavailableError
+from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, InvalidError, NotFoundError, UnavailableError
 from broker_auth.infra.clock import utcnow
@@ -61,14 +61,14 @@ class Products:
             "description": product.description,
             "created_at": utcnow(),
         }
-        with self.projector.lock:
+        with self.projector.leader.grants_lock:
             try:
                 self.store.products.insert_one(doc)
             except DuplicateKeyError:
                 raise ConflictError("product already exists") from None
             try:
                 self.projector.ensure_role(self.projector.product_role(doc))
-            except (DynsecUnavailableError, DynsecError) as exc:
+            except BrokerError as exc:
                 self.store.products.delete_one({"_id": product.id})
                 log.warning("product %r not created: broker unavailable (%s)", product.id, exc)
                 raise UnavailableError("MQTT broker unavailable; try again shortly") from None

@@ -4,7 +4,6 @@ scheduler, reconciler, event writer): start, wake early, stop and wait for the c
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 
 class BackgroundWorker:
@@ -16,8 +15,6 @@ class BackgroundWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        # Roles that run once cluster-wide: they act only while this says so (the lease).
-        self.gate: Callable[[], bool] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -41,13 +38,6 @@ class BackgroundWorker:
         self._wake.wait(seconds)
         self._wake.clear()
         return self._stop.is_set()
-
-    def standing_by(self, pause_s: float = 0.2) -> bool:
-        """True (after a short pause) while another replica holds the lease."""
-        if self.gate is None or self.gate():
-            return False
-        self._pause(pause_s)
-        return True
 
     def _run(self) -> None:
         raise NotImplementedError

@@ -1,4 +1,7 @@
-"""The payments lease: which one of the broker_auth replicas runs the background roles.
+"""The leader: which one of the broker_auth replicas runs the background roles.
+
+`Leader` is what the rest of broker_auth asks (`leader.leads()`) and the lock every grant change
+holds (`leader.grants_lock`); `PaymentsLease` is how replicas agree on it.
 
 Every replica serves the API; the watcher, expiry, reconciliation and the outbox drainer run
 only in the one that holds the lease, kept in MongoDB (`leases`) as one document per epoch,
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 
 LEASE_ID = "payments"
 STANDBY_POLL_S = 0.1
+# How long a background role that runs once cluster-wide waits before asking again.
+STANDBY_PAUSE_S = 0.2
 
 
 def default_holder() -> str:
@@ -194,3 +199,22 @@ class PaymentsLease(BackgroundWorker):
     def stop(self) -> None:
         super().stop()
         self.release()
+
+
+class Leader:
+    """This replica's leadership: whether it leads, and the lock of grant changes.
+
+    Without a lease (a single process: tools and the tests' parts) it always leads.
+    """
+
+    def __init__(self, lease: PaymentsLease | None = None) -> None:
+        self.lease = lease
+        # Held by every change to grants and to Mosquitto's clients and roles, so that a
+        # reconciliation never sees half of one (and FerretDB's findAndModify, not atomic,
+        # never races another grant write in this process). Reentrant: changes nest.
+        self.grants_lock = threading.RLock()
+
+    def leads(self) -> bool:
+        """True while this replica runs the once-cluster-wide roles (payment watcher, expiry,
+        reconciliation, outbox) and may write grant roles to the broker."""
+        return self.lease is None or self.lease.held()

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class LedgerUnavailableError(RuntimeError):
+class LedgerError(RuntimeError):
+    """What a ledger implementation raises; callers that only retry later catch this."""
+
+
+class LedgerUnavailableError(LedgerError):
     """The node did not answer, or answered something unusable: try again later."""
 
 

@@ -1,0 +1,157 @@
+"""What crediting one confirmed payment does, as data: the grant's new end and every effect.
+
+`plan_credit` is pure (the grant as read, the payment's purchase, the time in; a `CreditPlan`
+out); `Grants.credit` (grants.py) writes the plan with a compare-and-set and carries out its
+effects. Time stacks onto the end of a running grant; an ended or revoked grant starts again
+now. A payment whose id the grant already holds is never counted again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from broker_auth.infra.clock import as_utc, truncate
+from broker_auth.infra.db import Doc
+
+# The buyer's notification of each grant event a credit causes.
+NOTICE_EVENTS = {"granted": "grant_started", "extended": "grant_extended"}
+
+
+def grant_id(username: str, product_id: str) -> str:
+    return f"{username}/{product_id}"
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """One confirmed payment as crediting sees it: whose grant it extends and by how much."""
+
+    payment_id: str
+    username: str
+    product_id: str
+    topic_filter: str
+    amount_iota: int
+    seconds: float
+
+    @property
+    def grant_id(self) -> str:
+        return grant_id(self.username, self.product_id)
+
+
+def purchase_of(payment: Doc, order: Doc) -> Purchase:
+    """The payment's purchase: its seconds were priced when it was confirmed (`grant_seconds`,
+    Payments.priced); a record of an older version is priced at the order's price."""
+    amount = int(payment.get("amount_iota", 0))
+    priced = payment.get("grant_seconds")
+    seconds = (
+        float(priced) if priced is not None else amount * 3600 / int(order["price_iota_per_hour"])
+    )
+    return Purchase(
+        payment_id=str(payment["_id"]),
+        username=str(order["username"]),
+        product_id=str(order["product_id"]),
+        topic_filter=str(order["topic_filter"]),
+        amount_iota=amount,
+        seconds=seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notification to the buyer (access/notices.py sends it)."""
+
+    username: str
+    event: str
+    product_id: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class CreditPlan:
+    """One attempt to credit a purchase onto the grant as read.
+
+    Exactly one grant write: `insert` (no grant yet), or `update` guarded by `match` (the grant
+    unchanged since it was read, the payment not on it yet), or none when the payment was
+    applied before (a crash between the grant write and the payment's `credited` flag).
+    """
+
+    grant_id: str
+    event: str | None  # the grant event to write: "granted", "extended"; None: applied before
+    new_end: dt.datetime | None
+    insert: Doc | None = None
+    match: Doc | None = None
+    update: Doc | None = None
+    add_role: bool = False  # the broker change: give the buyer's client the product role
+    notice: Notice | None = None
+
+    @property
+    def applied_before(self) -> bool:
+        return self.event is None
+
+
+def plan_credit(purchase: Purchase, grant: Doc | None, now: dt.datetime) -> CreditPlan:
+    """How `purchase` changes `grant` (None: there is none yet) at `now`."""
+    gid, pid = purchase.grant_id, purchase.payment_id
+    length = dt.timedelta(seconds=purchase.seconds)
+    if grant is None:
+        end = truncate(now + length)
+        doc: Doc = {
+            "_id": gid,
+            "username": purchase.username,
+            "product_id": purchase.product_id,
+            "topic_filter": purchase.topic_filter,
+            "starts_at": now,
+            "expires_at": end,
+            "active": True,
+            "applied_payments": [pid],
+            "updated_at": now,
+        }
+        return _planned(purchase, "granted", end, add_role=True, insert=doc)
+    if pid in grant.get("applied_payments", []):
+        return CreditPlan(gid, event=None, new_end=None)
+    active = bool(grant.get("active"))
+    running = active and as_utc(grant["expires_at"]) > now
+    # Stack onto the end of a running grant; otherwise start now.
+    end = truncate((as_utc(grant["expires_at"]) if running else now) + length)
+    changes: Doc = {"expires_at": end, "active": True, "updated_at": now}
+    if not running:
+        changes["starts_at"] = now
+    return _planned(
+        purchase,
+        "extended" if running else "granted",
+        end,
+        # An ended grant not yet revoked still holds its role.
+        add_role=not active,
+        match={
+            "_id": gid,
+            "expires_at": grant["expires_at"],
+            "active": grant.get("active"),
+            "applied_payments": {"$ne": pid},
+        },
+        update={"$set": changes, "$push": {"applied_payments": pid}},
+    )
+
+
+def _planned(
+    purchase: Purchase,
+    event: str,
+    end: dt.datetime,
+    add_role: bool,
+    insert: Doc | None = None,
+    match: Doc | None = None,
+    update: Doc | None = None,
+) -> CreditPlan:
+    notice = Notice(purchase.username, NOTICE_EVENTS[event], purchase.product_id, end)
+    return CreditPlan(
+        purchase.grant_id, event, end, insert, match, update, add_role=add_role, notice=notice
+    )
+
+
+def credited_fields(purchase: Purchase, now: dt.datetime) -> Doc:
+    """What the payment record keeps once credited: the flag, when, onto which grant, how long."""
+    return {
+        "credited": True,
+        "credited_at": now,
+        "grant_id": purchase.grant_id,
+        "grant_seconds": purchase.seconds,
+    }
