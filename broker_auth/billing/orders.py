@@ -86,23 +86,7 @@ class Orders:
         self.slots = UnpaidSlots(store, max_unpaid)
 
     def create(self, username: str, product_id: str, hours: float) -> OrderCreated:
-        if hours > self.max_hours:
-            raise InvalidError(f"hours must be at most {self.max_hours:g}")
-        product = self.store.products.find_one({"_id": product_id})
-        if product is None:
-            raise NotFoundError("no such product")
-        if not product.get("active", True):
-            raise ConflictError("this product is not on sale")
-        price = int(product["price_iota_per_hour"])
-        amount = amount_for(price, hours)
-        if amount > MAX_IOTA:
-            raise InvalidError("amount exceeds the IOTA supply")
-        if amount < self.min_amount:
-            # The seller decides what an address is worth holding for (MIN_ORDER_IOTA).
-            raise InvalidError(
-                f"the smallest order is {self.min_amount} iota (MIN_ORDER_IOTA): this one is"
-                f" {amount} ({price} iota per hour); order more hours"
-            )
+        product, price, amount = self._quote(product_id, hours)
         now = utcnow()
         expires_at = now + self.payment_window
         watch_until = expires_at + self.unpaid_hold
@@ -123,32 +107,21 @@ class Orders:
             **stored_fields(OrderRecord(amount, expires_at)),
             "state_version": 1,
         }
-
-        def insert(address: str, accounted: int) -> None:
-            doc["address"] = address
-            doc["base_iota"] = accounted  # the order's value starts above what was there
-            for _attempt in range(5):
-                doc["tag"] = new_tag()
-                try:
-                    self.store.orders.insert_one(doc)
-                    return
-                except DuplicateKeyError:
-                    # FerretDB does not say which unique index refused: look.
-                    if self.store.orders.find_one({"address": address}, {"_id": 1}) is not None:
-                        raise AddressTakenError(address) from None
-                    continue  # 27 random trytes colliding: practically never
-            raise RuntimeError("could not allocate a unique tag")  # pragma: no cover
-
         try:
-            address = self.pool.take(insert, order_id, watch_until, expires_at)
+            address = self.pool.take(
+                lambda address, accounted: self._insert(doc, address, accounted),
+                order_id,
+                watch_until,
+                expires_at,
+            )
         except BaseException:
             self.slots.give_back(slot, order_id)
             raise
         log.info(
-            "order %s: %s x %g h = %d iota to %s", doc["_id"], product_id, hours, amount, address
+            "order %s: %s x %g h = %d iota to %s", order_id, product_id, hours, amount, address
         )
         return OrderCreated(
-            order_id=doc["_id"],
+            order_id=order_id,
             product_id=product_id,
             hours=hours,
             amount_iota=amount,
@@ -157,6 +130,43 @@ class Orders:
             status="pending",
             expires_at=expires_at,
         )
+
+    def _quote(self, product_id: str, hours: float) -> tuple[Doc, int, int]:
+        """The product on sale, its price and the amount for `hours`, or a 4xx why not."""
+        if hours > self.max_hours:
+            raise InvalidError(f"hours must be at most {self.max_hours:g}")
+        product = self.store.products.find_one({"_id": product_id})
+        if product is None:
+            raise NotFoundError("no such product")
+        if not product.get("active", True):
+            raise ConflictError("this product is not on sale")
+        price = int(product["price_iota_per_hour"])
+        amount = amount_for(price, hours)
+        if amount > MAX_IOTA:
+            raise InvalidError("amount exceeds the IOTA supply")
+        if amount < self.min_amount:
+            # The seller decides what an address is worth holding for (MIN_ORDER_IOTA).
+            raise InvalidError(
+                f"the smallest order is {self.min_amount} iota (MIN_ORDER_IOTA): this one is"
+                f" {amount} ({price} iota per hour); order more hours"
+            )
+        return product, price, amount
+
+    def _insert(self, doc: Doc, address: str, accounted: int) -> None:
+        """Insert the order holding `address`: the unique index makes the hand-out atomic."""
+        doc["address"] = address
+        doc["base_iota"] = accounted  # the order's value starts above what was there
+        for _attempt in range(5):
+            doc["tag"] = new_tag()
+            try:
+                self.store.orders.insert_one(doc)
+                return
+            except DuplicateKeyError:
+                # FerretDB does not say which unique index refused: look.
+                if self.store.orders.find_one({"address": address}, {"_id": 1}) is not None:
+                    raise AddressTakenError(address) from None
+                continue  # 27 random trytes colliding: practically never
+        raise RuntimeError("could not allocate a unique tag")  # pragma: no cover
 
     # -- the record's events (watcher, cancel) -----------------------------------------------
     def payment_confirmed(self, order_id: str, payment: Doc) -> None:
