@@ -62,6 +62,13 @@ class Grants:
         self.notify = notify
 
     # -- crediting -----------------------------------------------------------------------
+    def ends_at(self, username: str, product_id: str) -> dt.datetime | None:
+        """When the buyer's grant of the product ends (None: never granted)."""
+        grant = self.store.grants.find_one(
+            {"_id": grant_id(username, product_id)}, {"expires_at": 1}
+        )
+        return as_utc(grant["expires_at"]) if grant is not None else None
+
     def credit(self, payment: Doc, confirmed_seen_at: float | None = None) -> None:
         """Turn a confirmed, matched payment into access time (idempotent)."""
         pid = str(payment["_id"])

@@ -311,6 +311,9 @@ class Orders:
             created_at=as_utc(doc["created_at"]),
         )
 
+    def find(self, order_id: str) -> Doc | None:
+        return self.store.orders.find_one({"_id": order_id})
+
     def get(self, username: str, order_id: str) -> OrderOut:
         """The order if `username` owns it; anyone else learns nothing (404)."""
         doc = self.store.orders.find_one({"_id": order_id})

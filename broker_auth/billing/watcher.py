@@ -1,14 +1,19 @@
 """Payment watcher: the confirmed ledger value of every watched deposit address, credited once.
 
+The money path, in the order a payment takes it: the ledger (ledger/) → this watcher → the
+payment record (payments.py) → the order's record (orders.py, order_record.py) → the price
+(pricing.py) → the grant (access/grants.py) → the broker (broker/projector.py). The watcher
+reads the ledger and hands what it found to the others; it keeps no record of its own.
+
 One poll:
-1. the watch list (one entry per address an order holds while its window is open), the
-   confirmed balances of the "hot" ones (paid orders, and unpaid ones inside their payment
-   window) from the ledger in batches, and each increase over what was accounted recorded as
-   a payment (payments.py), priced (pricing.py) and credited to the order's grant;
+1. the watch list (watch_list.py: one entry per address an order holds while its window is
+   open), the confirmed balances of the "hot" ones (paid orders, and unpaid ones inside their
+   payment window) from the ledger in batches, and each increase over what was accounted
+   recorded as a payment, given to its order as an event, priced and credited to the grant;
 2. for orders still waiting for their first confirmation, the valid pending bundles paying
-   them that can still confirm (shown as `paid_iota`, never credited);
+   them that can still confirm (an event for the order: `paid_iota`, never credited);
 3. addresses whose window has passed are closed (the seller may sweep them), or, for an order
-   never paid, go back to the pool's free queue.
+   never paid, go back to the pool's free queue; either way the order hears its window closed.
 The work of a poll is bounded by the watched orders: it reads the watch list and documents by
 `_id` only, never the pool, the payments or the tangle's history. At start and then every
 `stray_scan_interval_s` a maintenance pass credits what a crash left uncredited, reads the
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 
 from pymongo.errors import PyMongoError
 
-from broker_auth.access.grants import Grants, grant_id
+from broker_auth.access.grants import Grants
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.payments import Payments
 from broker_auth.billing.pool import DepositAddresses
@@ -199,7 +204,7 @@ class Watcher(BackgroundWorker):
                 self._drops_warned.add(address)
             if balance <= accounted:
                 continue
-            order = self.store.orders.find_one({"_id": doc.get("order_id")})
+            order = self.orders.find(str(doc["order_id"])) if doc.get("order_id") else None
             bundles = self._evidence(address, {str(b) for b in doc.get("bundles", [])})
             payment = self.payments.record_increase(
                 doc, balance, balances.ledger_index, order, bundles, self.pool.watch
@@ -254,12 +259,9 @@ class Watcher(BackgroundWorker):
         self.grants.credit(payment, confirmed_seen_at=seen_at)
         del self._retry[pid]
         # Keep watching the address while the grant it paid for runs.
-        grant = self.store.grants.find_one(
-            {"_id": grant_id(str(payment["username"]), str(payment["product_id"]))},
-            {"expires_at": 1},
-        )
-        if grant is not None:
-            self.pool.extend_watch(str(payment["address"]), as_utc(grant["expires_at"]))
+        ends_at = self.grants.ends_at(str(payment["username"]), str(payment["product_id"]))
+        if ends_at is not None:
+            self.pool.extend_watch(str(payment["address"]), ends_at)
 
     def _show_pending(self, watched: list[Doc]) -> None:
         now = utcnow()
