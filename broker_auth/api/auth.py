@@ -86,7 +86,7 @@ async def check_password(request: Request, username: str, password: str) -> bool
     ip = client_ip(request)
     pair = f"{username}\x00{ip}"
     counted: list[tuple[SlidingWindow, str]] = []
-    for window, key in ((rt.login_by_ip, ip), (rt.login_by_pair, pair)):
+    for window, key in ((rt.throttles.login_by_ip, ip), (rt.throttles.login_by_pair, pair)):
         wait = await _take_place(window, key)
         if wait is not None:
             await _give_back(counted)  # nothing was checked
@@ -94,8 +94,8 @@ async def check_password(request: Request, username: str, password: str) -> bool
                 "login", "too many failed logins from this address; try again later", wait
             )
         counted.append((window, key))
-    if await anyio.to_thread.run_sync(rt.login_by_user.hit, username) is None:
-        counted.append((rt.login_by_user, username))
+    if await anyio.to_thread.run_sync(rt.throttles.login_by_user.hit, username) is None:
+        counted.append((rt.throttles.login_by_user, username))
     else:
         metrics.THROTTLED.labels("login_slowed").inc()
         await anyio.sleep(rt.settings.login_slow_delay_s)
@@ -195,7 +195,7 @@ def session_token(request: Request) -> str | None:
 def check_signup_rate(request: Request) -> None:
     """Counts the sign-up, whatever its outcome (refused bodies use the allowance up too)."""
     rt = runtime(request)
-    wait = rt.signups_by_ip.hit(client_ip(request))
+    wait = rt.throttles.signups_by_ip.hit(client_ip(request))
     if wait is not None:
         raise too_many(
             "signup", "too many accounts created from this address; try again later", wait

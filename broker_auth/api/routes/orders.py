@@ -16,13 +16,13 @@ E404_NOT_YOURS = error(404, "not yours")
 def count_order(rt: Runtime, username: str, ip: str) -> None:
     """Takes the order's place in the per-address and per-buyer windows, or refuses (429)."""
     for window, key, setting in (
-        (rt.orders_by_ip, ip, "ORDER_MAX_PER_IP"),
-        (rt.orders_by_buyer, username, "ORDER_MAX_PER_BUYER"),
+        (rt.throttles.orders_by_ip, ip, "ORDER_MAX_PER_IP"),
+        (rt.throttles.orders_by_buyer, username, "ORDER_MAX_PER_BUYER"),
     ):
         wait = window.hit(key)
         if wait is not None:
-            if window is rt.orders_by_buyer:
-                rt.orders_by_ip.give_back(ip)  # refused: the address's place is not used
+            if window is rt.throttles.orders_by_buyer:
+                rt.throttles.orders_by_ip.give_back(ip)  # refused: the address's place is not used
             raise too_many(
                 "order",
                 f"too many orders: at most {window.limit} per {rt.settings.order_window_s:g} s"
@@ -65,7 +65,7 @@ def create_order(body: OrderCreate, username: Buyer, request: Request, rt: Rt) -
 )
 def cancel_order(order_id: str, username: Buyer, rt: Rt) -> Response:
     # A cancellation asks the node: it counts against the buyer's order throttle too.
-    wait = rt.orders_by_buyer.hit(username)
+    wait = rt.throttles.orders_by_buyer.hit(username)
     if wait is not None:
         raise too_many(
             "order",
