@@ -1,11 +1,17 @@
 """The composition root: builds every part of broker_auth from Settings, starts and stops
-the background threads (control client, reconciler, payment watcher, expiry, events)."""
+the background threads (control client, reconciler, payment watcher, expiry, events).
+
+One small builder per part, grouped by role (infrastructure, the broker, accounts, access,
+billing); `Runtime` wires them, passing each callback at construction.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from broker_auth.access.expiry import ExpiryScheduler
@@ -59,136 +65,218 @@ def resolve_admin_token(settings: Settings) -> str:
     return token
 
 
+def demo_device_password(s: Settings) -> str | None:
+    """The demo device's password when the demo is seeded (SEED_DEMO), else None."""
+    if s.seed_demo and s.demo_device_password:
+        return s.demo_device_password.get_secret_value()
+    return None
+
+
+# -- infrastructure: the store, the time-series store ----------------------------------------
+def build_store(s: Settings) -> Store:
+    return Store(s.mongo_url, s.mongo_db, s.mongo_timeout_s)
+
+
+def build_events(s: Settings) -> EventWriter:
+    token = s.influx_token.get_secret_value()
+    return EventWriter(s.influx_url, token, s.influx_org, s.influx_bucket, capacity=s.events_buffer)
+
+
+def build_last_readings(s: Settings) -> LastReadings:
+    token = s.influx_read_token.get_secret_value() or s.influx_token.get_secret_value()
+    return LastReadings(s.influx_url, token, s.influx_org, s.influx_bucket, timeout_s=5.0)
+
+
+def build_outbox_drainer(outbox: Outbox, s: Settings, leader: Leader) -> OutboxDrainer:
+    token = s.influx_token.get_secret_value()
+    return OutboxDrainer(outbox, s.influx_url, token, s.influx_org, s.influx_bucket, leader=leader)
+
+
+# -- the broker: its control client and the projection of grants onto it ------------------
+def build_dynsec(s: Settings, on_ready: Callable[[], None]) -> DynsecClient:
+    return DynsecClient(
+        s.mqtt_host,
+        s.mqtt_port,
+        s.dynsec_admin_username,
+        s.dynsec_admin_password.get_secret_value(),
+        timeout_s=s.dynsec_timeout_s,
+        on_ready=on_ready,
+    )
+
+
+def build_projector(store: Store, dynsec: DynsecClient, s: Settings, leader: Leader) -> Projector:
+    demo_password = demo_device_password(s)
+    known = {DEMO_DEVICE: demo_password} if demo_password else None
+    return Projector(
+        store, dynsec, s.live_topic_prefix, known_device_passwords=known, leader=leader
+    )
+
+
+def build_reconciler(
+    projector: Projector,
+    grants: Grants,
+    events: EventWriter,
+    s: Settings,
+    before_first: Callable[[], None],
+) -> Reconciler:
+    return Reconciler(
+        projector,
+        grants,
+        events,
+        s.reconcile_interval_s,
+        s.grants_active_interval_s,
+        before_first=before_first,
+    )
+
+
+# -- billing: the ledger, the pool, orders, payments and the watcher ------------------------
+def build_orders(store: Store, pool: DepositAddresses, ledger: IriLedger, s: Settings) -> Orders:
+    return Orders(
+        store,
+        pool,
+        ledger,
+        s.order_payment_window_s,
+        s.max_order_hours,
+        s.unpaid_hold_s,
+        s.max_unpaid_orders,
+        s.late_payment_window_s,
+        s.min_order_iota,
+    )
+
+
+def build_payments(store: Store, events: EventWriter, outbox: Outbox, s: Settings) -> Payments:
+    return Payments(store, events, outbox, late_payment_window_s=s.late_payment_window_s)
+
+
+def build_watcher(
+    store: Store,
+    ledger: IriLedger,
+    pool: DepositAddresses,
+    payments: Payments,
+    grants: Grants,
+    orders: Orders,
+    s: Settings,
+    before_poll: Callable[[], bool],
+) -> Watcher:
+    return Watcher(
+        store,
+        ledger,
+        pool,
+        payments,
+        grants,
+        orders,
+        interval_s=s.watcher_interval_s,
+        max_backoff_s=s.watcher_max_backoff_s,
+        stray_scan_interval_s=s.stray_scan_interval_s,
+        before_poll=before_poll,
+    )
+
+
+# -- accounts: the throttles of logins, sign-ups and orders ----------------------------------
+@dataclass(frozen=True)
+class Throttles:
+    """The sliding windows that refuse or slow repeated attempts, kept in MongoDB."""
+
+    login_by_pair: SlidingWindow
+    login_by_ip: SlidingWindow
+    login_by_user: SlidingWindow
+    signups_by_ip: SlidingWindow
+    orders_by_buyer: SlidingWindow
+    orders_by_ip: SlidingWindow
+
+    @classmethod
+    def build(cls, store: Store, s: Settings) -> Throttles:
+        def window(name: str, limit: int, window_s: float) -> SlidingWindow:
+            return SlidingWindow(store.throttles, name, limit, window_s)
+
+        return cls(
+            login_by_pair=window("login_pair", s.login_max_failures, s.login_window_s),
+            login_by_ip=window("login_ip", s.login_max_failures_per_ip, s.login_window_s),
+            login_by_user=window("login_user", s.login_slow_after, s.login_window_s),
+            signups_by_ip=window("signup_ip", s.signup_max_per_ip, s.signup_window_s),
+            orders_by_buyer=window("order_buyer", s.order_max_per_buyer, s.order_window_s),
+            orders_by_ip=window("order_ip", s.order_max_per_ip, s.order_window_s),
+        )
+
+
 class Runtime:
+    """Every part of broker_auth, built from Settings, grouped by role; started and stopped
+    together. Callbacks between parts are passed at construction (bound methods below)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = s = settings
         self.admin_token = resolve_admin_token(s)
         self._file_load_warned = False
-        self.store = Store(s.mongo_url, s.mongo_db, s.mongo_timeout_s)
-        self.events = EventWriter(
-            s.influx_url,
-            s.influx_token.get_secret_value(),
-            s.influx_org,
-            s.influx_bucket,
-            capacity=s.events_buffer,
-        )
-        self.last_readings = LastReadings(
-            s.influx_url,
-            s.influx_read_token.get_secret_value() or s.influx_token.get_secret_value(),
-            s.influx_org,
-            s.influx_bucket,
-            timeout_s=5.0,
-        )
-        self.dynsec = DynsecClient(
-            s.mqtt_host,
-            s.mqtt_port,
-            s.dynsec_admin_username,
-            s.dynsec_admin_password.get_secret_value(),
-            timeout_s=s.dynsec_timeout_s,
-            on_ready=self._broker_ready,
-        )
-        demo_password = (
-            s.demo_device_password.get_secret_value()
-            if s.seed_demo and s.demo_device_password
-            else None
-        )
+        self._address_file_done = False
+        # Infrastructure.
+        self.store = build_store(s)
         # One replica at a time runs the background roles and writes grants to the broker.
         self.lease = PaymentsLease(
             self.store,
             s.lease_ttl_s,
             s.lease_safety_s,
             on_gained=self._lease_gained,
-            housekeeping=lambda: purge_expired(self.store.throttles),
+            housekeeping=self._purge_throttles,
         )
         self.leader = Leader(self.lease)
-        self.projector = Projector(
-            self.store,
-            self.dynsec,
-            s.live_topic_prefix,
-            known_device_passwords={DEMO_DEVICE: demo_password} if demo_password else None,
-            leader=self.leader,
-        )
+        self.events = build_events(s)
+        self.last_readings = build_last_readings(s)
+        self.outbox = Outbox(self.store)
+        self.outbox_drainer = build_outbox_drainer(self.outbox, s, self.leader)
+        # The broker.
+        self.dynsec = build_dynsec(s, on_ready=self._broker_ready)
+        self.projector = build_projector(self.store, self.dynsec, s, self.leader)
+        self.notifier = Notifier(self.projector, s.mqtt_host, s.mqtt_port)
+        # Accounts and the catalog.
         self.accounts = Accounts(self.store, self.projector)
+        self.sessions = Sessions(self.store, s.session_ttl_s)
+        self.throttles = Throttles.build(self.store, s)
         self.devices = Devices(self.store, self.projector)
         self.products = Products(self.store, self.projector, s.live_topic_prefix)
+        # Access: grants and their expiry.
+        self.grants = Grants(
+            self.store,
+            self.projector,
+            self.events,
+            on_change=self._grants_changed,
+            notify=self.notifier.send,
+        )
+        self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
+        self.reconciler = build_reconciler(
+            self.projector, self.grants, self.events, s, before_first=self._seed
+        )
+        # Billing.
         self.ledger = IriLedger(s.iota_node_url, timeout_s=s.node_timeout_s)
         self.pool = DepositAddresses(self.store, self.ledger, s.deposit_pool_low_water)
-        self.orders = Orders(
-            self.store,
-            self.pool,
-            self.ledger,
-            s.order_payment_window_s,
-            s.max_order_hours,
-            s.unpaid_hold_s,
-            s.max_unpaid_orders,
-            s.late_payment_window_s,
-            s.min_order_iota,
-        )
-        self.outbox = Outbox(self.store)
-        self.outbox_drainer = OutboxDrainer(
-            self.outbox,
-            s.influx_url,
-            s.influx_token.get_secret_value(),
-            s.influx_org,
-            s.influx_bucket,
-            leader=self.leader,
-        )
-        self.payments = Payments(
-            self.store, self.events, self.outbox, late_payment_window_s=s.late_payment_window_s
-        )
-        self.notifier = Notifier(self.projector, s.mqtt_host, s.mqtt_port)
-        self.grants = Grants(self.store, self.projector, self.events, notify=self.notifier.send)
-        self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
-        # A new or longer grant may end before the one the scheduler is sleeping towards.
-        self.grants.on_change = self.expiry.wake
-        self.watcher = Watcher(
+        self.orders = build_orders(self.store, self.pool, self.ledger, s)
+        self.payments = build_payments(self.store, self.events, self.outbox, s)
+        self.revenue = Revenue(self.store)
+        self.watcher = build_watcher(
             self.store,
             self.ledger,
             self.pool,
             self.payments,
             self.grants,
             self.orders,
-            interval_s=s.watcher_interval_s,
-            max_backoff_s=s.watcher_max_backoff_s,
-            stray_scan_interval_s=s.stray_scan_interval_s,
-        )
-
-        def seed() -> None:
-            self.accounts.migrate_shared_passwords()
-            if demo_password:
-                seed_demo(self.devices, self.products, demo_password, s.live_topic_prefix)
-
-        self.reconciler = Reconciler(
-            self.projector,
-            self.grants,
-            self.events,
-            s.reconcile_interval_s,
-            s.grants_active_interval_s,
-            before_first=seed,
-        )
-        self.sessions = Sessions(self.store, s.session_ttl_s)
-        self.revenue = Revenue(self.store)
-        throttles = self.store.throttles
-        self.login_by_pair = SlidingWindow(
-            throttles, "login_pair", s.login_max_failures, s.login_window_s
-        )
-        self.login_by_ip = SlidingWindow(
-            throttles, "login_ip", s.login_max_failures_per_ip, s.login_window_s
-        )
-        self.login_by_user = SlidingWindow(
-            throttles, "login_user", s.login_slow_after, s.login_window_s
-        )
-        self.signups_by_ip = SlidingWindow(
-            throttles, "signup_ip", s.signup_max_per_ip, s.signup_window_s
-        )
-        self.orders_by_buyer = SlidingWindow(
-            throttles, "order_buyer", s.order_max_per_buyer, s.order_window_s
-        )
-        self.orders_by_ip = SlidingWindow(
-            throttles, "order_ip", s.order_max_per_ip, s.order_window_s
+            s,
+            before_poll=self._addresses_loaded,
         )
         # Warm the KDF once so the first login does not pay for imports and allocation.
         passwords.burn_time("warm-up")
+
+    def _grants_changed(self) -> None:
+        # A new or longer grant may end before the one the scheduler is sleeping towards.
+        self.expiry.wake()
+
+    def _seed(self) -> None:
+        """Before the first reconciliation: old shared passwords moved, the demo seeded."""
+        self.accounts.migrate_shared_passwords()
+        demo_password = demo_device_password(self.settings)
+        if demo_password:
+            seed_demo(self.devices, self.products, demo_password, self.settings.live_topic_prefix)
+
+    def _purge_throttles(self) -> None:
+        purge_expired(self.store.throttles)
 
     def _lease_gained(self) -> None:
         # Bring the broker in line with MongoDB first: the last holder may have died mid-way.
@@ -199,6 +287,11 @@ class Runtime:
     def _broker_ready(self) -> None:
         # Called from paho's thread on every (re)connection: reconcile in our own thread.
         self.reconciler.trigger()
+
+    def _addresses_loaded(self) -> bool:
+        if not self._address_file_done:
+            self._address_file_done = self.load_address_file()
+        return self._address_file_done
 
     def load_address_file(self) -> bool:
         """IOTA_DEPOSIT_ADDRESSES_FILE, read at start (known addresses are skipped).
@@ -233,8 +326,7 @@ class Runtime:
         self.store.wait_ready(MONGO_STARTUP_TIMEOUT_S)
         self.pool.migrate_queue()
         self.orders.migrate_records()
-        if not self.load_address_file():
-            self.watcher.before_poll = self.load_address_file
+        self._addresses_loaded()  # else the watcher tries again before each poll
         self.pool.refresh_gauge()
         self.events.start()
         self.outbox_drainer.start()

@@ -16,16 +16,16 @@ import base64
 import binascii
 import hmac
 import logging
-import math
 import re
-from typing import Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import anyio
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 
 from broker_auth.accounts.throttle import SlidingWindow
-from broker_auth.api.schemas import USERNAME_PATTERN, ErrorOut
+from broker_auth.api.errors import too_many
+from broker_auth.api.schemas import USERNAME_PATTERN
 from broker_auth.infra import metrics
 from broker_auth.service import Runtime
 
@@ -35,13 +35,6 @@ _USERNAME = re.compile(USERNAME_PATTERN)
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="broker_auth admin"'}
 BEARER_BUYER = {"WWW-Authenticate": 'Bearer realm="broker_auth"'}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-E_LOGIN: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "wrong username or password"},
-    422: {"model": ErrorOut, "description": "invalid input"},
-    429: {"model": ErrorOut, "description": "too many failed logins from this address"},
-    400: {"model": ErrorOut, "description": "body is not UTF-8 JSON"},
-    413: {"model": ErrorOut, "description": "body over MAX_BODY_BYTES"},
-}
 
 
 def runtime(request: Request) -> Runtime:
@@ -78,15 +71,6 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
-def _too_many(retry_after: float) -> HTTPException:
-    metrics.THROTTLED.labels("login").inc()
-    return HTTPException(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        "too many failed logins from this address; try again later",
-        {"Retry-After": str(max(1, math.ceil(retry_after)))},
-    )
-
-
 async def check_password(request: Request, username: str, password: str) -> bool:
     """One password check, throttled so that guessing cannot lock the owner out.
 
@@ -102,14 +86,16 @@ async def check_password(request: Request, username: str, password: str) -> bool
     ip = client_ip(request)
     pair = f"{username}\x00{ip}"
     counted: list[tuple[SlidingWindow, str]] = []
-    for window, key in ((rt.login_by_ip, ip), (rt.login_by_pair, pair)):
+    for window, key in ((rt.throttles.login_by_ip, ip), (rt.throttles.login_by_pair, pair)):
         wait = await _take_place(window, key)
         if wait is not None:
             await _give_back(counted)  # nothing was checked
-            raise _too_many(wait)
+            raise too_many(
+                "login", "too many failed logins from this address; try again later", wait
+            )
         counted.append((window, key))
-    if await anyio.to_thread.run_sync(rt.login_by_user.hit, username) is None:
-        counted.append((rt.login_by_user, username))
+    if await anyio.to_thread.run_sync(rt.throttles.login_by_user.hit, username) is None:
+        counted.append((rt.throttles.login_by_user, username))
     else:
         metrics.THROTTLED.labels("login_slowed").inc()
         await anyio.sleep(rt.settings.login_slow_delay_s)
@@ -209,11 +195,14 @@ def session_token(request: Request) -> str | None:
 def check_signup_rate(request: Request) -> None:
     """Counts the sign-up, whatever its outcome (refused bodies use the allowance up too)."""
     rt = runtime(request)
-    wait = rt.signups_by_ip.hit(client_ip(request))
+    wait = rt.throttles.signups_by_ip.hit(client_ip(request))
     if wait is not None:
-        metrics.THROTTLED.labels("signup").inc()
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many accounts created from this address; try again later",
-            {"Retry-After": str(max(1, math.ceil(wait)))},
+        raise too_many(
+            "signup", "too many accounts created from this address; try again later", wait
         )
+
+
+# What a route declares to get the runtime, the buyer, or to be the admin's.
+Rt = Annotated[Runtime, Depends(runtime)]
+Buyer = Annotated[str, Depends(require_buyer)]
+ADMIN = [Depends(require_admin)]

@@ -76,6 +76,7 @@ class Watcher(BackgroundWorker):
         interval_s: float = 0.5,
         max_backoff_s: float = 10.0,
         stray_scan_interval_s: float = 30.0,
+        before_poll: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__("watcher")
         self.store = store
@@ -97,7 +98,7 @@ class Watcher(BackgroundWorker):
         self._missing_evidence: dict[str, _MissingEvidence] = {}  # payment id -> retry state
         self._evidence_loaded = False
         # Work that waits for the node (loading the address file); done once it returns True.
-        self.before_poll: Callable[[], bool] | None = None
+        self.before_poll = before_poll
 
     def _run(self) -> None:
         backoff = self.interval_s

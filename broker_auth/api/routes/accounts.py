@@ -1,26 +1,41 @@
-"""The buyer's own account: sessions (log in, log out), the MQTT password, the login password."""
+"""A buyer's account: sign-up, sessions (log in, log out), the login and the MQTT password."""
 
 from __future__ import annotations
-
-from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from broker_auth.api.auth import (
-    E_LOGIN,
-    check_password,
-    require_buyer,
-    runtime,
-    session_token,
+from broker_auth.api.auth import Buyer, Rt, check_password, check_signup_rate, session_token
+from broker_auth.api.errors import E401, E422, E503, E_LOGIN, EBODY, error
+from broker_auth.api.schemas import (
+    AccountCreate,
+    AccountOut,
+    LoginIn,
+    MqttPasswordOut,
+    PasswordChange,
+    SessionOut,
 )
-from broker_auth.api.schemas import ErrorOut, LoginIn, MqttPasswordOut, PasswordChange, SessionOut
-from broker_auth.service import Runtime
 
 router = APIRouter(tags=["buyers"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Buyer = Annotated[str, Depends(require_buyer)]
-E_LOGIN_LIMIT: dict[int | str, dict[str, Any]] = {429: E_LOGIN[429]}
+
+
+@router.post(
+    "/api/accounts",
+    response_model=AccountOut,
+    status_code=201,
+    summary="Register a buyer; the answer holds the MQTT password (shown once)",
+    responses={
+        **error(409, "username taken"),
+        **E422,
+        **error(429, "too many sign-ups"),
+        **E503,
+        **EBODY,
+    },
+    dependencies=[Depends(check_signup_rate)],
+)
+def create_account(body: AccountCreate, rt: Rt) -> AccountOut:
+    mqtt_password = rt.accounts.create(body.username, body.password)
+    return AccountOut(username=body.username, mqtt_password=mqtt_password)
 
 
 @router.post(
@@ -42,7 +57,7 @@ async def create_session(body: LoginIn, request: Request, rt: Rt) -> SessionOut:
     status_code=204,
     response_class=Response,
     summary="Log out: the session token of this call stops working",
-    responses={401: {"model": ErrorOut, "description": "not logged in with a session"}},
+    responses=error(401, "not logged in with a session"),
 )
 async def delete_session(request: Request, _username: Buyer, rt: Rt) -> Response:
     token = session_token(request)
@@ -57,7 +72,7 @@ async def delete_session(request: Request, _username: Buyer, rt: Rt) -> Response
     response_model=MqttPasswordOut,
     status_code=201,
     summary="A new MQTT password (shown once); the old one stops, connected clients are cut",
-    responses={401: {"model": ErrorOut, "description": "not logged in"}, **E_LOGIN_LIMIT},
+    responses={**E401, 429: E_LOGIN[429]},
 )
 async def rotate_mqtt_password(username: Buyer, rt: Rt) -> MqttPasswordOut:
     password = await anyio.to_thread.run_sync(rt.accounts.rotate_mqtt_password, username)
