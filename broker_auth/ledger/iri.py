@@ -35,7 +35,10 @@ CACHE_SIZE = 50_000
 # Bounds on the pending-bundle work of one call, whatever strangers attach (bundles_paying).
 TAILS_PER_CALL = 8  # attachments validated per call, addresses served in turn
 MAX_TAILS = 8  # attachments of one bundle ever validated (reattachments beyond: ignored)
-VALIDATE_ATTEMPTS = 3  # an attachment failing this often (1 s, then 2 s apart) is invalid
+# A failed attachment is tried again after these pauses, then it is invalid. The first is
+# short: a bundle still arriving (the node stores it transaction by transaction) is complete
+# within milliseconds, and waiting a whole second let a 1 s milestone confirm it unseen.
+VALIDATE_RETRY_S = (0.2, 1.0, 2.0)
 PER_ADDRESS = 4  # pending bundles counted per address
 TIP_CHECKS_PER_CALL = 8
 TIP_CHECK_INTERVAL_S = 10.0
@@ -336,11 +339,11 @@ class IriLedger:
 
     def _failed_once(self, tail: str, tried: set[str], now: float) -> None:
         attempts = self._failed.get(tail, (0, 0.0))[0] + 1
-        if attempts >= VALIDATE_ATTEMPTS:
+        if attempts > len(VALIDATE_RETRY_S):
             tried.add(tail)  # invalid for good
             self._failed.pop(tail, None)
         else:
-            self._failed.put(tail, (attempts, now + attempts))
+            self._failed.put(tail, (attempts, now + VALIDATE_RETRY_S[attempts - 1]))
 
     def _validate(
         self, bundle_hash: str, attachments: set[str], budget: int
@@ -360,7 +363,7 @@ class IriLedger:
         now = time.monotonic()
         tails = [h for h in found if h in txs and txs[h].current_index == 0 and h not in tried]
         # A tail that failed may be a bundle still arriving (the node stores its transactions
-        # one by one): looked at again after a pause, up to VALIDATE_ATTEMPTS times.
+        # one by one): looked at again after each pause of VALIDATE_RETRY_S.
         due = [t for t in tails if self._failed.get(t, (0, 0.0))[1] <= now]
         room = max(0, MAX_TAILS - len(tried))
         valid = list(known.tails) if known is not None else []
