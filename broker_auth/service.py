@@ -121,7 +121,7 @@ def build_reconciler(
 ) -> Reconciler:
     return Reconciler(
         projector,
-        grants,
+        grants.active_counts,
         events,
         s.reconcile_interval_s,
         s.grants_active_interval_s,

@@ -30,13 +30,13 @@ from broker_auth.access.crediting import (
     purchase_of,
 )
 from broker_auth.access.crediting import grant_id as grant_id  # where callers look for it
-from broker_auth.api.schemas import GrantAdminOut, GrantOut
 from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.infra.events import EventWriter
+from broker_auth.schemas import GrantAdminOut, GrantOut
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from fastapi import Depends, HTTPException, Request, status
 
 from broker_auth.accounts.throttle import SlidingWindow
 from broker_auth.api.errors import too_many
-from broker_auth.api.schemas import USERNAME_PATTERN
 from broker_auth.infra import metrics
+from broker_auth.schemas import USERNAME_PATTERN
 from broker_auth.service import Runtime
 
 log = logging.getLogger(__name__)

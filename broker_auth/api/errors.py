@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pymongo.errors import PyMongoError
 
-from broker_auth.api.schemas import ErrorOut
 from broker_auth.broker.errors import BrokerRefusedError, BrokerUnavailableError
 from broker_auth.errors import ServiceError
 from broker_auth.infra import metrics
+from broker_auth.schemas import ErrorOut
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from decimal import Decimal
 
 from pymongo.errors import DuplicateKeyError
 
-from broker_auth.api.schemas import MAX_IOTA, OrderCreated, OrderOut
 from broker_auth.billing.order_record import (
     Cancelled,
     CancelWithdrawn,
@@ -44,6 +43,7 @@ from broker_auth.errors import ConflictError, InvalidError, NotFoundError, Unava
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger import Ledger, LedgerUnavailableError
+from broker_auth.schemas import MAX_IOTA, OrderCreated, OrderOut
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from typing import Protocol
 
 from pymongo.errors import DuplicateKeyError
 
-from broker_auth.api.schemas import PaymentOut
 from broker_auth.billing.outbox import Outbox
 from broker_auth.billing.pricing import price_payment
 from broker_auth.infra import metrics
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.infra.events import EventWriter
+from broker_auth.schemas import PaymentOut
 
 log = logging.getLogger(__name__)
 

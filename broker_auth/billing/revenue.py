@@ -9,9 +9,9 @@ import io
 from collections import defaultdict
 from collections.abc import Iterator
 
-from broker_auth.api.schemas import RevenueRow
 from broker_auth.infra.clock import as_utc, rfc3339
 from broker_auth.infra.db import Doc, Store
+from broker_auth.schemas import RevenueRow
 
 CSV_COLUMNS = (
     "payment_id",

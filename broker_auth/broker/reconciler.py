@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from pymongo.errors import PyMongoError
 
-from broker_auth.access.grants import Grants
 from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ServiceError
@@ -29,7 +28,7 @@ class Reconciler(BackgroundWorker):
     def __init__(
         self,
         projector: Projector,
-        grants: Grants,
+        active_counts: Callable[[], dict[str, int]],
         events: EventWriter | None,
         interval_s: float,
         report_interval_s: float,
@@ -37,7 +36,9 @@ class Reconciler(BackgroundWorker):
     ) -> None:
         super().__init__("reconciler")
         self.projector = projector
-        self.grants = grants
+        # Active grants per product (access/grants.py), reported; a callable so the broker
+        # package does not depend on the access package that depends on it.
+        self.active_counts = active_counts
         self.events = events
         self.interval_s = interval_s
         self.report_interval_s = report_interval_s
@@ -88,7 +89,7 @@ class Reconciler(BackgroundWorker):
 
     def _report(self) -> None:
         try:
-            counts = self.grants.active_counts()
+            counts = self.active_counts()
         except PyMongoError:
             return
         metrics.GRANTS_ACTIVE.set(sum(counts.values()))

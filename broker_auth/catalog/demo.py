@@ -5,9 +5,9 @@ Idempotent: existing records are kept; the device's MQTT password follows DEMO_D
 
 from __future__ import annotations
 
-from broker_auth.api.schemas import ProductIn
 from broker_auth.catalog.devices import Devices
 from broker_auth.catalog.products import Products
+from broker_auth.schemas import ProductIn
 
 DEMO_DEVICE = "plug-1"
 DEMO_PRODUCT = "plug-1-live"

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from broker_auth.api.schemas import ProductAdminOut, ProductIn, ProductOut, ProductPatch
 from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, InvalidError, NotFoundError, UnavailableError
 from broker_auth.infra.clock import utcnow
 from broker_auth.infra.db import Doc, Store
+from broker_auth.schemas import ProductAdminOut, ProductIn, ProductOut, ProductPatch
 
 log = logging.getLogger(__name__)
 

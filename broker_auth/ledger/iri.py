@@ -225,7 +225,7 @@ class IriLedger:
                 if known <= bundle.attachments or self._tried_out(bundle_hash):
                     continue
             work.setdefault(min(by_bundle[bundle_hash]), []).append(bundle_hash)
-        self._validate_some(work, attachments, pending)
+        self._validate_some(work, attachments, pending, now_complete=recheck_dropped)
         if pending:
             self._settle(pending)
         for bundle_hash in sorted(pending):
@@ -310,7 +310,11 @@ class IriLedger:
         return len(self._tried.get(bundle_hash, ())) >= MAX_TAILS
 
     def _validate_some(
-        self, work: dict[str, list[str]], attachments: dict[str, set[str]], into: dict[str, _Bundle]
+        self,
+        work: dict[str, list[str]],
+        attachments: dict[str, set[str]],
+        into: dict[str, _Bundle],
+        now_complete: bool = False,
     ) -> None:
         """Validate attachments within TAILS_PER_CALL, one bundle per address in turn (the
         first address served rotates), so one address's flood cannot starve another's."""
@@ -327,7 +331,7 @@ class IriLedger:
                     continue
                 bundle_hash = queue.pop(0)
                 known = attachments[bundle_hash]
-                bundle, used, exhausted = self._validate(bundle_hash, known, budget)
+                bundle, used, exhausted = self._validate(bundle_hash, known, budget, now_complete)
                 budget -= max(1, used)
                 if bundle is not None:
                     self._dropped.pop(bundle_hash, None)
@@ -346,9 +350,12 @@ class IriLedger:
             self._failed.put(tail, (attempts, now + VALIDATE_RETRY_S[attempts - 1]))
 
     def _validate(
-        self, bundle_hash: str, attachments: set[str], budget: int
+        self, bundle_hash: str, attachments: set[str], budget: int, now_complete: bool = False
     ) -> tuple[_Bundle | None, int, bool]:
         """Check up to `budget` attachments not tried before (MAX_TAILS per bundle ever).
+
+        `now_complete`: the caller knows value arrived (evidence for a confirmed increase), so
+        a tail that failed while its bundle was still arriving is tried without its pause.
 
         Returns the bundle if one attachment is valid and signed (with every valid tail found
         so far), how many were checked, and whether none is left to try.
@@ -364,7 +371,7 @@ class IriLedger:
         tails = [h for h in found if h in txs and txs[h].current_index == 0 and h not in tried]
         # A tail that failed may be a bundle still arriving (the node stores its transactions
         # one by one): looked at again after each pause of VALIDATE_RETRY_S.
-        due = [t for t in tails if self._failed.get(t, (0, 0.0))[1] <= now]
+        due = [t for t in tails if now_complete or self._failed.get(t, (0, 0.0))[1] <= now]
         room = max(0, MAX_TAILS - len(tried))
         valid = list(known.tails) if known is not None else []
         outputs = known.outputs if known is not None else None

@@ -6,11 +6,11 @@ import pytest
 from iota import Address
 
 from broker_auth.accounts import passwords
-from broker_auth.api.schemas import check_topic_filter
 from broker_auth.billing.order_record import status_of
 from broker_auth.billing.orders import amount_for, new_tag
 from broker_auth.infra.clock import utcnow
 from broker_auth.ledger.iri import IriLedger
+from broker_auth.schemas import check_topic_filter
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
-from broker_auth.api.schemas import ID_PATTERN
+from broker_auth.schemas import ID_PATTERN
 from tests.auth_stack import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.devnet_fixture import start_devnet

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from broker_auth.api.auth import Buyer, Rt, check_password, check_signup_rate, session_token
 from broker_auth.api.errors import E401, E422, E503, E_LOGIN, EBODY, error
-from broker_auth.api.schemas import (
+from broker_auth.schemas import (
     AccountCreate,
     AccountOut,
     LoginIn,

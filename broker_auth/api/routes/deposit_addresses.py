@@ -9,14 +9,14 @@ from fastapi import APIRouter, Query, Response
 
 from broker_auth.api.auth import ADMIN, Rt
 from broker_auth.api.errors import E401_ADMIN, E422, E503, EBODY, error
-from broker_auth.api.schemas import (
+from broker_auth.billing.pool import AddressState
+from broker_auth.schemas import (
     DepositAddressesIn,
     DepositAddressesLoaded,
     DepositAddressList,
     DepositAddressOut,
     SweptIn,
 )
-from broker_auth.billing.pool import AddressState
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 # Imports carry many addresses: these paths get MAX_IMPORT_BODY_BYTES, not MAX_BODY_BYTES.

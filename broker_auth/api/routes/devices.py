@@ -10,8 +10,8 @@ from fastapi import APIRouter, Response
 
 from broker_auth.api.auth import ADMIN, Rt
 from broker_auth.api.errors import E401_ADMIN, E404, E409, E422, E503, EBODY
-from broker_auth.api.schemas import DeviceCreate, DeviceCreated, DeviceOut, DevicePassword
 from broker_auth.infra.clock import as_utc
+from broker_auth.schemas import DeviceCreate, DeviceCreated, DeviceOut, DevicePassword
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 

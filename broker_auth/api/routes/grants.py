@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from broker_auth.api.auth import ADMIN, Buyer, Rt
 from broker_auth.api.errors import E401, E401_ADMIN, E429
-from broker_auth.api.schemas import GrantAdminOut, GrantOut
+from broker_auth.schemas import GrantAdminOut, GrantOut
 
 router = APIRouter()
 

@@ -8,8 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 
 from broker_auth.api.auth import Rt
-from broker_auth.api.schemas import Health
 from broker_auth.infra import metrics
+from broker_auth.schemas import Health
 from broker_auth.service import Runtime
 
 router = APIRouter(tags=["health"])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from broker_auth.api.auth import Buyer, Rt, client_ip
 from broker_auth.api.errors import E401, E422, E429, E503, EBODY, error, too_many
-from broker_auth.api.schemas import OrderCreate, OrderCreated, OrderOut
+from broker_auth.schemas import OrderCreate, OrderCreated, OrderOut
 from broker_auth.service import Runtime
 
 router = APIRouter(tags=["buyers"])

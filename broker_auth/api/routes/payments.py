@@ -10,9 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from broker_auth.api.auth import ADMIN, Rt
 from broker_auth.api.errors import E401_ADMIN, E422
-from broker_auth.api.schemas import PaymentOut, RevenueRow
 from broker_auth.errors import InvalidError
 from broker_auth.infra.clock import as_utc
+from broker_auth.schemas import PaymentOut, RevenueRow
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from broker_auth.api.auth import ADMIN, Rt
 from broker_auth.api.errors import E401_ADMIN, E404, E409, E422, E503, EBODY
-from broker_auth.api.schemas import ProductAdminOut, ProductIn, ProductOut, ProductPatch
+from broker_auth.schemas import ProductAdminOut, ProductIn, ProductOut, ProductPatch
 
 router = APIRouter()
 

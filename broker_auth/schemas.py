@@ -1,4 +1,8 @@
-"""Request and response bodies of the HTTP API, validated strictly (unknown fields refused)."""
+"""Request and response bodies of the HTTP API, validated strictly (unknown fields refused).
+
+The public contract (DESIGN.md's fields): the HTTP layer (`api/`) validates with it and the
+domain modules (orders, payments, grants, products, revenue) answer with it, so it sits at the
+top of the package and imports nothing of either."""
 
 from __future__ import annotations
 
