@@ -38,6 +38,7 @@ from broker_auth.errors import UnavailableError
 from broker_auth.infra.db import Store
 from broker_auth.infra.events import EventWriter
 from broker_auth.infra.leader import Leader, PaymentsLease
+from broker_auth.ledger.feed import NodeFeed
 from broker_auth.ledger.iri import IriLedger
 from broker_auth.settings import Settings
 
@@ -261,6 +262,12 @@ class Runtime:
             s,
             before_poll=self._addresses_loaded,
         )
+        # The node's event feed, when configured: a new solid milestone wakes the watcher.
+        self.node_feed = (
+            NodeFeed(s.iota_node_zmq_url, on_milestone=self.watcher.milestone_announced)
+            if s.iota_node_zmq_url
+            else None
+        )
         # Warm the KDF once so the first login does not pay for imports and allocation.
         passwords.burn_time("warm-up")
 
@@ -343,9 +350,13 @@ class Runtime:
         self.notifier.start()
         self.expiry.start()
         self.watcher.start()
+        if self.node_feed is not None:
+            self.node_feed.start()
         log.info("broker_auth started")
 
     def stop(self) -> None:
+        if self.node_feed is not None:
+            self.node_feed.stop()
         self.watcher.stop()
         self.expiry.stop()
         self.notifier.stop()

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     iota_deposit_addresses_file: str = Field("", alias="IOTA_DEPOSIT_ADDRESSES_FILE")
     deposit_pool_low_water: int = Field(20, alias="DEPOSIT_POOL_LOW_WATER", ge=0)
     node_timeout_s: float = Field(5.0, alias="NODE_TIMEOUT_S", gt=0)
+    # The node's ZMQ event feed (Hornet's ZMQ plugin), e.g. tcp://127.0.0.1:5556: each new
+    # solid milestone wakes the watcher at once; empty: the watcher polls only.
+    iota_node_zmq_url: str = Field("", alias="IOTA_NODE_ZMQ_URL", pattern=r"^((tcp|ipc)://\S+)?$")
     watcher_interval_s: float = Field(0.5, alias="WATCHER_INTERVAL_S", gt=0)
     watcher_max_backoff_s: float = Field(10.0, alias="WATCHER_MAX_BACKOFF_S", gt=0)
     stray_scan_interval_s: float = Field(30.0, alias="STRAY_SCAN_INTERVAL_S", gt=0)

@@ -54,6 +54,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--merkle-cache", type=Path, default=None, help="share one coordinator tree from here"
     )
     node.add_argument("--gossip-port", type=int, default=0, help="gossip port (0: any free one)")
+    node.add_argument(
+        "--zmq-port",
+        type=int,
+        default=int(os.environ.get("DEVNET_ZMQ_PORT", "0")),
+        help="the ZMQ event feed's port ($DEVNET_ZMQ_PORT; 0: any free one)",
+    )
+    node.add_argument(
+        "--zmq-host", default="127.0.0.1", help="event feed address (0.0.0.0 in a container)"
+    )
     node.add_argument("--peer", action="append", default=[], help="HOST:PORT of a peer's gossip")
     node.add_argument(
         "--follow",
@@ -78,17 +87,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_node(args: argparse.Namespace) -> None:
     from devnet import hornet
 
-    zmq, mqtt, prometheus, profiling, dashboard, autopeering = (free_port() for _ in range(6))
+    mqtt, prometheus, profiling, dashboard, autopeering = (free_port() for _ in range(5))
     ports = hornet.Ports(
         api=args.port,
         gossip=args.gossip_port or free_port(),
         autopeering=autopeering,
-        zmq=zmq,
+        zmq=args.zmq_port or free_port(),
         mqtt=mqtt,
         prometheus=prometheus,
         profiling=profiling,
         dashboard=dashboard,
         api_host=args.api_host,
+        zmq_host=args.zmq_host,
     )
     if args.follow is not None:
         layout = hornet.prepare_follower(args.data_dir, ports, args.follow, args.peer, args.mwm)
@@ -103,7 +113,8 @@ def run_node(args: argparse.Namespace) -> None:
             args.peer,
         )
     print(
-        f"devnet: Hornet on http://127.0.0.1:{args.port}, milestone every"
+        f"devnet: Hornet on http://127.0.0.1:{args.port} (event feed tcp://127.0.0.1:{ports.zmq}),"
+        f" milestone every"
         f" {args.milestone_interval} s, mwm {args.mwm}, {2**args.merkle_depth} milestones in"
         f" the coordinator tree, genesis {layout.genesis_address}",
         flush=True,

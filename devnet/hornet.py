@@ -62,7 +62,8 @@ class Ports:
     prometheus: int
     profiling: int
     dashboard: int
-    api_host: str = "127.0.0.1"  # every other listener stays on loopback
+    api_host: str = "127.0.0.1"  # every other listener but the event feed stays on loopback
+    zmq_host: str = "127.0.0.1"  # 0.0.0.0 in a container: broker_auth runs in another one
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,11 @@ def config(
         },
         "node": {
             "disablePlugins": disabled,
-            "enablePlugins": ["Coordinator"] if runs_coordinator else [],
+            # ZMQ: the event feed broker_auth's watcher listens to (new solid milestones).
+            "enablePlugins": ["Coordinator", "ZMQ"] if runs_coordinator else ["ZMQ"],
         },
         "logger": {"level": "info", "disableCaller": True, "encoding": "console"},
-        "zmq": {"bindAddress": f"{loopback}:{ports.zmq}"},
+        "zmq": {"bindAddress": f"{ports.zmq_host}:{ports.zmq}"},
         "mqtt": {"config": "mqtt_config.json"},
         "prometheus": {"bindAddress": f"{loopback}:{ports.prometheus}"},
         "profiling": {"bindAddress": f"{loopback}:{ports.profiling}"},

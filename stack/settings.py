@@ -27,6 +27,8 @@ class StackSettings(BaseSettings):
     influx_rpc_port: int = Field(8087, alias="INFLUX_RPC_PORT")
     devnet_port: int = Field(14265, alias="DEVNET_PORT")
     faucet_port: int = Field(14266, alias="FAUCET_PORT")
+    # Hornet's ZMQ event feed (loopback), which broker_auth's watcher listens to.
+    devnet_zmq_port: int = Field(5556, alias="DEVNET_ZMQ_PORT")
     # Hornet's coordinator: whole seconds between milestones, 2**depth milestones in its tree
     # (depth 16: 65,536, 36 h at 2 s; built once, ~90 s on 2 cores).
     devnet_milestone_interval: int = Field(2, alias="DEVNET_MILESTONE_INTERVAL", ge=1)

@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 EVIDENCE_GIVE_UP_S = 24 * 3600.0
 EVIDENCE_MAX_BACKOFF_S = 10.0
 EVIDENCE_PER_POLL = 20  # lookups a poll spends on backfill, so a backlog cannot stall it
+# The feed announced a milestone the balances did not show yet: poll again soon, this many
+# times at most per announcement (a feed from another node cannot make it poll for ever).
+BEHIND_FEED_PAUSE_S = 0.05
+BEHIND_FEED_POLLS = 20
 
 
 @dataclass
@@ -99,6 +103,11 @@ class Watcher(BackgroundWorker):
         self._evidence_loaded = False
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll = before_poll
+        # The newest solid milestone the node's event feed announced (ledger/feed.py), and
+        # whether the last balances read were older: then the next poll comes at once.
+        self.announced_milestone = 0
+        self._behind_feed = False
+        self._quick_polls = 0
 
     def _run(self) -> None:
         backoff = self.interval_s
@@ -128,7 +137,11 @@ class Watcher(BackgroundWorker):
                 self._store_warned = False
                 backoff = self.interval_s
             metrics.WATCHER_POLL_SECONDS.observe(time.monotonic() - started)
-            self._pause(backoff)
+            pause = backoff
+            if self._behind_feed and self._quick_polls > 0:
+                self._quick_polls -= 1
+                pause = BEHIND_FEED_PAUSE_S
+            self._pause(pause)
 
     def _standby_check(self) -> None:
         """Another replica watches: only keep /healthz's node state true."""
@@ -148,6 +161,12 @@ class Watcher(BackgroundWorker):
         self.node_ok = True
         self.last_ok = time.monotonic()
         metrics.NODE_UP.set(1)
+
+    def milestone_announced(self, index: int) -> None:
+        """The node's feed says milestone `index` is solid: poll now (from the feed's thread)."""
+        self.announced_milestone = max(self.announced_milestone, index)
+        self._quick_polls = BEHIND_FEED_POLLS
+        self.wake()
 
     # -- one poll --------------------------------------------------------------------------
     def poll_once(self) -> None:
@@ -189,6 +208,7 @@ class Watcher(BackgroundWorker):
     def _credit_increases(self, watched: list[Doc]) -> None:
         balances = self.ledger.confirmed_balances([str(d["_id"]) for d in watched])
         self._node_answered()
+        self._behind_feed = balances.ledger_index < self.announced_milestone
         seen_at = time.monotonic()
         for doc in watched:
             address = str(doc["_id"])

@@ -49,6 +49,9 @@ LEASE_HELD = Gauge(
     "broker_auth_lease_held", "1 while this replica holds the payments lease (runs the watcher)"
 )
 NODE_UP = Gauge("broker_auth_node_up", "1 if the IOTA node answered the last poll")
+NODE_FEED_EVENTS = Counter(
+    "broker_auth_node_feed_events_total", "Events received from the node's ZMQ feed", ["topic"]
+)
 BROKER_UP = Gauge("broker_auth_broker_up", "1 if the control client is connected")
 MONGO_UP = Gauge("broker_auth_mongo_up", "1 if MongoDB answered the last health check")
 
