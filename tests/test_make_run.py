@@ -23,7 +23,7 @@ def _stack_env(data_dir: Path) -> dict[str, str]:
     names = [
         "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
         "FERRETDB_DEBUG_PORT", "INFLUX_PORT", "INFLUX_RPC_PORT", "DEVNET_PORT", "FAUCET_PORT",
-        "INGEST_METRICS_PORT",
+        "INGEST_METRICS_PORT", "DEVNET_ZMQ_PORT",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
     env.update({name: str(procs.free_port()) for name in names})
