@@ -173,6 +173,13 @@ def build_watcher(
     )
 
 
+def build_node_feed(s: Settings, watcher: Watcher) -> NodeFeed | None:
+    """The node's event feed, when configured: a new solid milestone wakes the watcher."""
+    if not s.iota_node_zmq_url:
+        return None
+    return NodeFeed(s.iota_node_zmq_url, on_milestone=watcher.milestone_announced)
+
+
 # -- accounts: the throttles of logins, sign-ups and orders ----------------------------------
 @dataclass(frozen=True)
 class Throttles:
@@ -262,12 +269,7 @@ class Runtime:
             s,
             before_poll=self._addresses_loaded,
         )
-        # The node's event feed, when configured: a new solid milestone wakes the watcher.
-        self.node_feed = (
-            NodeFeed(s.iota_node_zmq_url, on_milestone=self.watcher.milestone_announced)
-            if s.iota_node_zmq_url
-            else None
-        )
+        self.node_feed = build_node_feed(s, self.watcher)
         # Warm the KDF once so the first login does not pay for imports and allocation.
         passwords.burn_time("warm-up")
 
