@@ -284,13 +284,21 @@ def test_double_spend_credits_only_what_the_ledger_kept(arena: Arena) -> None:
 def test_zero_value_spam_and_stray_value_on_a_watched_address(arena: Arena) -> None:
     buyer = arena.buyer("spammed")
     order = arena.order(buyer)
-    spam = [
-        ProposedTransaction(address=Address(order["address"].encode()), value=0, tag=Tag(b"SPAM"))
-        for _ in range(30)
-    ]
-    for tx in spam:  # 30 zero-value bundles on the watched address
-        arena.api.send_transfer([tx], depth=3, min_weight_magnitude=TEST_MWM)
-    time.sleep(POLL_PAUSE_S)
+    address = Address(order["address"].encode())
+    sent: list[str] = []
+
+    def spam() -> None:  # 30 zero-value bundles on the watched address
+        for _ in range(30):
+            tx = ProposedTransaction(address=address, value=0, tag=Tag(b"SPAM"))
+            arena.api.send_transfer([tx], depth=3, min_weight_magnitude=TEST_MWM)
+            sent.append("spam")
+
+    # The spam goes on while the real value arrives: the value must land inside the order's
+    # short watch window, however long 30 proofs of work take on a loaded machine.
+    spammer = threading.Thread(target=spam, daemon=True)
+    spammer.start()
+    wait_for(lambda: len(sent) >= 3, 60, "spam on the tangle", 0.05)
+    time.sleep(1.0)  # four watcher polls
     o = arena.get_order(buyer, order["order_id"])
     assert o["confirmed_iota"] == 0 and o["paid_iota"] == 0 and o["status"] != "confirmed"
     assert (arena.stack.health() or {}).get("node") == "ok"
@@ -302,6 +310,12 @@ def test_zero_value_spam_and_stray_value_on_a_watched_address(arena: Arena) -> N
     )
     assert r.status_code == 200, r.text
     assert arena.wait_confirmed(buyer, order["order_id"], 36)["confirmed_iota"] == 36
+    spammer.join(180)
+    assert len(sent) == 30
+    time.sleep(POLL_PAUSE_S)
+    o = arena.get_order(buyer, order["order_id"])
+    assert o["confirmed_iota"] == 36 and o["paid_iota"] == 36, o
+    assert (arena.stack.health() or {}).get("node") == "ok"
 
 
 def test_payment_after_expiry_counts_and_after_the_watch_window_is_unmatched(
