@@ -35,13 +35,13 @@ from iota.crypto.types import Seed
 
 from bench.common import percentile
 from broker_auth.broker.acl_model import Acl, Client, Role
+from broker_auth.ledger import speedups
 from stack import procs
 from stack.mqtt_probe import MqttProbe
 from stack.scrape import scrape_metrics
 from stack.secrets import random_address
-from wallet import payments, speedups
+from wallet import payments
 
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Where a transaction's bundle hash sits in its 2673 trytes (after signature, address, value,
 # obsolete tag, timestamp, current and last index).
 BUNDLE_TRYTES = slice(2349, 2430)

@@ -11,18 +11,15 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from broker_auth.ledger import ternary
 from stack.influxdb import READER_USER, WRITER_USER
-
-TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
-
-# Random addresses nobody holds a seed of (tests, benchmarks): Kerl addresses end in a zero trit
-# and nodes refuse value transfers to any other address, so the last tryte must have a zero
-# third trit (values -4..4).
-LAST_TRYTES = "9ABCDWXYZ"
 
 
 def random_address() -> str:
-    return "".join(secrets.choice(TRYTES) for _ in range(80)) + secrets.choice(LAST_TRYTES)
+    """An address nobody holds a seed of (tests, benchmarks): Kerl addresses end in a zero trit
+    and nodes refuse value transfers to any other address."""
+    last = secrets.choice(ternary.ZERO_LAST_TRIT)
+    return "".join(secrets.choice(ternary.ALPHABET) for _ in range(80)) + last
 
 
 GENERATED: dict[str, Callable[[], str]] = {

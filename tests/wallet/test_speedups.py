@@ -15,7 +15,7 @@ from iota import Transaction, TryteString
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
-from wallet import curl, speedups, ternary
+from broker_auth.ledger import curl, speedups, ternary
 
 speedups.install()
 
