@@ -31,9 +31,9 @@ from typing import Any
 from bench import harness
 from bench.common import write_result
 from bench.pipeline import run_pipeline
+from deploy.tls import ensure_tls_files
 from stack import mosquitto_conf, procs
 from stack.mqtt_probe import MqttProbe
-from stack.tls import ensure_tls_files
 
 TARGET_RATIO = 0.9
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from stack.tls import TlsFiles
+from deploy.tls import TlsFiles
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "mosquitto" / "mosquitto.conf.template"

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker_auth.broker.acl_model import Client, Role
-from stack import dynsec_file, influxdb, mosquitto_conf
-from stack.tls import TlsFiles, ensure_tls_files
+from deploy import dynsec_file
+from deploy.tls import TlsFiles, ensure_tls_files
+from stack import influxdb, mosquitto_conf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -1,6 +1,6 @@
 """The `init` step for real, and a real Mosquitto started from what it wrote.
 
-`python -m stack.compose_init` writes the dynamic-security file and TLS material the way the
+`python -m deploy.compose_init` writes the dynamic-security file and TLS material the way the
 compose `init` service does; Debian's Mosquitto 2.0 (the same plugin) is then started with
 mosquitto/docker/mosquitto.conf, its container paths mapped to the test's directories. The
 broker's compose health check runs against it unchanged (but for the port).
