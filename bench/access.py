@@ -38,7 +38,8 @@ from typing import Any
 from bench import harness
 from bench.common import write_result
 from bench.pipeline import histogram_quantile
-from stack.mqtt_probe import MqttProbe, wait_for_access
+from stack.mqtt_probe import MqttProbe
+from testing.mqtt import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "plug-1-live"

@@ -32,8 +32,9 @@ from bench import harness
 from bench.common import write_result
 from bench.pipeline import run_pipeline
 from deploy.tls import ensure_tls_files
-from stack import mosquitto_conf, procs
+from stack import mosquitto_conf
 from stack.mqtt_probe import MqttProbe
+from testing import procs
 
 TARGET_RATIO = 0.9
 

@@ -36,10 +36,10 @@ from iota.crypto.types import Seed
 from bench.common import percentile
 from broker_auth.broker.acl_model import Acl, Client, Role
 from broker_auth.ledger import speedups
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from stack.scrape import scrape_metrics
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
+from testing.scrape import scrape_metrics
 from wallet import payments
 
 # Where a transaction's bundle hash sits in its 2673 trytes (after signature, address, value,

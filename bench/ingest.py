@@ -52,8 +52,8 @@ from bench import harness
 from bench.common import write_result
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Client
-from stack import procs
-from stack.scrape import scrape_metrics
+from testing import procs
+from testing.scrape import scrape_metrics
 
 PUBLISHER = "bench.publisher"
 BARE = ("paho", "mosquitto_sub")

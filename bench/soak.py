@@ -46,8 +46,8 @@ from typing import Any
 from bench import harness
 from bench.common import RESULTS_DIR, write_result
 from bench.pipeline import count_stored, histogram_quantile
-from stack import procs
-from stack.mqtt_probe import wait_for_access
+from testing import procs
+from testing.mqtt import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "soak-live"

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stack.procs import free_port
+from deploy.host import free_port
 
 DEFAULT_MWM = int(os.environ.get("IOTA_MWM", "5"))
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_auth.ledger import ternary
-from stack.procs import REPO_ROOT, find_binary
+from deploy.host import REPO_ROOT, find_binary
 
 SECURITY_LEVEL = 2
 # Every command the project's code and PyOTA send; loopback callers are limited like others.

@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from stack import influxdb, procs, seller_pool
+from deploy.host import VENV_BIN, find_binary, http_ok
+from stack import ferretdb, influxdb, mosquitto_conf, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets
 from stack.settings import StackSettings
-
-VENV_BIN = Path(sys.executable).parent
 
 
 def _program(
@@ -145,7 +143,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
     data = s.data_dir
     ports = MosquittoPorts(s.mqtt_port, s.mqtt_tls_port, s.mqtt_ws_port)
     secrets = ensure_secrets(data / "secrets.env")
-    mosquitto_conf, _ = procs.prepare_mosquitto(
+    conf_file, _ = mosquitto_conf.prepare(
         data / "mosquitto",
         secrets["DYNSEC_ADMIN_PASSWORD"],
         secrets["INGEST_MQTT_PASSWORD"],
@@ -153,9 +151,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
     )
     (data / "ferretdb").mkdir(parents=True, exist_ok=True)
     programs = [
-        _program(
-            "mosquitto", [procs.find_binary("mosquitto"), "-c", str(mosquitto_conf)], 10, data
-        ),
+        _program("mosquitto", [find_binary("mosquitto"), "-c", str(conf_file)], 10, data),
         _program(
             "influxdb",
             [
@@ -225,7 +221,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             0,
             _program(
                 "ferretdb",
-                procs.ferretdb_argv(data / "ferretdb", s.mongo_port, s.ferretdb_debug_port),
+                ferretdb.argv(data / "ferretdb", s.mongo_port, s.ferretdb_debug_port),
                 5,
                 data,
             ),
@@ -291,7 +287,7 @@ def _announce_when_ready(
     deadline = time.monotonic() + 120
     health = f"http://127.0.0.1:{s.api_port}/healthz"
     while time.monotonic() < deadline and supervisord.poll() is None:
-        if procs.http_ok(health):
+        if http_ok(health):
             print(
                 f"""
 =====================================================================

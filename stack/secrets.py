@@ -11,16 +11,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from broker_auth.ledger import ternary
 from stack.influxdb import READER_USER, WRITER_USER
-
-
-def random_address() -> str:
-    """An address nobody holds a seed of (tests, benchmarks): Kerl addresses end in a zero trit
-    and nodes refuse value transfers to any other address."""
-    last = secrets.choice(ternary.ZERO_LAST_TRIT)
-    return "".join(secrets.choice(ternary.ALPHABET) for _ in range(80)) + last
-
 
 GENERATED: dict[str, Callable[[], str]] = {
     "BROKER_ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),

@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from stack import procs
+from testing import procs
 
 
 def _connect(client: mqtt.Client, port: int) -> bool:

@@ -34,14 +34,14 @@ from iota import (
 )
 from iota.crypto.types import Seed
 
-from stack import procs
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
+from testing.broker_auth import AuthStack, start_auth_stack
+from testing.procs import wait_for
 from tests.attacker_pow import do_pow
-from tests.auth_stack import AuthStack, start_auth_stack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.conftest import Mongo, MosquittoFactory
 from tests.devnet_fixture import TEST_MWM, start_devnet
-from tests.support import wait_for
 from wallet import payments
 from wallet.payments import SeedState
 

@@ -18,11 +18,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stack import procs
-from tests.auth_stack import AuthStack
+from testing import procs
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.devnet_fixture import pay_from_fresh_seed
-from tests.support import wait_for
 
 PASSWORD = "notify-buyer-pw-1"
 PRICE = 3600  # 1 iota buys 1 s

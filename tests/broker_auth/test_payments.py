@@ -27,13 +27,14 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from broker_auth.ledger import ternary
-from stack import procs
-from stack.mqtt_probe import MqttProbe, wait_for_access
-from tests.auth_stack import AuthStack
+from stack.mqtt_probe import MqttProbe
+from testing import procs
+from testing.broker_auth import AuthStack
+from testing.mqtt import wait_for_access
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory, Publisher
 from tests.conftest import Store
 from tests.devnet_fixture import start_devnet
-from tests.support import wait_for
 from wallet import payments
 
 MILESTONE_INTERVAL_S = 1

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stack import procs
+from testing import procs
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

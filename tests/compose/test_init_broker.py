@@ -24,8 +24,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_auth.broker import acl_model
-from stack import mosquitto_conf, procs
-from stack.secrets import random_address
+from stack import mosquitto_conf
+from testing import procs
+from testing.addresses import random_address
 from tests.compose.conftest import REPO, compose_config, run_init
 
 DOCKER_CONF = REPO / "mosquitto" / "docker" / "mosquitto.conf"

@@ -20,13 +20,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from stack import procs
-from stack.scrape import scrape_metrics
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing import procs
+from testing.broker_auth import AuthStack, start_auth_stack
+from testing.procs import wait_for
+from testing.scrape import scrape_metrics
 from tests.conftest import Mongo, MosquittoFactory
 from tests.devnet_fixture import pay_from_fresh_seed
 from tests.ingest.conftest import Worker, ingest_worker
-from tests.support import wait_for
 
 DEVICE = "dash-plug"
 SENSOR = "power"

@@ -12,8 +12,8 @@ from iota.crypto.types import Seed
 
 from broker_auth.ledger import ternary
 from devnet.hornet import genesis_address
-from stack import procs
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
 from tests.devnet.conftest import Node
 from tests.devnet_fixture import TEST_MWM, start_devnet
 from wallet import payments

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from stack.scrape import scrape_metrics
-from tests.auth_stack import start_auth_stack
+from testing import procs
+from testing.broker_auth import start_auth_stack
+from testing.scrape import scrape_metrics
 from tests.devnet_fixture import start_devnet
 
 MILESTONE_INTERVAL_S = 1

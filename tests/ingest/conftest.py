@@ -17,8 +17,8 @@ from paho.mqtt.properties import Properties
 
 from broker_auth.broker import acl_model
 from ingest.settings import owned_client_id
-from stack import procs
-from stack.scrape import scrape_metrics
+from testing import procs
+from testing.scrape import scrape_metrics
 from tests.conftest import Store, device_password
 
 # Fast cadences so tests finish quickly; the defaults are for production.

@@ -15,7 +15,7 @@ from paho.mqtt.properties import Properties
 
 from broker_auth.broker import acl_model
 from ingest.mqtt_client import LeanClient
-from stack import procs
+from testing import procs
 from tests.conftest import device_password
 
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import pytest
 
 from ingest import parsing
-from stack import procs
+from testing import procs
+from testing.procs import wait_for
 from tests.conftest import Store
 from tests.ingest.conftest import Device, Subscriber, Worker, stored_points, unique
-from tests.support import wait_for
 
 
 def wait_stored(

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stack import procs
+from testing import procs
+from testing.procs import wait_for
 from tests.conftest import Store
 from tests.ingest.conftest import Device, Worker, WorkerFactory, stored_points, unique
-from tests.support import wait_for
 
 
 class Stream:

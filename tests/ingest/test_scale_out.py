@@ -13,7 +13,7 @@ from pathlib import Path
 from ingest.averages import Averages
 from ingest.parsing import Reading
 from ingest.settings import parse_windows
-from stack import procs
+from testing import procs
 from tests.conftest import TEST_DEVICES, Store
 from tests.ingest.conftest import (
     FAST_ENV,

@@ -19,10 +19,10 @@ from paho.mqtt.properties import Properties
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Client
 from simulator.plug import SmartPlug
-from stack import procs
+from testing import procs
+from testing.procs import wait_for
 from tests.conftest import MosquittoFactory, device_password
 from tests.ingest.conftest import unique
-from tests.support import wait_for
 
 
 def test_plug_draws_hundreds_of_watts_with_on_off_periods() -> None:

@@ -23,8 +23,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from stack import procs
-from tests.auth_stack import start_auth_stack
+from testing import procs
+from testing.broker_auth import start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
 

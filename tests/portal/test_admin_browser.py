@@ -15,10 +15,10 @@ from playwright.sync_api import Browser, Page, expect
 
 from broker_auth.ledger import ternary
 from stack.mqtt_probe import MqttProbe
-from stack.secrets import random_address
-from tests.auth_stack import place_order
+from testing.addresses import random_address
+from testing.broker_auth import place_order
+from testing.procs import wait_for
 from tests.portal.conftest import ARTIFACTS, DEMO_PRODUCT, PortalStack
-from tests.support import wait_for
 from wallet.payments import fund_from_faucet, pay
 
 DOM_TIMEOUT_MS = 30_000

@@ -29,14 +29,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_auth.broker.acl_model import Acl, Client, Role
-from stack import procs
 from stack.mqtt_probe import default_qos
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing import procs
+from testing.broker_auth import AuthStack, start_auth_stack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import auth_stack_factory
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
 from tests.ingest.conftest import Worker, ingest_worker
-from tests.support import wait_for
 
 __all__ = ["auth_stack_factory"]  # re-exported: modules here start their own broker_auth
 

@@ -29,8 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from testing.procs import wait_for
 from tests.security.conftest import DEVICE_A, DEVICE_B, REPORTS, FullStack, Mqtt, Principal
-from tests.support import wait_for
 
 NOT_AUTHORIZED = 0x87
 # Column label -> subscription filter.

@@ -30,11 +30,11 @@ from broker_auth.broker.acl_model import Acl, Client, Role
 from ingest.averages import Averages
 from ingest.parsing import Reading
 from ingest.settings import Window
-from stack import procs
+from testing import procs
+from testing.procs import wait_for
 from tests.conftest import MosquittoFactory, Store
 from tests.ingest.conftest import Worker, stored_points
 from tests.security.conftest import REPORTS, start_ingest
-from tests.support import wait_for
 
 MAX_SERIES = 300
 MAX_POINTS = 200

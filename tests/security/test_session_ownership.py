@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Acl, Client, Role
 from ingest.settings import IngestSettings
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing.broker_auth import AuthStack, start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
 from tests.security.conftest import REPORTS
 

@@ -17,10 +17,10 @@ import httpx
 
 from broker_auth.broker.control import DynsecClient
 from broker_auth.infra.clock import utcnow
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from stack.secrets import random_address
-from tests.support import wait_for
+from testing import procs
+from testing.addresses import random_address
+from testing.procs import wait_for
 
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
 

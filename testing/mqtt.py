@@ -1,0 +1,61 @@
+"""MQTT for tests and benchmarks: one way to make a paho client, and waiting for live access.
+
+`client()` is the one place a raw paho client is built (MQTT 5, callback API 2, an id in the
+user's namespace); `stack.mqtt_probe.MqttProbe` is the synchronous buyer's client built on the
+same rules, used by `make demo` as well.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from stack.mqtt_probe import MqttProbe
+
+
+@dataclass
+class Access:
+    probe: MqttProbe  # connected, subscribed to the topic
+    granted_at: float  # wall time the SUBACK granting the topic arrived
+    attempts: int
+    last_refused_at: float | None  # the attempt before: access began between the two
+
+
+def wait_for_access(
+    port: int,
+    username: str,
+    password: str,
+    topic: str,
+    timeout: float = 60.0,
+    period: float = 0.02,
+) -> Access:
+    """Connect and SUBSCRIBE to `topic` every `period` s until it is granted.
+
+    A fresh connection per attempt, as a buyer's client would after a refusal: the grant itself
+    disconnects the buyer's connected clients (dynamic security kicks a client whose roles
+    change), so an old connection could be mid-kick; such an attempt ends in ConnectionLostError
+    and the next one follows. The short SUBACK timeout bounds what a slow attempt costs (a SUBACK
+    comes in milliseconds; a late one only means one more attempt). Refused credentials never
+    turn into access: they raise PermissionError at once.
+    """
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    last_refused: float | None = None
+    while time.monotonic() < deadline:
+        attempts += 1
+        probe = MqttProbe(port, username, password)
+        try:
+            if not probe.connect(timeout=2):
+                raise PermissionError(f"{username}: the broker refused the credentials")
+            if probe.subscribe(topic, timeout=0.25):
+                return Access(probe, time.time(), attempts, last_refused)
+            last_refused = time.time()
+        except PermissionError:
+            raise
+        except (TimeoutError, OSError):
+            pass  # kicked mid-attempt (ConnectionLostError) or a slow broker: try again
+        # Closing a kicked probe waits out paho's reconnect sleep (up to 1 s): not our time.
+        threading.Thread(target=probe.close, daemon=True).start()
+        time.sleep(period)
+    raise TimeoutError(f"{username}: {topic} not granted within {timeout:.0f} s")
