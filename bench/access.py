@@ -108,8 +108,8 @@ def measure(workdir: Path, n: int, milestone_s: int, rate_hz: float) -> dict[str
         buyers = [f"bench-{run}-{i}" for i in range(n)]
         orders = []
         for buyer in buyers:
-            stack.auth.register(buyer)
-            orders.append(stack.auth.order(buyer, PRODUCT, HOURS))
+            stack.auth.register(buyer, harness.BUYER_PASSWORD)
+            orders.append(stack.auth.order(buyer, harness.BUYER_PASSWORD, PRODUCT, HOURS))
         wallet = harness.Wallet(stack.devnet)
         sources = wallet.fund([o["amount_iota"] for o in orders])
         clock = harness.ConfirmationClock(stack.devnet.url)

@@ -199,8 +199,8 @@ def run_buyer(
         return {"username": username, "error": "not started"}
     row: dict[str, Any] = {"username": username, "started_at": time.time()}
     try:
-        stack.auth.register(username)
-        order = stack.auth.order(username, PRODUCT, HOURS)
+        stack.auth.register(username, harness.BUYER_PASSWORD)
+        order = stack.auth.order(username, harness.BUYER_PASSWORD, PRODUCT, HOURS)
         row["signup_and_order_s"] = time.time() - row["started_at"]
         signed = wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         row["bundle"] = signed.bundle_hash
