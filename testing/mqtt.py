@@ -9,9 +9,46 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from typing import Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from stack.mqtt_probe import MqttProbe
+
+
+def client(
+    username: str | None = None,
+    password: str | None = None,
+    *,
+    client_id: str | None = None,
+    tag: str = "test",
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+    transport: Literal["tcp", "websockets", "unix"] = "tcp",
+    clean_session: bool | None = None,
+    reconnect_on_failure: bool = True,
+) -> mqtt.Client:
+    """A paho client (callback API 2, MQTT 5 unless `protocol`), not connected yet.
+
+    Its id is `client_id` when given ("": the broker assigns one), else `<tag>-<random>` in the
+    user's namespace (`<username>:<tag>-<random>`: the broker reserves such ids to that user).
+    """
+    if client_id is None:
+        tail = f"{tag}-{uuid.uuid4().hex[:8]}"
+        client_id = tail if username is None else f"{username}:{tail}"
+    made = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=protocol,
+        transport=transport,
+        clean_session=clean_session,
+        reconnect_on_failure=reconnect_on_failure,
+    )
+    if username is not None:
+        made.username_pw_set(username, password)
+    return made
 
 
 @dataclass

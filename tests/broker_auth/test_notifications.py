@@ -14,10 +14,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from testing import procs
 from testing.broker_auth import AuthStack
 from testing.procs import wait_for
@@ -43,10 +43,9 @@ class Listener:
         self.client: mqtt.Client | None = None
 
     def connect(self, subscribe_to: str | None = None) -> Listener:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        client = testing.mqtt.client(
+            self.username, self.stack.mqtt_passwords[self.username], client_id=self.client_id
         )
-        client.username_pw_set(self.username, self.stack.mqtt_passwords[self.username])
         subscribed = queue.Queue[list[int]]()
         client.on_message = lambda _c, _u, m: self.received.put(
             (time.time(), json.loads(m.payload))

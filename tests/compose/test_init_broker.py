@@ -21,8 +21,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from stack import mosquitto_conf
 from testing import procs
@@ -282,7 +282,7 @@ def test_tls_listener_serves_the_generated_certificate(broker: Broker) -> None:
 
 def test_websocket_listener_accepts_mqtt(broker: Broker) -> None:
     connected: list[Any] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="websockets")
+    client = testing.mqtt.client(client_id="", protocol=mqtt.MQTTv311, transport="websockets")
     client.on_connect = lambda _c, _u, _f, reason, _p: connected.append(reason)
     client.connect("127.0.0.1", broker.ports[9001])
     client.loop_start()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +22,10 @@ import httpx
 import paho.mqtt.client as mqtt
 from iota import Address, Iota
 from iota.crypto.types import Seed
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+import testing.mqtt
 from tests.faults.stack import FaultStack
 from wallet import payments
 
@@ -43,12 +42,7 @@ class Publisher:
         self._acks: dict[int, bool] = {}  # mid -> success
         self._last_ts = 0
         self._stop = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"device.{device}:fault-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.username_pw_set(f"device.{device}", password)
+        self.client = testing.mqtt.client(f"device.{device}", password, tag="fault")
         self.client.max_inflight_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_publish = self._on_publish

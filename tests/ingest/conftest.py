@@ -11,10 +11,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from ingest.settings import owned_client_id
 from testing import procs
@@ -63,8 +63,7 @@ class Worker:
 
 def clear_session(port: int, password: str, client_id: str) -> None:
     """Connect with clean start and no expiry, so the broker forgets a worker's session."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.username_pw_set(acl_model.INGEST_USERNAME, password)
+    client = testing.mqtt.client(acl_model.INGEST_USERNAME, password, client_id=client_id)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
     try:
@@ -174,13 +173,8 @@ class Device:
 
     def __init__(self, broker: procs.MosquittoHandle, device_id: str) -> None:
         self.device_id = device_id
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=unique(f"{acl_model.device_username(device_id)}:pub"),
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.username_pw_set(
-            acl_model.device_username(device_id), device_password(device_id)
+        self.client = testing.mqtt.client(
+            acl_model.device_username(device_id), device_password(device_id), tag="pub"
         )
         self.client.max_inflight_messages_set(0)
         self.client.connect("127.0.0.1", broker.port)
@@ -221,9 +215,7 @@ class Subscriber:
     def __init__(self, port: int, topic: str) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=unique("anon"), protocol=mqtt.MQTTv5
-        )
+        self.client = testing.mqtt.client(tag="anon")
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=0)
         self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = lambda _c, _u, m: self.messages.append(m)

@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from ingest.mqtt_client import LeanClient
 from testing import procs
@@ -46,12 +47,9 @@ class Receiver:
 
 
 def device(broker: procs.MosquittoHandle) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{acl_model.device_username('dev-a')}:pub-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
+    client = testing.mqtt.client(
+        acl_model.device_username("dev-a"), device_password("dev-a"), tag="pub"
     )
-    client.username_pw_set(acl_model.device_username("dev-a"), device_password("dev-a"))
     client.max_inflight_messages_set(0)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()

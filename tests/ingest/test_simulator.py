@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Client
 from simulator.plug import SmartPlug
@@ -44,12 +44,9 @@ class LiveCollector:
         self.ts: set[float] = set()
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=unique(f"{acl_model.INGEST_USERNAME}:collector"),
-            protocol=mqtt.MQTTv5,
+        self.client = testing.mqtt.client(
+            acl_model.INGEST_USERNAME, broker.ingest_password, tag="collector"
         )
-        self.client.username_pw_set(acl_model.INGEST_USERNAME, broker.ingest_password)
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self.subscribed.set()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
+import testing.mqtt
 from testing import procs
 from testing.broker_auth import start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory, Store
@@ -60,10 +60,12 @@ class Plug:
     """A device publishing its power draw, as the simulator would (own thread, 4 Hz)."""
 
     def __init__(self, port: int, device_id: str, password: str) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"device.{device_id}:portal-test"
+        self.client = testing.mqtt.client(
+            f"device.{device_id}",
+            password,
+            client_id=f"device.{device_id}:portal-test",
+            protocol=mqtt.MQTTv311,
         )
-        self.client.username_pw_set(f"device.{device_id}", password)
         # broker_auth may still be projecting the seeded device: keep retrying quickly.
         self.client.reconnect_delay_set(1, 2)
         self.topic = f"live/{device_id}/power"

@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+import testing.mqtt
 from broker_auth.broker.acl_model import Acl, Client, Role
 from stack.mqtt_probe import default_qos
 from testing import procs
@@ -76,18 +76,10 @@ class Mqtt:
     """
 
     def __init__(self, port: int, username: str | None, password: str | None) -> None:
-        tail = f"sec-{secrets.token_hex(6)}"
         # Anonymous clients may subscribe at QoS 0 only, and so may every client but services
         # to the free averages (the session-ownership plugin).
         self.username = username
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=tail if username is None else f"{username}:{tail}",
-            protocol=mqtt.MQTTv5,
-            reconnect_on_failure=False,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
+        self.client = testing.mqtt.client(username, password, tag="sec", reconnect_on_failure=False)
         self.port = port
         self.connack: ReasonCode | None = None
         self.connected = threading.Event()
