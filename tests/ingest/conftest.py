@@ -18,6 +18,7 @@ import testing.mqtt
 from broker_auth.broker import acl_model
 from ingest.settings import owned_client_id
 from testing import procs
+from testing.devices import Device
 from testing.scrape import scrape_metrics
 from tests.conftest import Store, device_password
 
@@ -168,44 +169,18 @@ def worker(
     _stop_all(started, mosquitto)
 
 
-class Device:
-    """A test device's MQTT connection (username device.<id>), publishing at QoS 1."""
-
-    def __init__(self, broker: procs.MosquittoHandle, device_id: str) -> None:
-        self.device_id = device_id
-        self.client = testing.mqtt.client(
-            acl_model.device_username(device_id), device_password(device_id), tag="pub"
-        )
-        self.client.max_inflight_messages_set(0)
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-        self.infos: list[mqtt.MQTTMessageInfo] = []
-
-    def publish(self, sensor: str, payload: bytes | str, topic: str | None = None) -> None:
-        topic = topic or f"live/{self.device_id}/{sensor}"
-        self.infos.append(self.client.publish(topic, payload, qos=1))
-
-    def flush(self, timeout: float = 10.0) -> None:
-        for info in self.infos:
-            info.wait_for_publish(timeout)
-        self.infos.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def device_factory(mosquitto: procs.MosquittoHandle) -> Iterator[Callable[[str], Device]]:
     devices: list[Device] = []
 
     def make(device_id: str) -> Device:
-        devices.append(Device(mosquitto, device_id))
-        return devices[-1]
+        """A test device's connection (username device.<id>), publishing at QoS 1."""
+        devices.append(Device(mosquitto.port, device_id, device_password(device_id), tag="pub"))
+        return devices[-1].connect()
 
     yield make
     for d in devices:
+        d.flush()
         d.close()
 
 
