@@ -1,5 +1,6 @@
-"""The machine a process of this project runs on: where its binaries are, a free TCP port, and
-whether a local URL answers. Used by `make run` (stack/), the devnet and the test harness alike.
+"""The machine a process of this project runs on: where its binaries are, a free TCP port,
+whether a local URL answers, and handing SIGTERM/SIGINT on to a child it wraps. Used by
+`make run` (stack/), the devnet and the test harness alike.
 
 Binaries are looked up in `.tools/bin` (built by scripts/bootstrap.sh), then next to the running
 Python (the virtualenv), then on PATH (the Docker image: /usr/local/bin/hornet).
@@ -8,7 +9,9 @@ Python (the virtualenv), then on PATH (the Docker image: /usr/local/bin/hornet).
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -39,3 +42,14 @@ def http_ok(url: str) -> bool:
             return 200 <= int(r.status) < 300
     except OSError:
         return False
+
+
+def forward_signals(child: subprocess.Popen[bytes]) -> None:
+    """From now on, SIGTERM and SIGINT sent to this process go to `child` instead: it decides
+    how to stop, and this process waits for it."""
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from deploy.host import find_binary
+from deploy.host import find_binary, forward_signals
 
 DATABASE = "telemetry"
 ADMIN_USER = "iot-admin"
@@ -171,12 +170,7 @@ def provision(url: str, credentials: Credentials, database: str = DATABASE) -> N
 def serve(data_dir: Path, port: int, rpc_port: int, credentials: Credentials) -> int:
     config = write_config(data_dir, port, rpc_port)
     child = subprocess.Popen([find_binary("influxd"), "-config", str(config)])
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
+    forward_signals(child)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while child.poll() is None and not ping(url):

@@ -7,12 +7,11 @@ Children inherit the environment built here, so no secret is written into superv
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from deploy.host import VENV_BIN, find_binary, http_ok
+from deploy.host import VENV_BIN, find_binary, forward_signals, http_ok
 from stack import ferretdb, influxdb, mosquitto_conf, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets
@@ -267,12 +266,7 @@ def run(s: StackSettings | None = None) -> int:
     supervisord = subprocess.Popen(
         [str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)], env=env, start_new_session=True
     )
-
-    def forward(signum: int, _frame: object) -> None:
-        supervisord.send_signal(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
+    forward_signals(supervisord)
     _announce_when_ready(s, supervisord, data)
     while True:
         try:
