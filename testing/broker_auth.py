@@ -202,6 +202,14 @@ def place_order(
     return order
 
 
+def get_order(api_url: str, username: str, password: str, order_id: str) -> dict[str, Any]:
+    """GET /api/orders/<id> as the buyer; the order as it stands."""
+    r = httpx.get(f"{api_url}/api/orders/{order_id}", auth=(username, password), timeout=15)
+    assert r.status_code == 200, r.text
+    order: dict[str, Any] = r.json()
+    return order
+
+
 def start_auth_stack(
     workdir: Path,
     broker: procs.MosquittoHandle,

@@ -36,7 +36,7 @@ from iota.crypto.types import Seed
 
 from testing import procs
 from testing.addresses import random_address
-from testing.broker_auth import AuthStack, start_auth_stack
+from testing.broker_auth import AuthStack, get_order, place_order, start_auth_stack
 from testing.procs import wait_for
 from tests.attacker_pow import do_pow
 from tests.broker_auth.conftest import AuthStackFactory
@@ -74,16 +74,10 @@ class Arena:
         return username, PASSWORD
 
     def order(self, auth: tuple[str, str], hours: float = 0.01) -> dict[str, Any]:
-        r = self.http().post("/api/orders", json={"product_id": "slow", "hours": hours}, auth=auth)
-        assert r.status_code == 201, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return place_order(self.stack.api_url, *auth, "slow", hours)
 
     def get_order(self, auth: tuple[str, str], order_id: str) -> dict[str, Any]:
-        r = self.http().get(f"/api/orders/{order_id}", auth=auth)
-        assert r.status_code == 200, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return get_order(self.stack.api_url, *auth, order_id)
 
     def wait_confirmed(self, auth: tuple[str, str], order_id: str, iota: int) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ import testing.mqtt
 from broker_auth.broker.acl_model import Acl, Client, Role
 from stack.mqtt_probe import default_qos
 from testing import procs
-from testing.broker_auth import AuthStack, start_auth_stack
+from testing.broker_auth import AuthStack, place_order, start_auth_stack
 from testing.procs import wait_for
 from tests.broker_auth.conftest import auth_stack_factory
 from tests.conftest import Mongo, MosquittoFactory, Store
@@ -231,14 +231,7 @@ def run_cli(workdir: Path, name: str, args: list[str], env: dict[str, str]) -> p
 
 def order(auth: AuthStack, who: Principal, product_id: str, hours: float) -> dict[str, Any]:
     assert who.username is not None and who.password is not None
-    r = auth.http().post(
-        "/api/orders",
-        json={"product_id": product_id, "hours": hours},
-        auth=(who.username, who.password),
-    )
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
+    return place_order(auth.api_url, who.username, who.password, product_id, hours)
 
 
 def pay_with_wallet(
