@@ -51,6 +51,14 @@ def client(
     return made
 
 
+def subscribe_on_connect(client: mqtt.Client, topic: str, qos: int) -> threading.Event:
+    """Subscribe `client` to `topic` at every (re)connection; the event is set at each SUBACK."""
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=qos)
+    client.on_subscribe = lambda *_: subscribed.set()
+    return subscribed
+
+
 @dataclass
 class Access:
     probe: MqttProbe  # connected, subscribed to the topic

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -189,10 +188,8 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
-        self.subscribed = threading.Event()
         self.client = testing.mqtt.client(tag="anon")
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=0)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=0)
         self.client.on_message = lambda _c, _u, m: self.messages.append(m)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()

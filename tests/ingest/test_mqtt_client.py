@@ -4,7 +4,6 @@ what it is told to."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -23,14 +22,12 @@ from tests.conftest import device_password
 class Receiver:
     def __init__(self, broker: procs.MosquittoHandle, client_id: str, topic: str) -> None:
         self.got: list[tuple[int, int, bytes, bytes]] = []
-        self.subscribed = threading.Event()
         self.client = LeanClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
         self.client.username_pw_set(acl_model.INGEST_USERNAME, broker.ingest_password)
         self.client.on_raw_publish = lambda *m: self.got.append(m)
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=1)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 300
         props.ReceiveMaximum = 65535

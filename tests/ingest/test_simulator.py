@@ -43,13 +43,11 @@ class LiveCollector:
     def __init__(self, broker: procs.MosquittoHandle, topic: str) -> None:
         self.ts: set[float] = set()
         self._lock = threading.Lock()
-        self.subscribed = threading.Event()
         self.client = testing.mqtt.client(
             acl_model.INGEST_USERNAME, broker.ingest_password, tag="collector"
         )
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=1)
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 300
