@@ -1,6 +1,6 @@
 # The project's own image: broker_auth (iot-broker-auth), the ingest worker (iot-ingest), the
 # simulator (iot-sim), the devnet (iot-devnet: Hornet and its faucet) and the compose `init` step
-# all run from it.
+# (python -m deploy.compose_init) all run from it.
 # No secret is baked in: everything comes from the environment at run time (see .env.example).
 # Plain Dockerfile syntax (no BuildKit-only features), so any `docker build` can build it.
 
@@ -34,6 +34,7 @@ COPY devnet devnet
 COPY broker_auth broker_auth
 COPY wallet wallet
 COPY stack stack
+COPY deploy deploy
 # Every dependency from requirements-prod.lock, hashes checked (no dev tools); then the project
 # and the local `pysha3` shim (PyOTA 2.1.0 checks that a distribution of that name is installed,
 # and the real one does not build on 3.11) with the locked build tools.
@@ -41,7 +42,7 @@ RUN pip install --require-hashes --no-deps -r requirements-prod.lock \
     && pip install --no-deps --no-build-isolation ./compat/pysha3 .
 # Non-Python files inside the packages (the web portal's static files) are not declared as
 # package data, so a regular install leaves them out: copy them next to the installed modules.
-RUN find ingest simulator devnet broker_auth wallet stack -type f \
+RUN find ingest simulator devnet broker_auth wallet stack deploy -type f \
         ! -name '*.py' ! -name '*.pyc' ! -path '*/__pycache__/*' \
         -exec install -D -m 644 '{}' '/opt/venv/lib/python3.11/site-packages/{}' ';'
 

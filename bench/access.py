@@ -38,7 +38,8 @@ from typing import Any
 from bench import harness
 from bench.common import write_result
 from bench.pipeline import histogram_quantile
-from stack.mqtt_probe import MqttProbe, wait_for_access
+from stack.mqtt_probe import MqttProbe
+from testing.mqtt import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "plug-1-live"
@@ -107,8 +108,8 @@ def measure(workdir: Path, n: int, milestone_s: int, rate_hz: float) -> dict[str
         buyers = [f"bench-{run}-{i}" for i in range(n)]
         orders = []
         for buyer in buyers:
-            stack.auth.register(buyer)
-            orders.append(stack.auth.order(buyer, PRODUCT, HOURS))
+            stack.auth.register(buyer, harness.BUYER_PASSWORD)
+            orders.append(stack.auth.order(buyer, harness.BUYER_PASSWORD, PRODUCT, HOURS))
         wallet = harness.Wallet(stack.devnet)
         sources = wallet.fund([o["amount_iota"] for o in orders])
         clock = harness.ConfirmationClock(stack.devnet.url)

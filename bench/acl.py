@@ -31,9 +31,10 @@ from typing import Any
 from bench import harness
 from bench.common import write_result
 from bench.pipeline import run_pipeline
-from stack import mosquitto_conf, procs
+from deploy.tls import ensure_tls_files
+from stack import mosquitto_conf
 from stack.mqtt_probe import MqttProbe
-from stack.tls import ensure_tls_files
+from testing import procs
 
 TARGET_RATIO = 0.9
 

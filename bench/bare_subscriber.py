@@ -18,10 +18,10 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 
 
@@ -43,8 +43,7 @@ def main(argv: list[str]) -> int:
         state["subscribed_at"] = time.time()
         subscribed.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.username_pw_set(acl_model.INGEST_USERNAME, password)
+    client = testing.mqtt.client(acl_model.INGEST_USERNAME, password, client_id=client_id)
     client.on_connect = lambda c, *_: c.subscribe("live/+/+", qos=1)
     client.on_subscribe = on_subscribe
     client.on_message = on_message

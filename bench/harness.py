@@ -28,20 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from iota import Address, Iota, ProposedTransaction, Tag, Transaction, TransactionHash
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
 from bench.common import percentile
 from broker_auth.broker.acl_model import Acl, Client, Role
-from stack import procs
+from broker_auth.ledger import speedups
 from stack.mqtt_probe import MqttProbe
-from stack.scrape import scrape_metrics
-from stack.secrets import random_address
-from wallet import payments, speedups
+from testing import procs
+from testing.broker_auth import AuthStack, start_auth_stack
+from testing.scrape import scrape_metrics
+from wallet import payments
 
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # Where a transaction's bundle hash sits in its 2673 trytes (after signature, address, value,
 # obsolete tag, timestamp, current and last index).
 BUNDLE_TRYTES = slice(2349, 2430)
@@ -296,125 +295,6 @@ class Wallet:
         return str(next(t.hash for t in txs if t.current_index == 0))
 
 
-# ---------------------------------------------------------------- broker_auth
-
-
-@dataclass
-class AuthService:
-    proc: procs.Proc
-    url: str
-    admin_token: str
-    pool: list[str]
-    mqtt_passwords: dict[str, str] = field(default_factory=dict)  # per registered buyer
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.admin_token}"}
-
-    def health(self) -> dict[str, Any]:
-        try:
-            body: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=3).json()
-        except (httpx.HTTPError, ValueError):
-            return {}
-        return body
-
-    def ready(self) -> bool:
-        h = self.health()
-        return all(h.get(k) == "ok" for k in ("mongo", "broker", "node"))
-
-    def _check(self, r: httpx.Response, status: int = 200) -> Any:
-        if r.status_code != status:
-            raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text}")
-        return r.json()
-
-    def register(self, username: str, password: str = BUYER_PASSWORD) -> str:
-        """Register a buyer; returns the MQTT password broker_auth generated for it."""
-        body = {"username": username, "password": password}
-        created = self._check(httpx.post(f"{self.url}/api/accounts", json=body, timeout=30), 201)
-        mqtt_password: str = created["mqtt_password"]
-        self.mqtt_passwords[username] = mqtt_password
-        return mqtt_password
-
-    def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
-        body = {"id": product_id, "topic_filter": topic_filter, "price_iota_per_hour": price}
-        r = httpx.post(f"{self.url}/api/products", json=body, headers=self.admin, timeout=30)
-        self._check(r, 201)
-
-    def products(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self._check(httpx.get(f"{self.url}/api/products"))
-        return found
-
-    def order(self, username: str, product_id: str, hours: float) -> dict[str, Any]:
-        r = httpx.post(
-            f"{self.url}/api/orders",
-            json={"product_id": product_id, "hours": hours},
-            auth=(username, BUYER_PASSWORD),
-            timeout=30,
-        )
-        order: dict[str, Any] = self._check(r, 201)
-        return order
-
-    def payments(self) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.url}/api/payments", headers=self.admin, timeout=30)
-        found: list[dict[str, Any]] = self._check(r)
-        return found
-
-    def metrics(self) -> dict[str, float]:
-        return scrape_metrics(f"{self.url}/metrics")
-
-
-def start_broker_auth(
-    workdir: Path,
-    broker: procs.MosquittoHandle,
-    mongo_url: str,
-    node_url: str,
-    influx_env: Mapping[str, str],
-    watcher_s: float,
-    demo_password: str,
-    extra_env: Mapping[str, str] | None = None,
-    pool_size: int = 200,
-) -> AuthService:
-    port = procs.free_port()
-    service = AuthService(
-        proc=procs.Proc("broker_auth", [], workdir),
-        url=f"http://127.0.0.1:{port}",
-        admin_token=secrets.token_urlsafe(24),
-        pool=[random_address() for _ in range(pool_size)],
-    )
-    workdir.mkdir(parents=True, exist_ok=True)
-    pool_file = workdir / "deposit-addresses.txt"
-    pool_file.write_text("".join(f"{a}\n" for a in service.pool))
-    env = {
-        "API_HOST": "127.0.0.1",
-        "API_PORT": str(port),
-        "MONGO_URL": mongo_url,
-        "MONGO_DB": f"bench_{secrets.token_hex(4)}",
-        "MQTT_HOST": "127.0.0.1",
-        "MQTT_PORT": str(broker.port),
-        "MQTT_WS_PORT": str(broker.ws_port),
-        "DYNSEC_ADMIN_PASSWORD": broker.admin_password,
-        "BROKER_ADMIN_TOKEN": service.admin_token,
-        "IOTA_NODE_URL": node_url,
-        "IOTA_DEPOSIT_ADDRESSES_FILE": str(pool_file),
-        "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
-        "WATCHER_INTERVAL_S": str(watcher_s),
-        **influx_env,
-        "SEED_DEMO": "true",
-        "DEMO_DEVICE_PASSWORD": demo_password,
-        # Every buyer of a benchmark signs up and orders from 127.0.0.1.
-        "SIGNUP_MAX_PER_IP": "100000",
-        "ORDER_MAX_PER_IP": "100000",
-        "ORDER_MAX_PER_BUYER": "100000",
-        "MAX_UNPAID_ORDERS": "1000",
-        **(extra_env or {}),
-    }
-    service.proc = procs.python_service(
-        "broker_auth", "broker_auth", workdir, env, ready=service.ready, ready_timeout=90
-    )
-    service.proc.start()
-    return service
-
-
 # ---------------------------------------------------------------- live access
 
 
@@ -438,7 +318,7 @@ class Stack:
     ferret: procs.Proc
     store: procs.InfluxHandle
     devnet: procs.Devnet
-    auth: AuthService
+    auth: AuthStack
     demo_password: str
     publisher_password: str
     ingest: procs.Proc | None = None
@@ -520,15 +400,26 @@ def start_stack(
         devnet = start_devnet(workdir / "devnet", milestone_s)
         started += [devnet.node, devnet.faucet]
         demo_password = secrets.token_urlsafe(12)
-        auth = start_broker_auth(
+        auth = start_auth_stack(
             workdir / "broker_auth",
             broker,
             f"mongodb://127.0.0.1:{ferret_port}/",
             devnet.url,
-            store.writer_env,
-            watcher_s,
-            demo_password,
-            auth_env,
+            {
+                "MQTT_WS_PORT": str(broker.ws_port),
+                "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
+                "WATCHER_INTERVAL_S": str(watcher_s),
+                "RECONCILE_INTERVAL_S": "60",  # the production default
+                **store.writer_env,
+                "SEED_DEMO": "true",
+                "DEMO_DEVICE_PASSWORD": demo_password,
+                # Every buyer of a benchmark signs up and orders from 127.0.0.1.
+                "SIGNUP_MAX_PER_IP": "100000",
+                **(auth_env or {}),
+            },
+            pool_size=200,
+            wait_for_node=True,
+            ready_timeout=90,
         )
         started.append(auth.proc)
         stack = Stack(

@@ -43,17 +43,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from bench import harness
 from bench.common import write_result
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Client
-from stack import procs
-from stack.scrape import scrape_metrics
+from testing import procs
+from testing.scrape import scrape_metrics
 
 PUBLISHER = "bench.publisher"
 BARE = ("paho", "mosquitto_sub")
@@ -352,8 +351,9 @@ def clear_sessions(b: Bench, client_ids: list[str]) -> None:
     """Connect as each consumer with a clean start and no expiry: the broker forgets its
     session, which would otherwise keep queueing every later run's readings."""
     for client_id in client_ids:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        client.username_pw_set(acl_model.INGEST_USERNAME, b.mq.ingest_password)
+        client = testing.mqtt.client(
+            acl_model.INGEST_USERNAME, b.mq.ingest_password, client_id=client_id
+        )
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0
         client.connect("127.0.0.1", b.mq.port, clean_start=True, properties=props)

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stack import procs
-from stack.scrape import scrape_metrics
+from testing import procs
+from testing.scrape import scrape_metrics
 
 PUBLISHER = "bench.publisher"
 

@@ -46,8 +46,8 @@ from typing import Any
 from bench import harness
 from bench.common import RESULTS_DIR, write_result
 from bench.pipeline import count_stored, histogram_quantile
-from stack import procs
-from stack.mqtt_probe import wait_for_access
+from testing import procs
+from testing.mqtt import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "soak-live"
@@ -199,8 +199,8 @@ def run_buyer(
         return {"username": username, "error": "not started"}
     row: dict[str, Any] = {"username": username, "started_at": time.time()}
     try:
-        stack.auth.register(username)
-        order = stack.auth.order(username, PRODUCT, HOURS)
+        stack.auth.register(username, harness.BUYER_PASSWORD)
+        order = stack.auth.order(username, harness.BUYER_PASSWORD, PRODUCT, HOURS)
         row["signup_and_order_s"] = time.time() - row["started_at"]
         signed = wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         row["bundle"] = signed.bundle_hash

@@ -27,7 +27,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from bench.common import write_result
 from ingest.store import _PRECISION as MS
-from stack import procs
+from testing import procs
 
 
 class Writer(threading.Thread):

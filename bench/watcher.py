@@ -38,8 +38,8 @@ from broker_auth.broker.control import DynsecClient
 from broker_auth.broker.projector import Projector
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger.iri import IriLedger
-from stack import procs
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
 
 WATCHED = (10, 1_000, 10_000)
 HISTORY = 10_000

@@ -17,13 +17,12 @@ import argparse
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stack.procs import free_port
+from deploy.host import forward_signals, free_port
 
 DEFAULT_MWM = int(os.environ.get("IOTA_MWM", "5"))
 
@@ -146,12 +145,7 @@ def _run_hornet(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, i
     child = subprocess.Popen(
         argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
+    forward_signals(child)
     mismatch: int | None = None
     assert child.stdout is not None
     for line in child.stdout:

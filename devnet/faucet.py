@@ -42,7 +42,7 @@ from iota.crypto.signing import KeyGenerator
 from iota.crypto.types import Seed
 from pydantic import AfterValidator, BaseModel, Field
 
-from wallet import speedups, ternary
+from broker_auth.ledger import speedups, ternary
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ FAUCET_TAG = Tag(b"DEVNET9FAUCET")
 MAX_OUTPUTS_PER_ROUND = 50
 CONFIRM_TIMEOUT_S = 30.0
 # Nodes refuse value transfers to addresses whose last trit is not zero.
-ZERO_LAST_TRIT = "9ABCDWXYZ"
 
 
 def _valid_address(value: str) -> str:
@@ -59,7 +58,7 @@ def _valid_address(value: str) -> str:
         raise ValueError("an address is 81 trytes (A-Z and 9), or 90 with checksum")
     if len(value) == 90 and not Address(value.encode()).is_checksum_valid():
         raise ValueError("the address checksum is invalid")
-    if value[80] not in ZERO_LAST_TRIT:
+    if value[80] not in ternary.ZERO_LAST_TRIT:
         raise ValueError("not a Kerl address (its last trit must be 0): nodes refuse value to it")
     return value[:81]
 

@@ -23,8 +23,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.procs import REPO_ROOT, find_binary
-from wallet import ternary
+from broker_auth.ledger import ternary
+from deploy.host import REPO_ROOT, find_binary
 
 SECURITY_LEVEL = 2
 # Every command the project's code and PyOTA send; loopback callers are limited like others.
@@ -46,7 +46,6 @@ API_COMMANDS = [
 ]
 DISABLED_PLUGINS = ["Autopeering", "CLI", "Dashboard", "WarpSync", "Profiling", "Spammer"]
 # The last trit of a coordinator seed must be zero ("each 243rd trit must be zero").
-ZERO_LAST_TRIT = "9ABCDWXYZ"
 # Hornet's own profiles.json, copied from its module by scripts/bootstrap.sh (the image: env).
 DEFAULT_PROFILES = REPO_ROOT / ".tools" / "hornet" / "profiles.json"
 _ROOT_RE = re.compile(r"Merkle tree root: ([9A-Z]{81})")
@@ -100,7 +99,7 @@ def genesis_address(seed: str) -> str:
     from iota.crypto.addresses import AddressGenerator
     from iota.crypto.types import Seed
 
-    from wallet import speedups
+    from broker_auth.ledger import speedups
 
     speedups.install()
     return str(AddressGenerator(Seed(seed.encode()), SECURITY_LEVEL).get_addresses(0, 1)[0])
@@ -295,7 +294,7 @@ def prepare(
     root_file = coo_dir / f"coordinator-{merkle_depth}.root"
     if not (root_file.exists() and (coo_dir / tree).exists()):
         coo_dir.mkdir(parents=True, exist_ok=True)
-        coo_seed = _read_or_create_seed(coo_dir / "coordinator.seed", ZERO_LAST_TRIT)
+        coo_seed = _read_or_create_seed(coo_dir / "coordinator.seed", ternary.ZERO_LAST_TRIT)
         (coo_dir / tree).unlink(missing_ok=True)
         root_file.write_text(build_merkle_tree(coo_dir, coo_seed, merkle_depth, tree) + "\n")
     coo_address = root_file.read_text().strip()

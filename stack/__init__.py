@@ -1,4 +1,4 @@
-"""Running the whole system locally: configuration files, secrets and real processes.
-
-Used by `make run` (through supervisord), by the test suite and by the benchmarks.
+"""Running the whole system locally (`make run`, `make demo`): configuration files, secrets and
+the supervised processes. Nothing else: the harness tests and benchmarks share is `testing/`,
+the Docker Compose init step is `deploy/`.
 """

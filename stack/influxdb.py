@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from deploy.host import find_binary, forward_signals
 
 DATABASE = "telemetry"
 ADMIN_USER = "iot-admin"
@@ -120,7 +120,7 @@ def ping(url: str) -> bool:
         return False
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """An InfluxQL string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -148,7 +148,7 @@ def provision(url: str, credentials: Credentials, database: str = DATABASE) -> N
     with contextlib.suppress(RuntimeError):
         influxql(
             url,
-            f'CREATE USER "{ADMIN_USER}" WITH PASSWORD {_quoted(credentials.admin_password)}'
+            f'CREATE USER "{ADMIN_USER}" WITH PASSWORD {quoted(credentials.admin_password)}'
             " WITH ALL PRIVILEGES",
             None,
         )
@@ -161,75 +161,16 @@ def provision(url: str, credentials: Credentials, database: str = DATABASE) -> N
         wanted.append((READER_USER, credentials.reader_password, "READ"))
     for user, password, privilege in wanted:
         if user in existing:  # keep it in step with the secret the services hold
-            influxql(url, f'SET PASSWORD FOR "{user}" = {_quoted(password)}', admin)
+            influxql(url, f'SET PASSWORD FOR "{user}" = {quoted(password)}', admin)
         else:
-            influxql(url, f'CREATE USER "{user}" WITH PASSWORD {_quoted(password)}', admin)
+            influxql(url, f'CREATE USER "{user}" WITH PASSWORD {quoted(password)}', admin)
         influxql(url, f'GRANT {privilege} ON "{database}" TO "{user}"', admin)
 
 
-@dataclass(frozen=True)
-class Reader:
-    """Read back what was written (tests, benchmarks): InfluxQL for points, Flux for panels."""
-
-    url: str
-    token: str
-    database: str = DATABASE
-
-    def query(self, statement: str) -> dict[str, Any]:
-        """One InfluxQL statement on the database, timestamps in ms."""
-        return influxql(self.url, statement, self.token, {"db": self.database, "epoch": "ms"})
-
-    def series(
-        self, measurement: str, field: str, **tags: str
-    ) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
-        """Each series of `measurement` matching `tags`: its tags and (timestamp ms, value)."""
-        where = " AND ".join(f'"{k}" = {_quoted(v)}' for k, v in tags.items())
-        statement = (
-            f'SELECT "{field}" FROM "{measurement}"'
-            + (f" WHERE {where}" if where else "")
-            + " GROUP BY *"
-        )
-        body = self.query(statement)
-        return [
-            (
-                dict(series.get("tags") or {}),
-                [(int(t), float(v)) for t, v in series["values"] if v is not None],
-            )
-            for series in body["results"][0].get("series", [])
-        ]
-
-    def points(self, measurement: str, field: str, **tags: str) -> list[tuple[int, float]]:
-        """(timestamp ms, value) of every series matching `tags`, oldest first."""
-        return sorted(p for _, points in self.series(measurement, field, **tags) for p in points)
-
-    def count_where_prefix(self, measurement: str, field: str, tag: str, prefix: str) -> int:
-        """How many points of `measurement` have `tag` starting with `prefix` (benchmarks)."""
-        pattern = re.escape(prefix).replace("/", r"\/")
-        statement = f'SELECT count("{field}") FROM "{measurement}" WHERE "{tag}" =~ /^{pattern}/'
-        body = influxql(self.url, statement, self.token, {"db": self.database})
-        series = body["results"][0].get("series", [])
-        return int(series[0]["values"][0][1]) if series else 0
-
-    def flux(self, query: str) -> list[dict[str, Any]]:
-        """The records of a Flux query (annotated CSV parsed by influxdb-client)."""
-        from influxdb_client.client.influxdb_client import InfluxDBClient
-
-        with InfluxDBClient(url=self.url, token=self.token, org="-", timeout=30_000) as client:
-            tables = client.query_api().query(query)
-        return [dict(record.values) for table in tables for record in table.records]
-
-
 def serve(data_dir: Path, port: int, rpc_port: int, credentials: Credentials) -> int:
-    from stack.procs import find_binary
-
     config = write_config(data_dir, port, rpc_port)
     child = subprocess.Popen([find_binary("influxd"), "-config", str(config)])
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
+    forward_signals(child)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while child.poll() is None and not ping(url):

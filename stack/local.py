@@ -7,18 +7,15 @@ Children inherit the environment built here, so no secret is written into superv
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from stack import influxdb, procs, seller_pool
+from deploy.host import VENV_BIN, find_binary, forward_signals, http_ok
+from stack import ferretdb, influxdb, mosquitto_conf, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets
 from stack.settings import StackSettings
-
-VENV_BIN = Path(sys.executable).parent
 
 
 def _program(
@@ -146,7 +143,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
     data = s.data_dir
     ports = MosquittoPorts(s.mqtt_port, s.mqtt_tls_port, s.mqtt_ws_port)
     secrets = ensure_secrets(data / "secrets.env")
-    mosquitto_conf, _ = procs.prepare_mosquitto(
+    conf_file, _ = mosquitto_conf.prepare(
         data / "mosquitto",
         secrets["DYNSEC_ADMIN_PASSWORD"],
         secrets["INGEST_MQTT_PASSWORD"],
@@ -154,9 +151,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
     )
     (data / "ferretdb").mkdir(parents=True, exist_ok=True)
     programs = [
-        _program(
-            "mosquitto", [procs.find_binary("mosquitto"), "-c", str(mosquitto_conf)], 10, data
-        ),
+        _program("mosquitto", [find_binary("mosquitto"), "-c", str(conf_file)], 10, data),
         _program(
             "influxdb",
             [
@@ -228,7 +223,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             0,
             _program(
                 "ferretdb",
-                procs.ferretdb_argv(data / "ferretdb", s.mongo_port, s.ferretdb_debug_port),
+                ferretdb.argv(data / "ferretdb", s.mongo_port, s.ferretdb_debug_port),
                 5,
                 data,
             ),
@@ -274,12 +269,7 @@ def run(s: StackSettings | None = None) -> int:
     supervisord = subprocess.Popen(
         [str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)], env=env, start_new_session=True
     )
-
-    def forward(signum: int, _frame: object) -> None:
-        supervisord.send_signal(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
+    forward_signals(supervisord)
     _announce_when_ready(s, supervisord, data)
     while True:
         try:
@@ -294,7 +284,7 @@ def _announce_when_ready(
     deadline = time.monotonic() + 120
     health = f"http://127.0.0.1:{s.api_port}/healthz"
     while time.monotonic() < deadline and supervisord.poll() is None:
-        if procs.http_ok(health):
+        if http_ok(health):
             print(
                 f"""
 =====================================================================

@@ -1,15 +1,19 @@
-"""Render mosquitto.conf from `mosquitto/mosquitto.conf.template` for a data directory."""
+"""Mosquitto's files for a data directory: mosquitto.conf rendered from
+`mosquitto/mosquitto.conf.template`, the dynamic-security bootstrap and TLS material."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from stack.tls import TlsFiles
+from broker_auth.broker.acl_model import Client, Role
+from deploy import dynsec_file
+from deploy.host import REPO_ROOT
+from deploy.tls import TlsFiles, ensure_tls_files
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "mosquitto" / "mosquitto.conf.template"
 DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 # Built by scripts/bootstrap.sh from mosquitto/plugin/ (client ids belong to their user).
@@ -48,3 +52,24 @@ def render(
         cert_file=str(tls.server_cert),
         key_file=str(tls.server_key),
     )
+
+
+def prepare(
+    workdir: Path,
+    admin_password: str,
+    ingest_password: str,
+    ports: MosquittoPorts,
+    extra_clients: Sequence[Client] = (),
+    extra_roles: Sequence[Role] = (),
+) -> tuple[Path, TlsFiles]:
+    """Write the dynsec bootstrap (first time only), TLS material and mosquitto.conf."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    dynsec = workdir / "dynamic-security.json"
+    if not dynsec.exists():
+        dynsec_file.write_bootstrap(
+            dynsec, admin_password, ingest_password, extra_clients, extra_roles
+        )
+    tls = ensure_tls_files(workdir / "tls")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(render(workdir, dynsec, tls, ports))
+    return conf, tls

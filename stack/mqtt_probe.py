@@ -1,4 +1,4 @@
-"""A small synchronous MQTT client for the demo, tests and benchmarks.
+"""A small synchronous MQTT client for the demo (`make demo`), tests and benchmarks.
 
 It answers the questions a buyer asks of the broker: may I connect, is this subscription
 granted, which messages arrive, was I disconnected.
@@ -194,50 +194,3 @@ class MqttProbe:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-@dataclass
-class Access:
-    probe: MqttProbe  # connected, subscribed to the topic
-    granted_at: float  # wall time the SUBACK granting the topic arrived
-    attempts: int
-    last_refused_at: float | None  # the attempt before: access began between the two
-
-
-def wait_for_access(
-    port: int,
-    username: str,
-    password: str,
-    topic: str,
-    timeout: float = 60.0,
-    period: float = 0.02,
-) -> Access:
-    """Connect and SUBSCRIBE to `topic` every `period` s until it is granted.
-
-    A fresh connection per attempt, as a buyer's client would after a refusal: the grant itself
-    disconnects the buyer's connected clients (dynamic security kicks a client whose roles
-    change), so an old connection could be mid-kick; such an attempt ends in ConnectionLostError
-    and the next one follows. The short SUBACK timeout bounds what a slow attempt costs (a SUBACK
-    comes in milliseconds; a late one only means one more attempt). Refused credentials never
-    turn into access: they raise PermissionError at once.
-    """
-    deadline = time.monotonic() + timeout
-    attempts = 0
-    last_refused: float | None = None
-    while time.monotonic() < deadline:
-        attempts += 1
-        probe = MqttProbe(port, username, password)
-        try:
-            if not probe.connect(timeout=2):
-                raise PermissionError(f"{username}: the broker refused the credentials")
-            if probe.subscribe(topic, timeout=0.25):
-                return Access(probe, time.time(), attempts, last_refused)
-            last_refused = time.time()
-        except PermissionError:
-            raise
-        except (TimeoutError, OSError):
-            pass  # kicked mid-attempt (ConnectionLostError) or a slow broker: try again
-        # Closing a kicked probe waits out paho's reconnect sleep (up to 1 s): not our time.
-        threading.Thread(target=probe.close, daemon=True).start()
-        time.sleep(period)
-    raise TimeoutError(f"{username}: {topic} not granted within {timeout:.0f} s")

@@ -13,18 +13,6 @@ from pathlib import Path
 
 from stack.influxdb import READER_USER, WRITER_USER
 
-TRYTES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ9"
-
-# Random addresses nobody holds a seed of (tests, benchmarks): Kerl addresses end in a zero trit
-# and nodes refuse value transfers to any other address, so the last tryte must have a zero
-# third trit (values -4..4).
-LAST_TRYTES = "9ABCDWXYZ"
-
-
-def random_address() -> str:
-    return "".join(secrets.choice(TRYTES) for _ in range(80)) + secrets.choice(LAST_TRYTES)
-
-
 GENERATED: dict[str, Callable[[], str]] = {
     "BROKER_ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),
     "DYNSEC_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),

@@ -15,7 +15,8 @@ import os
 import secrets
 from pathlib import Path
 
-from wallet import seller, ternary
+from broker_auth.ledger import ternary
+from wallet import seller
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stack.procs import REPO_ROOT
+from deploy.host import REPO_ROOT
 
 
 class StackSettings(BaseSettings):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import secrets
 
-from wallet import ternary
-from wallet.curl import _INITIAL_STATE, HASH_TRITS, absorb, transform
+from broker_auth.ledger import ternary
+from broker_auth.ledger.curl import _INITIAL_STATE, HASH_TRITS, absorb, transform
 
 NONCE_TRYTES = 27
 

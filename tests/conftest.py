@@ -16,7 +16,7 @@ import pytest
 
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Client, Role
-from stack import procs
+from testing import procs
 from tests.devnet_fixture import TEST_MWM, start_devnet
 
 # Every PyOTA call of the tests (wallet, harness) and every process they start uses the devnets'

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from iota.crypto.types import Seed
 
-from stack import procs
+from testing import procs
 from wallet import payments
 
 API_HEADERS = procs.IOTA_API_HEADERS

@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack import influxdb, procs
+from stack import influxdb
 from stack.mqtt_probe import MqttProbe
 from stack.secrets import read_env_file
+from testing import procs
+from testing.influx import Reader
 
 
 def _stack_env(data_dir: Path) -> dict[str, str]:
@@ -47,10 +49,10 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _influx(env: dict[str, str], data_dir: Path) -> influxdb.Reader:
+def _influx(env: dict[str, str], data_dir: Path) -> Reader:
     """The local InfluxDB, read as its admin with the password make run generated."""
     password = read_env_file(data_dir / "secrets.env")["INFLUX_ADMIN_PASSWORD"]
-    return influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", f"iot-admin:{password}")
+    return Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", f"iot-admin:{password}")
 
 
 def _stored_readings(env: dict[str, str]) -> int:
@@ -95,12 +97,12 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         procs.wait_until(lambda: _stored_readings(env) > 0, 30, "raw readings in the store")
         # The services hold a token that may write the database and nothing else.
         writer = read_env_file(tmp_path / "data" / "secrets.env")["INFLUX_TOKEN"]
-        refused = influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", writer)
+        refused = Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", writer)
         with pytest.raises(RuntimeError, match="requires READ"):
             refused.points("reading", "value")
         # broker_auth's reader (the seller's device list) may read.
         reader = read_env_file(tmp_path / "data" / "secrets.env")["INFLUX_READ_TOKEN"]
-        assert influxdb.Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", reader).points(
+        assert Reader(f"http://127.0.0.1:{env['INFLUX_PORT']}", reader).points(
             "reading", "value", device="plug-1"
         )
         assert "IoT telemetry broker is up" in log.read_text()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from iota import Address
 
-from stack.secrets import GENERATED, ensure_secrets, random_address
+from stack.secrets import GENERATED, ensure_secrets
+from testing.addresses import random_address
 
 
 def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from stack import procs
+import testing.mqtt
+from testing import procs
 
 
 def _connect(client: mqtt.Client, port: int) -> bool:
@@ -26,18 +26,18 @@ def _connect(client: mqtt.Client, port: int) -> bool:
 
 
 def test_tls_client_with_the_generated_ca_connects(mosquitto: procs.MosquittoHandle) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = testing.mqtt.client(client_id="")
     client.tls_set(ca_certs=str(mosquitto.tls.ca_cert))
     assert _connect(client, mosquitto.tls_port)
 
 
 def test_tls_client_without_the_ca_is_refused(mosquitto: procs.MosquittoHandle) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = testing.mqtt.client(client_id="")
     client.tls_set()  # the system's trust store: our local CA is not in it
     with pytest.raises(ssl.SSLCertVerificationError):
         client.connect("localhost", mosquitto.tls_port, keepalive=10)
 
 
 def test_websocket_listener_serves_mqtt(mosquitto: procs.MosquittoHandle) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, transport="websockets")
+    client = testing.mqtt.client(client_id="", transport="websockets")
     assert _connect(client, mosquitto.ws_port)

@@ -31,17 +31,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from broker_auth.ledger import ternary
 from wallet import payments, seller
 from wallet.pool_keeper import PoolKeeper
 
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 DEFAULT_NODE = os.environ.get("IOTA_NODE_URL", "http://127.0.0.1:14265")
 DEFAULT_FAUCET = os.environ.get("IOTA_FAUCET_URL", "http://127.0.0.1:14266")
 
 
 def write_new_seed(path: Path, force: bool = False) -> None:
     """A fresh random seed in a file only its owner can read; refuses to overwrite by default."""
-    seed = "".join(secrets.choice(TRYTES) for _ in range(81))
+    seed = "".join(secrets.choice(ternary.ALPHABET) for _ in range(81))
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
         fd = os.open(path, flags, 0o600)
@@ -58,7 +58,7 @@ def read_seed(path: Path) -> str:
         mode = path.stat().st_mode
     except OSError as exc:
         raise payments.WalletError(f"cannot read the seed file: {exc}") from None
-    if len(text) != 81 or any(c not in TRYTES for c in text):
+    if len(text) != 81 or any(c not in ternary.ALPHABET for c in text):
         raise payments.WalletError(f"{path} does not hold an 81-tryte seed")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         print(f"warning: {path} is readable by others; chmod 600 it", file=sys.stderr)

@@ -36,13 +36,12 @@ from iota import Address, Iota, ProposedTransaction, Tag, Transaction, Transacti
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
-from wallet import speedups, ternary
+from broker_auth.ledger import speedups, ternary
 
 SECURITY_LEVEL = 2
 DEPTH = 3
 DEFAULT_MWM = 14  # IRI mainnet's, used when a node hides getNodeAPIConfiguration
 HTTP_TIMEOUT_S = 60.0
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _UNSAFE_TAG_CYCLE = 100_000  # finalize needs ~100 attempts on average; give it a wide margin
 
 SeedLike: TypeAlias = Seed | str
@@ -100,14 +99,14 @@ class SeedState:
 
 def _seed(seed: SeedLike) -> Seed:
     text = str(seed)
-    if len(text) != 81 or any(c not in TRYTES for c in text):
+    if len(text) != 81 or any(c not in ternary.ALPHABET for c in text):
         raise WalletError("a seed is 81 trytes (A-Z and 9)")
     return Seed(text.encode())
 
 
 def parse_address(address: str) -> Address:
     address = address.strip()
-    if len(address) not in (81, 90) or any(c not in TRYTES for c in address):
+    if len(address) not in (81, 90) or any(c not in ternary.ALPHABET for c in address):
         raise WalletError("an address is 81 trytes (A-Z and 9), or 90 with checksum")
     if len(address) == 90 and not Address(address.encode()).is_checksum_valid():
         raise WalletError("the address checksum is invalid")
@@ -116,7 +115,7 @@ def parse_address(address: str) -> Address:
 
 def _tag(tag: str) -> Tag:
     tag = tag.strip()
-    if len(tag) > 27 or any(c not in TRYTES for c in tag):
+    if len(tag) > 27 or any(c not in ternary.ALPHABET for c in tag):
         raise WalletError("a tag is up to 27 trytes (A-Z and 9)")
     # PyOTA 2.1.0 makes the bundle hash "secure" by incrementing the tail's obsolete tag, which
     # starts as the tag; counting up from a small negative value reaches all-9s, where it falls

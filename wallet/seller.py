@@ -26,7 +26,8 @@ from iota.crypto.addresses import AddressGenerator
 from iota.crypto.signing import KeyGenerator
 from iota.crypto.types import Seed
 
-from wallet import payments, speedups
+from broker_auth.ledger import speedups
+from wallet import payments
 
 SECURITY_LEVEL = payments.SECURITY_LEVEL
 MAX_INPUTS_PER_BUNDLE = 40

@@ -43,11 +43,11 @@ from broker_auth.errors import ConflictError, InvalidError, NotFoundError, Unava
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger import Ledger, LedgerUnavailableError
+from broker_auth.ledger.ternary import ALPHABET as TRYTES
 from broker_auth.schemas import MAX_IOTA, OrderCreated, OrderOut
 
 log = logging.getLogger(__name__)
 
-TRYTES = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TAG_LENGTH = 27
 
 

@@ -1,7 +1,7 @@
 """Who may do what on the broker: the desired dynamic-security state, as plain data.
 
 Mosquitto's dynamic-security plugin is a projection of this model; broker_auth creates and
-reconciles it over `$CONTROL/dynamic-security/v1`, and `stack.dynsec_file` writes its static
+reconciles it over `$CONTROL/dynamic-security/v1`, and `deploy.dynsec_file` writes its static
 part into the plugin's bootstrap file before Mosquitto first starts.
 
 Default access is deny for everything but unsubscribing. Receiving is denied by default too

@@ -24,13 +24,11 @@ from typing import Any
 from iota import Address, BadApiResponse, Iota, Transaction, TransactionHash
 from iota.adapter import HttpAdapter
 
-from broker_auth.ledger import Balances, BundleSeen, LedgerUnavailableError
-from wallet import speedups, ternary
+from broker_auth.ledger import Balances, BundleSeen, LedgerUnavailableError, speedups, ternary
 
 log = logging.getLogger(__name__)
 
 LIST_LIMIT = 1000  # Hornet's httpAPI.limits.requestsList and findTransactions
-ZERO_LAST_TRIT = "9ABCDWXYZ"
 CACHE_SIZE = 50_000
 # Bounds on the pending-bundle work of one call, whatever strangers attach (bundles_paying).
 TAILS_PER_CALL = 8  # attachments validated per call, addresses served in turn
@@ -152,7 +150,7 @@ class IriLedger:
             return "not an address: 81 trytes (A-Z and 9), or 90 with checksum"
         if len(address) == 90 and not Address(address.encode()).is_checksum_valid():
             return "invalid checksum"
-        if address[80] not in ZERO_LAST_TRIT:
+        if address[80] not in ternary.ZERO_LAST_TRIT:
             return "not a Kerl address (last trit not 0): nodes refuse value sent to it"
         return None
 

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing import procs
+from testing.broker_auth import AuthStack, start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
 
 AuthStackFactory = Callable[..., AuthStack]

@@ -18,13 +18,13 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from ingest.store import _PRECISION as MS
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from tests.auth_stack import AuthStack
+from testing import procs
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.conftest import Store
 from tests.devnet_fixture import pay_from_fresh_seed
-from tests.support import wait_for
 
 PASSWORD = "admin-api-buyer-1"
 PRICE = 3600

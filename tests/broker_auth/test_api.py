@@ -10,9 +10,10 @@ import math
 import httpx
 import pytest
 
-from tests.auth_stack import AuthStack
+from broker_auth.ledger import ternary
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
-from tests.support import wait_for
 
 PASSWORD = "correct-horse-battery"
 
@@ -257,7 +258,7 @@ def test_order_for_plug_1(api: httpx.Client, stack: AuthStack, buyer: tuple[str,
     }
     assert order["amount_iota"] == 50
     assert order["address"] in stack.pool
-    assert len(order["tag"]) == 27 and set(order["tag"]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ9")
+    assert len(order["tag"]) == 27 and set(order["tag"]) <= set(ternary.ALPHABET)
     assert order["status"] == "pending"
     expires = parse_time(order["expires_at"])
     assert before + dt.timedelta(minutes=59) < expires < before + dt.timedelta(minutes=61)

@@ -34,14 +34,14 @@ from iota import (
 )
 from iota.crypto.types import Seed
 
-from stack import procs
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
+from testing.broker_auth import AuthStack, get_order, place_order, start_auth_stack
+from testing.procs import wait_for
 from tests.attacker_pow import do_pow
-from tests.auth_stack import AuthStack, start_auth_stack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.conftest import Mongo, MosquittoFactory
 from tests.devnet_fixture import TEST_MWM, start_devnet
-from tests.support import wait_for
 from wallet import payments
 from wallet.payments import SeedState
 
@@ -74,16 +74,10 @@ class Arena:
         return username, PASSWORD
 
     def order(self, auth: tuple[str, str], hours: float = 0.01) -> dict[str, Any]:
-        r = self.http().post("/api/orders", json={"product_id": "slow", "hours": hours}, auth=auth)
-        assert r.status_code == 201, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return place_order(self.stack.api_url, *auth, "slow", hours)
 
     def get_order(self, auth: tuple[str, str], order_id: str) -> dict[str, Any]:
-        r = self.http().get(f"/api/orders/{order_id}", auth=auth)
-        assert r.status_code == 200, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return get_order(self.stack.api_url, *auth, order_id)
 
     def wait_confirmed(self, auth: tuple[str, str], order_id: str, iota: int) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:

@@ -23,13 +23,14 @@ from broker_auth.broker.control import DynsecClient
 from broker_auth.broker.projector import Projector
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
+from broker_auth.ledger import ternary
 from tests.conftest import Mongo, MosquittoFactory
 
 PRICE = 3600  # 1 iota = 1 s
 
 
 def new_address() -> str:
-    return "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ9") for _ in range(80)) + "9"
+    return "".join(secrets.choice(ternary.ALPHABET) for _ in range(80)) + "9"
 
 
 @dataclass

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from stack import procs
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing import procs
+from testing.broker_auth import AuthStack, start_auth_stack
+from testing.procs import wait_for
 from tests.conftest import MosquittoFactory
-from tests.support import wait_for
 
 PASSWORD = "outage-password"
 

@@ -14,15 +14,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stack import procs
-from tests.auth_stack import AuthStack
+import testing.mqtt
+from testing import procs
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.devnet_fixture import pay_from_fresh_seed
-from tests.support import wait_for
 
 PASSWORD = "notify-buyer-pw-1"
 PRICE = 3600  # 1 iota buys 1 s
@@ -43,10 +43,9 @@ class Listener:
         self.client: mqtt.Client | None = None
 
     def connect(self, subscribe_to: str | None = None) -> Listener:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        client = testing.mqtt.client(
+            self.username, self.stack.mqtt_passwords[self.username], client_id=self.client_id
         )
-        client.username_pw_set(self.username, self.stack.mqtt_passwords[self.username])
         subscribed = queue.Queue[list[int]]()
         client.on_message = lambda _c, _u, m: self.received.put(
             (time.time(), json.loads(m.payload))

@@ -26,13 +26,15 @@ from iota.crypto.types import Seed
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from stack import procs
-from stack.mqtt_probe import MqttProbe, wait_for_access
-from tests.auth_stack import AuthStack
+from broker_auth.ledger import ternary
+from stack.mqtt_probe import MqttProbe
+from testing import procs
+from testing.broker_auth import AuthStack
+from testing.mqtt import wait_for_access
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory, Publisher
 from tests.conftest import Store
 from tests.devnet_fixture import start_devnet
-from tests.support import wait_for
 from wallet import payments
 
 MILESTONE_INTERVAL_S = 1
@@ -386,7 +388,7 @@ def test_reattached_bundle_counts_once(world: World) -> None:
 def test_value_on_an_address_no_order_holds_is_kept_as_unmatched(world: World) -> None:
     free = world.stack.pool_state("free")["addresses"]
     address = free[-1]["address"]  # handed out last: no order of this module gets it
-    tag = "STRAY" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ9") for _ in range(22))
+    tag = "STRAY" + "".join(secrets.choice(ternary.ALPHABET) for _ in range(22))
     result = world.payer.pay(address, tag, 7)
 
     def recorded() -> dict[str, Any] | None:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from stack.mqtt_probe import MqttProbe
-from tests.auth_stack import AuthStack
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory, Publisher
-from tests.support import wait_for
 
 PASSWORD = "buyer-password-1"
 

@@ -18,11 +18,11 @@ import pytest
 from pymongo import MongoClient
 
 from broker_auth.broker.projector import product_rolename
-from stack import procs
-from tests.auth_stack import AuthStack, start_replica
+from testing import procs
+from testing.broker_auth import AuthStack, start_replica
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.devnet_fixture import pay_from_fresh_seed
-from tests.support import wait_for
 
 LEASE_TTL_S = 3.0
 PASSWORD = "replica-test-password"

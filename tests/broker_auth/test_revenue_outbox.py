@@ -18,13 +18,13 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from broker_auth.billing.outbox import payment_point
-from stack import influxdb, procs
-from stack.procs import REPO_ROOT
-from tests.auth_stack import AuthStack
+from stack import influxdb
+from testing import procs
+from testing.broker_auth import AuthStack
+from testing.procs import REPO_ROOT, wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.dashboards import grafana
 from tests.devnet_fixture import pay_from_fresh_seed
-from tests.support import wait_for
 
 PASSWORD = "outbox-buyer-pw-1"
 PRODUCT = "outbox-live"

@@ -19,10 +19,10 @@ from pymongo.database import Database
 
 from broker_auth.broker.control import DynsecClient
 from broker_auth.broker.projector import product_rolename
-from tests.auth_stack import AuthStack, credited_grant, start_auth_stack
+from testing.broker_auth import AuthStack, credited_grant, start_auth_stack
+from testing.procs import wait_for
 from tests.broker_auth.control_proxy import ControlProxy
 from tests.conftest import Mongo, MosquittoFactory
-from tests.support import wait_for
 
 PASSWORD = "revoke-retry-password"
 PRODUCT = "rr-live"

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.auth_stack import AuthStack
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
-from tests.support import wait_for
 
 PASSWORD = "session-password-1"
 TTL_S = 3.0

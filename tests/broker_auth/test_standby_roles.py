@@ -23,10 +23,10 @@ from pymongo.database import Database
 
 from broker_auth.broker.projector import product_rolename
 from broker_auth.infra.clock import utcnow
-from tests.auth_stack import AuthStack, credited_grant, start_replica
+from testing.broker_auth import AuthStack, credited_grant, start_replica
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.broker_auth.control_proxy import ControlProxy
-from tests.support import wait_for
 
 PASSWORD = "standby-roles-password"
 PRODUCT = "sb-live"

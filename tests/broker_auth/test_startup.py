@@ -7,9 +7,9 @@ import secrets
 
 import pytest
 
-from tests.auth_stack import start_auth_stack
+from testing.broker_auth import start_auth_stack
+from testing.procs import wait_for
 from tests.conftest import Mongo, MosquittoFactory
-from tests.support import wait_for
 
 
 def test_starts_before_the_broker(

@@ -28,11 +28,11 @@ import pytest
 from iota import Address, Iota, ProposedTransaction, Tag, TransactionHash
 from iota.crypto.types import Seed
 
-from stack.secrets import random_address
+from testing.addresses import random_address
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.broker_auth.test_attacks import PRICE, Arena
 from tests.devnet_fixture import start_devnet
-from tests.support import wait_for
 from wallet import payments
 
 POOL_SIZE = 46  # what the attack emptied in 5.8 s

@@ -17,10 +17,10 @@ import httpx
 from iota import Address, Iota
 from iota.crypto.types import Seed
 
-from stack import procs
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
-from tests.support import wait_for
 from wallet import payments, seller
 
 FAST = 3_600_000  # 1000 iota a second

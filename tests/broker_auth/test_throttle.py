@@ -22,8 +22,8 @@ from pymongo.collection import Collection
 
 from broker_auth.accounts.throttle import SlidingWindow, purge_expired
 from broker_auth.infra.db import Doc
-from stack import procs
-from tests.auth_stack import AuthStack
+from testing import procs
+from testing.broker_auth import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.conftest import Mongo
 

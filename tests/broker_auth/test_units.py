@@ -9,6 +9,7 @@ from broker_auth.accounts import passwords
 from broker_auth.billing.order_record import status_of
 from broker_auth.billing.orders import amount_for, new_tag
 from broker_auth.infra.clock import utcnow
+from broker_auth.ledger import ternary
 from broker_auth.ledger.iri import IriLedger
 from broker_auth.schemas import check_topic_filter
 
@@ -43,7 +44,7 @@ def test_passwords_are_salted_and_checked() -> None:
 
 def test_tags_are_27_trytes() -> None:
     tag = new_tag()
-    assert len(tag) == 27 and set(tag) <= set("9ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert len(tag) == 27 and set(tag) <= set(ternary.ALPHABET)
 
 
 def test_order_status() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stack import procs
+from testing import procs
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -163,7 +163,7 @@ def ingest_worker(
 def run_init(
     env: dict[str, str], data: Path, tls: Path, *args: str, uid: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m stack.compose_init` as the compose `init` service runs it, into data/tls."""
+    """`python -m deploy.compose_init` as the compose `init` service runs it, into data/tls."""
     paths = {
         "INIT_DYNSEC_FILE": str(data / "dynamic-security.json"),
         "INIT_TLS_DIR": str(tls),
@@ -171,7 +171,7 @@ def run_init(
         "MOSQUITTO_GID": str(os.getgid() if uid is None else uid),
     }
     return subprocess.run(
-        [sys.executable, "-m", "stack.compose_init", *args],
+        [sys.executable, "-m", "deploy.compose_init", *args],
         env={"PATH": os.environ["PATH"], **paths, **env},
         capture_output=True,
         text=True,

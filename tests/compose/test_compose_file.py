@@ -140,7 +140,7 @@ def test_project_services_run_the_project_image_and_its_console_scripts() -> Non
         assert command[0] == script and script in scripts, name
     assert services(config)["devnet"]["command"][1:4] == ["node", "--api-host", "0.0.0.0"]
     assert services(config)["faucet"]["command"][1:4] == ["faucet", "--host", "0.0.0.0"]
-    assert services(config)["init"]["command"] == ["python", "-m", "stack.compose_init"]
+    assert services(config)["init"]["command"] == ["python", "-m", "deploy.compose_init"]
     assert services(config)["simulator"]["profiles"] == ["demo"]
     assert services(config)["devnet"]["profiles"] == ["dev"]
     assert services(config)["faucet"]["profiles"] == ["dev"]
@@ -308,7 +308,7 @@ def test_dockerignore_keeps_secrets_and_state_out_of_the_build_context() -> None
     # Deny everything, then allow what the Dockerfile copies: .env, .data, .venv stay out.
     assert rules[0] == "*"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert not allowed & {".env", ".data", ".venv", ".git", ".tools", "tests"}
+    assert not allowed & {".env", ".data", ".venv", ".git", ".tools", "tests", "testing"}
     copied: set[str] = set()
     for line in re.findall(r"^COPY (.+)$", (REPO / "Dockerfile").read_text(), re.M):
         if not line.startswith("--from="):

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 
-from stack import procs
+from testing import procs
 from tests.compose.conftest import IngestWorker, compose_config
 
 

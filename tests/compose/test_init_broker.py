@@ -1,6 +1,6 @@
 """The `init` step for real, and a real Mosquitto started from what it wrote.
 
-`python -m stack.compose_init` writes the dynamic-security file and TLS material the way the
+`python -m deploy.compose_init` writes the dynamic-security file and TLS material the way the
 compose `init` service does; Debian's Mosquitto 2.0 (the same plugin) is then started with
 mosquitto/docker/mosquitto.conf, its container paths mapped to the test's directories. The
 broker's compose health check runs against it unchanged (but for the port).
@@ -21,11 +21,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
+import testing.mqtt
 from broker_auth.broker import acl_model
-from stack import mosquitto_conf, procs
-from stack.secrets import random_address
+from stack import mosquitto_conf
+from testing import procs
+from testing.addresses import random_address
 from tests.compose.conftest import REPO, compose_config, run_init
 
 DOCKER_CONF = REPO / "mosquitto" / "docker" / "mosquitto.conf"
@@ -281,7 +282,7 @@ def test_tls_listener_serves_the_generated_certificate(broker: Broker) -> None:
 
 def test_websocket_listener_accepts_mqtt(broker: Broker) -> None:
     connected: list[Any] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="websockets")
+    client = testing.mqtt.client(client_id="", protocol=mqtt.MQTTv311, transport="websockets")
     client.on_connect = lambda _c, _u, _f, reason, _p: connected.append(reason)
     client.connect("127.0.0.1", broker.ports[9001])
     client.loop_start()

@@ -18,15 +18,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from stack import procs
-from stack.scrape import scrape_metrics
-from tests.auth_stack import AuthStack, start_auth_stack
+import testing.mqtt
+from testing import procs
+from testing.broker_auth import AuthStack, start_auth_stack
+from testing.procs import wait_for
+from testing.scrape import scrape_metrics
 from tests.conftest import Mongo, MosquittoFactory
 from tests.devnet_fixture import pay_from_fresh_seed
 from tests.ingest.conftest import Worker, ingest_worker
-from tests.support import wait_for
 
 DEVICE = "dash-plug"
 SENSOR = "power"
@@ -52,10 +52,7 @@ class DashboardStack:
 
 
 def _publish_readings(broker: procs.MosquittoHandle, password: str) -> list[tuple[int, float]]:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"device.{DEVICE}:dash-{secrets.token_hex(3)}"
-    )
-    client.username_pw_set(f"device.{DEVICE}", password)
+    client = testing.mqtt.client(f"device.{DEVICE}", password, tag="dash", protocol=mqtt.MQTTv311)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     base_ms = int(time.time() * 1000) - 30_000  # the last 30 s, one reading every 0.5 s

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from stack import influxdb
-from stack.procs import REPO_ROOT
+from testing.procs import REPO_ROOT
 from tests.dashboards import grafana
 from tests.dashboards.conftest import DEVICE, PRODUCT, READINGS, SENSOR, DashboardStack
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stack import procs
+from testing import procs
 
 HEADERS = procs.IOTA_API_HEADERS
 # One client for all requests: httpx.post() builds a new SSL context (~0.1 s) on every call.

@@ -10,12 +10,13 @@ import pytest
 from iota import Address, Iota, ProposedTransaction, Tag, Transaction
 from iota.crypto.types import Seed
 
+from broker_auth.ledger import ternary
 from devnet.hornet import genesis_address
-from stack import procs
-from stack.secrets import random_address
+from testing import procs
+from testing.addresses import random_address
 from tests.devnet.conftest import Node
 from tests.devnet_fixture import TEST_MWM, start_devnet
-from wallet import payments, ternary
+from wallet import payments
 
 
 def test_node_is_hornet_synced_with_its_own_coordinator(node: Node) -> None:

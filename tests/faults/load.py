@@ -1,8 +1,9 @@
 """Load while a process is killed: devices publishing, a buyer paying, a sampler of health.
 
-- `Devices`: paho publishers at QoS 1, one reading per tick with a strictly increasing
-  millisecond timestamp per series. A reading counts as accepted by the broker when its PUBACK
-  arrives with a success code (paho re-sends unacknowledged readings after a reconnect).
+- `Devices`: devices (testing.devices) publishing at QoS 1, one reading per tick with a
+  strictly increasing millisecond timestamp per series. A reading counts as accepted by the
+  broker when its PUBACK arrives with a success code (paho re-sends unacknowledged readings
+  after a reconnect).
 - `Payer`: a buyer paying orders one after another (a fresh faucet-funded seed per payment)
   with wallet.payments; API or node errors are retried, a payment that failed half-way is
   marked ambiguous (the tangle says whether it happened).
@@ -15,107 +16,68 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 from iota import Address, Iota
 from iota.crypto.types import Seed
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
+from testing.devices import Device
 from tests.faults.stack import FaultStack
 from wallet import payments
 
 
-class Publisher:
-    """One device's connection publishing `live/<device>/<sensor>` at `rate_hz`."""
+def _ticking_device(
+    port: int, device: str, password: str, sensor: str
+) -> tuple[Device, Callable[[int], None]]:
+    """A connected device and its tick: one reading with a strictly increasing millisecond
+    timestamp per series, which is also the reading's key."""
+    dev = Device(port, device, password, sensor=sensor, tag="fault", reconnect_delay=(1, 2))
+    last_ts = 0
 
-    def __init__(self, port: int, device: str, password: str, sensor: str, rate_hz: float):
-        self.device = device
-        self.topic = f"live/{device}/{sensor}"
-        self.period = 1.0 / rate_hz
-        self._lock = threading.Lock()
-        self._sent: list[tuple[int, int]] = []  # (mid, ts ms)
-        self._acks: dict[int, bool] = {}  # mid -> success
-        self._last_ts = 0
-        self._stop = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"device.{device}:fault-{uuid.uuid4().hex[:6]}",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.username_pw_set(f"device.{device}", password)
-        self.client.max_inflight_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
-        self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"pub-{device}")
+    def tick(_n: int) -> None:
+        nonlocal last_ts
+        ts = max(int(time.time() * 1000), last_ts + 1)
+        last_ts = ts
+        dev.publish(json.dumps({"value": ts % 1000, "ts": ts}), key=ts)
 
-    def _on_publish(
-        self, _c: mqtt.Client, _u: object, mid: int, reason: ReasonCode, _p: Properties | None
-    ) -> None:
-        with self._lock:
-            self._acks[mid] = not reason.is_failure
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            ts = max(int(time.time() * 1000), self._last_ts + 1)
-            self._last_ts = ts
-            info = self.client.publish(self.topic, json.dumps({"value": ts % 1000, "ts": ts}), 1)
-            with self._lock:
-                self._sent.append((info.mid, ts))
-
-    def outstanding(self) -> int:
-        with self._lock:
-            return len(self._sent) - len(self._acks)
-
-    def stop(self, drain_timeout: float = 20.0) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        deadline = time.monotonic() + drain_timeout
-        while self.outstanding() > 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def sent(self) -> list[int]:
-        with self._lock:
-            return [ts for _, ts in self._sent]
-
-    def accepted(self) -> list[int]:
-        with self._lock:
-            return [ts for mid, ts in self._sent if self._acks.get(mid)]
+    return dev.connect(keepalive=10), tick
 
 
 class Devices:
+    """Devices publishing `live/<device>/<sensor>` at `rate_hz` each, QoS 1."""
+
     def __init__(self, stack: FaultStack, sensor: str, devices: dict[str, str], rate_hz: float):
         self.sensor = sensor
-        self.publishers = [
-            Publisher(stack.broker.port, d, pw, sensor, rate_hz) for d, pw in devices.items()
+        self.period = 1.0 / rate_hz
+        self._ticking = [
+            _ticking_device(stack.broker.port, d, pw, sensor) for d, pw in devices.items()
         ]
+        self.devices = [d for d, _ in self._ticking]
 
     def start(self) -> Devices:
-        for p in self.publishers:
-            p._thread.start()
+        for d, tick in self._ticking:
+            d.start(self.period, tick)
         return self
 
-    def stop(self) -> None:
-        for p in self.publishers:
-            p.stop()
+    def stop(self, drain_timeout: float = 20.0) -> None:
+        for d in self.devices:
+            d.stop()
+            deadline = time.monotonic() + drain_timeout
+            while d.outstanding() > 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            d.close()
 
     def outstanding(self) -> int:
-        return sum(p.outstanding() for p in self.publishers)
+        return sum(d.outstanding() for d in self.devices)
 
     def accepted(self) -> dict[str, list[int]]:
-        return {p.device: p.accepted() for p in self.publishers}
+        return {d.device_id: d.accepted_keys() for d in self.devices}
 
     def sent(self) -> dict[str, list[int]]:
-        return {p.device: p.sent() for p in self.publishers}
+        return {d.device_id: d.sent_keys() for d in self.devices}
 
 
 @dataclass

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from stack.scrape import scrape_metrics
-from tests.auth_stack import start_auth_stack
+from testing import procs
+from testing.broker_auth import get_order, place_order, start_auth_stack
+from testing.scrape import scrape_metrics
 from tests.devnet_fixture import start_devnet
 
 MILESTONE_INTERVAL_S = 1
@@ -138,17 +138,10 @@ class FaultStack:
         return username, BUYER_PASSWORD
 
     def create_order(self, auth: tuple[str, str], product: str, seconds: float) -> dict[str, Any]:
-        hours = seconds / 3600
-        r = self.api("POST", "/api/orders", json={"product_id": product, "hours": hours}, auth=auth)
-        assert r.status_code == 201, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return place_order(self.api_url, *auth, product, seconds / 3600)
 
     def get_order(self, auth: tuple[str, str], order_id: str) -> dict[str, Any]:
-        r = self.api("GET", f"/api/orders/{order_id}", auth=auth)
-        assert r.status_code == 200, r.text
-        order: dict[str, Any] = r.json()
-        return order
+        return get_order(self.api_url, *auth, order_id)
 
     def grants(self, auth: tuple[str, str]) -> list[dict[str, Any]]:
         r = self.api("GET", "/api/grants", auth=auth)

@@ -40,10 +40,10 @@ from typing import Any
 
 import pytest
 
+from testing.procs import wait_for
 from tests.faults.conftest import record
 from tests.faults.load import Devices, Paid, Payer, Sampler, ledger_truth
 from tests.faults.stack import DEVICES, FAST, SLOW, FaultStack
-from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,14 +10,15 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from ingest.settings import owned_client_id
-from stack import procs
-from stack.scrape import scrape_metrics
+from testing import procs
+from testing.devices import Device
+from testing.scrape import scrape_metrics
 from tests.conftest import Store, device_password
 
 # Fast cadences so tests finish quickly; the defaults are for production.
@@ -63,8 +63,7 @@ class Worker:
 
 def clear_session(port: int, password: str, client_id: str) -> None:
     """Connect with clean start and no expiry, so the broker forgets a worker's session."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.username_pw_set(acl_model.INGEST_USERNAME, password)
+    client = testing.mqtt.client(acl_model.INGEST_USERNAME, password, client_id=client_id)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
     try:
@@ -169,49 +168,18 @@ def worker(
     _stop_all(started, mosquitto)
 
 
-class Device:
-    """A test device's MQTT connection (username device.<id>), publishing at QoS 1."""
-
-    def __init__(self, broker: procs.MosquittoHandle, device_id: str) -> None:
-        self.device_id = device_id
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=unique(f"{acl_model.device_username(device_id)}:pub"),
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.username_pw_set(
-            acl_model.device_username(device_id), device_password(device_id)
-        )
-        self.client.max_inflight_messages_set(0)
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-        self.infos: list[mqtt.MQTTMessageInfo] = []
-
-    def publish(self, sensor: str, payload: bytes | str, topic: str | None = None) -> None:
-        topic = topic or f"live/{self.device_id}/{sensor}"
-        self.infos.append(self.client.publish(topic, payload, qos=1))
-
-    def flush(self, timeout: float = 10.0) -> None:
-        for info in self.infos:
-            info.wait_for_publish(timeout)
-        self.infos.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def device_factory(mosquitto: procs.MosquittoHandle) -> Iterator[Callable[[str], Device]]:
     devices: list[Device] = []
 
     def make(device_id: str) -> Device:
-        devices.append(Device(mosquitto, device_id))
-        return devices[-1]
+        """A test device's connection (username device.<id>), publishing at QoS 1."""
+        devices.append(Device(mosquitto.port, device_id, device_password(device_id), tag="pub"))
+        return devices[-1].connect()
 
     yield make
     for d in devices:
+        d.flush()
         d.close()
 
 
@@ -220,12 +188,8 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=unique("anon"), protocol=mqtt.MQTTv5
-        )
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=0)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client = testing.mqtt.client(tag="anon")
+        self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=0)
         self.client.on_message = lambda _c, _u, m: self.messages.append(m)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()

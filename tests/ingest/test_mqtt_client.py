@@ -4,7 +4,6 @@ what it is told to."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -13,23 +12,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from ingest.mqtt_client import LeanClient
-from stack import procs
+from testing import procs
 from tests.conftest import device_password
 
 
 class Receiver:
     def __init__(self, broker: procs.MosquittoHandle, client_id: str, topic: str) -> None:
         self.got: list[tuple[int, int, bytes, bytes]] = []
-        self.subscribed = threading.Event()
         self.client = LeanClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
         self.client.username_pw_set(acl_model.INGEST_USERNAME, broker.ingest_password)
         self.client.on_raw_publish = lambda *m: self.got.append(m)
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=1)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 300
         props.ReceiveMaximum = 65535
@@ -46,12 +44,9 @@ class Receiver:
 
 
 def device(broker: procs.MosquittoHandle) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{acl_model.device_username('dev-a')}:pub-{uuid.uuid4().hex[:6]}",
-        protocol=mqtt.MQTTv5,
+    client = testing.mqtt.client(
+        acl_model.device_username("dev-a"), device_password("dev-a"), tag="pub"
     )
-    client.username_pw_set(acl_model.device_username("dev-a"), device_password("dev-a"))
     client.max_inflight_messages_set(0)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()

@@ -10,10 +10,11 @@ from collections.abc import Callable
 import pytest
 
 from ingest import parsing
-from stack import procs
+from testing import procs
+from testing.devices import Device
+from testing.procs import wait_for
 from tests.conftest import Store
-from tests.ingest.conftest import Device, Subscriber, Worker, stored_points, unique
-from tests.support import wait_for
+from tests.ingest.conftest import Subscriber, Worker, stored_points, unique
 
 
 def wait_stored(
@@ -38,16 +39,16 @@ def test_payload_and_timestamp_forms(
     sensor = unique("forms")
     base = int(time.time()) - 3600  # an hour late: stored all the same
     before_ms = int(time.time() * 1000)
-    dev.publish(sensor, "1234.5")  # bare number, arrival time
-    dev.publish(sensor, json.dumps({"value": 2, "unit": "W"}))  # JSON, arrival time
+    dev.publish("1234.5", sensor=sensor)  # bare number, arrival time
+    dev.publish(json.dumps({"value": 2, "unit": "W"}), sensor=sensor)  # JSON, arrival time
     for extra in ("11", "12", "13"):  # a burst: same millisecond or not, each keeps its own
-        dev.publish(sensor, extra)
+        dev.publish(extra, sensor=sensor)
     dev.flush()
-    dev.publish(sensor, json.dumps({"value": 3.25, "ts": base + 0.125}))  # epoch s, float
-    dev.publish(sensor, json.dumps({"value": 4, "ts": base + 10}))  # epoch s, int
-    dev.publish(sensor, json.dumps({"value": 5, "ts": (base + 20) * 1000 + 7}))  # epoch ms
-    dev.publish(sensor, json.dumps({"value": 6, "ts": "2024-05-01T12:00:00.250Z"}))
-    dev.publish(sensor, json.dumps({"value": 7, "ts": "2024-05-01T14:00:01+02:00"}))
+    dev.publish(json.dumps({"value": 3.25, "ts": base + 0.125}), sensor=sensor)  # epoch s, float
+    dev.publish(json.dumps({"value": 4, "ts": base + 10}), sensor=sensor)  # epoch s, int
+    dev.publish(json.dumps({"value": 5, "ts": (base + 20) * 1000 + 7}), sensor=sensor)  # epoch ms
+    dev.publish(json.dumps({"value": 6, "ts": "2024-05-01T12:00:00.250Z"}), sensor=sensor)
+    dev.publish(json.dumps({"value": 7, "ts": "2024-05-01T14:00:01+02:00"}), sensor=sensor)
     dev.flush()
     samples = wait_stored(influx, "dev-a", sensor, 10, worker)
     stored_ms = int(time.time() * 1000)
@@ -110,7 +111,7 @@ def test_moving_averages_match_reference_and_are_retained(
         (base + 100.25, 61.0),
     ]
     for ts, value in points:
-        dev.publish(sensor, json.dumps({"value": value, "ts": ts}))
+        dev.publish(json.dumps({"value": value, "ts": ts}), sensor=sensor)
     dev.flush()
     assert len(wait_stored(influx, "dev-b", sensor, len(points), worker)) == len(points)
 
@@ -175,9 +176,9 @@ def test_bad_input_is_counted_and_dropped_while_good_is_stored(
     for i, (_, payload, topic) in enumerate(bad):
         ts = now - 100 + i
         good.append((round(ts * 1000), float(i)))
-        dev.publish(sensor, json.dumps({"value": i, "ts": ts}))
-        dev.publish(sensor, payload, topic)
-    dev.publish(sensor, json.dumps({"value": 999, "ts": now - 1}))
+        dev.publish(json.dumps({"value": i, "ts": ts}), sensor=sensor)
+        dev.publish(payload, sensor=sensor, topic=topic)
+    dev.publish(json.dumps({"value": 999, "ts": now - 1}), sensor=sensor)
     good.append((round((now - 1) * 1000), 999.0))
     dev.flush()
     assert wait_stored(influx, "dev-c", sensor, len(good), worker) == good

@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stack import procs
+from testing import procs
+from testing.devices import Device
+from testing.procs import wait_for
 from tests.conftest import Store
-from tests.ingest.conftest import Device, Worker, WorkerFactory, stored_points, unique
-from tests.support import wait_for
+from tests.ingest.conftest import Worker, WorkerFactory, stored_points, unique
 
 
 class Stream:
@@ -35,7 +36,7 @@ class Stream:
         i = 0
         while not self._stop.is_set():
             ts_ms = self._base_ms + i
-            self.device.publish(self.sensor, json.dumps({"value": i, "ts": ts_ms}))
+            self.device.publish(json.dumps({"value": i, "ts": ts_ms}), sensor=self.sensor)
             self.sent.append(ts_ms)
             i += 1
             self._stop.wait(self.period)
@@ -126,7 +127,7 @@ def test_sigterm_flushes_and_acknowledges_before_leaving(
     sensor = unique("sigterm")
     base = int(time.time() * 1000) - 5000
     for i in range(40):
-        dev.publish(sensor, json.dumps({"value": i, "ts": base + i}))
+        dev.publish(json.dumps({"value": i, "ts": base + i}), sensor=sensor)
     dev.flush()
     wait_for(lambda: worker.metric("ingest_buffer_depth") == 40, 10, "40 readings buffered", 0.2)
     assert not stored_ts(influx, "dev-a", sensor)

@@ -13,11 +13,11 @@ from pathlib import Path
 from ingest.averages import Averages
 from ingest.parsing import Reading
 from ingest.settings import parse_windows
-from stack import procs
+from testing import procs
+from testing.devices import Device
 from tests.conftest import TEST_DEVICES, Store
 from tests.ingest.conftest import (
     FAST_ENV,
-    Device,
     Subscriber,
     WorkerFactory,
     clear_session,
@@ -75,7 +75,7 @@ def test_two_workers_one_killed_lose_nothing_and_averages_stay_exact(
             for d, (device, sensor) in enumerate(series):
                 ts = base_ms + i * 500
                 value = float((i * 7919 + d * 104729) % 1000) / 8
-                device.publish(sensor, json.dumps({"value": value, "ts": ts}))
+                device.publish(json.dumps({"value": value, "ts": ts}), sensor=sensor)
                 readings.append(Reading(device.device_id, sensor, value, ts / 1000))
             if i == PER_DEVICE // 3:
                 workers[1].proc.kill()  # mid-stream: its in-flight readings are not acked
@@ -140,7 +140,7 @@ def test_a_single_workers_averages_survive_its_restart(
     topic = f"avg/1m/dev-b/{sensor}"
     base_ms = int(time.time() * 1000) - 20_000
     for i in range(10):
-        device.publish(sensor, json.dumps({"value": float(i), "ts": base_ms + i * 1000}))
+        device.publish(json.dumps({"value": float(i), "ts": base_ms + i * 1000}), sensor=sensor)
     device.flush()
     procs.wait_until(lambda: len(stored_points(influx, "dev-b", sensor)) == 10, 20, "stored")
     sub = Subscriber(mosquitto.port, topic)
@@ -150,7 +150,7 @@ def test_a_single_workers_averages_survive_its_restart(
     sub.close()
     worker.proc.kill()
     worker.proc.start()
-    device.publish(sensor, json.dumps({"value": 100.0, "ts": base_ms + 10_000}))
+    device.publish(json.dumps({"value": 100.0, "ts": base_ms + 10_000}), sensor=sensor)
     device.flush()
     sub = Subscriber(mosquitto.port, topic)
     try:
@@ -183,7 +183,7 @@ def test_a_worker_stopped_cleanly_leaves_no_share_behind(
     sensor = unique("after")
     base_ms = int(time.time() * 1000) - 10_000
     for i in range(200):
-        device.publish(sensor, json.dumps({"value": float(i), "ts": base_ms + i}))
+        device.publish(json.dumps({"value": float(i), "ts": base_ms + i}), sensor=sensor)
     device.flush()
     procs.wait_until(
         lambda: len(stored_points(influx, "dev-c", sensor)) == 200, 20, "all stored by one worker"

@@ -12,17 +12,17 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Client
 from simulator.plug import SmartPlug
-from stack import procs
+from testing import procs
+from testing.procs import wait_for
 from tests.conftest import MosquittoFactory, device_password
 from tests.ingest.conftest import unique
-from tests.support import wait_for
 
 
 def test_plug_draws_hundreds_of_watts_with_on_off_periods() -> None:
@@ -43,16 +43,11 @@ class LiveCollector:
     def __init__(self, broker: procs.MosquittoHandle, topic: str) -> None:
         self.ts: set[float] = set()
         self._lock = threading.Lock()
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=unique(f"{acl_model.INGEST_USERNAME}:collector"),
-            protocol=mqtt.MQTTv5,
+        self.client = testing.mqtt.client(
+            acl_model.INGEST_USERNAME, broker.ingest_password, tag="collector"
         )
-        self.client.username_pw_set(acl_model.INGEST_USERNAME, broker.ingest_password)
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=1)
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 300

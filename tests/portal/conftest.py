@@ -8,11 +8,9 @@ stopped at the end of the module.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,11 +18,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from stack import procs
-from tests.auth_stack import start_auth_stack
+from testing import procs
+from testing.broker_auth import start_auth_stack
+from testing.devices import Device
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
 
@@ -56,45 +54,26 @@ class PortalStack:
     faucet_url: str
 
 
-class Plug:
+def start_plug(port: int, device_id: str, password: str) -> Device:
     """A device publishing its power draw, as the simulator would (own thread, 4 Hz)."""
-
-    def __init__(self, port: int, device_id: str, password: str) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"device.{device_id}:portal-test"
-        )
-        self.client.username_pw_set(f"device.{device_id}", password)
+    plug = Device(
+        port,
+        device_id,
+        password,
+        qos=0,
+        client_id=f"device.{device_id}:portal-test",
+        protocol=mqtt.MQTTv311,
         # broker_auth may still be projecting the seeded device: keep retrying quickly.
-        self.client.reconnect_delay_set(1, 2)
-        self.topic = f"live/{device_id}/power"
-        self.port = port
-        self.sent = 0
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="portal-test-plug", daemon=True)
+        reconnect_delay=(1, 2),
+    )
 
-    def start(self) -> Plug:
-        self.client.connect_async("127.0.0.1", self.port, keepalive=30)
-        self.client.loop_start()
-        self.thread.start()
-        return self
+    def step(n: int) -> None:
+        i = n + 1
+        value = 1200 + 350 * math.sin(i / 12) + 40 * math.sin(i / 2.3)
+        payload = json.dumps({"value": round(value, 1), "ts": time.time(), "unit": "W"})
+        plug.publish(payload, when_connected=True)
 
-    def _run(self) -> None:
-        i = 0
-        while not self.stop_event.wait(0.25):
-            i += 1
-            value = 1200 + 350 * math.sin(i / 12) + 40 * math.sin(i / 2.3)
-            payload = json.dumps({"value": round(value, 1), "ts": time.time(), "unit": "W"})
-            if self.client.is_connected():
-                info = self.client.publish(self.topic, payload, qos=0)
-                if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                    self.sent += 1
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(5)
-        with contextlib.suppress(Exception):
-            self.client.disconnect()
-        self.client.loop_stop()
+    return plug.connect_async(keepalive=30).start(0.25, step)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +87,7 @@ def portal_stack(
     # A broker of its own per module (each module builds its own stack).
     broker = mosquitto_factory(f"portal-mosquitto-{work.name}")
     started: list[procs.Proc] = []
-    plug: Plug | None = None
+    plug: Device | None = None
     try:
         net = start_devnet(work / "devnet", milestone_interval=MILESTONE_INTERVAL_S)
         started += [net.node, net.faucet]
@@ -148,7 +127,7 @@ def portal_stack(
             ready=lambda: procs.http_ok(f"http://127.0.0.1:{metrics_port}/metrics"),
         )
         started.append(ingest.start())
-        plug = Plug(broker.port, DEMO_DEVICE, device_password).start()
+        plug = start_plug(broker.port, DEMO_DEVICE, device_password)
         yield PortalStack(
             auth.api_url,
             node_url,
@@ -160,7 +139,7 @@ def portal_stack(
         )
     finally:
         if plug is not None:
-            plug.stop()
+            plug.close()
         for proc in reversed(started):
             proc.stop()
 

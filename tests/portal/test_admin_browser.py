@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, Page, expect
 
+from broker_auth.ledger import ternary
 from stack.mqtt_probe import MqttProbe
-from stack.secrets import random_address
-from tests.auth_stack import place_order
+from testing.addresses import random_address
+from testing.broker_auth import place_order
+from testing.procs import wait_for
 from tests.portal.conftest import ARTIFACTS, DEMO_PRODUCT, PortalStack
-from tests.support import wait_for
 from wallet.payments import fund_from_faucet, pay
 
 DOM_TIMEOUT_MS = 30_000
@@ -92,7 +93,7 @@ def test_seller_runs_the_shop_from_the_workspace(
     expect(page.locator("#pool-counts")).to_contain_text(f"free {free_before + 3}")
 
     # A payment: it shows in the revenue, the payments and the CSV export.
-    seed = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ9") for _ in range(81))
+    seed = "".join(secrets.choice(ternary.ALPHABET) for _ in range(81))
     fund_from_faucet(portal_stack.faucet_url, portal_stack.node_url, seed, 10)
     pay(portal_stack.node_url, seed, str(order["address"]), str(order["tag"]), 10)
     expect(page.locator("#revenue-total")).to_have_text("10", timeout=DOM_TIMEOUT_MS)

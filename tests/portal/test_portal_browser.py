@@ -11,6 +11,7 @@ import urllib.request
 
 from playwright.sync_api import Browser, Page, expect
 
+from broker_auth.ledger import ternary
 from tests.devnet_fixture import TEST_MWM
 from tests.portal.conftest import ARTIFACTS, DEMO_PRODUCT, PortalStack
 
@@ -122,7 +123,7 @@ def test_buyer_orders_pays_and_sees_live_data(portal_stack: PortalStack, browser
     expect(page.locator("#order-status")).to_have_text("pending")
 
     # John pays from his own seed on the devnet.
-    seed = "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ9") for _ in range(81))
+    seed = "".join(secrets.choice(ternary.ALPHABET) for _ in range(81))
     fund_from_faucet(portal_stack.faucet_url, portal_stack.node_url, seed, 1000)
     pay(portal_stack.node_url, seed, address, tag, amount)
 

@@ -24,19 +24,19 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+import testing.mqtt
 from broker_auth.broker.acl_model import Acl, Client, Role
-from stack import procs
 from stack.mqtt_probe import default_qos
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing import procs
+from testing.broker_auth import AuthStack, place_order, start_auth_stack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import auth_stack_factory
 from tests.conftest import Mongo, MosquittoFactory, Store
 from tests.devnet_fixture import start_devnet
 from tests.ingest.conftest import Worker, ingest_worker
-from tests.support import wait_for
 
 __all__ = ["auth_stack_factory"]  # re-exported: modules here start their own broker_auth
 
@@ -76,18 +76,10 @@ class Mqtt:
     """
 
     def __init__(self, port: int, username: str | None, password: str | None) -> None:
-        tail = f"sec-{secrets.token_hex(6)}"
         # Anonymous clients may subscribe at QoS 0 only, and so may every client but services
         # to the free averages (the session-ownership plugin).
         self.username = username
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=tail if username is None else f"{username}:{tail}",
-            protocol=mqtt.MQTTv5,
-            reconnect_on_failure=False,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
+        self.client = testing.mqtt.client(username, password, tag="sec", reconnect_on_failure=False)
         self.port = port
         self.connack: ReasonCode | None = None
         self.connected = threading.Event()
@@ -239,14 +231,7 @@ def run_cli(workdir: Path, name: str, args: list[str], env: dict[str, str]) -> p
 
 def order(auth: AuthStack, who: Principal, product_id: str, hours: float) -> dict[str, Any]:
     assert who.username is not None and who.password is not None
-    r = auth.http().post(
-        "/api/orders",
-        json={"product_id": product_id, "hours": hours},
-        auth=(who.username, who.password),
-    )
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
+    return place_order(auth.api_url, who.username, who.password, product_id, hours)
 
 
 def pay_with_wallet(

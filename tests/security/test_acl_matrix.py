@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+import testing.mqtt
+from testing.procs import wait_for
 from tests.security.conftest import DEVICE_A, DEVICE_B, REPORTS, FullStack, Mqtt, Principal
-from tests.support import wait_for
 
 NOT_AUTHORIZED = 0x87
 # Column label -> subscription filter.
@@ -326,9 +326,7 @@ def test_taking_over_a_buyers_session_is_refused_and_leaks_nothing(full_stack: F
     props.SessionExpiryInterval = 300
 
     def session(who: Principal) -> tuple[mqtt.Client, list[bytes], dict[str, int]]:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=victim_id, protocol=mqtt.MQTTv5)
-        if who.username is not None:
-            client.username_pw_set(who.username, who.mqtt_password)
+        client = testing.mqtt.client(who.username, who.mqtt_password, client_id=victim_id)
         got: list[bytes] = []
         state: dict[str, int] = {}
         client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))

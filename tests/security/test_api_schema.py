@@ -31,11 +31,11 @@ from schemathesis import GenerationMode, checks
 from schemathesis.core.result import Ok
 
 from broker_auth.schemas import ID_PATTERN
-from tests.auth_stack import AuthStack
+from testing.broker_auth import AuthStack
+from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.devnet_fixture import start_devnet
 from tests.security.conftest import REPORTS
-from tests.support import wait_for
 
 MAX_EXAMPLES = 30
 BUYER, PASSWORD = "schema-buyer", "schema-buyer-password"

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Request, Route, sync_playwright
 
 from broker_auth.portal.mount import CONTENT_SECURITY_POLICY
-from tests.auth_stack import AuthStack
+from testing.broker_auth import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 from tests.portal.conftest import CHROMIUM, CHROMIUM_ARGS
 

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Acl, Client, Role
 from ingest.averages import Averages
 from ingest.parsing import Reading
 from ingest.settings import Window
-from stack import procs
+from testing import procs
+from testing.procs import wait_for
 from tests.conftest import MosquittoFactory, Store
 from tests.ingest.conftest import Worker, stored_points
 from tests.security.conftest import REPORTS, start_ingest
-from tests.support import wait_for
 
 MAX_SERIES = 300
 MAX_POINTS = 200
@@ -91,10 +91,7 @@ def flood(
         INGEST_WINDOWS="1m",
         INGEST_PUBLISH_INTERVAL_S="1",
     )
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{FLOODER}:flood", protocol=mqtt.MQTTv5
-    )
-    client.username_pw_set(FLOODER, FLOODER_PW)
+    client = testing.mqtt.client(FLOODER, FLOODER_PW, client_id=f"{FLOODER}:flood")
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
@@ -131,10 +128,7 @@ def hostile_traffic(tag: str, size: int) -> Iterator[tuple[str, bytes]]:
 def good_reading(flood: Flood, value: float) -> None:
     """A real device's reading: it must reach the store after any flood."""
     username = acl_model.device_username(GOOD)
-    device = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{username}:good", protocol=mqtt.MQTTv5
-    )
-    device.username_pw_set(username, "pw-good")
+    device = testing.mqtt.client(username, "pw-good", client_id=f"{username}:good")
     device.connect("127.0.0.1", flood.broker.port)
     device.loop_start()
     device.publish(f"live/{GOOD}/power", str(value), qos=1).wait_for_publish(10)

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth_stack import AuthStack, start_replica
+from testing.broker_auth import AuthStack, start_replica
 from tests.broker_auth.conftest import AuthStackFactory
 
 MAX_FAILURES = 5

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 
 from stack.mqtt_probe import MqttProbe
+from testing.procs import wait_for
 from tests.security.conftest import DEVICE_A, FullStack
-from tests.support import wait_for
 
 MIN_SECRET_LENGTH = 12  # shorter strings would match by chance
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth_stack import AuthStack
+from testing.broker_auth import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 
 PASSWORD = "basic-buyer-" + secrets.token_hex(4)

@@ -30,15 +30,16 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+import testing.mqtt
 from broker_auth.broker import acl_model
 from broker_auth.broker.acl_model import Acl, Client, Role
 from ingest.settings import IngestSettings
-from tests.auth_stack import AuthStack, start_auth_stack
+from testing.broker_auth import AuthStack, start_auth_stack
 from tests.conftest import Mongo, MosquittoFactory
 from tests.security.conftest import REPORTS
 
@@ -73,8 +74,7 @@ class Session:
         auth_method: str | None = None,
     ) -> None:
         self.port, self.clean_start, self.protocol = port, clean_start, protocol
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        self.client = testing.mqtt.client(
             client_id=client_id,
             protocol=protocol,
             clean_session=clean_start if protocol != mqtt.MQTTv5 else None,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from stack.mqtt_probe import MqttProbe
-from tests.auth_stack import AuthStack
+from testing.broker_auth import AuthStack
 from tests.broker_auth.conftest import AuthStackFactory
 
 MAX_FAILURES = 4

@@ -1,4 +1,5 @@
-"""wallet.speedups gives exactly PyOTA's results: properties over many random inputs, no node.
+"""broker_auth.ledger.speedups gives exactly PyOTA's results: properties over many random
+inputs, no node.
 
 Measured on this machine (README): one address 0.23 s with PyOTA alone, 0.06 s with the
 speed-ups, so `iot-wallet addresses --count 1000` takes about a minute instead of four.
@@ -15,7 +16,7 @@ from iota import Transaction, TryteString
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
-from wallet import curl, speedups, ternary
+from broker_auth.ledger import curl, speedups, ternary
 
 speedups.install()
 

@@ -1,6 +1,6 @@
 """First-run set-up of the Docker Compose stack (the one-shot `init` service).
 
-Run as `python -m stack.compose_init` inside the project image, before Mosquitto starts. It:
+Run as `python -m deploy.compose_init` inside the project image, before Mosquitto starts. It:
 
 1. checks the secrets taken from `.env` (no placeholder left, long enough, a real deposit
    address), so a half-configured stack stops here with a clear message instead of failing
@@ -38,8 +38,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker_auth.broker import acl_model
-from stack import dynsec_file
-from stack.tls import TlsFiles, ensure_tls_files
+from deploy import dynsec_file
+from deploy.tls import TlsFiles, ensure_tls_files
 
 PLACEHOLDER = re.compile(r"change[-_]?me|replace[-_]?(me|with)", re.IGNORECASE)
 ADDRESS = re.compile(r"[A-Z9]{81}([A-Z9]{9})?")
@@ -255,7 +255,7 @@ def run(s: InitSettings, rotate: bool = False) -> list[str]:
                 f"the password of {', '.join(stale)} in {s.dynsec_file} differs from .env "
                 "(DYNSEC_ADMIN_PASSWORD / INGEST_MQTT_PASSWORD). To apply the new ones: "
                 "docker compose stop mosquitto && docker compose run --rm init "
-                "python -m stack.compose_init --rotate-service-passwords && "
+                "python -m deploy.compose_init --rotate-service-passwords && "
                 "docker compose up -d"
             )
     os.chmod(s.dynsec_file, 0o600)
@@ -285,7 +285,7 @@ def run(s: InitSettings, rotate: bool = False) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stack.compose_init", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deploy.compose_init", description=__doc__)
     parser.add_argument(
         "--rotate-service-passwords",
         action="store_true",

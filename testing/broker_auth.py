@@ -1,7 +1,7 @@
 """broker_auth as a real process on a given broker and MongoDB, and helpers to talk to both.
 
-Shared by every test package that needs the service (broker_auth, security, portal, faults):
-one place builds its environment and decides when it is ready.
+Shared by every test package that needs the service (broker_auth, security, portal, faults,
+dashboards) and by the benchmarks: one place builds its environment and decides when it is ready.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import httpx
 
 from broker_auth.broker.control import DynsecClient
 from broker_auth.infra.clock import utcnow
-from stack import procs
 from stack.mqtt_probe import MqttProbe
-from stack.secrets import random_address
-from tests.support import wait_for
+from testing import procs
+from testing.addresses import random_address
+from testing.procs import wait_for
+from testing.scrape import scrape_metrics
 
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
 
@@ -56,6 +57,8 @@ class AuthStack:
     _control: DynsecClient | None = field(default=None, repr=False)
     # The MQTT password broker_auth gave each buyer this stack registered (not the login one).
     mqtt_passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    # What /healthz must report "ok" for `ready()` (the benchmarks wait for the node too).
+    ready_parts: tuple[str, ...] = ("mongo", "broker")
 
     @property
     def admin(self) -> dict[str, str]:
@@ -73,7 +76,7 @@ class AuthStack:
 
     def ready(self) -> bool:
         body = self.health()
-        return bool(body and body.get("mongo") == "ok" and body.get("broker") == "ok")
+        return bool(body and all(body.get(part) == "ok" for part in self.ready_parts))
 
     def pool_state(self, state: str | None = None) -> dict[str, Any]:
         params = {"state": state} if state else {}
@@ -142,6 +145,21 @@ class AuthStack:
         result: dict[str, Any] = wait_for(confirmed, timeout, "the order confirmed", 0.25)
         return result
 
+    def products(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.api_url}/api/products", timeout=30)
+        assert r.status_code == 200, r.text
+        found: list[dict[str, Any]] = r.json()
+        return found
+
+    def payments(self) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.api_url}/api/payments", headers=self.admin, timeout=30)
+        assert r.status_code == 200, r.text
+        found: list[dict[str, Any]] = r.json()
+        return found
+
+    def metrics(self) -> dict[str, float]:
+        return scrape_metrics(f"{self.api_url}/metrics")
+
     def create_product(self, product_id: str, topic_filter: str, price: int) -> None:
         r = httpx.post(
             f"{self.api_url}/api/products",
@@ -184,6 +202,14 @@ def place_order(
     return order
 
 
+def get_order(api_url: str, username: str, password: str, order_id: str) -> dict[str, Any]:
+    """GET /api/orders/<id> as the buyer; the order as it stands."""
+    r = httpx.get(f"{api_url}/api/orders/{order_id}", auth=(username, password), timeout=15)
+    assert r.status_code == 200, r.text
+    order: dict[str, Any] = r.json()
+    return order
+
+
 def start_auth_stack(
     workdir: Path,
     broker: procs.MosquittoHandle,
@@ -193,8 +219,14 @@ def start_auth_stack(
     wait_for_broker: bool = True,
     pool_size: int = 40,
     pool: list[str] | None = None,
+    wait_for_node: bool = False,
+    ready_timeout: float = 60,
 ) -> AuthStack:
-    """broker_auth with a pool of deposit addresses: `pool`, else `pool_size` random ones."""
+    """broker_auth with a pool of deposit addresses: `pool`, else `pool_size` random ones.
+
+    Started once /healthz reports MongoDB and the broker ok (and the node: `wait_for_node`), or
+    once it answers at all (`wait_for_broker=False`). `extra_env` overrides any variable.
+    """
     port = procs.free_port()
     token = secrets.token_urlsafe(24)
     pool = pool if pool is not None else [random_address() for _ in range(pool_size)]
@@ -225,12 +257,15 @@ def start_auth_stack(
         **(extra_env or {}),
     }
     stack = AuthStack(
-        proc=procs.python_service("broker_auth", "broker_auth", workdir, env, ready_timeout=60),
+        proc=procs.python_service(
+            "broker_auth", "broker_auth", workdir, env, ready_timeout=ready_timeout
+        ),
         api_url=f"http://127.0.0.1:{port}",
         broker=broker,
         admin_token=token,
         pool=pool,
         env=env,
+        ready_parts=("mongo", "broker", "node") if wait_for_node else ("mongo", "broker"),
     )
     stack.proc.ready = stack.ready if wait_for_broker else lambda: stack.health() is not None
     stack.proc.start()

@@ -3,11 +3,11 @@
 PyOTA converts between trits and integers one digit at a time: generating one address takes
 ~0.4 s, finalising a bundle (which re-hashes until the bundle hash is "secure") up to seconds.
 `install()` replaces, in the running process only:
-- `Curl._transform` (transaction hashes) with `devnet.curl.transform`;
+- `Curl._transform` (transaction hashes) with `broker_auth.ledger.curl.transform`;
 - Kerl's trits <-> bytes conversions (`iota.crypto.kerl.conv`) with `int(str, 3)` and
   `int.to_bytes` arithmetic;
 - `TryteString.as_trits` with a table lookup.
-tests/devnet/test_speedups.py checks each against the original on random input.
+tests/wallet/test_speedups.py checks each against the original on random input.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import itertools
 import threading
 from typing import Any
 
-from wallet import curl
+from broker_auth.ledger import curl
 
 TRIT_HASH_LENGTH = 243
 BYTE_HASH_LENGTH = 48

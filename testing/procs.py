@@ -1,6 +1,7 @@
 """Start, wait for, kill and restart the real processes the tests and benchmarks need.
 
-Each `Proc` writes its output to `<workdir>/<name>.log` and is stopped with SIGTERM (SIGKILL
+The processes are configured as `make run` configures them (stack/ writes their files). Each
+`Proc` writes its output to `<workdir>/<name>.log` and is stopped with SIGTERM (SIGKILL
 after a grace period). Readiness is a TCP connect or an HTTP probe, never a fixed sleep.
 """
 
@@ -10,7 +11,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,19 +20,19 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from broker_auth.broker.acl_model import Client, Role
-from stack import dynsec_file, influxdb, mosquitto_conf
-from stack.tls import TlsFiles, ensure_tls_files
+from deploy.host import REPO_ROOT as REPO_ROOT
+from deploy.host import find_binary as find_binary
+from deploy.host import free_port as free_port
+from deploy.host import http_ok as http_ok
+from deploy.tls import TlsFiles
+from stack import ferretdb as ferretdb_cmd
+from stack import influxdb, mosquitto_conf
+from testing.influx import Reader
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -41,17 +41,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return 200 <= int(r.status) < 300
-    except OSError:
-        return False
-
-
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
 ) -> None:
+    """Harness set-up: call `check` until it is true; TimeoutError past `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -60,14 +53,21 @@ def wait_until(
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def find_binary(name: str) -> str:
-    for candidate in (REPO_ROOT / ".tools" / "bin" / name, VENV_BIN / name):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if not found:
-        raise FileNotFoundError(f"{name} not found; run scripts/bootstrap.sh")
-    return found
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """In a test: call `check` every `interval` s until it returns something truthy, and return
+    that.
+
+    `check` runs at least once. Past `timeout` s it raises AssertionError (a test failure, with
+    `what` in the message) rather than returning a falsy value the caller could overlook.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass
@@ -168,27 +168,6 @@ class MosquittoHandle:
     ingest_password: str
 
 
-def prepare_mosquitto(
-    workdir: Path,
-    admin_password: str,
-    ingest_password: str,
-    ports: mosquitto_conf.MosquittoPorts,
-    extra_clients: Sequence[Client] = (),
-    extra_roles: Sequence[Role] = (),
-) -> tuple[Path, TlsFiles]:
-    """Write the dynsec bootstrap (first time only), TLS material and mosquitto.conf."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    dynsec = workdir / "dynamic-security.json"
-    if not dynsec.exists():
-        dynsec_file.write_bootstrap(
-            dynsec, admin_password, ingest_password, extra_clients, extra_roles
-        )
-    tls = ensure_tls_files(workdir / "tls")
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(mosquitto_conf.render(workdir, dynsec, tls, ports))
-    return conf, tls
-
-
 def mosquitto(
     workdir: Path,
     admin_password: str,
@@ -199,7 +178,7 @@ def mosquitto(
 ) -> MosquittoHandle:
     """Mosquitto with the dynamic-security plugin, bootstrapped with the service accounts."""
     ports = ports or mosquitto_conf.MosquittoPorts(free_port(), free_port(), free_port())
-    conf, tls = prepare_mosquitto(
+    conf, tls = mosquitto_conf.prepare(
         workdir, admin_password, ingest_password, ports, extra_clients, extra_roles
     )
     proc = Proc(
@@ -235,8 +214,8 @@ class InfluxHandle:
             "INFLUX_BUCKET": influxdb.DATABASE,
         }
 
-    def reader(self) -> influxdb.Reader:
-        return influxdb.Reader(self.url, self.credentials.admin_token)
+    def reader(self) -> Reader:
+        return Reader(self.url, self.credentials.admin_token)
 
 
 def influx(workdir: Path, port: int | None = None) -> InfluxHandle:
@@ -257,25 +236,12 @@ def influx(workdir: Path, port: int | None = None) -> InfluxHandle:
     return InfluxHandle(proc, port, credentials)
 
 
-def ferretdb_argv(data_dir: Path, port: int, debug_port: int) -> list[str]:
-    return [
-        find_binary("ferretdb"),
-        "--handler=sqlite",
-        f"--sqlite-url=file:{data_dir}/",
-        f"--listen-addr=127.0.0.1:{port}",
-        # Each instance needs its own debug port: the default 8088 would clash.
-        f"--debug-addr=127.0.0.1:{debug_port}",
-        "--telemetry=disable",
-        "--log-level=warn",
-    ]
-
-
 def ferretdb(workdir: Path, port: int | None = None) -> tuple[Proc, int]:
     port = port or free_port()
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     proc = Proc(
         "ferretdb",
-        ferretdb_argv(workdir / "data", port, free_port()),
+        ferretdb_cmd.argv(workdir / "data", port, free_port()),
         workdir,
         ready=lambda: port_open(port),
     ).start()
@@ -355,6 +321,7 @@ class Devnet:
     faucet_url: str
     data_dir: Path
     coordinator: Proc | None = None
+    zmq_url: str = ""  # the API node's event feed (Hornet's ZMQ plugin)
 
     @property
     def genesis_seed_file(self) -> Path:
@@ -391,8 +358,9 @@ def devnet(
 
     `crash_safe`: a coordinator node under `workdir/coordinator` and the API node following it.
     """
-    port, faucet_port = free_port(), free_port()
+    port, faucet_port, zmq_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
+    feed = ["--zmq-port", str(zmq_port)]
     faucet_url = f"http://127.0.0.1:{faucet_port}"
     data = workdir / "data"
     coo_args = [
@@ -444,13 +412,17 @@ def devnet(
                     str(coo_data),
                     "--mwm",
                     str(mwm),
+                    *feed,
                 ],
                 url,
             ).start()
             genesis_dir = coo_data
         else:
             node = _hornet(
-                "hornet", workdir, ["--data-dir", str(data), "--port", str(port), *coo_args], url
+                "hornet",
+                workdir,
+                ["--data-dir", str(data), "--port", str(port), *feed, *coo_args],
+                url,
             ).start()
             genesis_dir = data
         started.append(node)
@@ -476,4 +448,5 @@ def devnet(
         for proc in reversed(started):
             proc.stop()
         raise
-    return Devnet(node, faucet, url, faucet_url, genesis_dir, coordinator)
+    zmq_url = f"tcp://127.0.0.1:{zmq_port}"
+    return Devnet(node, faucet, url, faucet_url, genesis_dir, coordinator, zmq_url)

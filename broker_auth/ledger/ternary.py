@@ -1,14 +1,16 @@
 """Trytes, trits and integers in IOTA's balanced ternary, as plain `str`/`bytes`/`int`.
 
 A trit is stored as one byte holding `trit + 1` (0, 1 or 2) so that whole transactions can be
-handled with C-speed `bytes` operations; see `wallet.curl`.
+handled with C-speed `bytes` operations; see `broker_auth.ledger.curl`.
 """
 
 from __future__ import annotations
 
 import re
 
-ALPHABET = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ALPHABET = "9ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # the one definition; everything else imports it
+# Trytes whose third trit is 0: Kerl addresses end in one (nodes refuse value to any other).
+ZERO_LAST_TRIT = "9ABCDWXYZ"
 HASH_TRYTES = 81
 TRANSACTION_TRYTES = 2673
 TAG_TRYTES = 27

@@ -10,7 +10,7 @@ That is ~0.5 ms per transform, with bit-for-bit the same results as PyOTA.
 
 from __future__ import annotations
 
-from wallet import ternary
+from broker_auth.ledger import ternary
 
 HASH_TRITS = 243
 STATE_TRITS = 3 * HASH_TRITS
