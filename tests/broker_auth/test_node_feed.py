@@ -82,6 +82,7 @@ def test_the_feed_brings_confirmation_to_the_grant_before_the_next_poll(
 ) -> None:
     stack = _stack(auth_stack_factory, net, "feed", net.zmq_url)
     delays = [_confirmation_to_grant_s(stack, net) for _ in range(3)]
+    print(f"\nnode feed: confirmation -> grant {[round(d, 3) for d in delays]} s")
     # Without the feed each would wait up to SLOW_POLL_S for the next poll.
     assert max(delays) < 1.5, delays
     assert _feed_events(stack) > 0
@@ -93,5 +94,6 @@ def test_without_the_feed_the_poll_still_credits(
     silent = f"tcp://127.0.0.1:{procs.free_port()}"  # nothing publishes there
     stack = _stack(auth_stack_factory, net, "nofeed", silent)
     delay = _confirmation_to_grant_s(stack, net)
+    print(f"\nno feed, {SLOW_POLL_S} s poll: confirmation -> grant {delay:.3f} s")
     assert delay < SLOW_POLL_S + 3.0, delay
     assert _feed_events(stack) == 0
