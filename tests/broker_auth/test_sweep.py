@@ -39,12 +39,13 @@ def test_sweep_moves_closed_addresses_only(
         STRAY_SCAN_INTERVAL_S="1",
     )
     stack.create_product("fast", "live/plug-1/#", FAST)
+    stack.create_product("slow", "live/plug-1/#", 3600)  # 1 iota a second
     john = ("john-sweep", "sweep-password-1")
     stack.register(*john)
     api = stack.http()
 
-    def order() -> dict[str, Any]:
-        r = api.post("/api/orders", json={"product_id": "fast", "hours": 1 / 3600}, auth=john)
+    def order(product: str = "fast", hours: float = 1 / 3600) -> dict[str, Any]:
+        r = api.post("/api/orders", json={"product_id": product, "hours": hours}, auth=john)
         assert r.status_code == 201, r.text
         created: dict[str, Any] = r.json()
         return created
@@ -72,7 +73,9 @@ def test_sweep_moves_closed_addresses_only(
         "the first address to close",
         0.2,
     )
-    second = order()  # still watched while Jane sweeps
+    # Still watched while Jane sweeps, however slow the machine: its 1000 s grant keeps the
+    # address watched (a 1 s one left it to close within the late window, mid-sweep).
+    second = order("slow", 1000 / 3600)
     payments.pay(devnet.url, buyer, second["address"], second["tag"], 1000)
     confirmed(second, 1000)
 
