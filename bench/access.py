@@ -20,8 +20,11 @@ confirmation time is the payment's `confirmed_at` in /api/payments.
 Figures: confirmation -> access (target p99 <= 1 s), split into confirmation -> watcher saw it
 -> access; send -> first live reading (end to end, with the milestone wait); signing time.
 
+The watcher polls every 0.5 s and, as in `make run`, the node's ZMQ event feed wakes it at each
+new solid milestone; BENCH_ACCESS_FEED=0 leaves the feed out (the poll alone), for comparison.
+
 Environment: BENCH_ACCESS_PAYMENTS (default 20), BENCH_MILESTONE_INTERVAL_S (whole seconds,
-default 1), BENCH_ACCESS_RATE_HZ (publisher, default 20).
+default 1), BENCH_ACCESS_RATE_HZ (publisher, default 20), BENCH_ACCESS_FEED (default 1).
 """
 
 from __future__ import annotations
@@ -91,9 +94,13 @@ def one_payment(
     }
 
 
-def measure(workdir: Path, n: int, milestone_s: int, rate_hz: float) -> dict[str, Any]:
+def measure(workdir: Path, n: int, milestone_s: int, rate_hz: float, feed: bool) -> dict[str, Any]:
     stack = harness.start_stack(
-        workdir, milestone_s=milestone_s, watcher_s=WATCHER_INTERVAL_S, with_ingest=False
+        workdir,
+        milestone_s=milestone_s,
+        watcher_s=WATCHER_INTERVAL_S,
+        with_ingest=False,
+        auth_env=None if feed else {"IOTA_NODE_ZMQ_URL": ""},
     )
     try:
         sim = stack.simulator(
@@ -168,9 +175,10 @@ def main() -> int:
     n = int(os.environ.get("BENCH_ACCESS_PAYMENTS", "20"))
     milestone_s = int(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "1"))
     rate_hz = float(os.environ.get("BENCH_ACCESS_RATE_HZ", "20"))
+    feed = os.environ.get("BENCH_ACCESS_FEED", "1") != "0"
     load = harness.LoadMonitor().start()
     with tempfile.TemporaryDirectory(prefix="bench-access-") as tmp:
-        result = measure(Path(tmp), n, milestone_s, rate_hz)
+        result = measure(Path(tmp), n, milestone_s, rate_hz, feed)
     figures = figures_from(result["rows"])
     p99 = figures["confirmation_to_access_s"].get("p99")
     figures.update(
@@ -178,6 +186,7 @@ def main() -> int:
             "grant_apply_p99_s_from_broker_auth": harness.rounded(result["grant_apply_p99_s"]),
             "settings": {
                 "watcher_interval_s": WATCHER_INTERVAL_S,
+                "node_event_feed": feed,
                 "milestone_interval_s": milestone_s,
                 "publisher_hz": rate_hz,
                 "probe_period_s": 0.02,
@@ -188,7 +197,7 @@ def main() -> int:
             "load": load.stop(),
         }
     )
-    write_result("access", figures)
+    write_result("access" if feed else "access_poll_only", figures)
     complete = figures["missing_confirmation"] == 0 and figures["no_first_message"] == 0
     return 0 if complete else 1
 

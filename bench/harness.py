@@ -409,6 +409,8 @@ def start_stack(
                 "MQTT_WS_PORT": str(broker.ws_port),
                 "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
                 "WATCHER_INTERVAL_S": str(watcher_s),
+                # The node's event feed wakes the watcher at each milestone, as in make run.
+                "IOTA_NODE_ZMQ_URL": devnet.zmq_url,
                 "RECONCILE_INTERVAL_S": "60",  # the production default
                 **store.writer_env,
                 "SEED_DEMO": "true",
