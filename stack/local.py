@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from deploy.host import VENV_BIN, find_binary, forward_signals, http_ok
-from stack import ferretdb, influxdb, mosquitto_conf, seller_pool
+from stack import ferretdb, influxdb, mosquitto_conf, prometheus_conf, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets
 from stack.settings import StackSettings
@@ -76,6 +76,7 @@ def service_environment(
         "API_HOST": "127.0.0.1",
         "API_PORT": str(s.api_port),
         "INGEST_METRICS_PORT": str(s.ingest_metrics_port),
+        "INGEST_AVERAGER_METRICS_PORT": str(s.ingest_averager_metrics_port),
         "SEED_DEMO": "true",
         "SIM_USERNAME": "device.plug-1",
         "SIM_PASSWORD": secrets["DEMO_DEVICE_PASSWORD"],
@@ -217,6 +218,14 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             data,
         ),
         _pool_keeper_program(s, data),
+        _program(
+            "prometheus",
+            prometheus_conf.argv(
+                s, prometheus_conf.write(s, data / "prometheus"), data / "prometheus" / "tsdb"
+            ),
+            50,
+            data,
+        ),
     ]
     if embedded_mongo:
         programs.insert(
@@ -293,6 +302,7 @@ def _announce_when_ready(
    MQTT           127.0.0.1:{s.mqtt_port}  TLS :{s.mqtt_tls_port}  WebSocket :{s.mqtt_ws_port}
    free averages  mosquitto_sub -p {s.mqtt_port} -t 'avg/#' -v
    devnet         Hornet http://127.0.0.1:{s.devnet_port}/  faucet :{s.faucet_port}
+   metrics        Prometheus http://127.0.0.1:{s.prometheus_port}/  (alerts: /alerts)
    seller seed    {data / "seller.seed"} (deposit addresses, iot-wallet sweep)
    time series    InfluxDB http://127.0.0.1:{s.influx_port}/  database {influxdb.DATABASE}
                   (admin: {influxdb.ADMIN_USER}, INFLUX_ADMIN_PASSWORD in secrets.env)

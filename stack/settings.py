@@ -43,4 +43,7 @@ class StackSettings(BaseSettings):
     ingest_workers: int = Field(1, alias="INGEST_WORKERS", ge=1, le=16)
     broker_auth_replicas: int = Field(1, alias="BROKER_AUTH_REPLICAS", ge=1, le=8)
     ingest_metrics_port: int = Field(9102, alias="INGEST_METRICS_PORT")
+    ingest_averager_metrics_port: int = Field(9101, alias="INGEST_AVERAGER_METRICS_PORT")
+    # Prometheus (loopback), scraping every process above and evaluating prometheus/alerts.yml.
+    prometheus_port: int = Field(9090, alias="PROMETHEUS_PORT")
     sim_rate_hz: float = Field(2.0, alias="SIM_RATE_HZ")

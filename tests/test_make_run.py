@@ -25,7 +25,7 @@ def _stack_env(data_dir: Path) -> dict[str, str]:
     names = [
         "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
         "FERRETDB_DEBUG_PORT", "INFLUX_PORT", "INFLUX_RPC_PORT", "DEVNET_PORT", "FAUCET_PORT",
-        "INGEST_METRICS_PORT", "DEVNET_ZMQ_PORT",
+        "INGEST_METRICS_PORT", "DEVNET_ZMQ_PORT", "PROMETHEUS_PORT",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
     env.update({name: str(procs.free_port()) for name in names})
@@ -71,8 +71,38 @@ def _stop(runner: subprocess.Popen[bytes], env: dict[str, str]) -> None:
     assert runner.wait(60) == 0
     for name in (
         "MQTT_PORT", "API_PORT", "FERRETDB_PORT", "INFLUX_PORT", "DEVNET_PORT", "FAUCET_PORT",
+        "PROMETHEUS_PORT",
     ):  # fmt: skip
         assert not procs.port_open(int(env[name])), f"{name} still open after Ctrl-C"
+
+
+def _scraped(env: dict[str, str]) -> dict[str, list[str]] | None:
+    """Prometheus's targets: job -> the health of each of its targets."""
+    url = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}/api/v1/targets"
+    try:
+        active = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+    jobs: dict[str, list[str]] = {}
+    for target in active:
+        jobs.setdefault(target["labels"]["job"], []).append(target["health"])
+    return jobs
+
+
+def _alert_rules(env: dict[str, str]) -> set[str]:
+    url = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}/api/v1/rules"
+    groups = httpx.get(url, timeout=5).json()["data"]["groups"]
+    return {rule["name"] for group in groups for rule in group["rules"]}
+
+
+def _wait_scraped(env: dict[str, str], want: dict[str, int]) -> None:
+    """Every process of the run is scraped and up (`want`: job -> how many targets)."""
+    procs.wait_until(
+        lambda: (_scraped(env) or {}) == {job: ["up"] * n for job, n in want.items()},
+        60,
+        f"Prometheus scraping {want}",
+    )
+    assert {"DepositPoolEmpty", "NoPaymentsLeader", "ProcessDown"} <= _alert_rules(env)
 
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
@@ -106,6 +136,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             "reading", "value", device="plug-1"
         )
         assert "IoT telemetry broker is up" in log.read_text()
+        _wait_scraped(env, {"broker_auth": 1, "ingest": 1, "prometheus": 1})
     finally:
         if runner.poll() is None:
             _stop(runner, env)
@@ -171,6 +202,7 @@ def _stored_readings_after_restart(env: dict[str, str], log: Path) -> int:
         assert fresh is not None and fresh["count"] > 1
         text = log.read_text()
         assert "ingest-1" in text and "averager" in text and "broker_auth-1" in text
+        _wait_scraped(scaled, {"broker_auth": 2, "ingest": 2, "averager": 1, "prometheus": 1})
         return count
     finally:
         _stop(runner, scaled)
