@@ -91,7 +91,9 @@ def wait_for_access(
         attempts += 1
         probe = MqttProbe(port, username, password)
         try:
-            if not probe.connect(timeout=2):
+            # A CONNACK comes in milliseconds; a connection kicked mid-CONNECT (the grant's role
+            # change) would wait out paho's 1 s reconnect here: a fresh attempt is quicker.
+            if not probe.connect(timeout=0.5):
                 raise PermissionError(f"{username}: the broker refused the credentials")
             if probe.subscribe(topic, timeout=0.25):
                 return Access(probe, time.time(), attempts, last_refused)
