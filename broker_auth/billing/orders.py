@@ -199,6 +199,10 @@ class Orders:
                 return after
             version = int(doc.get("state_version", 0))
             update: Doc = {"$set": {**stored_fields(after), "state_version": version + 1}}
+            # A date the event cleared (a withdrawn cancel's cancelled_at) leaves the document.
+            cleared = {n: "" for n in RECORD_DATES if getattr(after, n) is None and n in doc}
+            if cleared:
+                update["$unset"] = cleared
             moves = [_history(e) for e in effects if isinstance(e, StatusChanged)]
             if moves:
                 update["$push"] = {"history": {"$each": moves}}
@@ -349,6 +353,9 @@ def record_of(doc: Doc) -> OrderRecord:
     )
 
 
+RECORD_DATES = ("paid_at", "fully_paid_at", "cancelled_at", "closed_at")
+
+
 def stored_fields(record: OrderRecord) -> Doc:
     """The record's fields as the order document keeps them (None: not set)."""
     fields: Doc = {
@@ -359,7 +366,7 @@ def stored_fields(record: OrderRecord) -> Doc:
         "seen_iota": record.seen_iota,
         "payment_ids": list(record.payment_ids),
     }
-    for name in ("paid_at", "fully_paid_at", "cancelled_at", "closed_at"):
+    for name in RECORD_DATES:
         value = getattr(record, name)
         if value is not None:
             fields[name] = value
