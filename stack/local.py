@@ -140,6 +140,14 @@ def _pool_keeper_program(s: StackSettings, data: Path) -> str:
     return _program("pool-keeper", argv, 40, data)
 
 
+def _prometheus_program(s: StackSettings, data: Path) -> str:
+    """Prometheus on loopback, scraping every process above, with the alert rules."""
+    config = prometheus_conf.write(s, data / "prometheus")
+    return _program(
+        "prometheus", prometheus_conf.argv(s, config, data / "prometheus" / "tsdb"), 50, data
+    )
+
+
 def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: bool) -> Path:
     data = s.data_dir
     ports = MosquittoPorts(s.mqtt_port, s.mqtt_tls_port, s.mqtt_ws_port)
@@ -218,14 +226,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             data,
         ),
         _pool_keeper_program(s, data),
-        _program(
-            "prometheus",
-            prometheus_conf.argv(
-                s, prometheus_conf.write(s, data / "prometheus"), data / "prometheus" / "tsdb"
-            ),
-            50,
-            data,
-        ),
+        _prometheus_program(s, data),
     ]
     if embedded_mongo:
         programs.insert(
