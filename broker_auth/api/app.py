@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from broker_auth.api import routes
 from broker_auth.api.errors import install_error_handlers
-from broker_auth.api.middleware import BodyLimit, count_requests
+from broker_auth.api.middleware import BodyLimit, OneValuePerQueryKey, count_requests
 from broker_auth.api.routes.deposit_addresses import IMPORT_PATHS
 from broker_auth.portal import mount_portal
 from broker_auth.service import Runtime
@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(count_requests)
     imports = dict.fromkeys(IMPORT_PATHS, settings.max_import_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, per_path=imports)
+    app.add_middleware(OneValuePerQueryKey)
     install_error_handlers(app)
     routes.install(app)
     # The buyer's web portal at / (static files; see broker_auth/portal).

@@ -1,9 +1,11 @@
-"""What wraps every request: the body size limit (413) and the request metrics."""
+"""What wraps every request: the body size limit (413), one value per query parameter (422)
+and the request metrics."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -47,6 +49,28 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class OneValuePerQueryKey:
+    """Refuse a query string naming a parameter twice (422): no route takes a list, and
+    FastAPI would silently read the last of `?offset=5&offset=0`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = bytes(scope.get("query_string", b"")).decode("latin-1")
+            names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                detail = [
+                    {"loc": ["query", name], "msg": "given more than once", "type": "repeated"}
+                    for name in repeated
+                ]
+                await JSONResponse({"detail": detail}, 422)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _declared_too_big(scope: Scope, max_bytes: int) -> bool:

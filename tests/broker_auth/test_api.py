@@ -375,6 +375,21 @@ def test_grants_empty_and_payments_empty(
     assert api.get("/api/payments?limit=x", headers=stack.admin).status_code == 422
 
 
+@pytest.mark.parametrize(
+    "query", ["offset=false&offset=false&offset=0.0", "offset=5&offset=0", "limit=1&limit="]
+)
+def test_a_query_parameter_given_twice_is_422_not_the_last_one_read(
+    stack: AuthStack, api: httpx.Client, query: str
+) -> None:
+    r = api.get(f"/api/payments?{query}", headers=stack.admin)
+    assert r.status_code == 422, r.text
+    name = query.split("=")[0]
+    assert r.json()["detail"] == [
+        {"loc": ["query", name], "msg": "given more than once", "type": "repeated"}
+    ]
+    assert api.get("/api/payments?offset=0&limit=5", headers=stack.admin).status_code == 200
+
+
 def test_openapi_documents_every_call(api: httpx.Client) -> None:
     spec = api.get("/openapi.json").json()
     expected = {
