@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iota import Transaction, TryteString
+from iota import Transaction, TransactionHash, TryteString
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
@@ -63,6 +63,18 @@ def test_as_trits_matches_pyota(text: str) -> None:
 
 
 @settings(max_examples=500, deadline=None)
+@given(st.lists(trit, min_size=0, max_size=400), st.sampled_from((None, 0, 50, 200)))
+def test_from_trits_matches_pyota(trits: list[int], pad: int | None) -> None:
+    original = speedups.ORIGINALS["from_trits"].__func__
+    for cls in (TryteString, TransactionHash):
+        if cls is TransactionHash and len(trits) > 243:
+            continue
+        fast = cls.from_trits(list(trits), pad) if cls is TryteString else cls.from_trits(trits)
+        slow = original(cls, list(trits), pad) if cls is TryteString else original(cls, trits)
+        assert type(fast) is type(slow) and str(fast) == str(slow)
+
+
+@settings(max_examples=500, deadline=None)
 @given(st.integers(-ternary.SUPPLY, ternary.SUPPLY))
 def test_ternary_ints_round_trip_like_pyota(value: int) -> None:
     text = ternary.from_int(value, 27)
@@ -75,14 +87,18 @@ def plain_pyota() -> Iterator[None]:
     """PyOTA's own conversions, for the duration of the block."""
     from iota.crypto.kerl import conv
 
-    fast = (conv.convertToBytes, conv.convertToTrits, TryteString.as_trits)
+    fast_from_trits = TryteString.__dict__["from_trits"]  # the classmethod, not one bound to it
+    fast = (conv.convertToBytes, conv.convertToTrits, TryteString.as_trits, fast_from_trits)
     conv.convertToBytes = speedups.ORIGINALS["convertToBytes"]
     conv.convertToTrits = speedups.ORIGINALS["convertToTrits"]
     TryteString.as_trits = speedups.ORIGINALS["as_trits"]
+    TryteString.from_trits = speedups.ORIGINALS["from_trits"]
     try:
         yield
     finally:
-        conv.convertToBytes, conv.convertToTrits, TryteString.as_trits = fast
+        (conv.convertToBytes, conv.convertToTrits, TryteString.as_trits, TryteString.from_trits) = (
+            fast
+        )
 
 
 @settings(max_examples=5, deadline=None)
