@@ -1,5 +1,6 @@
 """The composition root: builds every part of broker_auth from Settings, starts and stops
-the background threads (control client, reconciler, payment watcher, expiry, events).
+the background threads (control client, reconciler, payment watcher, the node's event feed,
+expiry, the outbox drainer, events).
 
 One small builder per part, grouped by role (infrastructure, the broker, accounts, access,
 billing); `Runtime` wires them, passing each callback at construction.

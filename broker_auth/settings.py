@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_LENGTH = 16
+# tcp://host:port (a name, an IPv4 address or a [bracketed] IPv6 one) or ipc://path; or empty.
+FEED_URL_PATTERN = r"^(tcp://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}|ipc://\S+)?$"
 
 
 class Settings(BaseSettings):
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     node_timeout_s: float = Field(5.0, alias="NODE_TIMEOUT_S", gt=0)
     # The node's ZMQ event feed (Hornet's ZMQ plugin), e.g. tcp://127.0.0.1:5556: each new
     # solid milestone wakes the watcher at once; empty: the watcher polls only.
-    iota_node_zmq_url: str = Field("", alias="IOTA_NODE_ZMQ_URL", pattern=r"^((tcp|ipc)://\S+)?$")
+    iota_node_zmq_url: str = Field("", alias="IOTA_NODE_ZMQ_URL", pattern=FEED_URL_PATTERN)
     watcher_interval_s: float = Field(0.5, alias="WATCHER_INTERVAL_S", gt=0)
     watcher_max_backoff_s: float = Field(10.0, alias="WATCHER_MAX_BACKOFF_S", gt=0)
     stray_scan_interval_s: float = Field(30.0, alias="STRAY_SCAN_INTERVAL_S", gt=0)

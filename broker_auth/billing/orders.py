@@ -193,9 +193,11 @@ class Orders:
             doc = self.store.orders.find_one({"_id": order_id})
             if doc is None:
                 return None
-            before = record_of(doc)
+            # An order stored before the record existed (a replica of the previous version
+            # still writes them during a rolling upgrade) starts from its payments.
+            before = record_of(doc) if "state_version" in doc else self._legacy_record(doc)
             after, effects = apply(before, event)
-            if after == before:
+            if after == before and "state_version" in doc:
                 return after
             version = int(doc.get("state_version", 0))
             update: Doc = {"$set": {**stored_fields(after), "state_version": version + 1}}
@@ -213,7 +215,7 @@ class Orders:
             if done.matched_count:
                 self._carry_out(doc, effects)
                 return after
-        raise RuntimeError(f"order {order_id}: its record kept changing under this update")
+        raise ConflictError(f"order {order_id} kept changing under this update: try again")
 
     def _carry_out(self, doc: Doc, effects: list[Effect]) -> None:
         for effect in effects:
@@ -233,22 +235,34 @@ class Orders:
         """Orders stored before the record existed get it, from their payments (at start)."""
         done = 0
         for doc in self.store.orders.find({"state_version": {"$exists": False}}):
-            payments = list(self.store.payments.find({"order_id": doc["_id"]}))
-            record = record_of(doc)
-            for payment in payments:
-                at = as_utc(payment.get("confirmed_at") or doc["created_at"])
-                record = apply(
-                    record, PaymentConfirmed(str(payment["_id"]), int(payment["amount_iota"]), at)
-                )[0]
-            if doc.get("released_at"):
-                record = apply(record, WindowClosed(as_utc(doc["released_at"])))[0]
-            record = current(record, utcnow())
+            record = self._legacy_record(doc)
             self.store.orders.update_one(
                 {"_id": doc["_id"], "state_version": {"$exists": False}},
                 {"$set": {**stored_fields(record), "state_version": 1}},
             )
             done += 1
         return done
+
+    def _legacy_record(self, doc: Doc) -> OrderRecord:
+        """The record of an order stored without one: its payments folded in, its window's
+        end, and the pending value its address's watch entry shows."""
+        record = record_of(doc)
+        for payment in self.store.payments.find({"order_id": doc["_id"]}):
+            at = as_utc(payment.get("confirmed_at") or doc["created_at"])
+            record = apply(
+                record, PaymentConfirmed(str(payment["_id"]), int(payment["amount_iota"]), at)
+            )[0]
+        if doc.get("released_at"):
+            record = apply(record, WindowClosed(as_utc(doc["released_at"])))[0]
+        entry = self.pool.watch.entry(str(doc["address"])) if doc.get("address") else None
+        if entry is not None and entry.get("order_id") == doc["_id"]:
+            seen = PendingSeen(
+                int(entry.get("pending_iota", 0)),
+                int(entry.get("confirmed_seen_iota", 0)),
+                utcnow(),
+            )
+            record = apply(record, seen)[0]
+        return current(record, utcnow())
 
     def cancel(self, username: str, order_id: str) -> None:
         """Cancel an unpaid order of `username`: its address is free again at once.

@@ -46,6 +46,7 @@ from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger import Ledger
+from broker_auth.ledger.feed import MilestoneNews
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ EVIDENCE_GIVE_UP_S = 24 * 3600.0
 EVIDENCE_MAX_BACKOFF_S = 10.0
 EVIDENCE_PER_POLL = 20  # lookups a poll spends on backfill, so a backlog cannot stall it
 # The feed announced a milestone the balances did not show yet: poll again soon, this many
-# times at most per announcement (a feed from another node cannot make it poll for ever).
+# times at most per announcement taken (MilestoneNews takes an index only once, and only a
+# few milestones ahead of the ledger's answer, so a foreign or flooding feed cannot make the
+# watcher poll in a loop).
 BEHIND_FEED_PAUSE_S = 0.05
 BEHIND_FEED_POLLS = 20
 
@@ -103,9 +106,9 @@ class Watcher(BackgroundWorker):
         self._evidence_loaded = False
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll = before_poll
-        # The newest solid milestone the node's event feed announced (ledger/feed.py), and
-        # whether the last balances read were older: then the next poll comes at once.
-        self.announced_milestone = 0
+        # What the node's event feed announced (ledger/feed.py), and whether the last
+        # balances read were older: then the next poll comes at once.
+        self.milestones = MilestoneNews()
         self._behind_feed = False
         self._quick_polls = 0
 
@@ -138,7 +141,8 @@ class Watcher(BackgroundWorker):
                 backoff = self.interval_s
             metrics.WATCHER_POLL_SECONDS.observe(time.monotonic() - started)
             pause = backoff
-            if self._behind_feed and self._quick_polls > 0:
+            # Quick re-polls only after a good poll: a failing node keeps its backoff.
+            if backoff == self.interval_s and self._behind_feed and self._quick_polls > 0:
                 self._quick_polls -= 1
                 pause = BEHIND_FEED_PAUSE_S
             self._pause(pause)
@@ -163,10 +167,13 @@ class Watcher(BackgroundWorker):
         metrics.NODE_UP.set(1)
 
     def milestone_announced(self, index: int) -> None:
-        """The node's feed says milestone `index` is solid: poll now (from the feed's thread)."""
-        self.announced_milestone = max(self.announced_milestone, index)
+        """The node's feed says milestone `index` is solid: poll now (from the feed's thread),
+        if that is news (see MilestoneNews) and the node was answering."""
+        if not self.milestones.announce(index):
+            return
         self._quick_polls = BEHIND_FEED_POLLS
-        self.wake()
+        if self.node_ok:
+            self.wake()
 
     # -- one poll --------------------------------------------------------------------------
     def poll_once(self) -> None:
@@ -181,7 +188,8 @@ class Watcher(BackgroundWorker):
             self._credit_increases(hot)
             self._show_pending(hot)
         else:
-            self.ledger.ledger_index()  # still tells whether the node answers
+            # Still tells whether the node answers, and where its ledger stands.
+            self._behind_feed = self.milestones.ledger_read(self.ledger.ledger_index())
             self._node_answered()
         if maintenance:
             cold = [d for d in watched if not _hot(d, now)]
@@ -208,7 +216,7 @@ class Watcher(BackgroundWorker):
     def _credit_increases(self, watched: list[Doc]) -> None:
         balances = self.ledger.confirmed_balances([str(d["_id"]) for d in watched])
         self._node_answered()
-        self._behind_feed = balances.ledger_index < self.announced_milestone
+        self._behind_feed = self.milestones.ledger_read(balances.ledger_index)
         seen_at = time.monotonic()
         for doc in watched:
             address = str(doc["_id"])
@@ -314,9 +322,11 @@ class Watcher(BackgroundWorker):
             seen_confirmed = confirmed.get(address, 0)
             if value == before and seen_confirmed == int(doc.get("confirmed_seen_iota", 0)):
                 continue
-            self.pool.watch.show_pending(address, value, seen_confirmed)
+            # The order first: if its write fails the watch entry still differs, so the next
+            # poll sends the event again (it is idempotent).
             if doc.get("order_id"):
                 self.orders.pending_seen(str(doc["order_id"]), value, seen_confirmed)
+            self.pool.watch.show_pending(address, value, seen_confirmed)
             if value > before:
                 self.payments.seen_pending(doc, value - before)
 

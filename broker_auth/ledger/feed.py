@@ -10,11 +10,17 @@ restarts; the feed counts what it received so an operator sees it is alive
 (`broker_auth_node_feed_events_total`).
 
 Message format (one frame, fields separated by spaces): `lmsi <previous index> <new index>`.
+
+The feed is not trusted to say more than "look now": `MilestoneNews` lets an announcement
+speed up polling only when it is ahead of what the ledger answered, by a few milestones at
+most, and newer than the last one taken; anything else (a replay, a flood, a feed of another
+network) is ignored, so it can neither make the watcher poll in a loop nor slow it down.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -26,7 +32,42 @@ from broker_auth.infra.background import BackgroundWorker
 log = logging.getLogger(__name__)
 
 RECEIVE_TIMEOUT_MS = 250  # how often the thread looks whether it is stopping
-SILENT_WARNING_S = 120.0  # no event for this long while connected: say so once
+SILENT_S = 120.0  # no event for this long: say so once and subscribe again
+MAX_FRAME_BYTES = 256  # `lmsi a b` is ~20 bytes: a peer sending more is dropped (ZMQ_MAXMSGSIZE)
+# An announced index more than this ahead of the ledger's answer is not our node's news.
+MAX_AHEAD = 5
+
+
+class MilestoneNews:
+    """Which feed announcements are worth polling for (thread-safe; pure, no I/O).
+
+    `announce(index)` is True when the watcher should poll now: `index` is newer than every
+    announcement taken and than the ledger's last answer, and at most MAX_AHEAD beyond that
+    answer. `ledger_read(index)` records the ledger's answer and says whether it is still
+    behind the newest announcement taken (then a quick re-poll may find it)."""
+
+    def __init__(self, max_ahead: int = MAX_AHEAD) -> None:
+        self.max_ahead = max_ahead
+        self.ledger_index = 0  # 0: the ledger has not answered yet
+        self.announced = 0
+        self._lock = threading.Lock()
+
+    def announce(self, index: int) -> bool:
+        with self._lock:
+            if self.ledger_index == 0 or index <= max(self.announced, self.ledger_index):
+                return False
+            if index > self.ledger_index + self.max_ahead:
+                return False
+            self.announced = index
+            return True
+
+    def ledger_read(self, index: int) -> bool:
+        """The ledger answered at milestone `index`; True while an announcement is ahead."""
+        with self._lock:
+            if index < self.ledger_index:  # the node went back (restored, another network)
+                self.announced = 0
+            self.ledger_index = index
+            return index < self.announced
 
 
 def parse_milestone(frame: bytes) -> int | None:
@@ -46,41 +87,66 @@ class NodeFeed(BackgroundWorker):
 
     join_timeout_s = 5.0
 
-    def __init__(self, url: str, on_milestone: Callable[[int], None]) -> None:
+    def __init__(
+        self, url: str, on_milestone: Callable[[int], None], silent_s: float = SILENT_S
+    ) -> None:
         super().__init__("node-feed")
+        self.silent_s = silent_s
         self.url = url
         self.on_milestone = on_milestone
         self.last_index: int | None = None
         self.last_event: float | None = None  # monotonic time of the last event received
 
     def _run(self) -> None:
+        warned = False
+        while not self.stopping:
+            socket = self._subscribe()
+            if socket is None:
+                return
+            try:
+                silent = self._receive_until_silent(socket)
+            finally:
+                socket.close()
+            if silent and not warned:
+                log.warning(
+                    "node feed: nothing from %s for %.0f s; subscribing again (the watcher's"
+                    " poll carries on)",
+                    self.url,
+                    self.silent_s,
+                )
+            warned = silent
+
+    def _subscribe(self) -> zmq.Socket[bytes] | None:
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         socket = context.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
         socket.setsockopt(zmq.SUBSCRIBE, b"lmsi ")
-        socket.connect(self.url)
-        log.info("node feed: subscribed to new solid milestones at %s", self.url)
-        started = time.monotonic()
-        warned = False
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         try:
-            while not self.stopping:
-                try:
-                    frame = socket.recv()
-                except zmq.Again:
-                    quiet_since = self.last_event or started
-                    if not warned and time.monotonic() - quiet_since > SILENT_WARNING_S:
-                        log.warning(
-                            "node feed: nothing from %s for %.0f s; the watcher's poll carries on",
-                            self.url,
-                            SILENT_WARNING_S,
-                        )
-                        warned = True
-                    continue
-                self._received(frame)
-                warned = False
-        finally:
+            socket.connect(self.url)
+        except zmq.ZMQError as exc:  # a malformed URL: settings only checks its shape
+            log.error("node feed: cannot connect to %s (%s); the watcher polls only", self.url, exc)
             socket.close()
+            return None
+        log.info("node feed: subscribed to new solid milestones at %s", self.url)
+        return socket
+
+    def _receive_until_silent(self, socket: zmq.Socket[bytes]) -> bool:
+        """Hand each frame on until stopping (False) or `silent_s` without one (True): a link
+        ZMQ dropped (an oversized frame) is not reconnected by ZMQ, so the caller opens a new
+        socket."""
+        quiet_since = time.monotonic()
+        while not self.stopping:
+            try:
+                frame = socket.recv()
+            except zmq.Again:
+                if time.monotonic() - quiet_since > self.silent_s:
+                    return True
+                continue
+            quiet_since = time.monotonic()
+            self._received(frame)
+        return False
 
     def _received(self, frame: bytes) -> None:
         index = parse_milestone(frame)

@@ -36,6 +36,8 @@ MAX_TAILS = 8  # attachments of one bundle ever validated (reattachments beyond:
 # A failed attachment is tried again after these pauses, then it is invalid. The first is
 # short: a bundle still arriving (the node stores it transaction by transaction) is complete
 # within milliseconds, and waiting a whole second let a 1 s milestone confirm it unseen.
+# So an invalid attachment costs 4 validations over 3.2 s (each within TAILS_PER_CALL and
+# MAX_TAILS: a stranger's spam stays bounded per call).
 VALIDATE_RETRY_S = (0.2, 1.0, 2.0)
 PER_ADDRESS = 4  # pending bundles counted per address
 TIP_CHECKS_PER_CALL = 8

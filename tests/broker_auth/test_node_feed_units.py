@@ -4,14 +4,16 @@ test_node_feed.py."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+import pytest
 import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_auth.ledger.feed import NodeFeed, parse_milestone
+from broker_auth.ledger.feed import MilestoneNews, NodeFeed, parse_milestone
 
 
 def test_parse_milestone() -> None:
@@ -65,3 +67,78 @@ def test_feed_survives_garbage_and_a_failing_listener() -> None:
         feed.stop()
         publisher.close()
     assert not feed._thread.is_alive()
+
+
+def test_news_is_taken_once_and_only_a_few_milestones_ahead_of_the_ledger() -> None:
+    news = MilestoneNews(max_ahead=5)
+    assert not news.announce(10)  # the ledger has not answered yet: nothing to compare
+    assert not news.ledger_read(100)
+    assert news.announce(101)
+    assert not news.announce(101)  # a replay
+    assert not news.announce(100) and not news.announce(7)  # old news
+    assert not news.announce(10**9)  # a foreign or forged feed: far ahead
+    assert news.ledger_read(100)  # the balances lag the announcement: re-poll soon
+    assert not news.ledger_read(101)
+    assert news.announce(106) and not news.announce(107)  # at most 5 ahead of 101
+
+
+def test_a_node_that_went_back_resets_what_was_announced() -> None:
+    news = MilestoneNews(max_ahead=5)
+    news.ledger_read(500)
+    assert news.announce(503)
+    assert not news.ledger_read(20)  # restored node: 503 will not come from it
+    assert news.announce(21)
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 2_000)), max_size=200))
+def test_news_taken_are_bounded_by_the_ledger_answers(steps: list[tuple[bool, int]]) -> None:
+    """Between two ledger answers a feed gets at most MAX_AHEAD announcements taken, each
+    newer than the last, whatever it sends."""
+    news = MilestoneNews(max_ahead=5)
+    taken_since_read: list[int] = []
+    for is_read, index in steps:
+        if is_read:
+            news.ledger_read(index)
+            taken_since_read = []
+        elif news.announce(index):
+            assert 0 < index - news.ledger_index <= 5
+            assert all(index > earlier for earlier in taken_since_read)
+            taken_since_read.append(index)
+            assert len(taken_since_read) <= 5
+
+
+def test_a_feed_url_it_cannot_use_ends_the_feed_with_an_error_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    feed = NodeFeed("tcp://no-port-here", lambda index: None)
+    with caplog.at_level(logging.ERROR, "broker_auth.ledger.feed"):
+        feed.start()
+        feed._thread.join(5)
+    assert not feed._thread.is_alive()
+    assert "cannot connect to tcp://no-port-here" in caplog.text
+
+
+def test_an_oversized_frame_is_dropped_and_the_feed_goes_on() -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    publisher = context.socket(zmq.PUB)
+    port = publisher.bind_to_random_port("tcp://127.0.0.1")
+    seen: list[int] = []
+    feed = NodeFeed(f"tcp://127.0.0.1:{port}", seen.append, silent_s=1.0)
+    feed.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            publisher.send(b"lmsi 0 1")
+            time.sleep(0.1)
+        publisher.send(b"lmsi 1 2 " + b"9" * 100_000)  # over MAX_FRAME_BYTES: link dropped
+        # ZMQ drops the link and does not reconnect it; after silent_s the feed subscribes
+        # again and later milestones arrive.
+        deadline = time.monotonic() + 10
+        while 3 not in seen and time.monotonic() < deadline:
+            publisher.send(b"lmsi 2 3")
+            time.sleep(0.1)
+        assert 3 in seen
+        assert all(len(str(i)) < 10 for i in seen)
+    finally:
+        feed.stop()
+        publisher.close()
