@@ -201,6 +201,9 @@ class OrderOut(OrderCreated):
     confirmed_iota: int = Field(description="confirmed on the tangle")
     price_iota_per_hour: int
     created_at: UtcDateTime
+    provisional_until: UtcDateTime | None = Field(
+        None, description="instant access: provisional access given by a pending payment ends"
+    )
 
 
 class GrantOut(BaseModel):

@@ -17,11 +17,14 @@ from pathlib import Path
 
 from broker_auth.access.expiry import ExpiryScheduler
 from broker_auth.access.grants import Grants
+from broker_auth.access.instant_access import Limits
 from broker_auth.access.notices import Notifier
+from broker_auth.access.provisional import ProvisionalGrants
 from broker_auth.accounts import passwords
 from broker_auth.accounts.buyers import Accounts
 from broker_auth.accounts.sessions import Sessions
 from broker_auth.accounts.throttle import SlidingWindow, purge_expired
+from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.outbox import Outbox, OutboxDrainer
 from broker_auth.billing.payments import Payments
@@ -159,6 +162,7 @@ def build_watcher(
     orders: Orders,
     s: Settings,
     before_poll: Callable[[], bool],
+    instant: InstantAccess,
 ) -> Watcher:
     return Watcher(
         store,
@@ -171,6 +175,15 @@ def build_watcher(
         max_backoff_s=s.watcher_max_backoff_s,
         stray_scan_interval_s=s.stray_scan_interval_s,
         before_poll=before_poll,
+        instant=instant,
+    )
+
+
+def instant_access_limits(s: Settings) -> Limits:
+    return Limits(
+        max_seconds=s.instant_access_max_s,
+        max_iota=s.instant_access_max_iota,
+        confirm_s=s.instant_access_confirm_s,
     )
 
 
@@ -242,13 +255,17 @@ class Runtime:
         self.throttles = Throttles.build(self.store, s)
         self.devices = Devices(self.store, self.projector)
         self.products = Products(self.store, self.projector, s.live_topic_prefix)
-        # Access: grants and their expiry.
+        # Access: grants, provisional access and their expiry.
+        self.provisional = ProvisionalGrants(
+            self.store, self.projector, notify=self.notifier.send, on_change=self._grants_changed
+        )
         self.grants = Grants(
             self.store,
             self.projector,
             self.events,
             on_change=self._grants_changed,
             notify=self.notifier.send,
+            provisional=self.provisional,
         )
         self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
         self.reconciler = build_reconciler(
@@ -269,6 +286,7 @@ class Runtime:
             self.orders,
             s,
             before_poll=self._addresses_loaded,
+            instant=InstantAccess(self.store, self.provisional, instant_access_limits(s)),
         )
         self.node_feed = build_node_feed(s, self.watcher)
         # Warm the KDF once so the first login does not pay for imports and allocation.

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     watcher_max_backoff_s: float = Field(10.0, alias="WATCHER_MAX_BACKOFF_S", gt=0)
     stray_scan_interval_s: float = Field(30.0, alias="STRAY_SCAN_INTERVAL_S", gt=0)
 
+    # Instant access (access/instant_access.py): a valid pending payment opens provisional
+    # access at once, capped; 0 turns it off. The seller's worst case per buyer is
+    # INSTANT_ACCESS_MAX_IOTA of value for at most INSTANT_ACCESS_MAX_S of access.
+    instant_access_max_s: float = Field(600.0, alias="INSTANT_ACCESS_MAX_S", ge=0)
+    instant_access_max_iota: int = Field(1000, alias="INSTANT_ACCESS_MAX_IOTA", ge=0)
+    instant_access_confirm_s: float = Field(900.0, alias="INSTANT_ACCESS_CONFIRM_S", gt=0)
+
     # Orders
     order_payment_window_s: float = Field(3600.0, alias="ORDER_PAYMENT_WINDOW_S", gt=0)
     late_payment_window_s: float = Field(7 * 86400.0, alias="LATE_PAYMENT_WINDOW_S", ge=0)

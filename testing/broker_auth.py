@@ -254,6 +254,9 @@ def start_auth_stack(
         "MAX_UNPAID_ORDERS": "1000",
         "ORDER_MAX_PER_BUYER": "100000",
         "ORDER_MAX_PER_IP": "100000",
+        # Tests of confirmed payments assert access from confirmation on; instant access (on
+        # by default) has its own tests (tests/broker_auth/test_instant_access.py).
+        "INSTANT_ACCESS_MAX_S": "0",
         **(extra_env or {}),
     }
     stack = AuthStack(

@@ -32,6 +32,9 @@ class Purchase:
     topic_filter: str
     amount_iota: int
     seconds: float
+    # When provisional access for this payment's order began (instant access): the paid time
+    # is counted from then, not from confirmation, so the buyer gets it once, not twice.
+    provisional_since: dt.datetime | None = None
 
     @property
     def grant_id(self) -> str:
@@ -89,33 +92,56 @@ class CreditPlan:
         return self.event is None
 
 
-def plan_credit(purchase: Purchase, grant: Doc | None, now: dt.datetime) -> CreditPlan:
-    """How `purchase` changes `grant` (None: there is none yet) at `now`."""
+def plan_credit(
+    purchase: Purchase,
+    grant: Doc | None,
+    now: dt.datetime,
+    provisional_until: dt.datetime | None = None,
+) -> CreditPlan:
+    """How `purchase` changes `grant` (None: there is none yet) at `now`.
+
+    A grant keeps its paid end (`paid_until`; `expires_at` on grants older than instant
+    access) and the end of provisional access still running for other orders
+    (`provisional_until`, passed in); access ends at the later of the two (`expires_at`).
+    """
     gid, pid = purchase.grant_id, purchase.payment_id
     length = dt.timedelta(seconds=purchase.seconds)
+    floor = min(purchase.provisional_since or now, now)
     if grant is None:
-        end = truncate(now + length)
+        paid = truncate(floor + length)
+        end = _later(paid, provisional_until)
         doc: Doc = {
             "_id": gid,
             "username": purchase.username,
             "product_id": purchase.product_id,
             "topic_filter": purchase.topic_filter,
-            "starts_at": now,
+            "starts_at": floor,
             "expires_at": end,
+            "paid_until": paid,
             "active": True,
             "applied_payments": [pid],
             "updated_at": now,
         }
+        if provisional_until is not None:
+            doc["provisional_until"] = provisional_until
         return _planned(purchase, "granted", end, add_role=True, insert=doc)
     if pid in grant.get("applied_payments", []):
         return CreditPlan(gid, event=None, new_end=None)
     active = bool(grant.get("active"))
     running = active and as_utc(grant["expires_at"]) > now
-    # Stack onto the end of a running grant; otherwise start now.
-    end = truncate((as_utc(grant["expires_at"]) if running else now) + length)
-    changes: Doc = {"expires_at": end, "active": True, "updated_at": now}
+    paid_end = as_utc(grant.get("paid_until") or grant["expires_at"])
+    # Stack onto the paid end of a live grant; otherwise start now (or when provisional
+    # access for this payment began).
+    paid = truncate((max(paid_end, floor) if active else floor) + length)
+    end = _later(paid, provisional_until)
+    changes: Doc = {"expires_at": end, "paid_until": paid, "active": True, "updated_at": now}
     if not running:
-        changes["starts_at"] = now
+        changes["starts_at"] = floor
+    update: Doc = {"$set": changes, "$push": {"applied_payments": pid}}
+    if provisional_until is not None:
+        changes["provisional_until"] = provisional_until
+    elif "provisional_until" in grant:
+        update["$unset"] = {"provisional_until": ""}
     return _planned(
         purchase,
         "extended" if running else "granted",
@@ -128,8 +154,12 @@ def plan_credit(purchase: Purchase, grant: Doc | None, now: dt.datetime) -> Cred
             "active": grant.get("active"),
             "applied_payments": {"$ne": pid},
         },
-        update={"$set": changes, "$push": {"applied_payments": pid}},
+        update=update,
     )
+
+
+def _later(paid: dt.datetime, provisional_until: dt.datetime | None) -> dt.datetime:
+    return max(paid, provisional_until) if provisional_until is not None else paid
 
 
 def _planned(

@@ -13,6 +13,7 @@ changes happen under the leader's grants lock, so reconciliation never sees half
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -30,6 +31,7 @@ from broker_auth.access.crediting import (
     purchase_of,
 )
 from broker_auth.access.crediting import grant_id as grant_id  # where callers look for it
+from broker_auth.access.provisional import ProvisionalGrants
 from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.infra import metrics
@@ -53,8 +55,10 @@ class Grants:
         events: EventWriter | None = None,
         on_change: Callable[[], None] | None = None,
         notify: Notify | None = None,
+        provisional: ProvisionalGrants | None = None,
     ) -> None:
         self.store = store
+        self.provisional = provisional
         self.projector = projector
         self.leader = projector.leader  # grant changes are the leader's, under its lock
         self.events = events
@@ -88,22 +92,34 @@ class Grants:
             log.info("payment %s buys no time (refund due: %d iota)", pid, purchase.amount_iota)
             return
         with self.leader.grants_lock:
-            plan = self._write_grant(purchase)
+            provisional_until = None
+            if self.provisional is not None:
+                # The order's provisional access becomes paid time from when it began; other
+                # orders' provisional access keeps running on the grant.
+                now, order_id = utcnow(), str(order["_id"])
+                since = self.provisional.since_for_order(order_id, now)
+                purchase = dataclasses.replace(purchase, provisional_since=since)
+                provisional_until = self.provisional.until_for_grant(
+                    purchase.username, purchase.product_id, now, except_order=order_id
+                )
+            plan = self._write_grant(purchase, provisional_until)
             # Flagged only after the grant holds the payment's id: a crash in between is
             # repaired by crediting again (the plan then finds the id and writes nothing).
             self.store.payments.update_one(
                 {"_id": pid}, {"$set": credited_fields(purchase, utcnow())}
             )
+            if self.provisional is not None:
+                self.provisional.converted(str(order["_id"]))
             if plan.add_role:
                 self._add_role(purchase)
         if not plan.applied_before:
             self._announce(plan, purchase, confirmed_seen_at)
 
-    def _write_grant(self, purchase: Purchase) -> CreditPlan:
+    def _write_grant(self, purchase: Purchase, provisional_until: dt.datetime | None) -> CreditPlan:
         """Plan against the grant as read and write it, again while it changes meanwhile."""
         for _attempt in range(MAX_CAS_ATTEMPTS):
             grant = self.store.grants.find_one({"_id": purchase.grant_id})
-            plan = plan_credit(purchase, grant, utcnow())
+            plan = plan_credit(purchase, grant, utcnow(), provisional_until)
             if self._stored(plan):
                 return plan
         raise RuntimeError(f"grant {purchase.grant_id}: too much contention")

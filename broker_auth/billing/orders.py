@@ -327,6 +327,7 @@ class Orders:
             confirmed_iota=record.confirmed_iota,
             price_iota_per_hour=int(doc["price_iota_per_hour"]),
             created_at=as_utc(doc["created_at"]),
+            provisional_until=_running_until(doc.get("provisional_until"), now),
         )
 
     def find(self, order_id: str) -> Doc | None:
@@ -343,6 +344,11 @@ class Orders:
         now = utcnow()
         docs = self.store.orders.find({"username": username}).sort("created_at", -1).limit(limit)
         return [self._out(d, now) for d in docs]
+
+
+def _running_until(value: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    """Provisional access shows until it ends."""
+    return as_utc(value) if value is not None and as_utc(value) > now else None
 
 
 def record_of(doc: Doc) -> OrderRecord:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pymongo.errors import PyMongoError
 
 from broker_auth.access.grants import Grants
+from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.payments import Payments
 from broker_auth.billing.pool import DepositAddresses
@@ -45,7 +46,7 @@ from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
-from broker_auth.ledger import Ledger
+from broker_auth.ledger import BundleSeen, Ledger
 from broker_auth.ledger.feed import MilestoneNews
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ class Watcher(BackgroundWorker):
         max_backoff_s: float = 10.0,
         stray_scan_interval_s: float = 30.0,
         before_poll: Callable[[], bool] | None = None,
+        instant: InstantAccess | None = None,
     ) -> None:
         super().__init__("watcher")
+        self.instant = instant
         self.store = store
         self.ledger = ledger
         self.pool = pool
@@ -186,7 +189,9 @@ class Watcher(BackgroundWorker):
         hot = [d for d in watched if _hot(d, now)]
         if hot:
             self._credit_increases(hot)
-            self._show_pending(hot)
+            asked, seen = self._show_pending(hot)
+            if self.instant is not None and asked:
+                self.instant.review(asked, seen)
         else:
             # Still tells whether the node answers, and where its ledger stands.
             self._behind_feed = self.milestones.ledger_read(self.ledger.ledger_index())
@@ -292,7 +297,8 @@ class Watcher(BackgroundWorker):
         if ends_at is not None:
             self.pool.extend_watch(str(payment["address"]), ends_at)
 
-    def _show_pending(self, watched: list[Doc]) -> None:
+    def _show_pending(self, watched: list[Doc]) -> tuple[list[Doc], list[BundleSeen]]:
+        """Show pending value on the orders; the entries asked about and what the ledger saw."""
         now = utcnow()
         # Orders not paid yet and still in their payment window, and any address still
         # showing pending value (it drops to 0 once that bundle confirms or leaves).
@@ -307,10 +313,11 @@ class Watcher(BackgroundWorker):
             )
         ]
         if not waiting:
-            return
+            return [], []
         pending: dict[str, int] = {}
         confirmed: dict[str, int] = {}
-        for seen in self.ledger.bundles_paying([str(d["_id"]) for d in waiting]):
+        bundles = self.ledger.bundles_paying([str(d["_id"]) for d in waiting])
+        for seen in bundles:
             into = confirmed if seen.confirmed else pending
             into[seen.address] = into.get(seen.address, 0) + seen.value
         for doc in waiting:
@@ -329,6 +336,7 @@ class Watcher(BackgroundWorker):
             self.pool.watch.show_pending(address, value, seen_confirmed)
             if value > before:
                 self.payments.seen_pending(doc, value - before)
+        return waiting, bundles
 
     def _close_ended(self, watched: list[Doc], release: bool) -> None:
         now = utcnow()

@@ -49,6 +49,8 @@ class Store:
         # A buyer's places for unpaid orders (unpaid.py): `<username>#<n>`, by `_id` only.
         self.order_slots: Collection[Doc] = self.db["order_slots"]
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
+        # Provisional access, one entry per admitted bundle (access/provisional.py).
+        self.provisional: Collection[Doc] = self.db["provisional"]
         # Confirmed payments not yet in the time-series store (small: drained every second).
         self.outbox: Collection[Doc] = self.db["outbox"]
         # Shared by the replicas: login/sign-up limits (accounts/throttle.py), the lease

@@ -36,6 +36,12 @@ class BundleSeen:
     address: str
     value: int
     confirmed: bool
+    # For instant access (pending bundles only): the addresses it spends; whether the node
+    # answered getTipInfo for it as solid, not conflicting and not below max depth; whether
+    # another pending bundle seen spends one of the same inputs (a double spend in the making).
+    inputs: frozenset[str] = frozenset()
+    ready: bool = False
+    contested: bool = False
 
 
 class Ledger(Protocol):

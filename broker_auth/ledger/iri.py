@@ -42,6 +42,7 @@ VALIDATE_RETRY_S = (0.2, 1.0, 2.0)
 PER_ADDRESS = 4  # pending bundles counted per address
 TIP_CHECKS_PER_CALL = 8
 TIP_CHECK_INTERVAL_S = 10.0
+TIP_RECHECK_S = 0.3  # a tail the node could not tell about yet (not solid)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -64,6 +65,7 @@ class _Bundle:
     tails: tuple[str, ...]  # valid tails seen so far
     attachments: frozenset[str]  # its value transactions on the watched addresses, when read
     next_tip_check: float = 0.0
+    ready: bool = False  # the last getTipInfo: solid, not conflicting, not below max depth
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,26 @@ def _counted(pending: dict[str, _Bundle], by_bundle: dict[str, set[str]]) -> lis
             key = (address, root(bundle_hash))
             if value > 0 and value > best.get(key, (0, ""))[0]:
                 best[key] = (value, bundle_hash)
+    group_size: dict[str, int] = {}
+    for bundle_hash in pending:
+        group_size[root(bundle_hash)] = group_size.get(root(bundle_hash), 0) + 1
     seen: list[BundleSeen] = []
     per_address: dict[str, int] = {}
-    for (address, _group), (value, bundle_hash) in sorted(best.items()):
+    for (address, group), (value, bundle_hash) in sorted(best.items()):
         if per_address.get(address, 0) < PER_ADDRESS:
             per_address[address] = per_address.get(address, 0) + 1
-            seen.append(BundleSeen(bundle_hash, address, value, False))
+            bundle = pending[bundle_hash]
+            seen.append(
+                BundleSeen(
+                    bundle_hash,
+                    address,
+                    value,
+                    False,
+                    inputs=frozenset(bundle.inputs),
+                    ready=bundle.ready,
+                    contested=group_size[group] > 1,
+                )
+            )
     return seen
 
 
@@ -275,8 +291,11 @@ class IriLedger:
         now = time.monotonic()
         due = [(h, b) for h, b in alive.items() if h in self._pending and b.next_tip_check <= now]
         for bundle_hash, bundle in due[:TIP_CHECKS_PER_CALL]:
-            bundle.next_tip_check = now + TIP_CHECK_INTERVAL_S
             states = [self._tip_state(tail) for tail in bundle.tails]
+            bundle.ready = "live" in states and "conflicting" not in states
+            # Not solid yet: asked again soon (instant access waits for this answer).
+            known = bundle.ready or "unknown" not in states
+            bundle.next_tip_check = now + (TIP_CHECK_INTERVAL_S if known else TIP_RECHECK_S)
             if "conflicting" in states:
                 self._drop(bundle_hash, bundle, "conflicting")
             elif states and all(state == "tip" for state in states):
@@ -292,11 +311,12 @@ class IriLedger:
         return confirmed
 
     def _tip_state(self, tail: str) -> str:
-        """ "conflicting", "tip" (below max depth: only a reattachment can confirm), or "live"."""
+        """ "conflicting", "tip" (below max depth: only a reattachment can confirm), "live",
+        or "unknown" (not solid yet: the node refuses to tell)."""
         try:
             info = self._call("getTipInfo", tailTransaction=tail)
         except LedgerUnavailableError:
-            return "live"  # not solid yet, or unknown: looked at again later
+            return "unknown"  # looked at again later
         if info.get("conflicting"):
             return "conflicting"
         return "tip" if info.get("shouldReattach") else "live"

@@ -1,4 +1,4 @@
-"""Instant access's risk rules (broker_auth/billing/instant_access.py), without a node: the
+"""Instant access's risk rules (broker_auth/access/instant_access.py), without a node: the
 attacks of the issue as data. Whatever the mix of bundles, buyers, orders and shared inputs, a
 buyer never has more than the cap at risk, an input never buys twice, a double spend opens
 nothing, and provisional time never outlasts its caps."""
@@ -11,7 +11,7 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_auth.billing.instant_access import (
+from broker_auth.access.instant_access import (
     Admitted,
     Candidate,
     Limits,

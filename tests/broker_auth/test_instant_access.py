@@ -1,0 +1,177 @@
+"""Instant access against real Hornet, broker_auth and Mosquitto: a valid pending payment opens
+provisional access at once, within the risk limits, and loses it when it cannot confirm.
+
+Milestones are held back by stopping the coordinator node (SIGSTOP on its process group), so
+"before confirmation" is certain rather than a race against the milestone interval; SIGCONT
+lets the next milestone confirm what waits.
+
+Product `slow`: 3600 iota/h, so 1 iota buys 1 s. Limits here: INSTANT_ACCESS_MAX_S 120,
+INSTANT_ACCESS_MAX_IOTA 100, INSTANT_ACCESS_CONFIRM_S 60.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from iota import TransactionHash
+
+from testing.mqtt import wait_for_access
+from testing.procs import wait_for
+from tests.broker_auth.conftest import AuthStackFactory
+from tests.broker_auth.test_attacks import Arena
+from tests.devnet_fixture import start_devnet
+
+MAX_S, MAX_IOTA, CONFIRM_S = 120, 100, 60
+
+
+@pytest.fixture(scope="module")
+def shop(
+    auth_stack_factory: AuthStackFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Arena]:
+    net = start_devnet(tmp_path_factory.mktemp("instant-devnet"), crash_safe=True)
+    try:
+        stack = auth_stack_factory(
+            "instant",
+            node_url=net.url,
+            INSTANT_ACCESS_MAX_S=str(MAX_S),
+            INSTANT_ACCESS_MAX_IOTA=str(MAX_IOTA),
+            INSTANT_ACCESS_CONFIRM_S=str(CONFIRM_S),
+            WATCHER_INTERVAL_S="0.5",
+        )
+        wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
+        stack.create_product("slow", "live/plug-1/#", 3600)
+        yield Arena(net, stack)
+    finally:
+        net.stop()
+
+
+@contextlib.contextmanager
+def milestones_held(arena: Arena) -> Iterator[None]:
+    """No milestone while inside: the coordinator node is stopped, then let go."""
+    coordinator = arena.net.coordinator
+    assert coordinator is not None and coordinator.popen is not None
+    os.killpg(coordinator.popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(coordinator.popen.pid, signal.SIGCONT)
+
+
+def _ts(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def grant_of(arena: Arena, auth: tuple[str, str]) -> dict[str, Any] | None:
+    r = arena.http().get("/api/grants", auth=auth)
+    assert r.status_code == 200, r.text
+    grants: list[dict[str, Any]] = r.json()
+    return grants[0] if grants else None
+
+
+def confirmed(arena: Arena, tail: Any) -> bool:
+    states = arena.api.get_latest_inclusion([TransactionHash(str(tail.hash).encode())])
+    return bool(next(iter(states["states"].values())))
+
+
+def pay(arena: Arena, seed: Any, order: dict[str, Any], value: int) -> Any:
+    txs = arena.send(arena.signed_transfer(seed, [(order["address"], value, order["tag"])]))
+    return next(tx for tx in txs if tx.current_index == 0)
+
+
+def test_a_valid_pending_payment_opens_access_at_once_and_confirmation_counts_it_once(
+    shop: Arena,
+) -> None:
+    buyer = shop.buyer("instant")
+    order = shop.order(buyer, hours=60 / 3600)  # 60 iota: 60 s
+    seed = shop.funded_seed(60)
+    signed = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+    with milestones_held(shop):
+        sent_at = time.time()
+        tail = next(tx for tx in shop.send(signed) if tx.current_index == 0)
+        access = wait_for_access(
+            shop.stack.broker.port,
+            buyer[0],
+            shop.stack.mqtt_passwords[buyer[0]],
+            "live/plug-1/#",
+            15,
+        )
+        live_after = access.granted_at - sent_at
+        access.probe.close()
+        assert not confirmed(shop, tail)  # no milestone came: this is provisional access
+        shown = shop.get_order(buyer, order["order_id"])
+        assert shown["provisional_until"] is not None and shown["confirmed_iota"] == 0, shown
+        grant = grant_of(shop, buyer)
+        assert grant is not None
+        provisional_end = _ts(grant["expires_at"])
+        assert provisional_end - time.time() <= 60 + 1
+        time.sleep(2)
+    wait_for(lambda: confirmed(shop, tail), 30, "the payment confirmed")
+    shop.wait_confirmed(buyer, order["order_id"], 60)
+    grant = grant_of(shop, buyer)
+    assert grant is not None
+    # Counted from when provisional access began: not 60 s more from confirmation.
+    assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
+    assert shop.get_order(buyer, order["order_id"])["provisional_until"] is None
+    print(f"\nattached -> live topic granted (provisional): {live_after:.2f} s")
+    assert live_after < 2.0
+
+
+def test_a_double_spend_loses_provisional_access_within_two_seconds(shop: Arena) -> None:
+    buyer = shop.buyer("double")
+    order = shop.order(buyer, hours=60 / 3600)
+    other = shop.order(shop.buyer("other"), hours=60 / 3600)
+    seed = shop.funded_seed(60)
+    honest = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+    # The same inputs again, to another order: a double spend in the making.
+    double = shop.signed_transfer(seed, [(other["address"], 60, other["tag"])])
+    with milestones_held(shop):
+        shop.send(honest)
+        wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
+        shop.send(double)
+        contested_at = time.monotonic()
+        wait_for(lambda: grant_of(shop, buyer) is None, 10, "access withdrawn", 0.05)
+        withdrawn_after = time.monotonic() - contested_at
+    print(f"\ndouble spend attached -> provisional access withdrawn: {withdrawn_after:.2f} s")
+    assert withdrawn_after < 2.0 + 0.5  # the 2 s promise plus one watcher poll
+    assert shop.get_order(buyer, order["order_id"])["provisional_until"] is None
+
+
+def test_a_buyer_cannot_stack_provisional_value_past_the_cap(shop: Arena) -> None:
+    buyer = shop.buyer("stacker")
+    orders = [shop.order(buyer, hours=80 / 3600) for _ in range(2)]  # 80 iota each
+    seeds = [shop.funded_seed(80) for _ in orders]
+    with milestones_held(shop):
+        for seed, order in zip(seeds, orders, strict=True):
+            pay(shop, seed, order, 80)
+        wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
+        time.sleep(3)  # several polls with both bundles seen
+        grant = grant_of(shop, buyer)
+        assert grant is not None
+        left = _ts(grant["expires_at"]) - time.time()
+        # 100 iota at most: 80 s from the first bundle, 20 s from the second, not 160 s.
+        assert left <= MAX_IOTA + 1, left
+    for order in orders:
+        shop.wait_confirmed(buyer, order["order_id"], 80)
+    grant = grant_of(shop, buyer)
+    assert grant is not None and _ts(grant["expires_at"]) - time.time() > 120  # all paid now
+
+
+def test_without_confirmation_provisional_access_ends_at_its_deadline(shop: Arena) -> None:
+    """A bundle that is never confirmed: access no longer than INSTANT_ACCESS_CONFIRM_S after
+    it was seen, even for a longer purchase."""
+    buyer = shop.buyer("never")
+    order = shop.order(buyer, hours=100 / 3600)
+    seed = shop.funded_seed(100)
+    with milestones_held(shop):
+        pay(shop, seed, order, 100)
+        wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
+        grant = grant_of(shop, buyer)
+        assert grant is not None
+        assert _ts(grant["expires_at"]) - time.time() <= CONFIRM_S + 1
