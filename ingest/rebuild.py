@@ -25,6 +25,8 @@ from ingest.parsing import Reading, format_rfc3339
 from ingest.settings import IngestSettings
 
 log = logging.getLogger("ingest.rebuild")
+# A store just started (the first `make run`) may refuse or not answer this long: said at INFO.
+QUIET_START_S = 15.0
 
 
 def _string(value: str) -> str:
@@ -80,8 +82,9 @@ def _refused(exc: Exception) -> bool:
 
 
 def rebuild_averages(averages: Averages, settings: IngestSettings, stop: threading.Event) -> None:
-    """Refill the windows from the store; retried while the store is unreachable, for at most
-    INGEST_REBUILD_TIMEOUT_S, then the averages start empty (said once, as an error)."""
+    """Refill the windows from the store; retried while the store is unreachable or refuses
+    the token, for at most INGEST_REBUILD_TIMEOUT_S, then the averages start empty (said once,
+    as an error)."""
     started = time.monotonic()
     delay = 0.5
     while not stop.is_set():
@@ -93,14 +96,22 @@ def rebuild_averages(averages: Averages, settings: IngestSettings, stop: threadi
                 count += 1
         except Exception as exc:  # the store down, or a token that may not read
             brief = f"HTTP {exc.status}" if isinstance(exc, ApiException) else repr(exc)[:200]
-            if _refused(exc) or time.monotonic() - started > settings.rebuild_timeout_s:
+            # A refusal is retried too: on a first start the store's users are still being
+            # provisioned (there is nothing to rebuild then, and it is no error).
+            if time.monotonic() - started > settings.rebuild_timeout_s:
                 log.error(
                     "averages NOT rebuilt from the store (%s%s): they start from the next readings",
                     brief,
                     "; INFLUX_READ_TOKEN may not read the bucket" if _refused(exc) else "",
                 )
                 return
-            log.warning("could not rebuild the averages from the store yet: %s", brief)
+            # Quiet while a starting store may still be provisioning; louder after that.
+            early = time.monotonic() - started < QUIET_START_S
+            log.log(
+                logging.INFO if early else logging.WARNING,
+                "could not rebuild the averages from the store yet: %s; retrying",
+                brief,
+            )
             stop.wait(delay)
             delay = min(delay * 2, settings.retry_max_s)
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 from deploy.host import VENV_BIN, find_binary, forward_signals, http_ok
 from stack import ferretdb, influxdb, mosquitto_conf, prometheus_conf, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
-from stack.secrets import ensure_secrets
+from stack.secrets import ensure_secrets, where_from
 from stack.settings import StackSettings
 
 
@@ -307,7 +307,7 @@ def _announce_when_ready(
    seller seed    {data / "seller.seed"} (deposit addresses, iot-wallet sweep)
    time series    InfluxDB http://127.0.0.1:{s.influx_port}/  database {influxdb.DATABASE}
                   (admin: {influxdb.ADMIN_USER}, INFLUX_ADMIN_PASSWORD in secrets.env)
-   admin token    BROKER_ADMIN_TOKEN in {data / "secrets.env"}
+   admin token    {where_from("BROKER_ADMIN_TOKEN", data / "secrets.env")}
    TLS CA         {data / "mosquitto" / "tls" / "ca.crt"}
    try the story  make demo
 =====================================================================

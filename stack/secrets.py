@@ -57,3 +57,11 @@ def ensure_secrets(path: Path) -> dict[str, str]:
             f.writelines(f"{k}={v}\n" for k, v in stored.items())
     # The environment overrides what is stored (e.g. a BROKER_ADMIN_TOKEN chosen by the user).
     return {k: os.environ.get(k, v) for k, v in stored.items()}
+
+
+def where_from(key: str, path: Path) -> str:
+    """Where the running stack's `key` comes from, for the banner: the caller's environment
+    (which overrides the file) or the generated file."""
+    if os.environ.get(key):
+        return f"{key} from your environment (not the one in {path})"
+    return f"{key} in {path}"
