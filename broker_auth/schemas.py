@@ -210,10 +210,16 @@ class GrantOut(BaseModel):
     product_id: str
     topic_filter: str
     expires_at: UtcDateTime
+    provisional_until: UtcDateTime | None = Field(
+        None, description="instant access: part of the time rests on payments not confirmed yet"
+    )
 
 
 class GrantAdminOut(GrantOut):
     username: str
+    provisional_iota: int = Field(
+        0, description="unconfirmed value this grant's provisional access rests on (at risk)"
+    )
 
 
 class PaymentOut(BaseModel):

@@ -188,10 +188,16 @@ def instant_access_limits(s: Settings) -> Limits:
 
 
 def build_node_feed(s: Settings, watcher: Watcher) -> NodeFeed | None:
-    """The node's event feed, when configured: a new solid milestone wakes the watcher."""
+    """The node's event feed, when configured: a new solid milestone wakes the watcher, and
+    with instant access on so does a transaction paying a waiting order."""
     if not s.iota_node_zmq_url:
         return None
-    return NodeFeed(s.iota_node_zmq_url, on_milestone=watcher.milestone_announced)
+    instant = s.instant_access_max_s > 0 and s.instant_access_max_iota > 0
+    return NodeFeed(
+        s.iota_node_zmq_url,
+        on_milestone=watcher.milestone_announced,
+        on_payment=watcher.payment_announced if instant else None,
+    )
 
 
 # -- accounts: the throttles of logins, sign-ups and orders ----------------------------------

@@ -258,7 +258,10 @@ class Grants:
 
     # -- queries -------------------------------------------------------------------------
     def active_for(self, username: str) -> list[GrantOut]:
-        return [GrantOut(**g.model_dump(exclude={"username"})) for g in self._active(username)]
+        return [
+            GrantOut(**g.model_dump(exclude={"username", "provisional_iota"}))
+            for g in self._active(username)
+        ]
 
     def active_all(self) -> list[GrantAdminOut]:
         """Every buyer's active grants (the seller)."""
@@ -268,13 +271,22 @@ class Grants:
         query: dict[str, object] = {"active": True, "expires_at": {"$gt": utcnow()}}
         if username is not None:
             query["username"] = username
+        now = utcnow()
         docs = self.store.grants.find(query).sort([("username", 1), ("product_id", 1)])
+        at_risk: Counter[str] = Counter()  # grant id -> unconfirmed value giving access now
+        ends: dict[str, dt.datetime] = {}
+        for entry in self.provisional.running(now) if self.provisional else []:
+            gid = grant_id(str(entry["username"]), str(entry["product_id"]))
+            at_risk[gid] += int(entry["value"])
+            ends[gid] = max(as_utc(entry["until"]), ends.get(gid, as_utc(entry["until"])))
         return [
             GrantAdminOut(
                 username=str(d["username"]),
                 product_id=str(d["product_id"]),
                 topic_filter=str(d["topic_filter"]),
                 expires_at=as_utc(d["expires_at"]),
+                provisional_until=ends.get(str(d["_id"])),
+                provisional_iota=at_risk[str(d["_id"])],
             )
             for d in docs
         ]

@@ -60,6 +60,9 @@ EVIDENCE_PER_POLL = 20  # lookups a poll spends on backfill, so a backlog cannot
 # watcher poll in a loop).
 BEHIND_FEED_PAUSE_S = 0.05
 BEHIND_FEED_POLLS = 20
+# The feed's `tx` events to a watched address wake the watcher at most this often (anyone may
+# attach transactions to an order's address, valid or not).
+TX_WAKE_GAP_S = 0.1
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Watcher(BackgroundWorker):
         # What the node's event feed announced (ledger/feed.py), and whether the last
         # balances read were older: then the next poll comes at once.
         self.milestones = MilestoneNews()
+        self._waiting: frozenset[str] = frozenset()  # addresses the last poll asked about
+        self._last_tx_wake = 0.0
         self._behind_feed = False
         self._quick_polls = 0
 
@@ -176,6 +181,16 @@ class Watcher(BackgroundWorker):
             return
         self._quick_polls = BEHIND_FEED_POLLS
         if self.node_ok:
+            self.wake()
+
+    def payment_announced(self, address: str) -> None:
+        """The node's feed saw a transaction with value to `address` (from the feed's thread):
+        poll now if it pays a waiting order; at most every TX_WAKE_GAP_S."""
+        if address not in self._waiting or not self.node_ok:
+            return
+        now = time.monotonic()
+        if now - self._last_tx_wake >= TX_WAKE_GAP_S:
+            self._last_tx_wake = now
             self.wake()
 
     # -- one poll --------------------------------------------------------------------------
@@ -312,6 +327,7 @@ class Watcher(BackgroundWorker):
                 and as_utc(d["order_expires_at"]) > now
             )
         ]
+        self._waiting = frozenset(str(d["_id"]) for d in waiting)
         if not waiting:
             return [], []
         pending: dict[str, int] = {}

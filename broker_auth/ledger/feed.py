@@ -9,7 +9,10 @@ the watcher's poll stays as the fallback. A SUB socket reconnects by itself when
 restarts; the feed counts what it received so an operator sees it is alive
 (`broker_auth_node_feed_events_total`).
 
-Message format (one frame, fields separated by spaces): `lmsi <previous index> <new index>`.
+Message formats (one frame, fields separated by spaces): `lmsi <previous index> <new index>`;
+`tx <hash> <address> <value> <obsolete tag> ...` for every new transaction: one with value to a
+watched address wakes the watcher (instant access sees a payment without waiting for the
+poll); a flood of them to a watched address wakes it at most every TX_WAKE_GAP_S (watcher).
 
 The feed is not trusted to say more than "look now": `MilestoneNews` lets an announcement
 speed up polling only when it is ahead of what the ledger answered, by a few milestones at
@@ -28,12 +31,14 @@ import zmq
 
 from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
+from broker_auth.ledger import ternary
 
 log = logging.getLogger(__name__)
 
 RECEIVE_TIMEOUT_MS = 250  # how often the thread looks whether it is stopping
 SILENT_S = 120.0  # no event for this long: say so once and subscribe again
-MAX_FRAME_BYTES = 256  # `lmsi a b` is ~20 bytes: a peer sending more is dropped (ZMQ_MAXMSGSIZE)
+# `lmsi a b` is ~20 bytes, `tx ...` ~520: a peer sending more is dropped (ZMQ_MAXMSGSIZE).
+MAX_FRAME_BYTES = 1024
 # An announced index more than this ahead of the ledger's answer is not our node's news.
 MAX_AHEAD = 5
 
@@ -70,6 +75,22 @@ class MilestoneNews:
             return index < self.announced
 
 
+def parse_payment(frame: bytes) -> str | None:
+    """The address a `tx` message sends value to (81 trytes), else None (no value, or
+    anything malformed)."""
+    parts = frame.split()
+    if len(parts) < 4 or parts[0] != b"tx" or len(parts[2]) != 81:
+        return None
+    address = parts[2].decode("ascii", "replace")
+    if not ternary.is_trytes(address):
+        return None
+    try:
+        value = int(parts[3])
+    except ValueError:
+        return None
+    return address if value > 0 else None
+
+
 def parse_milestone(frame: bytes) -> int | None:
     """The new solid milestone index of an `lmsi` message, else None (anything malformed)."""
     parts = frame.split()
@@ -83,15 +104,21 @@ def parse_milestone(frame: bytes) -> int | None:
 
 
 class NodeFeed(BackgroundWorker):
-    """Subscribes to `lmsi` on the node's ZMQ feed and calls `on_milestone(index)` for each."""
+    """Subscribes to `lmsi` (and `tx` when `on_payment` is given) on the node's ZMQ feed and
+    calls `on_milestone(index)` / `on_payment(address)`."""
 
     join_timeout_s = 5.0
 
     def __init__(
-        self, url: str, on_milestone: Callable[[int], None], silent_s: float = SILENT_S
+        self,
+        url: str,
+        on_milestone: Callable[[int], None],
+        silent_s: float = SILENT_S,
+        on_payment: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__("node-feed")
         self.silent_s = silent_s
+        self.on_payment = on_payment
         self.url = url
         self.on_milestone = on_milestone
         self.last_index: int | None = None
@@ -122,6 +149,8 @@ class NodeFeed(BackgroundWorker):
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
         socket.setsockopt(zmq.SUBSCRIBE, b"lmsi ")
+        if self.on_payment is not None:
+            socket.setsockopt(zmq.SUBSCRIBE, b"tx ")
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         try:
             socket.connect(self.url)
@@ -149,6 +178,15 @@ class NodeFeed(BackgroundWorker):
         return False
 
     def _received(self, frame: bytes) -> None:
+        if frame.startswith(b"tx "):
+            address = parse_payment(frame)
+            if address is not None and self.on_payment is not None:
+                metrics.NODE_FEED_EVENTS.labels("tx").inc()
+                try:
+                    self.on_payment(address)
+                except Exception:
+                    log.exception("node feed: payment listener failed")
+            return
         index = parse_milestone(frame)
         if index is None:
             metrics.NODE_FEED_EVENTS.labels("malformed").inc()

@@ -5,7 +5,8 @@ Milestones are held back by stopping the coordinator node (SIGSTOP on its proces
 "before confirmation" is certain rather than a race against the milestone interval; SIGCONT
 lets the next milestone confirm what waits.
 
-Product `slow`: 3600 iota/h, so 1 iota buys 1 s. Limits here: INSTANT_ACCESS_MAX_S 120,
+The watcher follows the node's ZMQ feed (a `tx` paying a waiting order wakes it) and polls
+every 0.5 s. Product `slow`: 3600 iota/h, so 1 iota buys 1 s. Limits here: INSTANT_ACCESS_MAX_S 120,
 INSTANT_ACCESS_MAX_IOTA 100, INSTANT_ACCESS_CONFIRM_S 60.
 """
 
@@ -17,11 +18,13 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from iota import TransactionHash
 
+from testing.broker_auth import start_replica
 from testing.mqtt import wait_for_access
 from testing.procs import wait_for
 from tests.broker_auth.conftest import AuthStackFactory
@@ -44,6 +47,7 @@ def shop(
             INSTANT_ACCESS_MAX_IOTA=str(MAX_IOTA),
             INSTANT_ACCESS_CONFIRM_S=str(CONFIRM_S),
             WATCHER_INTERVAL_S="0.5",
+            IOTA_NODE_ZMQ_URL=net.zmq_url,
         )
         wait_for(lambda: (stack.health() or {}).get("status") == "ok", 30, "healthz ok")
         stack.create_product("slow", "live/plug-1/#", 3600)
@@ -108,9 +112,13 @@ def test_a_valid_pending_payment_opens_access_at_once_and_confirmation_counts_it
         shown = shop.get_order(buyer, order["order_id"])
         assert shown["provisional_until"] is not None and shown["confirmed_iota"] == 0, shown
         grant = grant_of(shop, buyer)
-        assert grant is not None
+        assert grant is not None and grant["provisional_until"] == grant["expires_at"]
         provisional_end = _ts(grant["expires_at"])
         assert provisional_end - time.time() <= 60 + 1
+        # The seller sees the value at risk.
+        every = shop.http().get("/api/grants/all", headers=shop.stack.admin).json()
+        (mine,) = [g for g in every if g["username"] == buyer[0]]
+        assert mine["provisional_iota"] == 60, mine
         time.sleep(2)
     wait_for(lambda: confirmed(shop, tail), 30, "the payment confirmed")
     shop.wait_confirmed(buyer, order["order_id"], 60)
@@ -118,6 +126,7 @@ def test_a_valid_pending_payment_opens_access_at_once_and_confirmation_counts_it
     assert grant is not None
     # Counted from when provisional access began: not 60 s more from confirmation.
     assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
+    assert grant["provisional_until"] is None  # paid time now
     assert shop.get_order(buyer, order["order_id"])["provisional_until"] is None
     print(f"\nattached -> live topic granted (provisional): {live_after:.2f} s")
     assert live_after < 2.0
@@ -175,3 +184,100 @@ def test_without_confirmation_provisional_access_ends_at_its_deadline(shop: Aren
         grant = grant_of(shop, buyer)
         assert grant is not None
         assert _ts(grant["expires_at"]) - time.time() <= CONFIRM_S + 1
+
+
+def test_three_accounts_paying_from_one_seed_get_no_provisional_access_together(
+    shop: Arena,
+) -> None:
+    buyers = [shop.buyer(f"shared{i}") for i in range(3)]
+    orders = [shop.order(b, hours=60 / 3600) for b in buyers]
+    seed = shop.funded_seed(60)
+    # Three signed bundles spending the one input: at most one can ever confirm.
+    bundles = [shop.signed_transfer(seed, [(o["address"], 60, o["tag"])]) for o in orders]
+    most_at_once = 0
+    with milestones_held(shop):
+        for trytes in bundles:
+            shop.send(trytes)
+            most_at_once = max(most_at_once, sum(grant_of(shop, b) is not None for b in buyers))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            most_at_once = max(most_at_once, sum(grant_of(shop, b) is not None for b in buyers))
+            time.sleep(0.05)
+        assert all(grant_of(shop, b) is None for b in buyers)
+    assert most_at_once <= 1
+    # The milestone confirms one of them: that buyer, and only that one, gets paid access.
+    wait_for(lambda: sum(grant_of(shop, b) is not None for b in buyers) == 1, 30, "one paid grant")
+
+
+def test_twenty_small_bundles_do_not_stack_past_the_cap(shop: Arena) -> None:
+    buyer = shop.buyer("small")
+    order = shop.order(buyer, hours=400 / 3600)  # 400 iota
+    seeds = [shop.funded_seed(20) for _ in range(20)]
+    bundles = [shop.signed_transfer(seed, [(order["address"], 20, order["tag"])]) for seed in seeds]
+    with milestones_held(shop):
+        for trytes in bundles:
+            shop.send(trytes)
+        time.sleep(3)  # polls with every bundle seen
+        grant = grant_of(shop, buyer)
+        assert grant is not None
+        left = _ts(grant["expires_at"]) - time.time()
+        assert left <= MAX_IOTA + 1, left  # 100 iota at risk at most, not 400
+    shop.wait_confirmed(buyer, order["order_id"], 400)
+
+
+def test_provisional_then_confirmed_is_credited_once_across_a_sigkill(shop: Arena) -> None:
+    buyer = shop.buyer("crash")
+    order = shop.order(buyer, hours=60 / 3600)
+    seed = shop.funded_seed(60)
+    signed = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+    with milestones_held(shop):
+        shop.send(signed)
+        wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
+        grant = grant_of(shop, buyer)
+        assert grant is not None
+        provisional_end = _ts(grant["expires_at"])
+        shop.stack.proc.kill()
+        shop.stack.proc.start()
+        wait_for(lambda: (shop.stack.health() or {}).get("status") == "ok", 60, "healthz ok")
+        grant = grant_of(shop, buyer)
+        assert grant is not None and abs(_ts(grant["expires_at"]) - provisional_end) < 0.01
+    shop.wait_confirmed(buyer, order["order_id"], 60)
+    grant = grant_of(shop, buyer)
+    assert grant is not None
+    assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
+    credited = [p for p in shop.payments_to(order["address"]) if p["credited"]]
+    assert len(credited) == 1 and credited[0]["amount_iota"] == 60, credited
+
+
+def test_provisional_then_confirmed_is_credited_once_across_a_leader_hand_over(
+    shop: Arena, tmp_path: Path
+) -> None:
+    """The leader dies while provisional access runs; the standby takes the lease, sees the
+    confirmation and converts it: the same end, one credit."""
+    standby = start_replica(shop.stack, tmp_path / "standby")
+    try:
+        wait_for(lambda: (standby.health() or {}).get("status") == "ok", 60, "standby healthy")
+        assert not (standby.health() or {}).get("leader")
+        buyer = shop.buyer("handover")
+        order = shop.order(buyer, hours=60 / 3600)
+        seed = shop.funded_seed(60)
+        signed = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+        with milestones_held(shop):
+            shop.send(signed)
+            wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
+            grant = grant_of(shop, buyer)
+            assert grant is not None
+            provisional_end = _ts(grant["expires_at"])
+            shop.stack.proc.kill()
+            wait_for(lambda: (standby.health() or {}).get("leader"), 15, "the standby to lead")
+        on_standby = Arena(shop.net, standby)
+        on_standby.wait_confirmed(buyer, order["order_id"], 60)
+        grant = grant_of(on_standby, buyer)
+        assert grant is not None
+        assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
+        credited = [p for p in on_standby.payments_to(order["address"]) if p["credited"]]
+        assert len(credited) == 1 and credited[0]["amount_iota"] == 60, credited
+    finally:
+        shop.stack.proc.start()
+        standby.proc.stop()
+        wait_for(lambda: (shop.stack.health() or {}).get("leader"), 30, "the primary to lead")

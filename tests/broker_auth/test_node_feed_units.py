@@ -13,7 +13,7 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_auth.ledger.feed import MilestoneNews, NodeFeed, parse_milestone
+from broker_auth.ledger.feed import MilestoneNews, NodeFeed, parse_milestone, parse_payment
 
 
 def test_parse_milestone() -> None:
@@ -142,3 +142,19 @@ def test_an_oversized_frame_is_dropped_and_the_feed_goes_on() -> None:
     finally:
         feed.stop()
         publisher.close()
+
+
+def test_parse_payment_reads_the_address_of_a_value_transaction() -> None:
+    address = "A" * 81
+    fields = ["9" * 81, address, "60", "9" * 27, "1700000000", "0", "2", "B" * 81, "C" * 81]
+    assert parse_payment(" ".join(["tx", *fields]).encode()) == address
+    zero = ["9" * 81, address, "0", *fields[3:]]
+    assert parse_payment(" ".join(["tx", *zero]).encode()) is None  # no value: not a payment
+    for bad in (b"tx", b"tx h", b"lmsi 1 2", b"tx " + b"h " + b"a" * 81 + b" 5", b"tx h A x 5"):
+        assert parse_payment(bad) is None, bad
+
+
+@given(st.binary(max_size=600))
+def test_parse_payment_never_raises(frame: bytes) -> None:
+    address = parse_payment(b"tx " + frame)
+    assert address is None or len(address) == 81

@@ -308,11 +308,17 @@ async function loadGrants() {
   const grants = await call("api/grants/all");
   const list = $("grants-list");
   list.replaceChildren();
+  let atRisk = 0;
   for (const g of grants) {
     const li = document.createElement("li");
     li.textContent = `${g.username} · ${g.product_id} until ${when(g.expires_at)}`;
+    if (g.provisional_iota > 0) {
+      li.textContent += ` · provisional until ${when(g.provisional_until)}, ${g.provisional_iota} i unconfirmed`;
+    }
+    atRisk += g.provisional_iota || 0;
     list.append(li);
   }
+  $("grants-at-risk").textContent = String(atRisk);
   if (!grants.length) list.append(emptyItem("No active grant."));
 }
 

@@ -308,6 +308,14 @@ function renderOrderStatus(order) {
   $("order-paid").textContent = String(order.paid_iota ?? 0);
   $("order-confirmed").textContent = String(order.confirmed_iota ?? 0);
   $("order-amount").textContent = String(order.amount_iota);
+  // Instant access: a pending payment gave access until this time, unless it confirms first.
+  const provisional = order.provisional_until ? new Date(order.provisional_until) : null;
+  show($("order-provisional"), provisional !== null);
+  if (provisional !== null) {
+    const until = $("order-provisional-until");
+    until.dateTime = order.provisional_until;
+    until.textContent = provisional.toLocaleTimeString();
+  }
   const reached = STEPS.indexOf(status);
   for (const li of $("order-steps").children) {
     const i = STEPS.indexOf(li.dataset.step);
