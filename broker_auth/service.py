@@ -292,7 +292,9 @@ class Runtime:
             self.orders,
             s,
             before_poll=self._addresses_loaded,
-            instant=InstantAccess(self.store, self.provisional, instant_access_limits(s)),
+            instant=InstantAccess(
+                self.store, self.ledger, self.provisional, instant_access_limits(s)
+            ),
         )
         self.node_feed = build_node_feed(s, self.watcher)
         # Warm the KDF once so the first login does not pay for imports and allocation.
@@ -315,6 +317,8 @@ class Runtime:
     def _lease_gained(self) -> None:
         # Bring the broker in line with MongoDB first: the last holder may have died mid-way.
         self.reconciler.trigger()
+        if self.watcher.instant is not None:
+            self.watcher.instant.lease_gained()
         self.watcher.wake()
         self.expiry.wake()
 

@@ -32,8 +32,9 @@ class Purchase:
     topic_filter: str
     amount_iota: int
     seconds: float
-    # When provisional access for this payment's order began (instant access): the paid time
-    # is counted from then, not from confirmation, so the buyer gets it once, not twice.
+    # When the provisional access this payment converts began (instant access): the paid time
+    # is counted from then, so the buyer gets it once, not twice (and two orders' provisional
+    # access running side by side costs him nothing).
     provisional_since: dt.datetime | None = None
 
     @property
@@ -103,19 +104,21 @@ def plan_credit(
     A grant keeps its paid end (`paid_until`; `expires_at` on grants older than instant
     access) and the end of provisional access still running for other orders
     (`provisional_until`, passed in); access ends at the later of the two (`expires_at`).
+    Paid time the payment converts from provisional access counts from when that began
+    (`provisional_since`); an end that falls before now is now (the grant ends at once).
     """
     gid, pid = purchase.grant_id, purchase.payment_id
     length = dt.timedelta(seconds=purchase.seconds)
     floor = min(purchase.provisional_since or now, now)
     if grant is None:
         paid = truncate(floor + length)
-        end = _later(paid, provisional_until)
+        end = _later(paid, provisional_until, now)
         doc: Doc = {
             "_id": gid,
             "username": purchase.username,
             "product_id": purchase.product_id,
             "topic_filter": purchase.topic_filter,
-            "starts_at": floor,
+            "starts_at": now,
             "expires_at": end,
             "paid_until": paid,
             "active": True,
@@ -130,13 +133,13 @@ def plan_credit(
     active = bool(grant.get("active"))
     running = active and as_utc(grant["expires_at"]) > now
     paid_end = as_utc(grant.get("paid_until") or grant["expires_at"])
-    # Stack onto the paid end of a live grant; otherwise start now (or when provisional
-    # access for this payment began).
+    # Stack onto the paid end of a live grant; otherwise start now (or when the provisional
+    # access it converts began).
     paid = truncate((max(paid_end, floor) if active else floor) + length)
-    end = _later(paid, provisional_until)
+    end = _later(paid, provisional_until, now)
     changes: Doc = {"expires_at": end, "paid_until": paid, "active": True, "updated_at": now}
     if not running:
-        changes["starts_at"] = floor
+        changes["starts_at"] = now
     update: Doc = {"$set": changes, "$push": {"applied_payments": pid}}
     if provisional_until is not None:
         changes["provisional_until"] = provisional_until
@@ -158,8 +161,12 @@ def plan_credit(
     )
 
 
-def _later(paid: dt.datetime, provisional_until: dt.datetime | None) -> dt.datetime:
-    return max(paid, provisional_until) if provisional_until is not None else paid
+def _later(
+    paid: dt.datetime, provisional_until: dt.datetime | None, now: dt.datetime
+) -> dt.datetime:
+    """Access ends at the later of paid and provisional time, and not before now."""
+    ends = [paid, truncate(now)] + ([provisional_until] if provisional_until is not None else [])
+    return max(ends)
 
 
 def _planned(

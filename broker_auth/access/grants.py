@@ -92,15 +92,19 @@ class Grants:
             log.info("payment %s buys no time (refund due: %d iota)", pid, purchase.amount_iota)
             return
         with self.leader.grants_lock:
-            provisional_until = None
+            provisional_until, converting = None, []
             if self.provisional is not None:
-                # The order's provisional access becomes paid time from when it began; other
-                # orders' provisional access keeps running on the grant.
-                now, order_id = utcnow(), str(order["_id"])
-                since = self.provisional.since_for_order(order_id, now)
+                # The provisional access this payment pays for becomes paid time from when it
+                # began; other provisional access keeps running on the grant.
+                now = utcnow()
+                converting = self.provisional.converting(str(order["_id"]), payment)
+                since = min((as_utc(e["starts_at"]) for e in converting), default=None)
                 purchase = dataclasses.replace(purchase, provisional_since=since)
                 provisional_until = self.provisional.until_for_grant(
-                    purchase.username, purchase.product_id, now, except_order=order_id
+                    purchase.username,
+                    purchase.product_id,
+                    now,
+                    excluding=(str(e["_id"]) for e in converting),
                 )
             plan = self._write_grant(purchase, provisional_until)
             # Flagged only after the grant holds the payment's id: a crash in between is
@@ -109,7 +113,7 @@ class Grants:
                 {"_id": pid}, {"$set": credited_fields(purchase, utcnow())}
             )
             if self.provisional is not None:
-                self.provisional.converted(str(order["_id"]))
+                self.provisional.converted(converting, str(order["_id"]))
             if plan.add_role:
                 self._add_role(purchase)
         if not plan.applied_before:
@@ -272,13 +276,19 @@ class Grants:
         if username is not None:
             query["username"] = username
         now = utcnow()
-        docs = self.store.grants.find(query).sort([("username", 1), ("product_id", 1)])
+        docs = list(self.store.grants.find(query).sort([("username", 1), ("product_id", 1)]))
         at_risk: Counter[str] = Counter()  # grant id -> unconfirmed value giving access now
         ends: dict[str, dt.datetime] = {}
+        paid_until: dict[str, dt.datetime] = {}
+        for d in docs:
+            paid_until[str(d["_id"])] = as_utc(d.get("paid_until") or d["expires_at"])
         for entry in self.provisional.running(now) if self.provisional else []:
             gid = grant_id(str(entry["username"]), str(entry["product_id"]))
+            until = as_utc(entry["until"])
+            if gid not in paid_until or until <= paid_until[gid]:
+                continue  # paid time covers it: nothing rests on it
             at_risk[gid] += int(entry["value"])
-            ends[gid] = max(as_utc(entry["until"]), ends.get(gid, as_utc(entry["until"])))
+            ends[gid] = max(until, ends.get(gid, until))
         return [
             GrantAdminOut(
                 username=str(d["username"]),

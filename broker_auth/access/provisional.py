@@ -1,15 +1,20 @@
 """Provisional access: what instant access (access/instant_access.py) admitted, on the grant.
 
 One document per admitted bundle in `provisional` (`_id`: the bundle hash, so a bundle opens
-access once whatever the replica or restart): its order, buyer, product, the value at risk,
-its inputs, when it was first seen, when access began and `until` when it ends, and `state`:
-`running`, then `converted` (its payment confirmed: crediting counted the paid time from
-`starts_at`) or `withdrawn` (a double spend, or it can no longer confirm).
+access once whatever the replica or restart): its order, address, buyer, product, the value at
+risk, its inputs, when it was first seen, when access began (`starts_at`) and ends (`until`),
+and `state`: `running`, then `converted` (its payment was credited, its paid time counted
+from `starts_at`, so it is counted once) or `withdrawn` (a double spend, or it can no longer
+confirm).
 
 The grant keeps `paid_until` (confirmed time) and `provisional_until` (the latest `until` of
 its running entries); access ends at the later (`expires_at`), so expiry (access/expiry.py)
 ends provisional time like any other and a withdrawal only moves `expires_at` back. Every
-grant write holds the leader's grants lock, as crediting does.
+grant write holds the leader's grants lock and is made only while this process leads.
+
+A payer whose bundle is withdrawn for a double spend (contested, or its inputs spent by
+another bundle) gets no instant access again for BLOCK_S, nor do those inputs: each cycle of
+free access would otherwise cost the attacker nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from broker_auth.infra.clock import as_utc, truncate, utcnow
 from broker_auth.infra.db import Doc, Store
 
 log = logging.getLogger(__name__)
+
+BLOCK_S = 86400.0  # after a double spend: no instant access for the payer and those inputs
 
 # (username, event, product_id, expires_at): the buyer's notification.
 Notify = Callable[[str, str, str, dt.datetime], None]
@@ -64,6 +71,7 @@ class ProvisionalGrants:
 
     # -- reading -------------------------------------------------------------------------
     def running(self, now: dt.datetime) -> list[Doc]:
+        """Entries giving access now."""
         return [d for d in self.col.find({"state": "running"}) if as_utc(d["until"]) > now]
 
     def as_provisional(self, docs: Iterable[Doc]) -> list[Provisional]:
@@ -82,49 +90,77 @@ class ProvisionalGrants:
         doc = self.col.find_one({"_id": bundle_hash}, {"first_seen": 1})
         return as_utc(doc["first_seen"]) if doc is not None else None
 
-    def since_for_order(self, order_id: str, now: dt.datetime) -> dt.datetime | None:
-        """When the order's running provisional access began (its payment converts it)."""
-        starts = [as_utc(d["starts_at"]) for d in self._running_of({"order_id": order_id}, now)]
-        return min(starts) if starts else None
+    def converting(self, order_id: str, payment: Doc) -> list[Doc]:
+        """The order's unconverted entries this confirmed payment pays for: those whose bundle
+        the payment names, else (no evidence yet) the oldest whose value it covers. A
+        stranger's small payment to the order converts nothing of the buyer's bundle."""
+        entries = sorted(
+            self.col.find({"order_id": order_id, "state": "running"}),
+            key=lambda d: as_utc(d["starts_at"]),
+        )
+        named = {str(b) for b in payment.get("bundles", [])}
+        if named:
+            return [d for d in entries if str(d["_id"]) in named]
+        left, chosen = int(payment.get("amount_iota", 0)), []
+        for entry in entries:
+            if int(entry["value"]) <= left:
+                left -= int(entry["value"])
+                chosen.append(entry)
+        return chosen
 
     def until_for_grant(
-        self, username: str, product_id: str, now: dt.datetime, except_order: str | None = None
+        self, username: str, product_id: str, now: dt.datetime, excluding: Iterable[str] = ()
     ) -> dt.datetime | None:
-        """The latest end of the grant's running provisional access (other orders only)."""
-        docs = self._running_of({"username": username, "product_id": product_id}, now)
-        ends = [as_utc(d["until"]) for d in docs if d["order_id"] != except_order]
+        """The latest end of the grant's running provisional access."""
+        skip = set(excluding)
+        ends = [
+            as_utc(d["until"])
+            for d in self.col.find(
+                {"username": username, "product_id": product_id, "state": "running"}
+            )
+            if str(d["_id"]) not in skip and as_utc(d["until"]) > now
+        ]
         return max(ends) if ends else None
 
-    def _running_of(self, query: Doc, now: dt.datetime) -> list[Doc]:
-        return [d for d in self.col.find({**query, "state": "running"}) if as_utc(d["until"]) > now]
+    def blocked(self, username: str, inputs: Iterable[str], now: dt.datetime) -> bool:
+        """Whether the payer or one of the inputs double-spent within BLOCK_S."""
+        for key in (f"buyer:{username}", *(f"input:{a}" for a in inputs)):
+            doc = self.store.instant_blocks.find_one({"_id": key})
+            if doc is not None and as_utc(doc["until"]) > now:
+                return True
+        return False
 
     # -- opening -------------------------------------------------------------------------
     def open(self, opening: Opening, username: str) -> bool:
         """Record the admitted bundle and give its buyer access until `until`; False if this
-        bundle opened access before (another pass, replica or process)."""
+        bundle opened access before (then its grant is made right again, idempotently: a
+        crash may have come between the two writes)."""
         a = opening.admitted
         now = utcnow()
         until = truncate(a.until)
-        try:
-            self.col.insert_one(
-                {
-                    "_id": a.bundle_hash,
-                    "order_id": a.order_id,
-                    "address": opening.address,
-                    "username": username,
-                    "product_id": opening.product_id,
-                    "value": a.value,
-                    "inputs": sorted(opening.inputs),
-                    "first_seen": opening.first_seen,
-                    "starts_at": now,
-                    "until": until,
-                    "state": "running",
-                }
-            )
-        except DuplicateKeyError:
-            return False
         with self.leader.grants_lock:
-            add_role = self._extend_grant(username, opening, until, now)
+            if not self.leader.leads():
+                return False
+            try:
+                self.col.insert_one(
+                    {
+                        "_id": a.bundle_hash,
+                        "order_id": a.order_id,
+                        "address": opening.address,
+                        "username": username,
+                        "product_id": opening.product_id,
+                        "topic_filter": opening.topic_filter,
+                        "value": a.value,
+                        "inputs": sorted(opening.inputs),
+                        "first_seen": opening.first_seen,
+                        "starts_at": now,
+                        "until": until,
+                        "state": "running",
+                    }
+                )
+            except DuplicateKeyError:
+                return False
+            add_role = self._extend_grant(username, opening.product_id, opening.topic_filter, until)
             self._show_on_order(a.order_id, now)
             if add_role:
                 self._add_role(username, opening.product_id)
@@ -144,19 +180,20 @@ class ProvisionalGrants:
         return True
 
     def _extend_grant(
-        self, username: str, opening: Opening, until: dt.datetime, now: dt.datetime
+        self, username: str, product_id: str, topic_filter: str, until: dt.datetime
     ) -> bool:
-        """Move the grant's provisional end to `until` (creating the grant if none); whether
-        the buyer's client needs the role."""
-        gid = grant_id(username, opening.product_id)
+        """Move the grant's provisional end to at least `until` (creating the grant if none);
+        idempotent. Whether the buyer's client needs the role."""
+        now = utcnow()
+        gid = grant_id(username, product_id)
         grant = self.store.grants.find_one({"_id": gid})
         if grant is None:
             self.store.grants.insert_one(
                 {
                     "_id": gid,
                     "username": username,
-                    "product_id": opening.product_id,
-                    "topic_filter": opening.topic_filter,
+                    "product_id": product_id,
+                    "topic_filter": topic_filter,
                     "starts_at": now,
                     "expires_at": until,
                     "paid_until": now,
@@ -168,18 +205,21 @@ class ProvisionalGrants:
             )
             return True
         active = bool(grant.get("active"))
-        running = active and as_utc(grant["expires_at"]) > now
-        old_provisional = grant.get("provisional_until")
-        provisional = max(until, as_utc(old_provisional)) if old_provisional else until
+        end = as_utc(grant["expires_at"])
+        running = active and end > now
+        old = grant.get("provisional_until")
+        provisional = max(until, as_utc(old)) if old else until
+        # A grant from before instant access has no paid end of its own: its end was paid.
+        paid = as_utc(grant.get("paid_until") or end)
         changes: Doc = {
             "provisional_until": provisional,
-            "expires_at": max(provisional, as_utc(grant["expires_at"])) if running else provisional,
+            "paid_until": min(paid, end) if running else min(paid, now),
+            "expires_at": max(provisional, end) if running else provisional,
             "active": True,
             "updated_at": now,
         }
         if not running:
             changes["starts_at"] = now
-            changes["paid_until"] = min(as_utc(grant.get("paid_until") or now), now)
         self.store.grants.update_one({"_id": gid}, {"$set": changes})
         return not active
 
@@ -189,29 +229,53 @@ class ProvisionalGrants:
         except BrokerError as exc:
             log.warning("provisional grant stored; broker update deferred (%s)", exc)
 
-    # -- ending --------------------------------------------------------------------------
-    def converted(self, order_id: str) -> None:
-        """The order's payment was credited: its running entries are paid time now."""
-        self.col.update_many(
-            {"order_id": order_id, "state": "running"},
-            {"$set": {"state": "converted", "ended_at": utcnow()}},
-        )
-        self._show_on_order(order_id, utcnow())
-
-    def withdraw(self, entry: Doc, why: str) -> None:
-        """The bundle can no longer confirm (or spends contested inputs): its access ends now;
-        paid time and other provisional access stay."""
+    def repair(self) -> None:
+        """Make every grant agree with the running entries (at a process's first pass: a
+        crash may have come between an entry's write and its grant's)."""
         now = utcnow()
-        done = self.col.update_one(
-            {"_id": entry["_id"], "state": "running"},
-            {"$set": {"state": "withdrawn", "ended_at": now, "why": why}},
-        )
-        if not done.modified_count:
-            return
+        with self.leader.grants_lock:
+            for entry in self.running(now):
+                self._extend_grant(
+                    str(entry["username"]),
+                    str(entry["product_id"]),
+                    str(entry.get("topic_filter", "")),
+                    as_utc(entry["until"]),
+                )
+            for grant in self.store.grants.find({"provisional_until": {"$gt": now}}):
+                self._shorten_grant(str(grant["username"]), str(grant["product_id"]), now)
+        if self.on_change:
+            self.on_change()
+
+    # -- ending --------------------------------------------------------------------------
+    def converted(self, entries: Iterable[Doc], order_id: str) -> None:
+        """These entries' payment was credited: paid time now."""
+        ids = [str(d["_id"]) for d in entries]
+        now = utcnow()
+        for bundle_hash in ids:
+            self.col.update_one(
+                {"_id": bundle_hash, "state": "running"},
+                {"$set": {"state": "converted", "ended_at": now}},
+            )
+        self._show_on_order(order_id, now)
+
+    def withdraw(self, entry: Doc, why: str, block: bool = False) -> None:
+        """The bundle can no longer confirm (or spends contested inputs): its access ends now;
+        paid time and other provisional access stay. `block`: the payer double-spent."""
+        now = utcnow()
         username, product_id = str(entry["username"]), str(entry["product_id"])
         with self.leader.grants_lock:
+            if not self.leader.leads():
+                return
+            done = self.col.update_one(
+                {"_id": entry["_id"], "state": "running"},
+                {"$set": {"state": "withdrawn", "ended_at": now, "why": why}},
+            )
+            if not done.modified_count:
+                return
             end = self._shorten_grant(username, product_id, now)
             self._show_on_order(str(entry["order_id"]), now)
+        if block:
+            self._block(username, entry.get("inputs", []), now)
         metrics.GRANT_EVENTS.labels("withdrawn").inc()
         log.warning(
             "provisional access for %s to %s withdrawn (bundle %s: %s)",
@@ -225,9 +289,18 @@ class ProvisionalGrants:
         if self.on_change:
             self.on_change()  # expiry revokes the role at once if nothing else is left
 
+    def _block(self, username: str, inputs: Iterable[str], now: dt.datetime) -> None:
+        until = now + dt.timedelta(seconds=BLOCK_S)
+        for key in (f"buyer:{username}", *(f"input:{a}" for a in inputs)):
+            self.store.instant_blocks.update_one(
+                {"_id": key}, {"$set": {"until": until}}, upsert=True
+            )
+
     def _shorten_grant(
         self, username: str, product_id: str, now: dt.datetime
     ) -> dt.datetime | None:
+        """Bring the grant's provisional end back to its running entries'; never later than it
+        was, never in the past (expiry measures its lag from `expires_at`)."""
         gid = grant_id(username, product_id)
         grant = self.store.grants.find_one({"_id": gid})
         if grant is None:
@@ -235,7 +308,6 @@ class ProvisionalGrants:
         provisional = self.until_for_grant(username, product_id, now)
         paid = as_utc(grant.get("paid_until") or grant["expires_at"])
         end = max(paid, provisional) if provisional is not None else paid
-        # Never later than it was; never in the past either (expiry measures its lag from it).
         end = max(min(end, as_utc(grant["expires_at"])), truncate(now))
         update: Doc = {"$set": {"expires_at": end, "updated_at": now}}
         if provisional is not None:
@@ -246,7 +318,11 @@ class ProvisionalGrants:
         return end
 
     def _show_on_order(self, order_id: str, now: dt.datetime) -> None:
-        ends = [as_utc(d["until"]) for d in self._running_of({"order_id": order_id}, now)]
+        ends = [
+            as_utc(d["until"])
+            for d in self.col.find({"order_id": order_id, "state": "running"})
+            if as_utc(d["until"]) > now
+        ]
         if ends:
             self.store.orders.update_one(
                 {"_id": order_id}, {"$set": {"provisional_until": max(ends)}}

@@ -1,13 +1,17 @@
 """Each watcher poll, instant access looks at the pending bundles it saw (the leader only).
 
-1. Provisional access whose bundle is no longer pending nor confirmed (another bundle spent
-   its inputs, the node calls it conflicting or it dropped below max depth), or whose inputs
-   another pending bundle spends too, is withdrawn now: the poll after the milestone that
-   decided it, well within 2 s. Access past INSTANT_ACCESS_CONFIRM_S needs nothing: `until`
-   never passes that deadline, so expiry ends it.
+1. Provisional access whose bundle the ledger's view dropped (another bundle spent its
+   inputs, the node calls it conflicting, it fell below max depth) or calls contested
+   (another pending bundle spends the same inputs) is withdrawn now: the poll after the
+   milestone that decided it, well within 2 s. A double spend also blocks the payer and those
+   inputs (access/provisional.py). A bundle merely out of this poll's view (the view counts a
+   few bundles per address) keeps its access. Access past INSTANT_ACCESS_CONFIRM_S needs
+   nothing: `until` never passes that deadline, so expiry ends it.
 2. Pending bundles paying a watched order become candidates; the pure rules decide
-   (access/instant_access.py) and what they admit opens access (access/provisional.py).
-A confirmed one needs nothing here: crediting converts it (grants.py).
+   (access/instant_access.py) and what they admit opens access.
+A confirmed one needs nothing here: crediting converts it (grants.py). The first pass of a
+process (start, lease gained) makes the grants agree with the entries (a crash between two
+writes).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from broker_auth.access.instant_access import Admitted, Candidate, Limits, admit
 from broker_auth.access.provisional import Opening, ProvisionalGrants
 from broker_auth.infra.clock import utcnow
 from broker_auth.infra.db import Doc, Store
-from broker_auth.ledger import BundleSeen
+from broker_auth.ledger import BundleSeen, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -27,33 +31,37 @@ FIRST_SEEN_MAX = 10_000  # pending bundles remembered for their deadline (oldest
 
 
 class InstantAccess:
-    def __init__(self, store: Store, provisional: ProvisionalGrants, limits: Limits) -> None:
+    def __init__(
+        self, store: Store, ledger: Ledger, provisional: ProvisionalGrants, limits: Limits
+    ) -> None:
         self.store = store
+        self.ledger = ledger
         self.provisional = provisional
         self.limits = limits
         self._first_seen: dict[str, dt.datetime] = {}
+        self._repaired = False
+
+    def lease_gained(self) -> None:
+        """Another process may have led meanwhile: check the grants again at the next pass."""
+        self._repaired = False
 
     @property
     def on(self) -> bool:
         return self.limits.max_seconds > 0 and self.limits.max_iota > 0
 
     def review(self, watched: list[Doc], seen: list[BundleSeen]) -> None:
-        """`seen`: what the ledger answered for exactly the addresses of `watched`."""
+        """`seen`: what the ledger answered for the addresses of `watched`."""
+        if not self._repaired:
+            self.provisional.repair()
+            self._repaired = True
         now = utcnow()
         pending = {b.bundle_hash: b for b in seen if not b.confirmed}
-        confirmed = {b.bundle_hash for b in seen if b.confirmed}
-        asked = {str(d["_id"]) for d in watched}
         for entry in self.provisional.running(now):
-            if entry.get("address") not in asked:
-                continue  # not looked at in this poll
-            bundle_hash = str(entry["_id"])
-            if bundle_hash in confirmed:
-                continue  # crediting converts it
-            bundle = pending.get(bundle_hash)
-            if bundle is None:
-                self.provisional.withdraw(entry, "it can no longer confirm")
-            elif bundle.contested:
-                self.provisional.withdraw(entry, "another bundle spends the same inputs")
+            state = self.ledger.bundle_state(str(entry["_id"]))
+            if state in ("contested", "dropped:spent", "dropped:conflicting"):
+                self.provisional.withdraw(entry, f"double spend ({state})", block=True)
+            elif state.startswith("dropped:"):
+                self.provisional.withdraw(entry, f"it can no longer confirm ({state})")
         if not self.on or not pending:
             return
         self._remember(pending, now)
@@ -62,7 +70,9 @@ class InstantAccess:
         openings: dict[str, tuple[Doc, BundleSeen]] = {}
         for bundle in pending.values():
             order = orders.get(bundle.address)
-            if order is None:
+            if order is None or self.provisional.blocked(
+                str(order["username"]), bundle.inputs, now
+            ):
                 continue
             candidates.append(self._candidate(bundle, order))
             openings[bundle.bundle_hash] = (order, bundle)

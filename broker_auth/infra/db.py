@@ -51,6 +51,8 @@ class Store:
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
         # Provisional access, one entry per admitted bundle (access/provisional.py).
         self.provisional: Collection[Doc] = self.db["provisional"]
+        # Payers and inputs that double-spent: no instant access for a while (by `_id` only).
+        self.instant_blocks: Collection[Doc] = self.db["instant_blocks"]
         # Confirmed payments not yet in the time-series store (small: drained every second).
         self.outbox: Collection[Doc] = self.db["outbox"]
         # Shared by the replicas: login/sign-up limits (accounts/throttle.py), the lease

@@ -64,5 +64,8 @@ class Ledger(Protocol):
         strangers attach). `recheck_dropped`: also those dropped as unconfirmable that
         confirmed after all (evidence)."""
 
+    def bundle_state(self, bundle_hash: str) -> str:
+        """ "confirmed", "pending", "contested", "dropped:<why>" or "unknown" (not seen)."""
+
     def were_spent(self, addresses: Sequence[str]) -> dict[str, bool]:
         """Whether each address ever signed a spend (unsafe to receive on)."""

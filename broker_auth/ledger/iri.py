@@ -66,6 +66,7 @@ class _Bundle:
     attachments: frozenset[str]  # its value transactions on the watched addresses, when read
     next_tip_check: float = 0.0
     ready: bool = False  # the last getTipInfo: solid, not conflicting, not below max depth
+    unknown_checks: int = 0  # getTipInfo answers "not solid" in a row (backs off)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,15 @@ def _counted(pending: dict[str, _Bundle], by_bundle: dict[str, set[str]]) -> lis
     return seen
 
 
+def _contested(pending: dict[str, _Bundle]) -> set[str]:
+    """Pending bundles spending an input another pending bundle spends too."""
+    spenders: dict[str, set[str]] = {}
+    for bundle_hash, bundle in pending.items():
+        for address in bundle.inputs:
+            spenders.setdefault(address, set()).add(bundle_hash)
+    return {h for group in spenders.values() if len(group) > 1 for h in group}
+
+
 class _Lru(OrderedDict[str, Any]):
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -148,6 +158,8 @@ class IriLedger:
         # bundle hash -> (its attachments when it was found unable to confirm, the bundle, or
         # None if invalid); looked at again only if a new attachment shows up.
         self._dropped = _Lru(CACHE_SIZE)
+        # Bundles seen contested (sharing an input with another pending bundle), for good.
+        self._contested = _Lru(CACHE_SIZE)
         self._tried = _Lru(CACHE_SIZE)  # bundle hash -> tails found valid, or invalid for good
         self._failed = _Lru(CACHE_SIZE)  # tail -> (failed attempts, monotonic time of the next)
         self._turn = 0
@@ -210,6 +222,20 @@ class IriLedger:
         with self._lock:  # the watcher and API threads (order cancellation) share the caches
             return self._bundles_paying(addresses, recheck_dropped)
 
+    def bundle_state(self, bundle_hash: str) -> str:
+        """What this process's pending view knows of a bundle: "confirmed", "pending",
+        "contested" (pending, and another bundle spends its inputs), "dropped:<why>" (spent,
+        conflicting, tip, invalid) or "unknown" (not looked at since this process started)."""
+        with self._lock:
+            if bundle_hash in self._confirmed:
+                return "confirmed"
+            if bundle_hash in self._contested:
+                return "contested"
+            if bundle_hash in self._pending:
+                return "pending"
+            dropped: _Dropped | None = self._dropped.get(bundle_hash)
+            return f"dropped:{dropped.why}" if dropped is not None else "unknown"
+
     def _bundles_paying(self, addresses: Sequence[str], recheck_dropped: bool) -> list[BundleSeen]:
         wanted = set(addresses)
         by_bundle: dict[str, set[str]] = {}
@@ -250,6 +276,8 @@ class IriLedger:
             if bundle_hash in self._confirmed or bundle_hash in self._dropped:
                 del pending[bundle_hash]
         seen.extend(_counted(pending, by_bundle))
+        for bundle_hash in _contested(pending):
+            self._contested.put(bundle_hash, True)
         return seen
 
     @staticmethod
@@ -290,12 +318,20 @@ class IriLedger:
                 self._drop(bundle_hash, bundle, "spent")  # by another bundle
         now = time.monotonic()
         due = [(h, b) for h, b in alive.items() if h in self._pending and b.next_tip_check <= now]
+        # The longest waiting first: bundles that never become solid cannot hold the budget.
+        due.sort(key=lambda item: item[1].next_tip_check)
         for bundle_hash, bundle in due[:TIP_CHECKS_PER_CALL]:
             states = [self._tip_state(tail) for tail in bundle.tails]
             bundle.ready = "live" in states and "conflicting" not in states
-            # Not solid yet: asked again soon (instant access waits for this answer).
-            known = bundle.ready or "unknown" not in states
-            bundle.next_tip_check = now + (TIP_CHECK_INTERVAL_S if known else TIP_RECHECK_S)
+            if bundle.ready or "unknown" not in states:
+                bundle.unknown_checks = 0
+                bundle.next_tip_check = now + TIP_CHECK_INTERVAL_S
+            else:
+                # Not solid yet: asked again soon (instant access waits for this answer), less
+                # and less often (0.3, 0.6, 1.2 ... 10 s) for one that never becomes solid.
+                bundle.unknown_checks += 1
+                pause = TIP_RECHECK_S * 2 ** min(bundle.unknown_checks - 1, 6)
+                bundle.next_tip_check = now + min(pause, TIP_CHECK_INTERVAL_S)
             if "conflicting" in states:
                 self._drop(bundle_hash, bundle, "conflicting")
             elif states and all(state == "tip" for state in states):

@@ -213,3 +213,46 @@ def test_the_payment_record_keeps_what_it_bought() -> None:
         "grant_id": "alice/p1",
         "grant_seconds": 60.0,
     }
+
+
+# -- instant access: provisional time on the grant -------------------------------------------
+def test_converted_time_counts_from_the_provisional_start_so_the_end_does_not_move() -> None:
+    """60 s bought, provisional since 10 s ago (until now + 50): confirmation now keeps the
+    end where provisional access had it."""
+    provisional = grant(NOW + dt.timedelta(seconds=50))
+    provisional["paid_until"] = NOW - dt.timedelta(seconds=10)
+    provisional["provisional_until"] = NOW + dt.timedelta(seconds=50)
+    since = NOW - dt.timedelta(seconds=10)
+    converted = Purchase("pay-1", "alice", "p1", "live/p1/#", 60, 60.0, provisional_since=since)
+    plan = plan_credit(converted, provisional, NOW)
+    assert plan.new_end == NOW + dt.timedelta(seconds=50)
+    assert plan.update is not None and "provisional_until" in plan.update.get("$unset", {})
+
+
+def test_confirmed_after_provisional_access_ended_gets_the_rest_only() -> None:
+    """3600 s bought; provisional access ran 600 s and ended 100 s ago: 2900 s are left."""
+    since = NOW - dt.timedelta(seconds=700)
+    doc = grant(NOW - dt.timedelta(seconds=100))
+    doc["paid_until"] = since
+    p = Purchase("pay-1", "alice", "p1", "live/p1/#", 3600, 3600.0, provisional_since=since)
+    plan = plan_credit(p, doc, NOW)
+    assert plan.new_end == since + dt.timedelta(seconds=3600)
+
+
+@given(seconds, st.floats(min_value=0, max_value=10**7), offsets, st.booleans())
+def test_a_credit_never_ends_before_now_nor_gives_more_than_bought(
+    secs: float, ago: float, paid_offset: float, other_running: bool
+) -> None:
+    since = truncate(NOW - dt.timedelta(seconds=ago))
+    doc = grant(NOW + dt.timedelta(seconds=max(paid_offset, 1.0)))
+    doc["paid_until"] = truncate(NOW + dt.timedelta(seconds=paid_offset))
+    other = NOW + dt.timedelta(seconds=30) if other_running else None
+    p = Purchase("pay-1", "alice", "p1", "live/p1/#", 60, secs, provisional_since=since)
+    plan = plan_credit(p, doc, NOW, other)
+    assert plan.new_end is not None and plan.new_end >= NOW - dt.timedelta(milliseconds=1)
+    assert plan.update is not None
+    paid_from = max(doc["paid_until"], since)
+    added = (plan.update["$set"]["paid_until"] - paid_from).total_seconds()
+    assert abs(added - secs) < 0.002  # counted once, from the later of paid end and since
+    if other is not None:
+        assert plan.new_end >= other
