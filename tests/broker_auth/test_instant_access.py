@@ -135,7 +135,8 @@ def test_a_valid_pending_payment_opens_access_at_once_and_confirmation_counts_it
 def test_a_double_spend_loses_provisional_access_within_two_seconds(shop: Arena) -> None:
     buyer = shop.buyer("double")
     order = shop.order(buyer, hours=60 / 3600)
-    other = shop.order(shop.buyer("other"), hours=60 / 3600)
+    other_buyer = shop.buyer("other")
+    other = shop.order(other_buyer, hours=60 / 3600)
     seed = shop.funded_seed(60)
     honest = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
     # The same inputs again, to another order: a double spend in the making.
@@ -150,6 +151,24 @@ def test_a_double_spend_loses_provisional_access_within_two_seconds(shop: Arena)
     print(f"\ndouble spend attached -> provisional access withdrawn: {withdrawn_after:.2f} s")
     assert withdrawn_after < 2.0 + 0.5  # the 2 s promise plus one watcher poll
     assert shop.get_order(buyer, order["order_id"])["provisional_until"] is None
+    # The milestone applies one of the two: that order is paid, the other is not.
+    wait_for(
+        lambda: (
+            shop.get_order(buyer, order["order_id"])["confirmed_iota"]
+            + shop.get_order(other_buyer, other["order_id"])["confirmed_iota"]
+            == 60
+        ),
+        30,
+        "one of the two confirmed",
+    )
+    # The double spender gets no instant access for a while, even paying from new funds.
+    again = shop.order(buyer, hours=30 / 3600)
+    fresh = shop.funded_seed(30)
+    signed = shop.signed_transfer(fresh, [(again["address"], 30, again["tag"])])
+    with milestones_held(shop):
+        shop.send(signed)
+        time.sleep(3)
+        assert shop.get_order(buyer, again["order_id"])["provisional_until"] is None
 
 
 def test_a_buyer_cannot_stack_provisional_value_past_the_cap(shop: Arena) -> None:
