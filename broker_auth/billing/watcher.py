@@ -63,6 +63,7 @@ BEHIND_FEED_POLLS = 20
 # The feed's `tx` events to a watched address wake the watcher at most this often (anyone may
 # attach transactions to an order's address, valid or not).
 TX_WAKE_GAP_S = 0.1
+MIN_PAUSE_S = 0.02  # the shortest pause between two polls (a retry falling due at once)
 
 
 @dataclass
@@ -153,6 +154,12 @@ class Watcher(BackgroundWorker):
             if backoff == self.interval_s and self._behind_feed and self._quick_polls > 0:
                 self._quick_polls -= 1
                 pause = BEHIND_FEED_PAUSE_S
+            elif backoff == self.interval_s and self._waiting:
+                # A payment arriving (its bundle incomplete, or not solid yet): look again
+                # when the ledger can tell, not a whole interval later.
+                due = self.ledger.next_look_s()
+                if due is not None:
+                    pause = min(pause, max(MIN_PAUSE_S, due))
             self._pause(pause)
 
     def _standby_check(self) -> None:

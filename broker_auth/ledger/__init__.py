@@ -64,6 +64,9 @@ class Ledger(Protocol):
         strangers attach). `recheck_dropped`: also those dropped as unconfirmable that
         confirmed after all (evidence)."""
 
+    def next_look_s(self) -> float | None:
+        """Seconds until pending work (a retry) is due; None if none waits."""
+
     def bundle_state(self, bundle_hash: str) -> str:
         """ "confirmed", "pending", "contested", "dropped:<why>" or "unknown" (not seen)."""
 

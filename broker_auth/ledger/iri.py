@@ -222,6 +222,22 @@ class IriLedger:
         with self._lock:  # the watcher and API threads (order cancellation) share the caches
             return self._bundles_paying(addresses, recheck_dropped)
 
+    def next_look_s(self) -> float | None:
+        """Seconds until a failed attachment is validated again or a not-yet-solid bundle's
+        tip asked again (None: nothing waits): the watcher polls then rather than at its
+        interval, so a payment is seen as soon as the node can tell."""
+        with self._lock:
+            now = time.monotonic()
+            # Only what falls due later: a retry already due that no poll takes up (its
+            # address no longer watched) must not keep the watcher spinning.
+            times = [t for _attempts, t in self._failed.values() if t > now]
+            times += [
+                b.next_tip_check
+                for b in self._pending.values()
+                if b.unknown_checks and b.next_tip_check > now
+            ]
+            return min(times) - now if times else None
+
     def bundle_state(self, bundle_hash: str) -> str:
         """What this process's pending view knows of a bundle: "confirmed", "pending",
         "contested" (pending, and another bundle spends its inputs), "dropped:<why>" (spent,
@@ -447,6 +463,7 @@ class IriLedger:
                 self._failed_once(tail, tried, now)
                 continue
             tried.add(tail)
+            self._failed.pop(tail, None)
             valid.append(tail)
             if outputs is None:
                 outputs, inputs = {}, {}
