@@ -244,28 +244,45 @@ def test_twenty_small_bundles_do_not_stack_past_the_cap(shop: Arena) -> None:
     shop.wait_confirmed(buyer, order["order_id"], 400)
 
 
-def test_provisional_then_confirmed_is_credited_once_across_a_sigkill(shop: Arena) -> None:
-    buyer = shop.buyer("crash")
+def prepared_payment(shop: Arena, prefix: str) -> tuple[tuple[str, str], dict[str, Any], Any]:
+    """A new buyer, his 60 s order and a signed 60 iota bundle paying it (not sent)."""
+    buyer = shop.buyer(prefix)
     order = shop.order(buyer, hours=60 / 3600)
     seed = shop.funded_seed(60)
-    signed = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+    return buyer, order, shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+
+
+def provisional_end_after(shop: Arena, buyer: tuple[str, str], signed: Any) -> float:
+    """Send the bundle (milestones held) and return the end of the access it opens."""
+    shop.send(signed)
+    wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
+    grant = grant_of(shop, buyer)
+    assert grant is not None
+    return _ts(grant["expires_at"])
+
+
+def assert_converted_once(
+    arena: Arena, buyer: tuple[str, str], order: dict[str, Any], provisional_end: float
+) -> None:
+    """Confirmed: the grant ends where provisional access did, from one credit of 60 iota."""
+    arena.wait_confirmed(buyer, order["order_id"], 60)
+    grant = grant_of(arena, buyer)
+    assert grant is not None
+    assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
+    credited = [p for p in arena.payments_to(order["address"]) if p["credited"]]
+    assert len(credited) == 1 and credited[0]["amount_iota"] == 60, credited
+
+
+def test_provisional_then_confirmed_is_credited_once_across_a_sigkill(shop: Arena) -> None:
+    buyer, order, signed = prepared_payment(shop, "crash")
     with milestones_held(shop):
-        shop.send(signed)
-        wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
-        grant = grant_of(shop, buyer)
-        assert grant is not None
-        provisional_end = _ts(grant["expires_at"])
+        provisional_end = provisional_end_after(shop, buyer, signed)
         shop.stack.proc.kill()
         shop.stack.proc.start()
         wait_for(lambda: (shop.stack.health() or {}).get("status") == "ok", 60, "healthz ok")
         grant = grant_of(shop, buyer)
         assert grant is not None and abs(_ts(grant["expires_at"]) - provisional_end) < 0.01
-    shop.wait_confirmed(buyer, order["order_id"], 60)
-    grant = grant_of(shop, buyer)
-    assert grant is not None
-    assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
-    credited = [p for p in shop.payments_to(order["address"]) if p["credited"]]
-    assert len(credited) == 1 and credited[0]["amount_iota"] == 60, credited
+    assert_converted_once(shop, buyer, order, provisional_end)
 
 
 def test_provisional_then_confirmed_is_credited_once_across_a_leader_hand_over(
@@ -277,25 +294,12 @@ def test_provisional_then_confirmed_is_credited_once_across_a_leader_hand_over(
     try:
         wait_for(lambda: (standby.health() or {}).get("status") == "ok", 60, "standby healthy")
         assert not (standby.health() or {}).get("leader")
-        buyer = shop.buyer("handover")
-        order = shop.order(buyer, hours=60 / 3600)
-        seed = shop.funded_seed(60)
-        signed = shop.signed_transfer(seed, [(order["address"], 60, order["tag"])])
+        buyer, order, signed = prepared_payment(shop, "handover")
         with milestones_held(shop):
-            shop.send(signed)
-            wait_for(lambda: grant_of(shop, buyer) is not None, 15, "provisional access", 0.05)
-            grant = grant_of(shop, buyer)
-            assert grant is not None
-            provisional_end = _ts(grant["expires_at"])
+            provisional_end = provisional_end_after(shop, buyer, signed)
             shop.stack.proc.kill()
             wait_for(lambda: (standby.health() or {}).get("leader"), 15, "the standby to lead")
-        on_standby = Arena(shop.net, standby)
-        on_standby.wait_confirmed(buyer, order["order_id"], 60)
-        grant = grant_of(on_standby, buyer)
-        assert grant is not None
-        assert abs(_ts(grant["expires_at"]) - provisional_end) < 2.0, (grant, provisional_end)
-        credited = [p for p in on_standby.payments_to(order["address"]) if p["credited"]]
-        assert len(credited) == 1 and credited[0]["amount_iota"] == 60, credited
+        assert_converted_once(Arena(shop.net, standby), buyer, order, provisional_end)
     finally:
         shop.stack.proc.start()
         standby.proc.stop()
