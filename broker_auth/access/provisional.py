@@ -70,9 +70,9 @@ class ProvisionalGrants:
         self.on_change = on_change
 
     # -- reading -------------------------------------------------------------------------
-    def running(self, now: dt.datetime) -> list[Doc]:
-        """Entries giving access now."""
-        return [d for d in self.col.find({"state": "running"}) if as_utc(d["until"]) > now]
+    def running(self, now: dt.datetime, **where: str) -> list[Doc]:
+        """Entries giving access now (of an order, a buyer, a product, as `where` says)."""
+        return [d for d in self.col.find({**where, "state": "running"}) if as_utc(d["until"]) > now]
 
     def as_provisional(self, docs: Iterable[Doc]) -> list[Provisional]:
         return [
@@ -115,10 +115,8 @@ class ProvisionalGrants:
         skip = set(excluding)
         ends = [
             as_utc(d["until"])
-            for d in self.col.find(
-                {"username": username, "product_id": product_id, "state": "running"}
-            )
-            if str(d["_id"]) not in skip and as_utc(d["until"]) > now
+            for d in self.running(now, username=username, product_id=product_id)
+            if str(d["_id"]) not in skip
         ]
         return max(ends) if ends else None
 
@@ -318,11 +316,7 @@ class ProvisionalGrants:
         return end
 
     def _show_on_order(self, order_id: str, now: dt.datetime) -> None:
-        ends = [
-            as_utc(d["until"])
-            for d in self.col.find({"order_id": order_id, "state": "running"})
-            if as_utc(d["until"]) > now
-        ]
+        ends = [as_utc(d["until"]) for d in self.running(now, order_id=order_id)]
         if ends:
             self.store.orders.update_one(
                 {"_id": order_id}, {"$set": {"provisional_until": max(ends)}}
