@@ -135,6 +135,20 @@ def build_reconciler(
 
 
 # -- billing: the ledger, the pool, orders, payments and the watcher ------------------------
+def build_grants(
+    store: Store,
+    projector: Projector,
+    events: EventWriter,
+    notifier: Notifier,
+    on_change: Callable[[], None],
+) -> tuple[ProvisionalGrants, Grants]:
+    provisional = ProvisionalGrants(store, projector, notify=notifier.send, on_change=on_change)
+    grants = Grants(
+        store, projector, events, on_change=on_change, notify=notifier.send, provisional=provisional
+    )
+    return provisional, grants
+
+
 def build_orders(store: Store, pool: DepositAddresses, ledger: IriLedger, s: Settings) -> Orders:
     return Orders(
         store,
@@ -262,16 +276,8 @@ class Runtime:
         self.devices = Devices(self.store, self.projector)
         self.products = Products(self.store, self.projector, s.live_topic_prefix)
         # Access: grants, provisional access and their expiry.
-        self.provisional = ProvisionalGrants(
-            self.store, self.projector, notify=self.notifier.send, on_change=self._grants_changed
-        )
-        self.grants = Grants(
-            self.store,
-            self.projector,
-            self.events,
-            on_change=self._grants_changed,
-            notify=self.notifier.send,
-            provisional=self.provisional,
+        self.provisional, self.grants = build_grants(
+            self.store, self.projector, self.events, self.notifier, self._grants_changed
         )
         self.expiry = ExpiryScheduler(self.grants, s.grant_ending_notice_s)
         self.reconciler = build_reconciler(

@@ -111,23 +111,7 @@ def plan_credit(
     length = dt.timedelta(seconds=purchase.seconds)
     floor = min(purchase.provisional_since or now, now)
     if grant is None:
-        paid = truncate(floor + length)
-        end = _later(paid, provisional_until, now)
-        doc: Doc = {
-            "_id": gid,
-            "username": purchase.username,
-            "product_id": purchase.product_id,
-            "topic_filter": purchase.topic_filter,
-            "starts_at": now,
-            "expires_at": end,
-            "paid_until": paid,
-            "active": True,
-            "applied_payments": [pid],
-            "updated_at": now,
-        }
-        if provisional_until is not None:
-            doc["provisional_until"] = provisional_until
-        return _planned(purchase, "granted", end, add_role=True, insert=doc)
+        return _plan_new_grant(purchase, now, truncate(floor + length), provisional_until)
     if pid in grant.get("applied_payments", []):
         return CreditPlan(gid, event=None, new_end=None)
     active = bool(grant.get("active"))
@@ -159,6 +143,28 @@ def plan_credit(
         },
         update=update,
     )
+
+
+def _plan_new_grant(
+    purchase: Purchase, now: dt.datetime, paid: dt.datetime, provisional_until: dt.datetime | None
+) -> CreditPlan:
+    """The first payment for a (buyer, product): a grant document to insert."""
+    end = _later(paid, provisional_until, now)
+    doc: Doc = {
+        "_id": purchase.grant_id,
+        "username": purchase.username,
+        "product_id": purchase.product_id,
+        "topic_filter": purchase.topic_filter,
+        "starts_at": now,
+        "expires_at": end,
+        "paid_until": paid,
+        "active": True,
+        "applied_payments": [purchase.payment_id],
+        "updated_at": now,
+    }
+    if provisional_until is not None:
+        doc["provisional_until"] = provisional_until
+    return _planned(purchase, "granted", end, add_role=True, insert=doc)
 
 
 def _later(
