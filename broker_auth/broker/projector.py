@@ -322,7 +322,7 @@ class Projector:
                     "groupname": group,
                     "rolename": acl_model.ROLE_INFO_READER,
                 },
-                tolerate=("Group not found", "Role already in group"),
+                tolerate=("Group not found", "Group is already in this role"),
             )
 
     def _desired(self) -> tuple[Desired, set[str]]:
