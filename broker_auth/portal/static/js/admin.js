@@ -331,7 +331,9 @@ async function loadPayments() {
     tr.dataset.matched = String(p.matched);
     if (!p.matched) tr.className = "unmatched";
     tr.append(cell(when(p.confirmed_at)), cell(p.order_id ?? "— none —"), cell(p.username ?? ""),
-      cell(p.product_id ?? "unmatched"), cell(String(p.amount_iota), "num"),
+      // A refused sealed purchase names its quote's product, yet buys nothing: say why.
+      cell(p.unmatched_reason ? `unmatched: ${p.unmatched_reason}` : (p.product_id ?? "unmatched")),
+      cell(String(p.amount_iota), "num"),
       cell(p.refund_due_iota ? `${p.refund_due_iota} refund due` : "", "num"),
       cell(`${p.address.slice(0, 12)}…`, "mono"));
     if (p.refund_due_iota) tr.classList.add("refund-due");
