@@ -21,7 +21,7 @@ from broker_auth.broker.errors import BrokerError
 from broker_auth.broker.projector import Projector
 from broker_auth.errors import ConflictError, UnavailableError
 from broker_auth.infra.clock import utcnow
-from broker_auth.infra.db import Store
+from broker_auth.infra.db import Doc, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ class Accounts:
         login. True if made now, made by this quote before (a crash), or the same sealed
         buyer (its password matches); False if the username belongs to anybody else."""
         password_hash = passwords.hash_password(password)  # slow: outside the lock
-        with self.projector.leader.grants_lock:
+        existing: Doc | None = None
+        with self.projector.leader.grants_lock:  # reconciliation sees account and client
             try:
                 self.store.accounts.insert_one(
                     {
@@ -76,22 +77,22 @@ class Accounts:
                         "sealed_quote": quote_id,
                     }
                 )
-                existing = None
             except DuplicateKeyError:
                 existing = self.store.accounts.find_one({"_id": username}) or {}
-        if existing is not None and existing.get("sealed_quote") != quote_id:
-            # Someone's username: only the same sealed buyer (its password) may buy again.
-            same = bool(existing.get("mqtt_only")) and passwords.verify_password(
-                password, str(existing.get("password_hash", ""))
-            )
-            if same:
-                log.info("sealed buyer %r bought again", username)
-            return same
-        # New, or made by this quote before a crash: make sure of its client. A BrokerError
-        # propagates: the payment stays uncredited and is claimed again.
-        self.projector.ensure_buyer_client(username, password)
-        log.info("account %r created by a sealed purchase (MQTT only)", username)
-        return True
+            if existing is None or existing.get("sealed_quote") == quote_id:
+                # New, or made by this quote before a crash: its client, with the sealed
+                # password. A BrokerError propagates: the payment is claimed again later.
+                self.projector.ensure_buyer_client(username, password)
+                self.store.accounts.update_one({"_id": username}, {"$set": {"mqtt_missing": False}})
+                log.info("account %r created by a sealed purchase (MQTT only)", username)
+                return True
+        # Someone's username: only the same sealed buyer (its password) may buy again.
+        same = bool(existing.get("mqtt_only")) and passwords.verify_password(
+            password, str(existing.get("password_hash", ""))
+        )
+        if same:
+            log.info("sealed buyer %r bought again", username)
+        return same
 
     def authenticate(self, username: str, password: str) -> bool:
         account = self.store.accounts.find_one(

@@ -42,6 +42,7 @@ from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.payments import Payments
 from broker_auth.billing.pool import DepositAddresses
+from broker_auth.broker.errors import BrokerError
 from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.clock import as_utc, utcnow
@@ -115,6 +116,7 @@ class Watcher(BackgroundWorker):
         self._drops_warned: set[str] = set()
         self._missing_evidence: dict[str, _MissingEvidence] = {}  # payment id -> retry state
         self._evidence_loaded = False
+        self._claims_waiting: set[str] = set()  # sealed purchases waiting for the broker
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll = before_poll
         # What the node's event feed announced (ledger/feed.py), and whether the last
@@ -338,7 +340,14 @@ class Watcher(BackgroundWorker):
             del self._retry[pid]
             return None
         fresh = self.payments.find(pid) or payment  # the evidence may have come since
-        claim = self.sealed.claim(order, fresh)
+        try:
+            claim = self.sealed.claim(order, fresh)
+        except BrokerError as exc:  # the account is made, its MQTT client not yet
+            if pid not in self._claims_waiting:
+                log.warning("quote %s: its sealed buyer waits for the broker (%s)", order_id, exc)
+                self._claims_waiting.add(pid)
+            return None
+        self._claims_waiting.discard(pid)
         if claim is None:
             return None
         if isinstance(claim, Refused):

@@ -365,6 +365,35 @@ def test_a_third_party_reattaching_the_bundle_with_its_own_login_gets_nothing(
     assert shop.can_register(thief.username)
 
 
+def test_with_the_broker_down_at_confirmation_the_sealed_buyer_is_made_once_it_is_back(
+    shop: Shop,
+) -> None:
+    """The claim makes the account, then its MQTT client: with Mosquitto stopped the second
+    step fails after the first (a crash in the middle). The payment stays uncredited and is
+    claimed again until the broker is back; the same quote's account is then completed."""
+    quote = shop.quote()
+    buyer = shop.credentials(quote, f"later-{secrets.token_hex(3)}")
+    trytes = shop.sealed(buyer)
+    shop.stack.broker.proc.stop()
+    try:
+        shop.pay(quote, trytes)
+        payment = wait_for(
+            lambda: next(iter(shop.arena.payments_to(quote["address"])), None),
+            60,
+            "the payment recorded while the broker is down",
+        )
+        time.sleep(2)  # several claims fail meanwhile
+        assert not shop.arena.payments_to(quote["address"])[0]["credited"], payment
+        assert shop.status(quote["quote_id"])["username"] is None
+    finally:
+        shop.stack.broker.proc.start()
+    status = shop.settled(quote["quote_id"], timeout=90)
+    assert status["username"] == buyer.username and status["reason"] is None
+    assert shop.receives_live(buyer.username, buyer.password)
+    (payment,) = shop.arena.payments_to(quote["address"])
+    assert payment["credited"] and payment["matched"] and payment["grant_seconds"] == 60
+
+
 def test_anonymous_quotes_cannot_empty_the_pool(
     auth_stack_factory: AuthStackFactory, devnet: procs.Devnet
 ) -> None:
