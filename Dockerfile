@@ -60,7 +60,7 @@ ENV HORNET_PROFILES=/opt/hornet/profiles.json
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /var/lib/iot --no-create-home \
         --shell /usr/sbin/nologin app \
-    && install -d -o app -g app -m 750 /var/lib/iot /var/lib/iot/devnet
+    && install -d -o app -g app -m 750 /var/lib/iot /var/lib/iot/devnet /var/lib/iot/seller
 USER app
 WORKDIR /var/lib/iot
 # broker_auth's API and portal, the ingest worker's metrics, the devnet node and faucet.

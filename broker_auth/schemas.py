@@ -196,6 +196,33 @@ class OrderCreated(BaseModel):
     expires_at: UtcDateTime = Field(description="end of the payment window")
 
 
+class QuoteCreated(BaseModel):
+    quote_id: str = Field(description="seal it in the payment's message; read the status by it")
+    address: str = Field(description="deposit address (81 trytes)")
+    tag: str = Field(description="27-tryte tag for the transfer")
+    amount_iota: int = Field(description="ceil(price_iota_per_hour * hours)")
+    expires_at: UtcDateTime = Field(description="end of the payment window")
+    quote_secret: str = Field(description="seal it in the payment's message; shown only here")
+
+
+class QuoteOut(BaseModel):
+    quote_id: str
+    status: OrderStatus
+    paid_iota: int = Field(description="seen on the tangle, confirmed or not")
+    confirmed_iota: int = Field(description="confirmed on the tangle")
+    username: str | None = Field(
+        description="the MQTT username the sealed message created, once it was accepted"
+    )
+    reason: str | None = Field(
+        None, description="why a confirmed payment's sealed message was refused (if it was)"
+    )
+
+
+class SellerKeyOut(BaseModel):
+    public_key: str = Field(description="the seller's X25519 public key, base64 (32 bytes)")
+    alg: str = Field(description="x25519-sealedbox: libsodium's crypto_box_seal")
+
+
 class OrderOut(OrderCreated):
     paid_iota: int = Field(description="seen on the tangle, confirmed or not")
     confirmed_iota: int = Field(description="confirmed on the tangle")
@@ -238,6 +265,9 @@ class PaymentOut(BaseModel):
         0, description="value beyond the order's amount while its product was off sale"
     )
     grant_seconds: float | None = Field(None, description="access time it bought, once priced")
+    unmatched_reason: str | None = Field(
+        None, description="why a matched address's payment buys nothing (a refused sealed message)"
+    )
 
 
 # 1,000 a call keeps any body the schema allows (even \u-escaped) under MAX_IMPORT_BODY_BYTES.

@@ -44,6 +44,9 @@ from broker_auth.infra.events import EventWriter
 from broker_auth.infra.leader import Leader, PaymentsLease
 from broker_auth.ledger.feed import NodeFeed
 from broker_auth.ledger.iri import IriLedger
+from broker_auth.schemas import SellerKeyOut
+from broker_auth.sealed.claims import SealedClaims
+from broker_auth.sealed.keys import ALG, SellerKeys
 from broker_auth.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,13 @@ def build_reconciler(
 
 
 # -- billing: the ledger, the pool, orders, payments and the watcher ------------------------
+def public_facts(keys: SellerKeys) -> dict[str, str]:
+    """What the notifier keeps retained under `info/` (anonymous clients may read it)."""
+    return {
+        "info/seller-key": SellerKeyOut(public_key=keys.public_key_b64, alg=ALG).model_dump_json()
+    }
+
+
 def build_grants(
     store: Store,
     projector: Projector,
@@ -160,6 +170,7 @@ def build_orders(store: Store, pool: DepositAddresses, ledger: IriLedger, s: Set
         s.max_unpaid_orders,
         s.late_payment_window_s,
         s.min_order_iota,
+        s.max_unpaid_quotes,
     )
 
 
@@ -177,6 +188,7 @@ def build_watcher(
     s: Settings,
     before_poll: Callable[[], bool],
     instant: InstantAccess,
+    sealed: SealedClaims,
 ) -> Watcher:
     return Watcher(
         store,
@@ -190,6 +202,7 @@ def build_watcher(
         stray_scan_interval_s=s.stray_scan_interval_s,
         before_poll=before_poll,
         instant=instant,
+        sealed=sealed,
     )
 
 
@@ -268,7 +281,10 @@ class Runtime:
         # The broker.
         self.dynsec = build_dynsec(s, on_ready=self._broker_ready)
         self.projector = build_projector(self.store, self.dynsec, s, self.leader)
-        self.notifier = Notifier(self.projector, s.mqtt_host, s.mqtt_port)
+        self.seller_keys = SellerKeys.load_or_create(Path(s.seller_key_file))
+        self.notifier = Notifier(
+            self.projector, s.mqtt_host, s.mqtt_port, retained=public_facts(self.seller_keys)
+        )
         # Accounts and the catalog.
         self.accounts = Accounts(self.store, self.projector)
         self.sessions = Sessions(self.store, s.session_ttl_s)
@@ -301,6 +317,7 @@ class Runtime:
             instant=InstantAccess(
                 self.store, self.ledger, self.provisional, instant_access_limits(s)
             ),
+            sealed=SealedClaims(self.store, self.ledger, self.seller_keys, self.accounts),
         )
         self.node_feed = build_node_feed(s, self.watcher)
         # Warm the KDF once so the first login does not pay for imports and allocation.

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # Deposit addresses are the seller's finite resource: a buyer holds at most this many
     # unpaid orders; an order never paid holds its address UNPAID_HOLD_S after its window.
     max_unpaid_orders: int = Field(3, alias="MAX_UNPAID_ORDERS", ge=1)
+    # Sealed purchases (buying without an account): anonymous quotes held unpaid per client
+    # address, and the seller's key pairs (made at first start; mode 0600).
+    max_unpaid_quotes: int = Field(3, alias="MAX_UNPAID_QUOTES", ge=1)
+    seller_key_file: str = Field(".seller-keys.json", alias="SELLER_KEY_FILE")
     # The smallest order a seller takes (an address held for dust is hers to decide).
     min_order_iota: int = Field(1, alias="MIN_ORDER_IOTA", ge=1)
     unpaid_hold_s: float = Field(86400.0, alias="UNPAID_HOLD_S", ge=0)

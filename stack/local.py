@@ -73,6 +73,7 @@ def service_environment(
         "IOTA_FAUCET_URL": f"http://127.0.0.1:{s.faucet_port}",
         "IOTA_MWM": str(s.iota_mwm),
         "IOTA_DEPOSIT_ADDRESSES_FILE": str(s.data_dir / seller_pool.POOL_FILE),
+        "SELLER_KEY_FILE": str(s.data_dir / "seller-keys.json"),
         "API_HOST": "127.0.0.1",
         "API_PORT": str(s.api_port),
         "INGEST_METRICS_PORT": str(s.ingest_metrics_port),

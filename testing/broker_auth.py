@@ -244,6 +244,7 @@ def start_auth_stack(
         "BROKER_ADMIN_TOKEN": token,
         "IOTA_NODE_URL": node_url,
         "IOTA_DEPOSIT_ADDRESSES_FILE": str(pool_file),
+        "SELLER_KEY_FILE": str(workdir / "seller-keys.json"),
         "IOTA_MWM": os.environ.get("IOTA_MWM", "5"),
         "WATCHER_INTERVAL_S": "0.25",
         "INFLUX_URL": CLOSED_PORT_URL,
@@ -252,6 +253,7 @@ def start_auth_stack(
         # Functional tests order a lot from one buyer and address; the caps and throttles on
         # orders have their own tests (tests/broker_auth/test_strangers.py) at real values.
         "MAX_UNPAID_ORDERS": "1000",
+        "MAX_UNPAID_QUOTES": "1000",
         "ORDER_MAX_PER_BUYER": "100000",
         "ORDER_MAX_PER_IP": "100000",
         # Tests of confirmed payments assert access from confirmation on; instant access (on

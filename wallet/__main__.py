@@ -8,6 +8,10 @@ Buyer:
                        --api http://127.0.0.1:8000 --username john
                        (password from --password, $IOT_WALLET_PASSWORD or a prompt)
     iot-wallet pay     --node ... --seed-file john.seed --address ADDR --tag TAG --amount 10
+    iot-wallet buy     --node ... --seed-file ann.seed --api http://127.0.0.1:8000 \
+                       --product plug-1-live --hours 1 --username ann
+                       (no account: the MQTT login is sealed in the payment; password from
+                       $IOT_WALLET_MQTT_PASSWORD or a prompt)
 
 Seller (the server never holds her seed):
     iot-wallet addresses --seed-file jane.seed --start 0 --count 1000 > addresses.txt
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker_auth.ledger import ternary
-from wallet import payments, seller
+from wallet import payments, sealed_buy, seller
 from wallet.pool_keeper import PoolKeeper
 
 DEFAULT_NODE = os.environ.get("IOTA_NODE_URL", "http://127.0.0.1:14265")
@@ -119,7 +123,43 @@ def parser() -> argparse.ArgumentParser:
     pay.add_argument("--mwm", type=int, help="min weight magnitude (default: the node's)")
     pay.add_argument("--wait", action="store_true", help="wait until the transfer is confirmed")
     pay.add_argument("--timeout", type=float, default=60.0, help="seconds --wait waits")
+    buy = sub.add_parser(
+        "buy", help="buy live access without an account: quote, seal your MQTT login, pay, wait"
+    )
+    _common(buy)
+    buy.add_argument("--api", required=True, help="broker_auth URL, e.g. http://127.0.0.1:8000")
+    buy.add_argument("--product", required=True, help="product id")
+    buy.add_argument("--hours", type=float, required=True)
+    buy.add_argument("--username", required=True, help="the MQTT username you want")
+    buy.add_argument(
+        "--password-env",
+        default="IOT_WALLET_MQTT_PASSWORD",
+        metavar="VAR",
+        help="environment variable holding the MQTT password (else a prompt)",
+    )
+    buy.add_argument("--mwm", type=int, help="min weight magnitude (default: the node's)")
+    buy.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for access")
     return p
+
+
+def _buy(args: argparse.Namespace, seed: str) -> None:
+    password = os.environ.get(args.password_env) or getpass.getpass(
+        f"MQTT password for {args.username} (10 to 128 characters): "
+    )
+    bought = sealed_buy.buy(
+        args.api,
+        args.node,
+        seed,
+        args.product,
+        args.hours,
+        args.username,
+        password,
+        mwm=args.mwm,
+        timeout=args.timeout,
+    )
+    print(f"quote {bought.quote_id}: paid {bought.amount_iota} iota (bundle {bought.bundle_hash})")
+    print(f"MQTT login: username {bought.username}, the password you chose")
+    print(f"access after {bought.seconds:.1f} s")
 
 
 def _pay(args: argparse.Namespace, seed: str) -> None:
@@ -197,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "balance":
             state = payments.scan_seed(args.node, seed)
             print(f"confirmed {state.total} iota (spendable {state.spendable})")
+        elif args.command == "buy":
+            _buy(args, seed)
         elif args.command == "faucet":
             credit = payments.fund_from_faucet(args.faucet, args.node, seed, args.value)
             print(f"credited {credit.value} iota to {credit.address}")

@@ -32,7 +32,15 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from iota import Address, Iota, ProposedTransaction, Tag, Transaction, TransactionHash
+from iota import (
+    Address,
+    Iota,
+    ProposedTransaction,
+    Tag,
+    Transaction,
+    TransactionHash,
+    TryteString,
+)
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.types import Seed
 
@@ -194,6 +202,20 @@ def _post_json(url: str, body: dict[str, object], timeout: float) -> dict[str, o
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
+    return _answer(request, url, timeout)
+
+
+def get_json(url: str, timeout: float = HTTP_TIMEOUT_S) -> dict[str, object]:
+    return _answer(urllib.request.Request(url), url, timeout)
+
+
+def post_json(
+    url: str, body: dict[str, object], timeout: float = HTTP_TIMEOUT_S
+) -> dict[str, object]:
+    return _post_json(url, body, timeout)
+
+
+def _answer(request: urllib.request.Request, url: str, timeout: float) -> dict[str, object]:
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             answer: dict[str, object] = json.loads(response.read())
@@ -231,8 +253,10 @@ def pay(
     *,
     min_weight_magnitude: int | None = None,
     depth: int = DEPTH,
+    message: str | None = None,
 ) -> PaymentResult:
-    """Send `amount` iota to `address` with `tag` from the seed's confirmed, unspent funds.
+    """Send `amount` iota to `address` with `tag` from the seed's confirmed, unspent funds;
+    `message` (trytes, at most one transaction's 2187) goes in the value transaction.
 
     Change goes to the seed's next unused address. Raises InsufficientFundsError when the
     confirmed funds do not cover the amount (e.g. change of an earlier payment is unconfirmed).
@@ -240,6 +264,10 @@ def pay(
     started = time.monotonic()
     if amount < 0:
         raise WalletError("the amount must be >= 0")
+    if message is not None and (
+        len(message) > 2187 or any(c not in ternary.ALPHABET for c in message)
+    ):
+        raise WalletError("the message must be at most 2187 trytes (one transaction)")
     receiver = parse_address(address)
     payment_tag = _tag(tag)
     mwm = min_weight_magnitude or node_min_weight_magnitude(node_url)
@@ -267,7 +295,14 @@ def pay(
     api = _api(node_url, seed)
     try:
         answer = api.send_transfer(
-            transfers=[ProposedTransaction(address=receiver, value=amount, tag=payment_tag)],
+            transfers=[
+                ProposedTransaction(
+                    address=receiver,
+                    value=amount,
+                    tag=payment_tag,
+                    message=TryteString(message) if message else None,
+                )
+            ],
             inputs=inputs or None,
             change_address=change,
             depth=depth,

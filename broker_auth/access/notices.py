@@ -35,8 +35,12 @@ RETRY_S = 1.0
 
 
 class Notifier(BackgroundWorker):
-    def __init__(self, projector: Projector, host: str, port: int) -> None:
+    def __init__(
+        self, projector: Projector, host: str, port: int, retained: dict[str, str] | None = None
+    ) -> None:
         super().__init__("notifier")
+        # The shop's public facts (info/seller-key), published retained at each connection.
+        self.retained = dict(retained or {})
         self.projector = projector
         self.host = host
         self.port = port
@@ -49,6 +53,7 @@ class Notifier(BackgroundWorker):
         )
         self._client.username_pw_set(acl_model.NOTIFIER_USERNAME, self._password)
         self._client.reconnect_delay_set(1, 5)
+        self._client.on_connect = self._on_connect
 
     @property
     def ready(self) -> bool:
@@ -76,6 +81,10 @@ class Notifier(BackgroundWorker):
             acl_model.notifier_role(),
             "broker_auth notifier",
         )
+
+    def _on_connect(self, client: mqtt.Client, *_args: object) -> None:
+        for topic, payload in self.retained.items():
+            client.publish(topic, payload, qos=1, retain=True)
 
     def send(self, username: str, event: str, product_id: str, expires_at: dt.datetime) -> None:
         payload = {

@@ -58,9 +58,47 @@ class Accounts:
         log.info("account %r created", username)
         return mqtt_password
 
+    def create_mqtt_only(self, username: str, password: str, quote_id: str) -> bool:
+        """The buyer of a sealed purchase: an MQTT client with the password it sealed, no HTTP
+        login. True if made now, made by this quote before (a crash), or the same sealed
+        buyer (its password matches); False if the username belongs to anybody else."""
+        password_hash = passwords.hash_password(password)  # slow: outside the lock
+        with self.projector.leader.grants_lock:
+            try:
+                self.store.accounts.insert_one(
+                    {
+                        "_id": username,
+                        "password_hash": password_hash,
+                        "created_at": utcnow(),
+                        "mqtt_missing": False,
+                        "mqtt_separate": True,
+                        "mqtt_only": True,
+                        "sealed_quote": quote_id,
+                    }
+                )
+                existing = None
+            except DuplicateKeyError:
+                existing = self.store.accounts.find_one({"_id": username}) or {}
+        if existing is not None and existing.get("sealed_quote") != quote_id:
+            # Someone's username: only the same sealed buyer (its password) may buy again.
+            same = bool(existing.get("mqtt_only")) and passwords.verify_password(
+                password, str(existing.get("password_hash", ""))
+            )
+            if same:
+                log.info("sealed buyer %r bought again", username)
+            return same
+        # New, or made by this quote before a crash: make sure of its client. A BrokerError
+        # propagates: the payment stays uncredited and is claimed again.
+        self.projector.ensure_buyer_client(username, password)
+        log.info("account %r created by a sealed purchase (MQTT only)", username)
+        return True
+
     def authenticate(self, username: str, password: str) -> bool:
-        account = self.store.accounts.find_one({"_id": username}, {"password_hash": 1})
-        if account is None:
+        account = self.store.accounts.find_one(
+            {"_id": username}, {"password_hash": 1, "mqtt_only": 1}
+        )
+        if account is None or account.get("mqtt_only"):
+            # A sealed purchase's buyer has no HTTP login.
             passwords.burn_time(password)
             return False
         return passwords.verify_password(password, str(account.get("password_hash", "")))

@@ -44,7 +44,8 @@ from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger import Ledger, LedgerUnavailableError
 from broker_auth.ledger.ternary import ALPHABET as TRYTES
-from broker_auth.schemas import MAX_IOTA, OrderCreated, OrderOut
+from broker_auth.schemas import MAX_IOTA, OrderCreated, OrderOut, QuoteCreated, QuoteOut
+from broker_auth.sealed.claims import secret_hash
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Orders:
         max_unpaid: int,
         late_payment_window_s: float,
         min_amount_iota: int = 1,
+        max_unpaid_quotes: int = 3,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -84,14 +86,52 @@ class Orders:
         self.min_amount = min_amount_iota
         self.max_hours = max_hours
         self.slots = UnpaidSlots(store, max_unpaid)
+        self.quote_slots = UnpaidSlots(
+            store,
+            max_unpaid_quotes,
+            f"this address holds {max_unpaid_quotes} unpaid quotes (MAX_UNPAID_QUOTES): pay one"
+            " or let it expire before asking again",
+        )
 
     def create(self, username: str, product_id: str, hours: float) -> OrderCreated:
+        return self._open(username, self.slots, username, product_id, hours, {})
+
+    def create_quote(self, client: str, product_id: str, hours: float) -> QuoteCreated:
+        """An order without an account (a sealed purchase): capped per client address; its
+        buyer is named by the sealed message of the payment (sealed/claims.py)."""
+        secret = secrets.token_urlsafe(24)
+        order = self._open(
+            None,
+            self.quote_slots,
+            f"@quote:{client}",  # never a username (they have no '@')
+            product_id,
+            hours,
+            {"kind": "quote", "quote_secret_hash": secret_hash(secret)},
+        )
+        return QuoteCreated(
+            quote_id=order.order_id,
+            address=order.address,
+            tag=order.tag,
+            amount_iota=order.amount_iota,
+            expires_at=order.expires_at,
+            quote_secret=secret,
+        )
+
+    def _open(
+        self,
+        username: str | None,
+        slots: UnpaidSlots,
+        slot_key: str,
+        product_id: str,
+        hours: float,
+        extra: Doc,
+    ) -> OrderCreated:
         product, price, amount = self._quote(product_id, hours)
         now = utcnow()
         expires_at = now + self.payment_window
         watch_until = expires_at + self.unpaid_hold
         order_id = uuid.uuid4().hex
-        slot = self.slots.take(username, order_id)
+        slot = slots.take(slot_key, order_id)
         doc: Doc = {
             "_id": order_id,
             "slot": slot,
@@ -104,6 +144,7 @@ class Orders:
             "created_at": now,
             "expires_at": expires_at,
             "watch_until": watch_until,
+            **extra,
             **stored_fields(OrderRecord(amount, expires_at)),
             "state_version": 1,
         }
@@ -115,10 +156,16 @@ class Orders:
                 expires_at,
             )
         except BaseException:
-            self.slots.give_back(slot, order_id)
+            slots.give_back(slot, order_id)
             raise
         log.info(
-            "order %s: %s x %g h = %d iota to %s", order_id, product_id, hours, amount, address
+            "%s %s: %s x %g h = %d iota to %s",
+            extra.get("kind", "order"),
+            order_id,
+            product_id,
+            hours,
+            amount,
+            address,
         )
         return OrderCreated(
             order_id=order_id,
@@ -328,6 +375,27 @@ class Orders:
             price_iota_per_hour=int(doc["price_iota_per_hour"]),
             created_at=as_utc(doc["created_at"]),
             provisional_until=_running_until(doc.get("provisional_until"), now),
+        )
+
+    def sealed_refused(self, quote_id: str, reason: str) -> None:
+        """The quote shows why its payment's sealed message was refused (until one is taken)."""
+        self.store.orders.update_one(
+            {"_id": quote_id, "username": None}, {"$set": {"sealed_refused": reason}}
+        )
+
+    def quote(self, quote_id: str) -> QuoteOut:
+        """A quote's status, to anyone with its id (random, 128 bits)."""
+        doc = self.store.orders.find_one({"_id": quote_id})
+        if doc is None or doc.get("kind") != "quote":
+            raise NotFoundError("no such quote")
+        record = current(record_of(doc), utcnow())
+        return QuoteOut(
+            quote_id=quote_id,
+            status=record.status,
+            paid_iota=record.paid_iota,
+            confirmed_iota=record.confirmed_iota,
+            username=doc.get("username"),
+            reason=None if doc.get("username") else doc.get("sealed_refused"),
         )
 
     def find(self, order_id: str) -> Doc | None:

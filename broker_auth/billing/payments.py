@@ -88,7 +88,8 @@ class Payments:
             "matched": order is not None,
             "order_id": order["_id"] if order else None,
             "product_id": order["product_id"] if order else None,
-            "username": order["username"] if order else None,
+            # A quote's payment belongs to whom its own sealed message names (sealed/claims.py).
+            "username": order["username"] if order and order.get("kind") != "quote" else None,
             "credited": False,
         }
         try:
@@ -191,6 +192,33 @@ class Payments:
         if self.events:
             self.events.payment(product, "unconfirmed", value)
 
+    def find(self, payment_id: str) -> Doc | None:
+        return self.store.payments.find_one({"_id": payment_id})
+
+    def assign_buyer(self, payment_id: str, username: str) -> Doc:
+        """A quote's payment belongs to the buyer its sealed message named."""
+        self.store.payments.update_one({"_id": payment_id}, {"$set": {"username": username}})
+        stored = self.find(payment_id)
+        if stored is None:  # pragma: no cover - deleted by hand meanwhile
+            raise RuntimeError(f"payment {payment_id} vanished")
+        return stored
+
+    def keep_unmatched(self, payment: Doc, reason: str) -> None:
+        """No buyer gets this payment (a sealed message refused): kept, shown to the seller."""
+        done = self.store.payments.update_one(
+            {"_id": payment["_id"], "matched": True, "credited": False},
+            {"$set": {"matched": False, "unmatched_reason": reason}},
+        )
+        if done.modified_count:
+            metrics.PAYMENTS_CONFIRMED.labels("false").inc()
+            log.warning(
+                "payment of %d iota on %s (quote %s) kept unmatched: %s",
+                int(payment["amount_iota"]),
+                payment["address"],
+                payment.get("order_id"),
+                reason,
+            )
+
     def to_credit(self) -> list[Doc]:
         """Matched and not yet credited (what a crash left half done). Scans every payment:
         the watcher calls it at start and then every STRAY_SCAN_INTERVAL_S, not every poll."""
@@ -238,5 +266,6 @@ def to_out(d: Doc) -> PaymentOut:
         ledger_index=int(d.get("ledger_index", 0)),
         bundles=[str(b) for b in d.get("bundles", [])],
         refund_due_iota=int(d.get("refund_due_iota") or 0),
+        unmatched_reason=d.get("unmatched_reason"),
         grant_seconds=float(d["grant_seconds"]) if d.get("grant_seconds") is not None else None,
     )

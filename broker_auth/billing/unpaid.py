@@ -28,9 +28,10 @@ ENDED = ("fully_paid_at", "cancelled_at", "released_at")
 class TooManyUnpaidError(ServiceError):
     status_code = 429
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, detail: str | None = None) -> None:
         super().__init__(
-            f"you hold {limit} unpaid orders (MAX_UNPAID_ORDERS={limit}): pay or cancel one"
+            detail
+            or f"you hold {limit} unpaid orders (MAX_UNPAID_ORDERS={limit}): pay or cancel one"
             " (DELETE /api/orders/{order_id}) before ordering again"
         )
 
@@ -40,7 +41,8 @@ def still_unpaid(order: Doc) -> bool:
 
 
 class UnpaidSlots:
-    def __init__(self, store: Store, limit: int) -> None:
+    def __init__(self, store: Store, limit: int, refusal: str | None = None) -> None:
+        self.refusal = refusal  # the 429's text (default: a buyer's unpaid orders)
         self.col = store.order_slots
         self.orders = store.orders
         self.pool = store.deposit_addresses
@@ -58,7 +60,7 @@ class UnpaidSlots:
                     continue
             if not self._reclaim(username):
                 break
-        raise TooManyUnpaidError(self.limit)
+        raise TooManyUnpaidError(self.limit, self.refusal)
 
     def give_back(self, slot: str | None, order_id: str) -> None:
         if slot:

@@ -48,6 +48,8 @@ from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger import BundleSeen, Ledger
 from broker_auth.ledger.feed import MilestoneNews
+from broker_auth.sealed.claims import SealedClaims
+from broker_auth.sealed.message import Refused
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,10 @@ class Watcher(BackgroundWorker):
         stray_scan_interval_s: float = 30.0,
         before_poll: Callable[[], bool] | None = None,
         instant: InstantAccess | None = None,
+        sealed: SealedClaims | None = None,
     ) -> None:
         super().__init__("watcher")
+        self.sealed = sealed
         self.instant = instant
         self.store = store
         self.ledger = ledger
@@ -311,6 +315,11 @@ class Watcher(BackgroundWorker):
         self._retry[pid] = payment  # until the credit is through (it is idempotent)
         # The order first: a crash before the grant's credit applies it again (idempotent).
         self.orders.payment_confirmed(str(payment["order_id"]), payment)
+        if payment.get("username") is None:  # a quote's: its buyer is in the sealed message
+            claimed = self._claim_sealed(payment)
+            if claimed is None:
+                return
+            payment = claimed
         payment = self.payments.priced(payment)
         self.grants.credit(payment, confirmed_seen_at=seen_at)
         del self._retry[pid]
@@ -318,6 +327,26 @@ class Watcher(BackgroundWorker):
         ends_at = self.grants.ends_at(str(payment["username"]), str(payment["product_id"]))
         if ends_at is not None:
             self.pool.extend_watch(str(payment["address"]), ends_at)
+
+    def _claim_sealed(self, payment: Doc) -> Doc | None:
+        """The payment with the buyer its sealed message names; None if it is refused (kept
+        unmatched with the reason) or its bundles are not known yet (tried again)."""
+        pid, order_id = str(payment["_id"]), str(payment["order_id"])
+        order = self.orders.find(order_id)
+        if order is None or self.sealed is None:
+            self.payments.keep_unmatched(payment, "no buyer: sealed purchases are off")
+            del self._retry[pid]
+            return None
+        fresh = self.payments.find(pid) or payment  # the evidence may have come since
+        claim = self.sealed.claim(order, fresh)
+        if claim is None:
+            return None
+        if isinstance(claim, Refused):
+            self.payments.keep_unmatched(fresh, claim.reason)
+            self.orders.sealed_refused(order_id, claim.reason)
+            del self._retry[pid]
+            return None
+        return self.payments.assign_buyer(pid, claim.username)
 
     def _show_pending(self, watched: list[Doc]) -> tuple[list[Doc], list[BundleSeen]]:
         """Show pending value on the orders; the entries asked about and what the ledger saw."""

@@ -33,6 +33,8 @@ ROLE_INGEST = "svc-ingest"
 ROLE_AVG_READER = "avg-reader"
 NOTIFIER_USERNAME = "svc.notifier"
 ROLE_NOTIFIER = "svc-notifier"
+ROLE_INFO_READER = "info-reader"
+INFO_PREFIX = "info"  # the shop's public facts, retained (info/seller-key)
 NOTIFY_PREFIX = "notify"
 CONTROL_TOPIC = "$CONTROL/dynamic-security/#"
 
@@ -137,9 +139,16 @@ def notify_role(username: str) -> Role:
 def notifier_role() -> Role:
     return Role(
         ROLE_NOTIFIER,
-        (Acl("publishClientSend", f"{NOTIFY_PREFIX}/#"),),
-        "broker_auth's notifier: publishes buyers' notifications only",
+        (
+            Acl("publishClientSend", f"{NOTIFY_PREFIX}/#"),
+            Acl("publishClientSend", f"{INFO_PREFIX}/#"),
+        ),
+        "broker_auth's notifier: buyers' notifications and the shop's public facts only",
     )
+
+
+def info_reader_role() -> Role:
+    return Role(ROLE_INFO_READER, _read(f"{INFO_PREFIX}/#"), "the shop's public facts")
 
 
 def notify_topic(username: str) -> str:
@@ -151,12 +160,14 @@ def static_roles(live_prefix: str = "live", avg_prefix: str = "avg") -> list[Rol
         admin_role(),
         ingest_role(live_prefix, avg_prefix),
         avg_reader_role(avg_prefix),
+        info_reader_role(),
         notifier_role(),
     ]
 
 
 def static_groups() -> list[Group]:
-    return [Group(ANONYMOUS_GROUP, (ROLE_AVG_READER,)), Group(BUYERS_GROUP, (ROLE_AVG_READER,))]
+    free = (ROLE_AVG_READER, ROLE_INFO_READER)
+    return [Group(ANONYMOUS_GROUP, free), Group(BUYERS_GROUP, free)]
 
 
 def device_username(device_id: str) -> str:

@@ -301,9 +301,12 @@ class Projector:
         return self._send(plan_reconciliation(desired, actual, flagged))
 
     def _ensure_static_parts(self) -> None:
-        """Parts a fresh bootstrap file already has; created only if missing."""
-        for role in (acl_model.avg_reader_role(), acl_model.notifier_role()):
+        """Parts a fresh bootstrap file already has; created only if missing (the notifier's
+        and the groups' later additions are added to older files)."""
+        for role in (acl_model.avg_reader_role(), acl_model.info_reader_role()):
             self.dynsec.create_role(role)
+        if not self.dynsec.create_role(acl_model.notifier_role()):
+            self.dynsec.modify_role_acls(acl_model.notifier_role())
         self.dynsec.call(
             {
                 "command": "createGroup",
@@ -312,6 +315,15 @@ class Projector:
             },
             tolerate=("Group already exists",),
         )
+        for group in (acl_model.BUYERS_GROUP, acl_model.ANONYMOUS_GROUP):
+            self.dynsec.call(
+                {
+                    "command": "addGroupRole",
+                    "groupname": group,
+                    "rolename": acl_model.ROLE_INFO_READER,
+                },
+                tolerate=("Group not found", "Role already in group"),
+            )
 
     def _desired(self) -> tuple[Desired, set[str]]:
         """What MongoDB says Mosquitto should hold, and the buyers flagged `mqtt_missing`."""

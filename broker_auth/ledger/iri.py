@@ -477,6 +477,22 @@ class IriLedger:
             return None, used, exhausted
         return _Bundle(outputs, inputs, tuple(valid), frozenset(attachments)), used, exhausted
 
+    def messages_paying(self, bundle_hash: str, address: str, limit: int) -> list[str]:
+        hashes = [str(h) for h in self._call("findTransactions", bundles=[bundle_hash])["hashes"]]
+        messages: dict[str, None] = {}
+        for chunk in _chunks(sorted(set(hashes))[:limit], LIST_LIMIT):
+            for trytes in self._call("getTrytes", hashes=list(chunk))["trytes"]:
+                if not str(trytes).strip("9"):
+                    continue  # not stored (yet)
+                tx = Transaction.from_tryte_string(trytes)
+                if (
+                    str(tx.bundle_hash) == bundle_hash
+                    and str(tx.address) == address
+                    and tx.value > 0
+                ):
+                    messages[str(tx.signature_message_fragment)] = None
+        return list(messages)
+
     def _value_transactions(self, addresses: list[str]) -> list[tuple[str, _Tx]]:
         hashes: list[str] = []
         pending = [list(c) for c in _chunks(addresses, LIST_LIMIT)]

@@ -32,6 +32,11 @@ PUBLIC = {
     ("post", "/api/sessions"),
     ("get", "/api/products"),
     ("get", "/metrics"),
+    # Sealed purchases (DESIGN.md): the buyer has no account; quotes are throttled and capped
+    # per client address (tests/broker_auth/test_sealed_purchases.py).
+    ("get", "/api/seller-key"),
+    ("post", "/api/quotes"),
+    ("get", "/api/quotes/{quote_id}"),
 }
 
 

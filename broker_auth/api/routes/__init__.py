@@ -14,6 +14,7 @@ from broker_auth.api.routes import (
     orders,
     payments,
     products,
+    quotes,
 )
 
 # The order of the OpenAPI schema (and so of /docs).
@@ -23,6 +24,7 @@ ROUTERS = (
     products.router,
     devices.router,
     orders.router,
+    quotes.router,
     grants.router,
     payments.router,
     deposit_addresses.router,
