@@ -1,5 +1,7 @@
-// The portal page: catalog, account, order + payment, grants with countdowns, live chart.
+// The portal page: catalog, account, order + payment, grants with countdowns, live chart;
+// buying without an account is js/buy.js.
 import * as api from "./api.js";
+import { initBuy } from "./buy.js";
 import { LiveChart, formatNumber } from "./chart.js";
 import { Feed, avgFilterFor, parseReading, topicMatches } from "./live.js";
 import { drawQr, paymentLink, walletCommand } from "./payment.js";
@@ -642,6 +644,7 @@ async function start() {
   }
   $("avg-window").textContent = state.config.avg_window;
   renderCatalog();
+  initBuy(state.config, state.products); // buying without an account
 
   const saved = api.loadSession();
   if (saved) {
