@@ -12,8 +12,13 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from broker_auth.schemas import AccountCreate
 from broker_auth.sealed.message import Credentials, seal
-from wallet.payments import SeedLike, WalletError, get_json, pay, post_json
+from wallet.payments import SeedLike, WalletError, get_json, is_confirmed, pay, post_json
+
+JUDGED_S = 10.0  # after our bundle confirmed, the watcher has judged its message by then
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,18 @@ def buy(
     interval: float = 1.0,
 ) -> Purchase:
     started = time.monotonic()
+    try:  # the account rules, before anything is paid
+        AccountCreate(username=username, password=password)
+    except ValidationError as exc:
+        fields = sorted({str(e["loc"][0]) for e in exc.errors()})
+        raise WalletError(
+            f"{' and '.join(fields)} breaks the account rules: username 3 to 32 of a-z, 0-9,"
+            " '_', '-' (a letter first), password 10 to 128 printable characters"
+        ) from None
     api = api_url.rstrip("/")
-    quote = post_json(f"{api}/api/quotes", {"product_id": product_id, "hours": hours})
+    # The key first: a failure there costs the seller no deposit address.
     key = get_json(f"{api}/api/seller-key")
+    quote = post_json(f"{api}/api/quotes", {"product_id": product_id, "hours": hours})
     credentials = Credentials(
         quote_id=str(quote["quote_id"]),
         address=str(quote["address"]),
@@ -61,6 +75,7 @@ def buy(
         min_weight_magnitude=mwm,
         message=message,
     )
+    confirmed_at: float | None = None
     status_url = f"{api}/api/quotes/{urllib.parse.quote(credentials.quote_id, safe='')}"
     while True:
         status = get_json(status_url)
@@ -73,7 +88,11 @@ def buy(
                 paid.bundle_hash,
                 time.monotonic() - started,
             )
-        if status.get("reason"):
+        # A reason is ours only once our own bundle is confirmed and had time to be judged
+        # (a stranger's payment to the quote can be refused first).
+        if status.get("reason") and confirmed_at is None and is_confirmed(node_url, paid.tail_hash):
+            confirmed_at = time.monotonic()
+        if status.get("reason") and confirmed_at and time.monotonic() - confirmed_at > JUDGED_S:
             raise WalletError(
                 f"quote {credentials.quote_id}: paid, but the sealed login was refused:"
                 f" {status['reason']} (the seller sees the payment as unmatched)"

@@ -75,12 +75,13 @@ class Notifier(BackgroundWorker):
         self._ready.set()
 
     def _provision(self) -> None:
+        role = acl_model.notifier_role()
         self.projector.ensure_role_client(
-            acl_model.NOTIFIER_USERNAME,
-            self._password,
-            acl_model.notifier_role(),
-            "broker_auth notifier",
+            acl_model.NOTIFIER_USERNAME, self._password, role, "broker_auth notifier"
         )
+        # A broker set up by an older version has the role without `info/#`: align its ACLs
+        # before the first (retained) publish there.
+        self.projector.dynsec.modify_role_acls(role)
 
     def _on_connect(self, client: mqtt.Client, *_args: object) -> None:
         for topic, payload in self.retained.items():

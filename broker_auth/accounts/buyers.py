@@ -91,6 +91,11 @@ class Accounts:
             password, str(existing.get("password_hash", ""))
         )
         if same:
+            # Its client too, should it have gone missing in the broker (it has no HTTP login
+            # to rotate a password with: buying again brings it back).
+            with self.projector.leader.grants_lock:
+                self.projector.ensure_buyer_client(username, password)
+                self.store.accounts.update_one({"_id": username}, {"$set": {"mqtt_missing": False}})
             log.info("sealed buyer %r bought again", username)
         return same
 

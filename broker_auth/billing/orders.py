@@ -384,7 +384,7 @@ class Orders:
         )
 
     def quote(self, quote_id: str) -> QuoteOut:
-        """A quote's status, to anyone with its id (random, 128 bits)."""
+        """A quote's status, to anyone with its id (uuid4: 122 random bits)."""
         doc = self.store.orders.find_one({"_id": quote_id})
         if doc is None or doc.get("kind") != "quote":
             raise NotFoundError("no such quote")

@@ -210,7 +210,6 @@ class Payments:
             {"$set": {"matched": False, "unmatched_reason": reason}},
         )
         if done.modified_count:
-            metrics.PAYMENTS_CONFIRMED.labels("false").inc()
             log.warning(
                 "payment of %d iota on %s (quote %s) kept unmatched: %s",
                 int(payment["amount_iota"]),

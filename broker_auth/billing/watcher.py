@@ -42,14 +42,13 @@ from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.payments import Payments
 from broker_auth.billing.pool import DepositAddresses
-from broker_auth.broker.errors import BrokerError
 from broker_auth.infra import metrics
 from broker_auth.infra.background import BackgroundWorker
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
 from broker_auth.ledger import BundleSeen, Ledger
 from broker_auth.ledger.feed import MilestoneNews
-from broker_auth.sealed.claims import SealedClaims
+from broker_auth.sealed.claims import SealedClaims, Waiting
 from broker_auth.sealed.message import Refused
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,7 @@ BEHIND_FEED_POLLS = 20
 # attach transactions to an order's address, valid or not).
 TX_WAKE_GAP_S = 0.1
 MIN_PAUSE_S = 0.02  # the shortest pause between two polls (a retry falling due at once)
+CLAIM_MAX_BACKOFF_S = 30.0  # a sealed purchase not decided yet is asked again at least this often
 
 
 @dataclass
@@ -116,7 +116,8 @@ class Watcher(BackgroundWorker):
         self._drops_warned: set[str] = set()
         self._missing_evidence: dict[str, _MissingEvidence] = {}  # payment id -> retry state
         self._evidence_loaded = False
-        self._claims_waiting: set[str] = set()  # sealed purchases waiting for the broker
+        # Sealed purchases not decided yet: payment id -> (next try, backoff).
+        self._claims_waiting: dict[str, tuple[float, float]] = {}
         # Work that waits for the node (loading the address file); done once it returns True.
         self.before_poll = before_poll
         # What the node's event feed announced (ledger/feed.py), and whether the last
@@ -332,24 +333,30 @@ class Watcher(BackgroundWorker):
 
     def _claim_sealed(self, payment: Doc) -> Doc | None:
         """The payment with the buyer its sealed message names; None if it is refused (kept
-        unmatched with the reason) or its bundles are not known yet (tried again)."""
+        unmatched with the reason) or not decided yet (asked again, backing off)."""
         pid, order_id = str(payment["_id"]), str(payment["order_id"])
+        waiting = self._claims_waiting.get(pid)
+        if waiting is not None and time.monotonic() < waiting[0]:
+            return None
         order = self.orders.find(order_id)
         if order is None or self.sealed is None:
-            self.payments.keep_unmatched(payment, "no buyer: sealed purchases are off")
+            self.payments.keep_unmatched(payment, "no buyer: the quote is gone")
             del self._retry[pid]
             return None
         fresh = self.payments.find(pid) or payment  # the evidence may have come since
         try:
             claim = self.sealed.claim(order, fresh)
-        except BrokerError as exc:  # the account is made, its MQTT client not yet
-            if pid not in self._claims_waiting:
-                log.warning("quote %s: its sealed buyer waits for the broker (%s)", order_id, exc)
-                self._claims_waiting.add(pid)
+        except Exception as exc:  # the broker or the node: ask again later, never stall
+            claim = Waiting()
+            if waiting is None:
+                log.warning("quote %s: its sealed buyer waits (%s)", order_id, exc)
+        if isinstance(claim, Waiting):
+            backoff = min(2 * waiting[1], CLAIM_MAX_BACKOFF_S) if waiting else self.interval_s
+            self._claims_waiting[pid] = (time.monotonic() + backoff, backoff)
+            if claim.why is not None and waiting is None:
+                log.warning("quote %s, payment %s: %s", order_id, pid, claim.why)
             return None
-        self._claims_waiting.discard(pid)
-        if claim is None:
-            return None
+        self._claims_waiting.pop(pid, None)
         if isinstance(claim, Refused):
             self.payments.keep_unmatched(fresh, claim.reason)
             self.orders.sealed_refused(order_id, claim.reason)

@@ -301,12 +301,16 @@ class Projector:
         return self._send(plan_reconciliation(desired, actual, flagged))
 
     def _ensure_static_parts(self) -> None:
-        """Parts a fresh bootstrap file already has; created only if missing (the notifier's
-        and the groups' later additions are added to older files)."""
-        for role in (acl_model.avg_reader_role(), acl_model.info_reader_role()):
+        """Parts a fresh bootstrap file already has; created only if missing (the groups' later
+        role is added to older files)."""
+        # (The notifier aligns its own role's ACLs when it provisions its client.)
+        roles = (
+            acl_model.avg_reader_role(),
+            acl_model.info_reader_role(),
+            acl_model.notifier_role(),
+        )
+        for role in roles:
             self.dynsec.create_role(role)
-        if not self.dynsec.create_role(acl_model.notifier_role()):
-            self.dynsec.modify_role_acls(acl_model.notifier_role())
         self.dynsec.call(
             {
                 "command": "createGroup",

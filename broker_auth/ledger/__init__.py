@@ -73,7 +73,8 @@ class Ledger(Protocol):
     def were_spent(self, addresses: Sequence[str]) -> dict[str, bool]:
         """Whether each address ever signed a spend (unsafe to receive on)."""
 
-    def messages_paying(self, bundle_hash: str, address: str, limit: int) -> list[str]:
+    def messages_paying(self, bundle_hash: str, address: str) -> tuple[list[str], bool]:
         """The message trytes of every value transaction of the bundle paying `address`, from
-        every attachment of it (each distinct message once; at most `limit` transactions
-        read): a message is not covered by the bundle hash, so copies may differ."""
+        every attachment of it the node lists (each distinct message once): a message is not
+        covered by the bundle hash, so copies may differ. And whether the node listed them all
+        (it caps its answers: a stranger can attach many copies)."""

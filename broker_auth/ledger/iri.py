@@ -477,21 +477,29 @@ class IriLedger:
             return None, used, exhausted
         return _Bundle(outputs, inputs, tuple(valid), frozenset(attachments)), used, exhausted
 
-    def messages_paying(self, bundle_hash: str, address: str, limit: int) -> list[str]:
-        hashes = [str(h) for h in self._call("findTransactions", bundles=[bundle_hash])["hashes"]]
+    def messages_paying(self, bundle_hash: str, address: str) -> tuple[list[str], bool]:
+        # Two lists, each capped by the node at LIST_LIMIT: the bundle's transactions (Hornet
+        # lists a bundle's tails last) and the address's value transactions. A stranger must
+        # flood both to hide an attachment; `complete` says neither list was cut.
+        by_bundle = self._call("findTransactions", bundles=[bundle_hash])["hashes"]
+        by_address = self._call("findTransactions", addresses=[address], valueOnly=True)["hashes"]
+        complete = len(by_bundle) < LIST_LIMIT and len(by_address) < LIST_LIMIT
+        hashes = sorted({str(h) for h in by_bundle} | {str(h) for h in by_address})
         messages: dict[str, None] = {}
-        for chunk in _chunks(sorted(set(hashes))[:limit], LIST_LIMIT):
-            for trytes in self._call("getTrytes", hashes=list(chunk))["trytes"]:
+        for chunk in _chunks(hashes, LIST_LIMIT):
+            answer = self._call("getTrytes", hashes=list(chunk))["trytes"]
+            for tx_hash, trytes in zip(chunk, answer, strict=True):
                 if not str(trytes).strip("9"):
                     continue  # not stored (yet)
-                tx = Transaction.from_tryte_string(trytes)
+                # The hash as the node names it: parsing without it would run Curl (slow).
+                tx = Transaction.from_tryte_string(trytes, hash_=TransactionHash(tx_hash))
                 if (
                     str(tx.bundle_hash) == bundle_hash
                     and str(tx.address) == address
                     and tx.value > 0
                 ):
                     messages[str(tx.signature_message_fragment)] = None
-        return list(messages)
+        return list(messages), complete
 
     def _value_transactions(self, addresses: list[str]) -> list[tuple[str, _Tx]]:
         hashes: list[str] = []

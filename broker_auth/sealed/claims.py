@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 QUOTE_USED = "quote already used by an earlier payment"
 SEVERAL_LOGINS = "several sealed messages name different logins"
 USERNAME_TAKEN = "username taken"
-# Attachments of one bundle read at most (a third party may attach copies at will).
-MAX_ATTACHMENTS = 200
+UNREADABLE = "more copies of the paying bundle than the node lists: left for the seller to review"
 
 
 def secret_hash(secret: str) -> str:
@@ -47,6 +46,13 @@ class Claimed:
     username: str
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """Not decided yet: asked again later (`why`, if any, is shown on the quote)."""
+
+    why: str | None = None
+
+
 class SealedClaims:
     def __init__(self, store: Store, ledger: Ledger, keys: SellerKeys, accounts: Accounts) -> None:
         self.store = store
@@ -54,18 +60,24 @@ class SealedClaims:
         self.keys = keys
         self.accounts = accounts
 
-    def claim(self, order: Doc, payment: Doc) -> Claimed | Refused | None:
-        """Who `payment` to quote `order` is for; None while its bundles are not known yet."""
+    def claim(self, order: Doc, payment: Doc) -> Claimed | Refused | Waiting:
+        """Who `payment` to quote `order` is for, or why nobody, or Waiting (its bundles are
+        not known yet, or the node could not list every copy of them)."""
         pid = str(payment["_id"])
-        if order.get("username"):
-            if order.get("sealed_payment") == pid:
-                return Claimed(str(order["username"]))  # claimed before a crash
-            return Refused(QUOTE_USED)
         bundles = [str(b) for b in payment.get("bundles", [])]
+        owner = order.get("username")
+        if owner and order.get("sealed_payment") == pid:
+            return Claimed(str(owner))  # claimed before a crash
         if not bundles:
-            return None  # the watcher looks the bundles up again (evidence backfill)
+            return Waiting()  # the watcher looks the bundles up again (evidence backfill)
         found = self._credentials(order, bundles)
-        if isinstance(found, Refused):
+        if owner:
+            # A quote in use: its buyer's top-up (no login sealed, or the same one) is his;
+            # a payment sealing another login is refused (that payer wanted an account).
+            if isinstance(found, Credentials) and found.username != owner:
+                return Refused(QUOTE_USED)
+            return Claimed(str(owner))
+        if isinstance(found, (Refused, Waiting)):
             return found
         try:
             AccountCreate(username=found.username, password=found.password)
@@ -85,17 +97,20 @@ class SealedClaims:
         log.info("quote %s: sealed purchase by %r (payment %s)", order["_id"], found.username, pid)
         return Claimed(found.username)
 
-    def _credentials(self, order: Doc, bundles: list[str]) -> Credentials | Refused:
+    def _credentials(self, order: Doc, bundles: list[str]) -> Credentials | Refused | Waiting:
         address = str(order["address"])
         wanted = str(order.get("quote_secret_hash", ""))
 
         def secret_matches(secret: str) -> bool:
-            return hmac.compare_digest(secret_hash(secret), wanted)
+            return bool(wanted) and hmac.compare_digest(secret_hash(secret), wanted)
 
         found: list[Credentials] = []
         refused: list[Refused] = []
+        every_copy_read = True
         for bundle_hash in bundles:
-            for trytes in self.ledger.messages_paying(bundle_hash, address, MAX_ATTACHMENTS):
+            messages, complete = self.ledger.messages_paying(bundle_hash, address)
+            every_copy_read = every_copy_read and complete
+            for trytes in messages:
                 read = message.read(
                     trytes, self.keys.open, str(order["_id"]), address, secret_matches
                 )
@@ -104,7 +119,8 @@ class SealedClaims:
                 else:
                     found.append(read)
         if not found:
-            return message.most_advanced(refused)
+            # The buyer's own copy may be among those the node did not list: never final.
+            return message.most_advanced(refused) if every_copy_read else Waiting(UNREADABLE)
         if len({(c.username, c.password) for c in found}) > 1:
             return Refused(SEVERAL_LOGINS)
         return found[0]

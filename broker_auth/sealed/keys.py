@@ -27,11 +27,13 @@ ALG = "x25519-sealedbox"
 
 
 class SellerKeys:
-    def __init__(self, keys: list[PrivateKey]) -> None:
+    def __init__(self, keys: list[PrivateKey], path: Path | None = None) -> None:
         if not keys:
             raise ValueError("no seller key")
         self._keys = keys
         self._boxes = [SealedBox(k) for k in keys]
+        self._path = path  # read again when a box opens with none (a rotation elsewhere)
+        self._mtime = path.stat().st_mtime_ns if path is not None else 0
 
     @classmethod
     def load_or_create(cls, path: Path) -> SellerKeys:
@@ -44,7 +46,7 @@ class SellerKeys:
         if path.stat().st_mode & 0o077:
             log.warning("%s is readable by others: chmod 600 it", path)
         doc = json.loads(path.read_text())
-        return cls([PrivateKey(base64.b64decode(e["private_key"])) for e in doc["keys"]])
+        return cls([PrivateKey(base64.b64decode(e["private_key"])) for e in doc["keys"]], path)
 
     @property
     def public_key(self) -> bytes:
@@ -55,13 +57,28 @@ class SellerKeys:
         return base64.b64encode(self.public_key).decode()
 
     def open(self, box: bytes) -> bytes | None:
-        """The plaintext of a sealed box made for any of the seller's keys, or None."""
+        """The plaintext of a sealed box made for any of the seller's keys, or None. A key
+        rotated in the file since (by another replica's operator) is read first."""
+        opened = self._open(box)
+        if opened is None and self._path is not None and self._changed():
+            fresh = SellerKeys.load(self._path)
+            self._keys, self._boxes, self._mtime = fresh._keys, fresh._boxes, fresh._mtime
+            opened = self._open(box)
+        return opened
+
+    def _open(self, box: bytes) -> bytes | None:
         for sealed in self._boxes:
             try:
                 return bytes(sealed.decrypt(box))
             except CryptoError:
                 continue
         return None
+
+    def _changed(self) -> bool:
+        try:
+            return self._path is not None and self._path.stat().st_mtime_ns != self._mtime
+        except FileNotFoundError:
+            return False
 
 
 def _entry(key: PrivateKey) -> dict[str, str]:

@@ -157,11 +157,21 @@ def parse(payload: bytes) -> Credentials | None:
     names = ("quote_id", "address", "secret", "username", "password")
     if (
         not isinstance(doc, dict)
-        or doc.get("v") != VERSION
-        or not all(isinstance(doc.get(n), str) for n in names)
+        or type(doc.get("v")) is not int  # not true, not 1.0
+        or doc["v"] != VERSION
+        or not all(isinstance(doc.get(n), str) and _utf8(doc[n]) for n in names)
     ):
         return None
     return Credentials(*(str(doc[n]) for n in names))
+
+
+def _utf8(text: str) -> bool:
+    """JSON may escape lone surrogates ("\\ud800"), which no UTF-8 text holds."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def most_advanced(refusals: list[Refused]) -> Refused:

@@ -12,6 +12,7 @@ Product `slow`: 3600 iota/h (1 iota buys 1 s) on live/plug-1/#.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import secrets
@@ -142,6 +143,11 @@ class Shop:
     def payment_of(self, address: str) -> dict[str, Any]:
         (payment,) = self.arena.payments_to(address)
         return payment
+
+    def grant_end(self, username: str) -> float:
+        grants = self.http().get("/api/grants/all", headers=self.stack.admin).json()
+        (grant,) = [g for g in grants if g["username"] == username]
+        return dt.datetime.fromisoformat(grant["expires_at"].replace("Z", "+00:00")).timestamp()
 
     def can_register(self, username: str) -> bool:
         r = self.http().post(
@@ -302,6 +308,20 @@ def test_hostile_payments_stay_unmatched_with_their_reason_and_change_no_account
         "second payment to the used quote recorded",
     )
     cases.append(("reused quote", first, "", claims.QUOTE_USED))
+    # Its buyer's top-up (no message, as any wallet sends one) is his: the grant grows.
+    before = shop.grant_end(honest.username)
+    shop.pay(first, "", value=30)
+    topped = wait_for(
+        lambda: [
+            p
+            for p in shop.arena.payments_to(first["address"])
+            if p["credited"] and p["amount_iota"] == 30
+        ],
+        60,
+        "the top-up credited",
+    )
+    assert topped[0]["username"] == honest.username and topped[0]["matched"]
+    assert shop.grant_end(honest.username) - before >= 29  # 30 iota: 30 s more
 
     for name, quote, _, reason in cases:
         if name == "reused quote":
@@ -344,9 +364,8 @@ def test_a_third_party_reattaching_the_bundle_with_its_own_login_gets_nothing(
     buyer's names the quote's secret."""
     quote = shop.quote()
     buyer = shop.credentials(quote, f"buyer-{secrets.token_hex(3)}")
-    thief = shop.credentials(
-        quote, f"thief-{secrets.token_hex(3)}", quote_id=secrets.token_hex(16), secret="unknown"
-    )
+    # The thief knows the quote's id and address (say, the buyer leaked them), not its secret.
+    thief = shop.credentials(quote, f"thief-{secrets.token_hex(3)}", secret="guessed")
     seed = shop.arena.funded_seed(int(quote["amount_iota"]))
     bundle = shop.signed(seed, quote, shop.sealed(buyer), int(quote["amount_iota"]))
     copy = []
