@@ -39,6 +39,7 @@ def count_order(rt: Runtime, username: str, ip: str) -> None:
     responses={
         **E401,
         **error(404, "no such product"),
+        **error(409, "this product is not on sale"),
         **E422,
         **error(429, "MAX_UNPAID_ORDERS unpaid orders held, or ordering too fast"),
         **error(503, "no free deposit address"),

@@ -33,6 +33,7 @@ def seller_key(rt: Rt) -> SellerKeyOut:
     summary="Buy without an account: pay amount_iota to address with the sealed message",
     responses={
         **error(404, "no such product"),
+        **error(409, "this product is not on sale"),
         **E422,
         **error(429, "MAX_UNPAID_QUOTES unpaid quotes held by this address, or asking too fast"),
         **error(503, "no free deposit address"),
