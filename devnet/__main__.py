@@ -62,6 +62,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     node.add_argument(
         "--zmq-host", default="127.0.0.1", help="event feed address (0.0.0.0 in a container)"
     )
+    node.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=0,
+        help="Hornet's Prometheus metrics (/metrics; on --zmq-host); 0: any free port",
+    )
     node.add_argument("--peer", action="append", default=[], help="HOST:PORT of a peer's gossip")
     node.add_argument(
         "--follow",
@@ -86,7 +92,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run_node(args: argparse.Namespace) -> None:
     from devnet import hornet
 
-    mqtt, prometheus, profiling, dashboard, autopeering = (free_port() for _ in range(5))
+    mqtt, profiling, dashboard, autopeering = (free_port() for _ in range(4))
+    prometheus = args.prometheus_port or free_port()
     ports = hornet.Ports(
         api=args.port,
         gossip=args.gossip_port or free_port(),

@@ -171,12 +171,15 @@ def config(
         "node": {
             "disablePlugins": disabled,
             # ZMQ: the event feed broker_auth's watcher listens to (new solid milestones).
-            "enablePlugins": ["Coordinator", "ZMQ"] if runs_coordinator else ["ZMQ"],
+            # Prometheus: the node's metrics (sync, milestones, tips) for the seller's alerts.
+            "enablePlugins": (
+                ["Coordinator", "ZMQ", "Prometheus"] if runs_coordinator else ["ZMQ", "Prometheus"]
+            ),
         },
         "logger": {"level": "info", "disableCaller": True, "encoding": "console"},
         "zmq": {"bindAddress": f"{ports.zmq_host}:{ports.zmq}"},
         "mqtt": {"config": "mqtt_config.json"},
-        "prometheus": {"bindAddress": f"{loopback}:{ports.prometheus}"},
+        "prometheus": {"bindAddress": f"{ports.zmq_host}:{ports.prometheus}"},
         "profiling": {"bindAddress": f"{loopback}:{ports.profiling}"},
         "dashboard": {"bindAddress": f"{loopback}:{ports.dashboard}"},
     }

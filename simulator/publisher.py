@@ -113,7 +113,8 @@ class Publisher:
         _props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
+            # paho tries again; at a stack's start the device may not exist yet.
+            log.warning("broker refused the connection: %s; retrying", reason)
             return
         log.info("connected to %s:%d", self.host, self.port)
         self._connected.set()

@@ -7,15 +7,19 @@ Children inherit the environment built here, so no secret is written into superv
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 from deploy.host import VENV_BIN, find_binary, forward_signals, http_ok
-from stack import ferretdb, influxdb, mosquitto_conf, prometheus_conf, seller_pool
+from stack import console, ferretdb, influxdb, mosquitto_conf, prometheus_conf, seller_pool
 from stack.mosquitto_conf import MosquittoPorts
 from stack.secrets import ensure_secrets, where_from
 from stack.settings import StackSettings
+
+LOG_MAX_BYTES = 10 * 1024 * 1024  # per log file, then rotated
+LOG_BACKUPS = 3
 
 
 def _program(
@@ -25,6 +29,7 @@ def _program(
     directory: Path,
     environment: dict[str, str] | None = None,
 ) -> str:
+    """A supervisord program; its output goes to `<data>/logs/<name>.log` (rotated)."""
     command = " ".join(_quote(a) for a in argv)
     # Only non-secret settings here (ports, ids); secrets come from the inherited environment.
     env_line = (
@@ -45,8 +50,9 @@ stopasgroup=true
 killasgroup=true
 stopwaitsecs=15
 redirect_stderr=true
-stdout_logfile=/dev/stdout
-stdout_logfile_maxbytes=0
+stdout_logfile={directory / "logs" / f"{name}.log"}
+stdout_logfile_maxbytes={LOG_MAX_BYTES}
+stdout_logfile_backups={LOG_BACKUPS}
 """
 
 
@@ -149,6 +155,58 @@ def _prometheus_program(s: StackSettings, data: Path) -> str:
     )
 
 
+def _influxdb_program(s: StackSettings, data: Path) -> str:
+    argv = [
+        str(VENV_BIN / "python"),
+        "-m",
+        "stack.influxdb",
+        "serve",
+        "--data-dir",
+        str(data / "influxdb"),
+        "--port",
+        str(s.influx_port),
+        "--rpc-port",
+        str(s.influx_rpc_port),
+    ]
+    return _program("influxdb", argv, 10, data)
+
+
+def _devnet_programs(s: StackSettings, data: Path) -> list[str]:
+    """Hornet with its coordinator, and the faucet that spends the genesis seed."""
+    node = [
+        str(VENV_BIN / "iot-devnet"),
+        "node",
+        "--port",
+        str(s.devnet_port),
+        "--zmq-port",
+        str(s.devnet_zmq_port),
+        "--prometheus-port",
+        str(s.devnet_prometheus_port),
+        "--milestone-interval",
+        str(s.devnet_milestone_interval),
+        "--merkle-depth",
+        str(s.devnet_merkle_depth),
+        "--mwm",
+        str(s.iota_mwm),
+        "--data-dir",
+        str(data / "devnet"),
+        *(["--merkle-cache", s.devnet_merkle_cache] if s.devnet_merkle_cache else []),
+    ]
+    faucet = [
+        str(VENV_BIN / "iot-devnet"),
+        "faucet",
+        "--port",
+        str(s.faucet_port),
+        "--node",
+        f"http://127.0.0.1:{s.devnet_port}",
+        "--mwm",
+        str(s.iota_mwm),
+        "--data-dir",
+        str(data / "devnet"),
+    ]
+    return [_program("hornet", node, 10, data), _program("faucet", faucet, 15, data)]
+
+
 def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: bool) -> Path:
     data = s.data_dir
     ports = MosquittoPorts(s.mqtt_port, s.mqtt_tls_port, s.mqtt_ws_port)
@@ -160,64 +218,11 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
         ports,
     )
     (data / "ferretdb").mkdir(parents=True, exist_ok=True)
+    logs = console.log_dir(data)
     programs = [
         _program("mosquitto", [find_binary("mosquitto"), "-c", str(conf_file)], 10, data),
-        _program(
-            "influxdb",
-            [
-                str(VENV_BIN / "python"),
-                "-m",
-                "stack.influxdb",
-                "serve",
-                "--data-dir",
-                str(data / "influxdb"),
-                "--port",
-                str(s.influx_port),
-                "--rpc-port",
-                str(s.influx_rpc_port),
-            ],
-            10,
-            data,
-        ),
-        _program(
-            "hornet",
-            [
-                str(VENV_BIN / "iot-devnet"),
-                "node",
-                "--port",
-                str(s.devnet_port),
-                "--zmq-port",
-                str(s.devnet_zmq_port),
-                "--milestone-interval",
-                str(s.devnet_milestone_interval),
-                "--merkle-depth",
-                str(s.devnet_merkle_depth),
-                "--mwm",
-                str(s.iota_mwm),
-                "--data-dir",
-                str(data / "devnet"),
-                *(["--merkle-cache", s.devnet_merkle_cache] if s.devnet_merkle_cache else []),
-            ],
-            10,
-            data,
-        ),
-        _program(
-            "faucet",
-            [
-                str(VENV_BIN / "iot-devnet"),
-                "faucet",
-                "--port",
-                str(s.faucet_port),
-                "--node",
-                f"http://127.0.0.1:{s.devnet_port}",
-                "--mwm",
-                str(s.iota_mwm),
-                "--data-dir",
-                str(data / "devnet"),
-            ],
-            15,
-            data,
-        ),
+        _influxdb_program(s, data),
+        *_devnet_programs(s, data),
         *broker_auth_programs(s, data),
         *ingest_programs(s, data),
         _program(
@@ -243,9 +248,11 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
     conf.write_text(
         f"""[supervisord]
 nodaemon=true
+silent=true
 {"user=root" if os.geteuid() == 0 else ""}
-logfile=/dev/stdout
-logfile_maxbytes=0
+logfile={logs / "supervisord.log"}
+logfile_maxbytes={LOG_MAX_BYTES}
+logfile_backups={LOG_BACKUPS}
 loglevel=info
 pidfile={run_dir / "supervisord.pid"}
 childlogdir={run_dir}
@@ -281,17 +288,28 @@ def run(s: StackSettings | None = None) -> int:
         [str(VENV_BIN / "supervisord"), "-n", "-c", str(conf)], env=env, start_new_session=True
     )
     forward_signals(supervisord)
-    _announce_when_ready(s, supervisord, data)
+    shown = console.Console(console.log_dir(data), program_names(conf))
+    shown.start()
+    print(f"starting; every process logs to {data / 'logs'}/<name>.log", flush=True)
+    if _announce_when_ready(s, supervisord, data):
+        shown.stack_is_up()
     while True:
         try:
-            return supervisord.wait()
+            code = supervisord.wait()
+            shown.stop()
+            return code
         except KeyboardInterrupt:  # pragma: no cover - SIGINT is forwarded by the handler
             continue
 
 
+def program_names(conf: Path) -> list[str]:
+    return re.findall(r"^\[program:([^\]]+)\]$", conf.read_text(), flags=re.MULTILINE)
+
+
 def _announce_when_ready(
     s: StackSettings, supervisord: subprocess.Popen[bytes], data: Path
-) -> None:
+) -> bool:
+    """The banner once broker_auth answers (True), else a pointer to the logs (False)."""
     deadline = time.monotonic() + 120
     health = f"http://127.0.0.1:{s.api_port}/healthz"
     while time.monotonic() < deadline and supervisord.poll() is None:
@@ -310,10 +328,14 @@ def _announce_when_ready(
                   (admin: {influxdb.ADMIN_USER}, INFLUX_ADMIN_PASSWORD in secrets.env)
    admin token    {where_from("BROKER_ADMIN_TOKEN", data / "secrets.env")}
    TLS CA         {data / "mosquitto" / "tls" / "ca.crt"}
+   logs           {data / "logs"}/<name>.log, e.g. tail -F {data / "logs" / "broker_auth.log"}
+                  (this console shows our services' warnings and errors only)
    try the story  make demo
 =====================================================================
 """,
                 flush=True,
             )
-            return
+            return True
         time.sleep(0.5)
+    print(f"broker_auth did not answer within 120 s: see {data / 'logs'}/*.log", flush=True)
+    return False

@@ -1,8 +1,10 @@
 """`make run`'s Prometheus (Debian's, on loopback): what it scrapes and which alerts it loads.
 
 Every process `make run` starts that serves metrics: each broker_auth replica (its API port's
-/metrics), each ingest worker and the averager (their prometheus-client ports), and Prometheus
-itself; the alert rules are the repository's `prometheus/alerts.yml`, the compose stack's too.
+/metrics), each ingest worker and the averager (their prometheus-client ports), Hornet (its
+Prometheus plugin), InfluxDB (/metrics), FerretDB (its debug handler's /debug/metrics) and
+Prometheus itself; the alert rules are the repository's `prometheus/alerts.yml`, the compose
+stack's too.
 The file is written as JSON, which is YAML: no YAML library in the product for it.
 """
 
@@ -18,8 +20,12 @@ from stack.settings import StackSettings
 ALERT_RULES = REPO_ROOT / "prometheus" / "alerts.yml"
 
 
-def _job(name: str, ports: list[int]) -> dict[str, object]:
-    return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}
+def _job(name: str, ports: list[int], path: str = "/metrics") -> dict[str, object]:
+    return {
+        "job_name": name,
+        "metrics_path": path,
+        "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}],
+    }
 
 
 def config(s: StackSettings) -> dict[str, object]:
@@ -27,8 +33,12 @@ def config(s: StackSettings) -> dict[str, object]:
     jobs = [
         _job("broker_auth", [s.api_port + i for i in range(s.broker_auth_replicas)]),
         _job("ingest", workers),
+        _job("hornet", [s.devnet_prometheus_port]),
+        _job("influxdb", [s.influx_port]),
         _job("prometheus", [s.prometheus_port]),
     ]
+    if s.mongo_url is None:  # the embedded FerretDB (its debug handler serves the metrics)
+        jobs.insert(-1, _job("ferretdb", [s.ferretdb_debug_port], "/debug/metrics"))
     if s.ingest_workers > 1:  # one worker keeps its own averages; several forward them
         jobs.insert(2, _job("averager", [s.ingest_averager_metrics_port]))
     return {

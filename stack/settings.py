@@ -46,4 +46,6 @@ class StackSettings(BaseSettings):
     ingest_averager_metrics_port: int = Field(9101, alias="INGEST_AVERAGER_METRICS_PORT")
     # Prometheus (loopback), scraping every process above and evaluating prometheus/alerts.yml.
     prometheus_port: int = Field(9090, alias="PROMETHEUS_PORT")
+    # Hornet's Prometheus plugin (the node's metrics), scraped by the Prometheus above.
+    devnet_prometheus_port: int = Field(9311, alias="DEVNET_PROMETHEUS_PORT")
     sim_rate_hz: float = Field(2.0, alias="SIM_RATE_HZ")

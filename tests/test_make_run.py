@@ -20,12 +20,14 @@ from stack.secrets import read_env_file
 from testing import procs
 from testing.influx import Reader
 
+STORES = {"hornet": 1, "influxdb": 1, "ferretdb": 1}  # scraped beside our own processes
+
 
 def _stack_env(data_dir: Path) -> dict[str, str]:
     names = [
         "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
         "FERRETDB_DEBUG_PORT", "INFLUX_PORT", "INFLUX_RPC_PORT", "DEVNET_PORT", "FAUCET_PORT",
-        "INGEST_METRICS_PORT", "DEVNET_ZMQ_PORT", "PROMETHEUS_PORT",
+        "INGEST_METRICS_PORT", "DEVNET_ZMQ_PORT", "PROMETHEUS_PORT", "DEVNET_PROMETHEUS_PORT",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
     env.update({name: str(procs.free_port()) for name in names})
@@ -136,7 +138,16 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             "reading", "value", device="plug-1"
         )
         assert "IoT telemetry broker is up" in log.read_text()
-        _wait_scraped(env, {"broker_auth": 1, "ingest": 1, "prometheus": 1})
+        # Every process that serves metrics, the node and the stores among them.
+        _wait_scraped(env, {"broker_auth": 1, "ingest": 1, "prometheus": 1, **STORES})
+        # A calm console: no process's routine lines, each in its own log file instead.
+        console = log.read_text()
+        assert " INFO " not in console and " CRIT " not in console, console[-3000:]
+        assert " ERROR " not in console, console[-3000:]  # a clean start has no error
+        logs = tmp_path / "data" / "logs"
+        for name in ("hornet", "mosquitto", "broker_auth", "ingest", "supervisord"):
+            assert (logs / f"{name}.log").stat().st_size > 0, name
+        assert "milestone" in (logs / "hornet.log").read_text().lower()
     finally:
         if runner.poll() is None:
             _stop(runner, env)
@@ -200,9 +211,13 @@ def _stored_readings_after_restart(env: dict[str, str], log: Path) -> int:
                 fresh = json.loads(msg.payload)
         probe.close()
         assert fresh is not None and fresh["count"] > 1
-        text = log.read_text()
-        assert "ingest-1" in text and "averager" in text and "broker_auth-1" in text
-        _wait_scraped(scaled, {"broker_auth": 2, "ingest": 2, "averager": 1, "prometheus": 1})
+        logs = Path(env["IOT_DATA_DIR"]) / "logs"
+        for name in ("ingest-0", "ingest-1", "averager", "broker_auth-0", "broker_auth-1"):
+            assert (logs / f"{name}.log").stat().st_size > 0, name
+        _wait_scraped(
+            scaled,
+            {"broker_auth": 2, "ingest": 2, "averager": 1, "prometheus": 1, **STORES},
+        )
         return count
     finally:
         _stop(runner, scaled)
