@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 # mosquitto-dev, libmosquitto-dev and a C compiler build the broker's session-ownership plugin.
-# prometheus brings promtool, which checks and unit-tests the alert rules (prometheus/).
-APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev prometheus gcc libc6-dev make
+# prometheus brings promtool, which checks and unit-tests the alert rules (prometheus/);
+# prometheus-alertmanager brings amtool, which checks the compose stack's alertmanager.yml.
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev prometheus
+    prometheus-alertmanager gcc libc6-dev make
     pkg-config docker-compose chromium ${EXTRA_APT_PACKAGES:-})
 FERRETDB_VERSION=v1.24.2
 HORNET_VERSION=v0.5.6

@@ -23,7 +23,7 @@ PROMTOOL = shutil.which("promtool")
 PROMETHEUS_OWN = {"up"}
 FUNCTIONS = {
     "min", "max", "sum", "by", "and", "or", "increase", "rate", "deriv", "histogram_quantile",
-    "le", "result", "state", "matched", "instance", "job",
+    "le", "result", "state", "matched", "instance", "job", "absent",
 }  # fmt: skip
 
 
@@ -83,3 +83,30 @@ def _sample_names(name: str, kind: str) -> set[str]:
     if kind == "histogram":
         return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return {name}
+
+
+def test_alertmanager_config_is_valid_and_prometheus_sends_to_it() -> None:
+    """The compose stack's Alertmanager: amtool accepts its config, every alert reaches the
+    seller's receiver, and Prometheus's config points at it."""
+    amtool = shutil.which("amtool")
+    assert amtool is not None, "amtool missing: scripts/bootstrap.sh installs Debian's"
+    checked = subprocess.run(
+        [amtool, "check-config", "alertmanager.yml"],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for labels in ("severity=critical", "severity=warning"):
+        routed = subprocess.run(
+            [amtool, "config", "routes", "test", "--config.file=alertmanager.yml", labels],
+            cwd=PROMETHEUS,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert routed.stdout.strip() == "seller", routed.stdout + routed.stderr
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]

@@ -46,6 +46,7 @@ ALL_SERVICES = {
     "averager",
     "grafana",
     "prometheus",
+    "alertmanager",
     "broker_auth",
     "ingest",
     "simulator",

@@ -23,6 +23,7 @@ import testing.mqtt
 from testing import procs
 from testing.broker_auth import AuthStack, start_auth_stack
 from testing.procs import wait_for
+from testing.prometheus import Prometheus, start_prometheus
 from testing.scrape import scrape_metrics
 from tests.conftest import Mongo, MosquittoFactory
 from tests.devnet_fixture import pay_from_fresh_seed
@@ -46,9 +47,27 @@ class DashboardStack:
     paid_iota: int
     grant_seconds: float
     facts: dict[str, Any] = field(default_factory=dict)
+    # Debian's Prometheus, scraping broker_auth and the worker every second from the start.
+    prometheus: Prometheus | None = None
 
     def auth_metrics(self) -> dict[str, float]:
         return scrape_metrics(f"{self.auth.api_url}/metrics", 5)
+
+
+def _publish_garbage(broker: procs.MosquittoHandle, auth: AuthStack, count: int) -> None:
+    """Readings the worker rejects (neither JSON nor a number), from a second device."""
+    password = auth.create_device("dash-garbage")
+    client = testing.mqtt.client(
+        "device.dash-garbage", password, tag="dash", protocol=mqtt.MQTTv311
+    )
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        for _ in range(count):
+            client.publish(f"live/dash-garbage/{SENSOR}", b"not json", qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def _publish_readings(broker: procs.MosquittoHandle, password: str) -> list[tuple[int, float]]:
@@ -71,7 +90,7 @@ def _publish_readings(broker: procs.MosquittoHandle, password: str) -> list[tupl
     return sent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def dashboard_stack(
     tmp_path_factory: pytest.TempPathFactory,
     mosquitto_factory: MosquittoFactory,
@@ -83,6 +102,7 @@ def dashboard_stack(
     broker = mosquitto_factory("dashboards-mosquitto")
     auth: AuthStack | None = None
     worker: Worker | None = None
+    prometheus: Prometheus | None = None
     try:
         started_at = time.time()
         auth = start_auth_stack(
@@ -95,8 +115,13 @@ def dashboard_stack(
         client_id = f"ingest-dash-{secrets.token_hex(3)}"
         worker = ingest_worker(workdir / "ingest", broker, store, client_id)
         worker.proc.start()
+        prometheus = start_prometheus(
+            workdir / "prometheus",
+            {"broker_auth": auth.api_url, "ingest": f"http://127.0.0.1:{worker.metrics_port}"},
+        )
         auth.create_product(PRODUCT, f"live/{DEVICE}/#", PRICE)
         readings = _publish_readings(broker, auth.create_device(DEVICE))
+        _publish_garbage(broker, auth, 3)  # the rejected-readings panels have a reason to show
 
         buyer, password = f"dash-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
         auth.register(buyer, password)
@@ -111,6 +136,7 @@ def dashboard_stack(
             readings,
             paid_iota=int(order["amount_iota"]),
             grant_seconds=order["amount_iota"] * 3600 / PRICE,
+            prometheus=prometheus,
         )
         reader = store.reader()
 
@@ -129,8 +155,11 @@ def dashboard_stack(
             )
 
         wait_for(written, 30, "readings, averages and business events in InfluxDB", 0.5)
+        time.sleep(3)  # a few more scrapes after the last change
         yield stack
     finally:
+        if prometheus is not None:
+            prometheus.proc.stop()
         if worker is not None:
             worker.proc.stop()
         if auth is not None:

@@ -5,8 +5,7 @@ Each panel's query (and each dashboard variable's query) is interpolated as Graf
 Grafana's data source sends it to InfluxDB 2.7 (the same bucket name, `telemetry`, works on
 both: on 1.x it is the database with its default retention policy). Each answer must hold the
 columns the panel shows and values that match what the stack was given: the device's readings,
-the buyer's payment and grant. The Prometheus panels are checked by name in
-tests/compose/test_dashboards.py (no Prometheus runs here).
+the buyer's payment and grant. The Prometheus panels run in test_prometheus_panels.py.
 """
 
 from __future__ import annotations
@@ -169,7 +168,7 @@ CHECKS: dict[tuple[str, str], Callable[[DashboardStack, Records], None]] = {
 }
 
 
-def test_every_query_is_flux_run_here_or_promql_checked_by_name() -> None:
+def test_every_query_is_flux_run_here_or_promql_run_there() -> None:
     every = grafana.targets(DASHBOARDS)
     assert {t.datasource_uid for t in every} <= {INFLUX_UID, PROMETHEUS_UID}
     assert {(t.dashboard, t.panel) for t in FLUX_TARGETS} == set(CHECKS), (

@@ -29,10 +29,13 @@ def buy(page: Page, username: str, password: str) -> dict[str, str]:
     expect(page.locator("#buy-estimate")).to_contain_text(f"Costs {AMOUNT} i")
     page.fill("#buy-username", username)
     page.fill("#buy-password", password)
-    page.click("#buy-submit")
+    with page.expect_response(lambda r: r.url.endswith("/api/quotes")) as quoted:
+        page.click("#buy-submit")
     expect(page.locator("#buy-details")).to_be_visible(timeout=DOM_TIMEOUT_MS)
     expect(page.locator("#buy-form")).to_be_hidden()
+    answer = quoted.value.json()
     return {
+        "quote_secret": str(answer.get("quote_secret", "")),
         "message": page.input_value("#buy-message"),
         "address": page.inner_text("#buy-address"),
         "amount": page.inner_text("#buy-amount"),
@@ -83,8 +86,10 @@ def test_visitor_buys_without_an_account(portal_stack: PortalStack, browser: Bro
     # nor the page's text holds them in the clear.
     assert page.input_value("#buy-password") == ""
     stored = page.evaluate("() => JSON.stringify(Object.entries(sessionStorage))")
-    assert password not in stored and "secret" not in stored, stored
-    assert password not in page.content()
+    secret = shown["quote_secret"]
+    assert len(secret) >= 32  # the page did get it (and sealed it)
+    assert password not in stored and secret not in stored, stored
+    assert password not in page.content() and secret not in page.content()
     expect(page.locator("#buy-status")).to_have_text("pending")
     expect(page.locator("#buy-login")).to_be_hidden()
     qr_dark = page.evaluate(

@@ -7,8 +7,9 @@ code, whether the broker closed the connection, and whether the message reached 
 test-only observer reading `#` and `$SYS/#` tells, and for `$CONTROL` whether the plugin ran the
 command). The expected matrix is the design's "Topics" section:
 
-- anonymous: subscribe `avg/#` only; buyers: `avg/#` plus their active grants and
-  `notify/<their own username>` (nobody else's, and not `notify/#`);
+- anonymous: subscribe `avg/#` and `info/#` only; buyers: those plus their active grants and
+  `notify/<their own username>` (nobody else's, and not `notify/#`); nobody here publishes to
+  `info/` (broker_auth's notifier keeps the seller's key retained there);
 - a device publishes only to `live/<its id>/#`; the ingest worker reads `live/#` and publishes
   `avg/#`; only the admin client uses `$CONTROL` (its grant is `$CONTROL/dynamic-security/#`,
   so even it may not subscribe to all of `$CONTROL/#`); nobody touches `$SYS`.
@@ -46,6 +47,8 @@ SUBSCRIBE = {
     # What ingest workers forward to the averager: raw readings, the ingest role's only.
     "ingest/accepted": "ingest/accepted",
     "$share/g/live/A/x": f"$share/g/live/{DEVICE_A}/x",
+    # The shop's public facts, retained by broker_auth's notifier (the seller's key).
+    "info/#": "info/#",
 }
 # Column label -> topic published to.
 PUBLISH = {
@@ -57,12 +60,14 @@ PUBLISH = {
     "notify/<buyer>": "notify/{buyer}",
     # A forged batch here would poison the free averages: the ingest role's only.
     "ingest/accepted": "ingest/accepted",
+    # A forged seller key would make buyers seal their logins to someone else.
+    "info/seller-key": "info/seller-key",
 }
 ALLOWED_SUBSCRIBE: dict[str, set[str]] = {
-    "anonymous": {"avg/#"},
-    "buyer (no grant)": {"avg/#"},
-    "buyer (grant)": {"avg/#", "live/A/x", "notify/<buyer>"},
-    "buyer (expired)": {"avg/#"},
+    "anonymous": {"avg/#", "info/#"},
+    "buyer (no grant)": {"avg/#", "info/#"},
+    "buyer (grant)": {"avg/#", "info/#", "live/A/x", "notify/<buyer>"},
+    "buyer (expired)": {"avg/#", "info/#"},
     "device A": set(),
     "device B": set(),
     "ingest": {"live/A/x", "live/B/x", "ingest/accepted", "$share/g/live/A/x"},
