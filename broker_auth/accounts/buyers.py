@@ -26,6 +26,17 @@ from broker_auth.infra.db import Doc, Store
 log = logging.getLogger(__name__)
 
 
+def _account(username: str, password_hash: str, **extra: object) -> Doc:
+    return {
+        "_id": username,
+        "password_hash": password_hash,
+        "created_at": utcnow(),
+        "mqtt_missing": False,
+        "mqtt_separate": True,
+        **extra,
+    }
+
+
 class Accounts:
     def __init__(self, store: Store, projector: Projector) -> None:
         self.store = store
@@ -38,15 +49,7 @@ class Accounts:
         mqtt_password = passwords.generate_password()
         with self.projector.leader.grants_lock:
             try:
-                self.store.accounts.insert_one(
-                    {
-                        "_id": username,
-                        "password_hash": password_hash,
-                        "created_at": utcnow(),
-                        "mqtt_missing": False,
-                        "mqtt_separate": True,
-                    }
-                )
+                self.store.accounts.insert_one(_account(username, password_hash))
             except DuplicateKeyError:
                 raise ConflictError("username already taken") from None
             try:
@@ -67,15 +70,7 @@ class Accounts:
         with self.projector.leader.grants_lock:  # reconciliation sees account and client
             try:
                 self.store.accounts.insert_one(
-                    {
-                        "_id": username,
-                        "password_hash": password_hash,
-                        "created_at": utcnow(),
-                        "mqtt_missing": False,
-                        "mqtt_separate": True,
-                        "mqtt_only": True,
-                        "sealed_quote": quote_id,
-                    }
+                    _account(username, password_hash, mqtt_only=True, sealed_quote=quote_id)
                 )
             except DuplicateKeyError:
                 existing = self.store.accounts.find_one({"_id": username}) or {}
