@@ -138,6 +138,12 @@ def build_reconciler(
 
 
 # -- billing: the ledger, the pool, orders, payments and the watcher ------------------------
+def build_notifier(s: Settings, projector: Projector) -> tuple[SellerKeys, Notifier]:
+    """The seller's keys (sealed purchases) and the notifier that also keeps them retained."""
+    keys = SellerKeys.load_or_create(Path(s.seller_key_file))
+    return keys, Notifier(projector, s.mqtt_host, s.mqtt_port, retained=public_facts(keys))
+
+
 def public_facts(keys: SellerKeys) -> dict[str, str]:
     """What the notifier keeps retained under `info/` (anonymous clients may read it)."""
     return {
@@ -281,10 +287,7 @@ class Runtime:
         # The broker.
         self.dynsec = build_dynsec(s, on_ready=self._broker_ready)
         self.projector = build_projector(self.store, self.dynsec, s, self.leader)
-        self.seller_keys = SellerKeys.load_or_create(Path(s.seller_key_file))
-        self.notifier = Notifier(
-            self.projector, s.mqtt_host, s.mqtt_port, retained=public_facts(self.seller_keys)
-        )
+        self.seller_keys, self.notifier = build_notifier(s, self.projector)
         # Accounts and the catalog.
         self.accounts = Accounts(self.store, self.projector)
         self.sessions = Sessions(self.store, s.session_ttl_s)
