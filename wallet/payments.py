@@ -198,7 +198,9 @@ def balance(node_url: str, seed: SeedLike) -> int:
     return scan_seed(node_url, seed).total
 
 
-def _post_json(url: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+def post_json(
+    url: str, body: dict[str, object], timeout: float = HTTP_TIMEOUT_S
+) -> dict[str, object]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
@@ -207,12 +209,6 @@ def _post_json(url: str, body: dict[str, object], timeout: float) -> dict[str, o
 
 def get_json(url: str, timeout: float = HTTP_TIMEOUT_S) -> dict[str, object]:
     return _answer(urllib.request.Request(url), url, timeout)
-
-
-def post_json(
-    url: str, body: dict[str, object], timeout: float = HTTP_TIMEOUT_S
-) -> dict[str, object]:
-    return _post_json(url, body, timeout)
 
 
 def _answer(request: urllib.request.Request, url: str, timeout: float) -> dict[str, object]:
@@ -232,7 +228,7 @@ def fund_from_faucet(faucet_url: str, node_url: str, seed: SeedLike, value: int)
     if value <= 0:
         raise WalletError("the faucet value must be > 0")
     address = next_address(node_url, seed)
-    answer = _post_json(
+    answer = post_json(
         faucet_url.rstrip("/") + "/faucet", {"address": address, "value": value}, HTTP_TIMEOUT_S
     )
     return FaucetCredit(
