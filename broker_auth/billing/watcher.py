@@ -340,7 +340,8 @@ class Watcher(BackgroundWorker):
             return None
         order = self.orders.find(order_id)
         if order is None or self.sealed is None:
-            self.payments.keep_unmatched(payment, "no buyer: the quote is gone")
+            why = "the quote is gone" if order is None else "this watcher opens no sealed message"
+            self.payments.keep_unmatched(payment, f"no buyer: {why}")
             del self._retry[pid]
             return None
         fresh = self.payments.find(pid) or payment  # the evidence may have come since
