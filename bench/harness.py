@@ -37,7 +37,7 @@ from broker_auth.broker.acl_model import Acl, Client, Role
 from broker_auth.ledger import speedups
 from stack.mqtt_probe import MqttProbe
 from testing import procs
-from testing.broker_auth import AuthStack, start_auth_stack
+from testing.broker_auth import AuthStack, start_auth_stack, start_replica
 from testing.scrape import scrape_metrics
 from wallet import payments
 
@@ -166,16 +166,42 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a wrapper's children: `iot-devnet node` runs Hornet)."""
+    found = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            with contextlib.suppress(OSError):
+                found += process_tree(child)
+    return found
+
+
+def tree_memory_and_cpu(pid: int) -> tuple[int, int, float]:
+    """RSS and peak RSS (kB, summed) and CPU seconds of a process and its descendants."""
+    rss = hwm = 0
+    cpu = 0.0
+    for member in process_tree(pid):
+        try:
+            mem = proc_memory_kb(member)
+            cpu += proc_cpu_seconds(member)
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        rss += mem.get("VmRSS", 0)
+        hwm += mem.get("VmHWM", 0)
+    return rss, hwm, cpu
+
+
 def pid_of(proc: procs.Proc) -> int:
     assert proc.popen is not None, f"{proc.name} was never started"
     return proc.popen.pid
 
 
 # ---------------------------------------------------------------- devnet
-
-
-def start_devnet(workdir: Path, milestone_s: int) -> procs.Devnet:
-    return procs.devnet(workdir, milestone_interval=milestone_s)
 
 
 class ConfirmationClock:
@@ -266,8 +292,8 @@ class Wallet:
                 json.loads(r.read())
             pair[0].balance = pair[1]
 
-        # Concurrent requests: the faucet sends them together, one bundle per milestone.
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        # Concurrent requests: the faucet sends up to 50 together, one bundle per milestone.
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
             list(pool.map(credit, zip(addresses, values, strict=True)))
         return addresses
 
@@ -321,27 +347,44 @@ class Stack:
     auth: AuthStack
     demo_password: str
     publisher_password: str
-    ingest: procs.Proc | None = None
-    ingest_metrics_port: int = 0
+    replicas: list[AuthStack] = field(default_factory=list)  # beside `auth`, same broker and DB
+    ingest: list[procs.Proc] = field(default_factory=list)  # the workers
+    ingest_metrics_ports: list[int] = field(default_factory=list)
+    averager: procs.Proc | None = None  # with several workers
     extra: list[procs.Proc] = field(default_factory=list)
 
     def processes(self) -> dict[str, procs.Proc]:
+        """Every process of the stack by a unique name (a killed one keeps its name)."""
         found = {
             "mosquitto": self.broker.proc,
-            "broker_auth": self.auth.proc,
             "hornet": self.devnet.node,
             "faucet": self.devnet.faucet,
             "ferretdb": self.ferret,
             "influxdb": self.store.proc,
         }
-        if self.ingest is not None:
-            found["ingest"] = self.ingest
+        if self.devnet.coordinator is not None:
+            found["hornet-coordinator"] = self.devnet.coordinator
+        for i, auth in enumerate([self.auth, *self.replicas]):
+            found[f"broker_auth-{i}" if self.replicas else "broker_auth"] = auth.proc
+        for i, worker in enumerate(self.ingest):
+            found[f"ingest-{i}" if len(self.ingest) > 1 else "ingest"] = worker
+        if self.averager is not None:
+            found["averager"] = self.averager
         for proc in self.extra:
             found[proc.name] = proc
         return found
 
     def ingest_metrics(self) -> dict[str, float]:
-        return scrape_metrics(f"http://127.0.0.1:{self.ingest_metrics_port}/metrics")
+        """The workers' metrics, summed (a worker that does not answer counts nothing)."""
+        total: dict[str, float] = {}
+        for port in self.ingest_metrics_ports:
+            try:
+                metrics = scrape_metrics(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                continue
+            for name, value in metrics.items():
+                total[name] = total.get(name, 0.0) + value
+        return total
 
     def simulator(self, name: str, username: str, password: str, args: Iterable[str]) -> procs.Proc:
         """`iot-sim` as its own process (its own core share, no GIL shared with the probes)."""
@@ -356,18 +399,7 @@ class Stack:
         return proc
 
     def stop(self) -> None:
-        for proc in reversed(
-            [
-                self.broker.proc,
-                self.ferret,
-                self.store.proc,
-                self.devnet.node,
-                self.devnet.faucet,
-                self.auth.proc,
-                *([self.ingest] if self.ingest else []),
-                *self.extra,
-            ]
-        ):
+        for proc in reversed(list(self.processes().values())):
             with contextlib.suppress(Exception):
                 proc.stop()
 
@@ -379,9 +411,18 @@ def start_stack(
     watcher_s: float,
     with_ingest: bool,
     auth_env: Mapping[str, str] | None = None,
+    ingest_workers: int = 1,
+    auth_replicas: int = 1,
+    crash_safe: bool = False,
+    pool_size: int = 200,
 ) -> Stack:
     """Every role on free ports, configured as `make run` configures it (plus a bench publisher
-    allowed on live/#); stopped by `Stack.stop()` (or here, if start-up fails)."""
+    allowed on live/#); stopped by `Stack.stop()` (or here, if start-up fails).
+
+    `ingest_workers` > 1: workers on a shared subscription and the averager, as `make run` with
+    INGEST_WORKERS; `auth_replicas` broker_auth processes; `crash_safe`: the devnet's API node
+    may be killed (a coordinator node of its own gives the milestones).
+    """
     started: list[procs.Proc] = []
     publisher_password = secrets.token_urlsafe(12)
     try:
@@ -397,64 +438,119 @@ def start_stack(
         started.append(ferret)
         store = procs.influx(workdir / "influxdb")
         started.append(store.proc)
-        devnet = start_devnet(workdir / "devnet", milestone_s)
-        started += [devnet.node, devnet.faucet]
+        devnet = procs.devnet(workdir / "devnet", milestone_s, crash_safe=crash_safe)
+        started += [p for p in (devnet.coordinator, devnet.node, devnet.faucet) if p is not None]
         demo_password = secrets.token_urlsafe(12)
-        auth = start_auth_stack(
-            workdir / "broker_auth",
+        auth = _start_auth(
+            workdir,
             broker,
-            f"mongodb://127.0.0.1:{ferret_port}/",
-            devnet.url,
-            {
-                "MQTT_WS_PORT": str(broker.ws_port),
-                "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
-                "WATCHER_INTERVAL_S": str(watcher_s),
-                # The node's event feed wakes the watcher at each milestone, as in make run.
-                "IOTA_NODE_ZMQ_URL": devnet.zmq_url,
-                "RECONCILE_INTERVAL_S": "60",  # the production default
-                **store.writer_env,
-                "SEED_DEMO": "true",
-                "DEMO_DEVICE_PASSWORD": demo_password,
-                # Every buyer of a benchmark signs up and orders from 127.0.0.1.
-                "SIGNUP_MAX_PER_IP": "100000",
-                **(auth_env or {}),
-            },
-            pool_size=200,
-            wait_for_node=True,
-            ready_timeout=90,
+            ferret_port,
+            store,
+            devnet,
+            watcher_s,
+            demo_password,
+            auth_env,
+            pool_size,
         )
         started.append(auth.proc)
         stack = Stack(
             workdir, broker, ferret, store, devnet, auth, demo_password, publisher_password
         )
         procs.wait_until(lambda: bool(auth.products()), 30, "the demo seed")
+        for i in range(1, auth_replicas):
+            replica = start_replica(auth, workdir / f"broker_auth-{i}")
+            stack.replicas.append(replica)
+            started.append(replica.proc)
         if with_ingest:
-            stack.ingest_metrics_port = procs.free_port()
-            env = {
-                "MQTT_PORT": str(broker.port),
-                "INGEST_MQTT_PASSWORD": broker.ingest_password,
-                **store.writer_env,
-                "INGEST_METRICS_HOST": "127.0.0.1",
-                "INGEST_METRICS_PORT": str(stack.ingest_metrics_port),
-            }
-
-            def ingest_ready() -> bool:
-                try:
-                    return stack.ingest_metrics().get("ingest_mqtt_ready") == 1.0
-                except OSError:
-                    return False
-
-            stack.ingest = procs.python_service(
-                "ingest", "ingest", workdir / "ingest", env, ready=ingest_ready
-            )
-            started.append(stack.ingest)
-            stack.ingest.start()
+            started += _start_ingest(stack, ingest_workers)
         return stack
     except BaseException:
         for proc in reversed(started):
             with contextlib.suppress(Exception):
                 proc.stop()
         raise
+
+
+def _start_auth(
+    workdir: Path,
+    broker: procs.MosquittoHandle,
+    ferret_port: int,
+    store: procs.InfluxHandle,
+    devnet: procs.Devnet,
+    watcher_s: float,
+    demo_password: str,
+    auth_env: Mapping[str, str] | None,
+    pool_size: int,
+) -> AuthStack:
+    return start_auth_stack(
+        workdir / "broker_auth",
+        broker,
+        f"mongodb://127.0.0.1:{ferret_port}/",
+        devnet.url,
+        {
+            "MQTT_WS_PORT": str(broker.ws_port),
+            "IOTA_MWM": os.environ.get("IOTA_MWM", str(BENCH_MWM)),
+            "WATCHER_INTERVAL_S": str(watcher_s),
+            # The node's event feed wakes the watcher at each milestone, as in make run.
+            "IOTA_NODE_ZMQ_URL": devnet.zmq_url,
+            "RECONCILE_INTERVAL_S": "60",  # the production default
+            **store.writer_env,
+            "SEED_DEMO": "true",
+            "DEMO_DEVICE_PASSWORD": demo_password,
+            # Every buyer of a benchmark signs up and orders from 127.0.0.1.
+            "SIGNUP_MAX_PER_IP": "100000",
+            **(auth_env or {}),
+        },
+        pool_size=pool_size,
+        wait_for_node=True,
+        ready_timeout=90,
+    )
+
+
+def _start_ingest(stack: Stack, workers: int) -> list[procs.Proc]:
+    """The ingest worker(s), and the averager when there are several; started and ready."""
+    base = {
+        "MQTT_PORT": str(stack.broker.port),
+        "INGEST_MQTT_PASSWORD": stack.broker.ingest_password,
+        **stack.store.writer_env,
+        "INGEST_METRICS_HOST": "127.0.0.1",
+    }
+    started: list[procs.Proc] = []
+    for i in range(workers):
+        port = procs.free_port()
+        env = {**base, "INGEST_METRICS_PORT": str(port)}
+        if workers > 1:  # as make run's INGEST_WORKERS: a shared subscription, averages forwarded
+            env |= {
+                "INGEST_AVERAGES": "forward",
+                "INGEST_SHARE_GROUP": "ingest",
+                "INGEST_CLIENT_ID": f"worker-{i}",
+            }
+        name = f"ingest-{i}" if workers > 1 else "ingest"
+        worker = procs.python_service(
+            name, "ingest", stack.workdir / name, env, ready=_mqtt_ready(port)
+        )
+        stack.ingest.append(worker)
+        stack.ingest_metrics_ports.append(port)
+        started.append(worker.start())
+    if workers > 1:
+        port = procs.free_port()
+        env = {**base, "INGEST_AVERAGER_METRICS_PORT": str(port)}
+        stack.averager = procs.python_service(
+            "averager", "ingest.averager", stack.workdir / "averager", env, ready=_mqtt_ready(port)
+        )
+        started.append(stack.averager.start())
+    return started
+
+
+def _mqtt_ready(metrics_port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            metrics = scrape_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
+        except OSError:
+            return False
+        return metrics.get("ingest_mqtt_ready") == 1.0
+
+    return ready
 
 
 def simulator_summary(proc: procs.Proc) -> dict[str, Any]:

@@ -1,63 +1,80 @@
-"""Soak: 1,000 simulated plugs at 2 Hz for 5 minutes while 50 buyers sign up, order and pay.
+"""Chaos soak: today's stack under load for SOAK_SECONDS while a random process is SIGKILLed.
 
-The whole stack runs on free ports as `make run` configures it (dynamic security, FerretDB,
-InfluxDB, the devnet (Hornet) with 1 s milestones, broker_auth with WATCHER_INTERVAL_S=0.5,
-the ingest worker with its defaults), plus `iot-sim --devices 1000 --rate 2` (one MQTT connection,
-QoS 1, as the benchmark publisher allowed on live/#). Product `soak-live` sells live/sd-1/#.
+The stack is `make run`'s with scale-out (bench/harness.py on free ports): Mosquitto (dynamic
+security, persistence, autosave every 10 s), FerretDB, InfluxDB, the devnet (Hornet's API node
+following a coordinator node, milestones every BENCH_MILESTONE_INTERVAL_S), the faucet, two
+broker_auth replicas (one holds the payments lease) with instant access on as in `make run`
+(INSTANT_ACCESS_MAX_S 600), two ingest workers on a shared subscription and the averager.
 
-Measured during the run:
-- sustained throughput: the worker's stored-readings counter, sampled every 5 s, over the
-  run after a warm-up (the first 10 %), against the offered 2 000 readings/s;
-- reading-to-store latency: a poller asks InfluxDB every 0.25 s for the points of 10
-  of the devices (sd-1, sd-101, ...) newer than it has seen; the latency of a sample is the
-  time the answer holding it arrived minus the `ts` in its payload (set by the simulator when
-  it published). So it covers broker queueing, the worker's batching and write, and
-  InfluxDB answering a query with it; it is an upper bound by at most one poll
-  (the poll period plus the request, reported). The worker's own store-write histogram is
-  reported beside it;
-- payment-to-access: each buyer registers, orders 0.01 h (5 iota), signs a bundle from an
-  address funded before the run, sends it, then connects + SUBSCRIBEs every 20 ms until granted;
-  latency = grant seen - when the node first reported the bundle confirmed (polled every 20 ms);
-- memory: VmRSS and VmHWM of every process every 5 s; "flat" = the RSS trend (least squares)
-  over the second half of the run grows by less than 10 %; CPU time per process;
-- lost readings: readings the broker acknowledged to the simulator minus distinct points in
-  InfluxDB after the worker caught up.
+Load: `iot-sim` with SOAK_DEVICES (1,000) devices at SOAK_RATE_HZ (2) each on one QoS 1
+connection; SOAK_BUYERS (50) buyers who sign up, then buy BUY_S (120 s) of `live/sd-1/#` again
+and again, each from its own funded address: 60 % of the time they renew while the grant runs
+(the time stacks), else they let it end and buy again 5-30 s later.
 
-Environment: SOAK_SECONDS (default 300), SOAK_DEVICES (1000), SOAK_RATE_HZ (2), SOAK_BUYERS (50),
-BENCH_MILESTONE_INTERVAL_S (2).
+Chaos: every SOAK_KILL_EVERY_S (120 s) one process picked at random (seeded: SOAK_SEED; in rounds
+of a shuffled list, so each is killed about as often as the others) gets
+SIGKILL and is started again 2 s later on the same port and data, as supervisord or Docker
+would restart it. Candidates: every process above but the coordinator node (it stands for the
+IOTA network) and the simulator (the devices).
+
+Figures (bench/results/soak.json):
+- readings: the simulator tallies what the broker acknowledged by the second of each reading's
+  `ts`; after the run InfluxDB counts what it holds per second. Lost = acknowledged - stored,
+  counted apart inside Mosquitto's autosave window before each of its kills (it persists every
+  10 s: what it acknowledged since is gone with it) and outside (must be 0);
+- reading -> visible in the store: a poller asks InfluxDB every 0.25 s for 10 devices' new
+  points (latency = answer time - the reading's ts), p50/p99 overall and away from the kills;
+- payments: every purchase's sum of credited payments against the ledger (getBalances of its
+  address) and each bundle credited once (credited twice must be 0); first purchases: send ->
+  subscription granted (instant access: how long before the confirmation, too); renewals:
+  confirmation -> the order seen credited;
+- grants past their end: once a second every grant's end (admin API) and, for a buyer whose
+  grant ended, whether Mosquitto still gives its client the product's role; the time past the
+  end it was last seen (a lower bound) and first seen gone (an upper bound, +1 s of polling),
+  against the hand-over (LEASE_TTL_S 5 s + 1 s);
+- memory: RSS of every process every 5 s (across restarts: `lives`), at start, end and peak;
+  CPU per process; the machine's load.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import json
 import math
 import os
+import random
 import re
 import secrets
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+from iota import Address
+
 from bench import harness
+from bench.chaos import Buyer, GrantWatch, Kill, Killer, Overdue, Purchase, Shop
 from bench.common import RESULTS_DIR, write_result
-from bench.pipeline import count_stored, histogram_quantile
+from broker_auth.broker.reconciliation import product_rolename
 from testing import procs
-from testing.mqtt import wait_for_access
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "soak-live"
-PRICE = 500
-HOURS = 0.01
+PRICE = 3600  # iota per hour: 1 iota buys 1 s
+BUY_S = 120.0
 PREFIX = "sd-"
 SAMPLE_EVERY_S = 5.0
 VISIBILITY_POLL_S = 0.25
-BUYER_THREADS = 4
 FLAT_GROWTH_PCT = 10.0
+RESTART_AFTER_S = 2.0
+AUTOSAVE_INTERVAL_S = 10.0  # mosquitto/mosquitto.conf.template
+HANDOVER_S = 5.0 + 1.0  # LEASE_TTL_S, and the watch's own second
+CALM_AFTER_KILL_S = 30.0  # readings this long after a process is back count as "away"
 SERIES_PATH = RESULTS_DIR / "soak-rss.json"
 
 
@@ -98,20 +115,26 @@ class Sampler:
 
     def __init__(self, stack: harness.Stack) -> None:
         self.stack = stack
-        self.pids = {name: harness.pid_of(p) for name, p in stack.processes().items()}
-        self.memory: dict[str, list[tuple[float, int, int]]] = {n: [] for n in self.pids}
-        self.cpu: dict[str, list[tuple[float, float]]] = {n: [] for n in self.pids}
+        names = list(stack.processes())
+        self.memory: dict[str, list[tuple[float, int, int]]] = {n: [] for n in names}
+        self.cpu: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        self.pids: dict[str, set[int]] = {n: set() for n in names}  # more than one: restarted
         self.stored: list[tuple[float, float, float]] = []  # t, stored, received
 
     def sample(self) -> None:
         now = time.time()
-        for name, pid in self.pids.items():
+        for name, proc in self.stack.processes().items():
+            if name not in self.memory or proc.popen is None:
+                continue
+            pid = proc.popen.pid  # read each time: a killed process comes back with another
             try:
-                mem = harness.proc_memory_kb(pid)
-                cpu = harness.proc_cpu_seconds(pid)
-            except (OSError, ValueError, IndexError):
-                continue  # exited (the simulator, at the end)
-            self.memory[name].append((now, mem["VmRSS"], mem["VmHWM"]))
+                rss, hwm, cpu = harness.tree_memory_and_cpu(pid)
+            except OSError:
+                continue  # down (killed, or the simulator at the end)
+            if rss == 0:
+                continue
+            self.pids[name].add(pid)
+            self.memory[name].append((now, rss, hwm))
             self.cpu[name].append((now, cpu))
         m = self.stack.ingest_metrics()
         self.stored.append(
@@ -151,11 +174,9 @@ def memory_figures(
         at_mid = min(samples, key=lambda s: abs(s[0] - mid))[1]
         in_run = [s for s in samples if s[0] <= end + 1] or samples
         cpu = [c for c in sampler.cpu[name] if begin <= c[0] <= end + 1]
-        cpu_pct = (
-            100 * (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0])
-            if len(cpu) >= 2 and cpu[-1][0] > cpu[0][0]
-            else math.nan
-        )
+        # CPU seconds summed over the process's lives (the counter restarts with the process).
+        used = sum(max(0.0, b[1] - a[1]) for a, b in itertools.pairwise(cpu))
+        cpu_pct = 100 * used / (cpu[-1][0] - cpu[0][0]) if len(cpu) >= 2 else math.nan
         table[name] = {
             "peak_mb": round(max(s[2] for s in samples) / 1024, 1),
             "rss_start_mb": round(in_run[0][1] / 1024, 1),
@@ -164,235 +185,377 @@ def memory_figures(
             "second_half_growth_pct": harness.rounded(growth, 1),
             "flat": bool(not math.isnan(growth) and growth < FLAT_GROWTH_PCT),
             "cpu_pct_of_one_core": harness.rounded(cpu_pct, 1),
+            "lives": len(sampler.pids[name]),
         }
         series[name] = [[round(t - begin, 1), round(rss / 1024, 1)] for t, rss, _ in samples]
     return table, series
 
 
-def throughput_figures(sampler: Sampler, begin: float, end: float) -> dict[str, Any]:
-    warm = begin + 0.1 * (end - begin)
-    window = [s for s in sampler.stored if warm <= s[0] <= end + 0.5]
-    if len(window) < 2:
-        return {"stored_per_s": None}
-    rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
-    steps = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(window) if b[0] > a[0]]
-    backlog = [s[2] - s[1] for s in window]  # received but not yet stored by the worker
-    return {
-        "stored_per_s": round(rate, 1),
-        "stored_per_s_min_5s_interval": round(min(steps), 1) if steps else None,
-        "stored_per_s_max_5s_interval": round(max(steps), 1) if steps else None,
-        "worker_backlog_max": int(max(backlog)),
-        "window_s": round(window[-1][0] - window[0][0], 1),
-    }
+# ---------------------------------------------------------------- the run
 
 
-def run_buyer(
-    stack: harness.Stack,
-    wallet: harness.Wallet,
-    clock: harness.ConfirmationClock,
-    source: Any,
-    username: str,
-    start_at: float,
-    stop: threading.Event,
-) -> dict[str, Any]:
-    if stop.wait(max(0.0, start_at - time.time())):
-        return {"username": username, "error": "not started"}
-    row: dict[str, Any] = {"username": username, "started_at": time.time()}
-    try:
-        stack.auth.register(username, harness.BUYER_PASSWORD)
-        order = stack.auth.order(username, harness.BUYER_PASSWORD, PRODUCT, HOURS)
-        row["signup_and_order_s"] = time.time() - row["started_at"]
-        signed = wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
-        row["bundle"] = signed.bundle_hash
-        row["sent_at"] = time.time()
-        clock.watch(signed.bundle_hash, wallet.send(signed))
-        access = wait_for_access(
-            stack.broker.port,
-            username,
-            stack.auth.mqtt_passwords[username],
-            f"live/{PREFIX}1/#",
-            timeout=90,
-        )
-        access.probe.close()
-        row["access_at"] = access.granted_at
-        row["attempts"] = access.attempts
-    except Exception as exc:  # reported, not fatal: the soak goes on
-        row["error"] = f"{type(exc).__name__}: {exc}"
-    return row
-
-
-def soak(workdir: Path, seconds: float, devices: int, rate: float, buyers: int) -> dict[str, Any]:
-    milestone_s = int(os.environ.get("BENCH_MILESTONE_INTERVAL_S", "1"))
+def run_soak(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     stack = harness.start_stack(
-        workdir, milestone_s=milestone_s, watcher_s=WATCHER_INTERVAL_S, with_ingest=True
+        workdir,
+        milestone_s=cfg["milestone_s"],
+        watcher_s=WATCHER_INTERVAL_S,
+        with_ingest=True,
+        auth_env={"INSTANT_ACCESS_MAX_S": "600"},  # as make run has it
+        ingest_workers=2,
+        auth_replicas=2,
+        crash_safe=True,
+        pool_size=cfg["buyers"] * 30,
     )
     stop = threading.Event()
     periodic: list[harness.Periodic] = []
+    killer: Killer | None = None
     try:
         stack.auth.create_product(PRODUCT, f"live/{PREFIX}1/#", PRICE)
         wallet = harness.Wallet(stack.devnet)
-        sources = wallet.fund([math.ceil(PRICE * HOURS)] * buyers)
+        funded = time.time()
+        sources = _Locked(iter(wallet.fund([int(PRICE * BUY_S / 3600)] * cfg["payments"])))
+        funded = time.time() - funded
         clock = harness.ConfirmationClock(stack.devnet.url)
+        shop = Shop(stack)
         sim = stack.simulator(
             "simulator",
             harness.PUBLISHER,
             stack.publisher_password,
             [
-                "--devices",
-                str(devices),
-                "--device-prefix",
-                PREFIX,
-                "--rate",
-                str(rate),
-                "--duration",
-                str(seconds),
-                "--seed",
-                "7",
-                "--json",
+                *("--devices", str(cfg["devices"]), "--device-prefix", PREFIX),
+                *("--rate", str(cfg["rate"]), "--duration", str(cfg["seconds"])),
+                *("--seed", "7", "--json", "--tally-seconds", "--drain-timeout", "120"),
             ],
         )
-        watched = [f"{PREFIX}{i}" for i in range(1, devices + 1, max(1, devices // 10))][:10]
-        visibility = VisibilityProbe(stack.store, watched)
+        step = max(1, cfg["devices"] // 10)
+        visibility = VisibilityProbe(
+            stack.store, [f"{PREFIX}{i}" for i in range(1, 10 * step, step)]
+        )
+        watch = GrantWatch(shop, stack, product_rolename(PRODUCT), PRODUCT)
         sim.start()
         begin = time.time()
         sampler = Sampler(stack)
         periodic = [
             harness.Periodic(SAMPLE_EVERY_S, sampler.sample, "sampler").start(),
             harness.Periodic(VISIBILITY_POLL_S, visibility.poll, "visibility").start(),
+            harness.Periodic(1.0, watch.poll, "grant-watch").start(),
         ]
+        killer = Killer(stack, cfg["kill_every_s"], RESTART_AFTER_S, cfg["seed"]).start()
+        rng = random.Random(cfg["seed"])
         run = secrets.token_hex(3)
-        spacing = 0.85 * seconds / max(1, buyers)
-        with concurrent.futures.ThreadPoolExecutor(BUYER_THREADS) as pool:
-            futures = [
-                pool.submit(
-                    run_buyer,
-                    stack,
-                    wallet,
-                    clock,
-                    sources[i],
-                    f"soak-{run}-{i}",
-                    begin + 2 + i * spacing,
-                    stop,
-                )
-                for i in range(buyers)
-            ]
-            assert sim.popen is not None
-            sim.popen.wait(seconds + 120)
-            end = time.time()
-            rows = [f.result() for f in futures]
+        buyers = [
+            Buyer(
+                shop,
+                stack,
+                wallet,
+                clock,
+                sources,
+                PRODUCT,
+                f"live/{PREFIX}1/#",
+                BUY_S,
+                f"soak-{run}-{i}",
+                random.Random(rng.random()),
+                stop,
+            )
+            for i in range(cfg["buyers"])
+        ]
+        spacing = min(BUY_S, cfg["seconds"] / 4) / max(1, cfg["buyers"])
+        threads = [
+            threading.Thread(target=b.run, args=(begin + 2 + i * spacing,), daemon=True)
+            for i, b in enumerate(buyers)
+        ]
+        for t in threads:
+            t.start()
+        assert sim.popen is not None
+        sim.popen.wait(cfg["seconds"] + 300)
+        end = time.time()
+        kills = killer.stop()
+        killer = None
+        stop.set()
+        for t in threads:
+            t.join(300)
         summary = harness.simulator_summary(sim)
-        published = int(summary["published"])
-        caught_up = None
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if stack.ingest_metrics().get("ingest_readings_stored_total", 0) >= published:
-                caught_up = time.time()
-                break
-            time.sleep(0.25)
+        caught_up = _wait_stored(stack, int(summary["published"]), PREFIX)
+        time.sleep(3)  # the last grants' ends, seen by the watch
         for p in periodic:
             p.stop()
         periodic = []
-        ingest_metrics = stack.ingest_metrics()
-        stored = count_stored(stack.store, PREFIX)
+        stored = stored_by_second(stack.store, PREFIX, begin - 60, time.time() + 1)
+        payments = shop.call("GET", "/api/payments", 200, headers=shop.admin)
+        purchases = [p for b in buyers for p in b.purchases]
+        ledger = ledger_balances(stack.devnet.url, sorted({p.address for p in purchases}))
         confirmed = clock.stop()
     finally:
         stop.set()
+        if killer is not None:
+            killer.stop()
         for p in periodic:
             p.stop()
         stack.stop()
-    for row in rows:
-        row["confirmed_at"] = confirmed.get(row.get("bundle", ""))
     return {
         "summary": summary,
         "begin": begin,
         "end": end,
         "caught_up": caught_up,
-        "stored": stored,
-        "ingest_metrics": ingest_metrics,
+        "stored_by_second": stored,
+        "kills": kills,
         "sampler": sampler,
         "visibility": visibility,
-        "rows": rows,
-        "milestone_s": milestone_s,
+        "purchases": purchases,
+        "confirmed": confirmed,
+        "payments": payments,
+        "ledger": ledger,
+        "overdue": watch.results(),
+        "watch_misses": watch.misses,
+        "buyer_errors": [e for b in buyers for e in b.errors],
+        "api_retries": shop.retries,
+        "funding_s": funded,
+    }
+
+
+class _Locked:
+    """An iterator shared by the buyers' threads."""
+
+    def __init__(self, it: Iterator[Address]) -> None:
+        self.it, self.lock = it, threading.Lock()
+
+    def __iter__(self) -> _Locked:
+        return self
+
+    def __next__(self) -> Address:
+        with self.lock:
+            address: Address = next(self.it)
+            return address
+
+
+def _wait_stored(stack: harness.Stack, published: int, prefix: str) -> float | None:
+    """When the store holds every acknowledged reading (or None after 5 minutes)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if stack.store.reader().count_where_prefix("reading", "value", "device", prefix) >= (
+                published
+            ):
+                return time.time()
+        except OSError:
+            pass
+        time.sleep(5)
+    return None
+
+
+def stored_by_second(
+    store: procs.InfluxHandle, prefix: str, since: float, until: float
+) -> dict[int, int]:
+    """Points InfluxDB holds for the prefix's devices, by the whole second of their time."""
+    body = store.reader().query(
+        f'SELECT count("value") FROM "reading" WHERE "device" =~ /^{re.escape(prefix)}/'
+        f" AND time >= {int(since) * 1000}ms AND time < {int(until) * 1000}ms"
+        " GROUP BY time(1s) fill(none)"
+    )
+    found: dict[int, int] = {}
+    for series in body["results"][0].get("series", []):
+        for ts_ms, count in series["values"]:
+            if count:
+                found[int(ts_ms) // 1000] = int(count)
+    return found
+
+
+def ledger_balances(node_url: str, addresses: list[str]) -> dict[str, int]:
+    """Each address's confirmed balance at the node's latest solid milestone."""
+    found: dict[str, int] = {}
+    for i in range(0, len(addresses), 500):
+        chunk = addresses[i : i + 500]
+        r = httpx.post(
+            node_url,
+            json={"command": "getBalances", "addresses": chunk, "threshold": 100},
+            headers=procs.IOTA_API_HEADERS,
+            timeout=60,
+        )
+        r.raise_for_status()
+        found.update(zip(chunk, (int(b) for b in r.json()["balances"]), strict=True))
+    return found
+
+
+# ---------------------------------------------------------------- figures
+
+
+def reading_figures(r: dict[str, Any]) -> dict[str, Any]:
+    acked = {int(k): v for k, v in r["summary"]["acked_by_second"].items()}
+    stored: dict[int, int] = r["stored_by_second"]
+    windows = [
+        (k.at - AUTOSAVE_INTERVAL_S - 2, k.at + 1) for k in r["kills"] if k.name == "mosquitto"
+    ]
+    lost_in, lost_out, extra = 0, 0, 0
+    lost_seconds: list[int] = []
+    for second in sorted(set(acked) | set(stored)):
+        missing = acked.get(second, 0) - stored.get(second, 0)
+        if missing < 0:
+            extra -= missing
+        elif missing > 0:
+            if any(a <= second <= b for a, b in windows):
+                lost_in += missing
+            else:
+                lost_out += missing
+                lost_seconds.append(second)
+    visibility: VisibilityProbe = r["visibility"]
+    away = [(k.at - 5, (k.back_at or k.at) + CALM_AFTER_KILL_S) for k in r["kills"]]
+    calm = [lat for ts, lat in visibility.latencies if not any(a <= ts <= b for a, b in away)]
+    published = int(r["summary"]["published"])
+    return {
+        "acknowledged": published,
+        "stored": sum(stored.values()),
+        "lost_outside_mosquitto_autosave_windows": lost_out,
+        "lost_inside_mosquitto_autosave_windows": lost_in,
+        "lost_seconds_outside": [round(s - r["begin"]) for s in lost_seconds[:20]],
+        "stored_not_acknowledged": extra,  # sent, stored, its PUBACK lost with a killed broker
+        "refused": r["summary"]["refused"],
+        "unacked_at_exit": r["summary"]["unacked"],
+        "stored_per_s": round(sum(stored.values()) / max(1.0, r["end"] - r["begin"]), 1),
+        "store_caught_up_after_publisher_s": harness.rounded(r["caught_up"] - r["end"], 1)
+        if r["caught_up"]
+        else None,
+        "reading_to_visible_s": {
+            "all": harness.spread([lat for _, lat in visibility.latencies]),
+            "away_from_kills": harness.spread(calm),
+            "devices_sampled": len(visibility.devices),
+            "poll_period_s": VISIBILITY_POLL_S,
+        },
+    }
+
+
+def payment_figures(r: dict[str, Any]) -> dict[str, Any]:
+    purchases: list[Purchase] = r["purchases"]
+    confirmed: dict[str, float] = r["confirmed"]
+    credited = [p for p in r["payments"] if p["credited"]]
+    by_address: Counter[str] = Counter()
+    for p in credited:
+        by_address[p["address"]] += p["amount_iota"]
+    bundles = Counter(b for p in credited for b in p["bundles"])
+    ledger: dict[str, int] = r["ledger"]
+    paid = {p.address: p.amount for p in purchases}
+    first = [(p, p.access_at) for p in purchases if not p.renewal and p.access_at is not None]
+    renewals = [(p, p.credited_at) for p in purchases if p.renewal and p.credited_at is not None]
+    return {
+        "purchases": len(purchases),
+        "first_purchases": sum(1 for p in purchases if not p.renewal),
+        "renewals": sum(1 for p in purchases if p.renewal),
+        "credited_twice": sum(1 for n in bundles.values() if n > 1)
+        + sum(1 for a, v in by_address.items() if v > ledger.get(a, 0)),
+        "credited_not_as_ledger": sorted(
+            a[:12] for a in paid if by_address.get(a, 0) != ledger.get(a, 0)
+        )[:10],
+        "not_on_ledger": sum(1 for a, v in paid.items() if ledger.get(a, 0) < v),
+        "send_to_access_s": harness.spread([access - p.sent_at for p, access in first]),
+        # Instant access: most buyers read before the milestone; this is how long before.
+        "access_before_confirmation_s": harness.spread(
+            [confirmed[p.bundle] - access for p, access in first if p.bundle in confirmed]
+        ),
+        "renewal_confirmation_to_credited_s": harness.spread(
+            [at - confirmed[p.bundle] for p, at in renewals if p.bundle in confirmed]
+        ),
+        "without_access_or_credit": sum(
+            1 for p in purchases if p.access_at is None and p.credited_at is None
+        ),
+        "buyer_errors": r["buyer_errors"][:15],
+        "buyer_error_count": len(r["buyer_errors"]),
+        "api_retries": r["api_retries"],
+    }
+
+
+def grant_figures(r: dict[str, Any]) -> dict[str, Any]:
+    overdue: list[Overdue] = r["overdue"]
+    ended = [o for o in overdue if not o.renewed]
+    seen_late = [o.last_seen_granted - o.ends_at for o in ended]
+    gone = [o.gone_seen - o.ends_at for o in ended if o.gone_seen is not None]
+    kills: list[Kill] = r["kills"]
+    late = [o for o in ended if o.last_seen_granted - o.ends_at > HANDOVER_S]
+    return {
+        "ended": len(ended),
+        "renewed_after_end": len(overdue) - len(ended),
+        "still_granted_past_end_s": harness.spread(seen_late),
+        "seen_gone_after_end_s": harness.spread(gone),
+        "past_end_by_more_than_handover": len(late),
+        "handover_s": HANDOVER_S,
+        "late": [
+            {
+                "past_end_s": round(o.last_seen_granted - o.ends_at, 1),
+                "at_s": round(o.ends_at - r["begin"]),
+                "kills_near": [k.name for k in kills if o.ends_at - 30 <= k.at <= o.ends_at + 5],
+            }
+            for o in late[:10]
+        ],
+        "watch_rounds_missed": r["watch_misses"],
+    }
+
+
+def kill_figures(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "process": k.name,
+            "at_s": round(k.at - r["begin"]),
+            "back_after_s": harness.rounded(k.back_at - k.at, 1) if k.back_at else None,
+            **({"error": k.error} if k.error else {}),
+        }
+        for k in r["kills"]
+    ]
+
+
+def config() -> dict[str, Any]:
+    env = os.environ.get
+    seconds = float(env("SOAK_SECONDS", "1800"))
+    buyers = int(env("SOAK_BUYERS", "50"))
+    return {
+        "seconds": seconds,
+        "devices": int(env("SOAK_DEVICES", "1000")),
+        "rate": float(env("SOAK_RATE_HZ", "2")),
+        "buyers": buyers,
+        # Enough funded addresses for every buyer to buy every 3/4 of BUY_S (it buys about
+        # once per BUY_S: a renewal adds BUY_S to the grant, a lapse waits it out).
+        "payments": buyers * (int(seconds / (0.75 * BUY_S)) + 2),
+        "kill_every_s": float(env("SOAK_KILL_EVERY_S", "120")),
+        "seed": int(env("SOAK_SEED", "1")),
+        "milestone_s": int(env("BENCH_MILESTONE_INTERVAL_S", "1")),
     }
 
 
 def main() -> int:
-    seconds = float(os.environ.get("SOAK_SECONDS", "300"))
-    devices = int(os.environ.get("SOAK_DEVICES", "1000"))
-    rate = float(os.environ.get("SOAK_RATE_HZ", "2"))
-    buyers = int(os.environ.get("SOAK_BUYERS", "50"))
+    cfg = config()
     load = harness.LoadMonitor().start()
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        r = soak(Path(tmp), seconds, devices, rate, buyers)
-    summary, begin, end = r["summary"], r["begin"], r["end"]
-    published = int(summary["published"])
-    rows = r["rows"]
-    paid = [x for x in rows if "access_at" in x and x.get("confirmed_at")]
-    access = [x["access_at"] - x["confirmed_at"] for x in paid]
-    memory, series = memory_figures(r["sampler"], begin, end)
-    visibility: VisibilityProbe = r["visibility"]
-    m = r["ingest_metrics"]
+        r = run_soak(Path(tmp), cfg)
+    memory, series = memory_figures(r["sampler"], r["begin"], r["end"])
     figures: dict[str, Any] = {
-        "seconds": seconds,
-        "devices": devices,
-        "rate_hz_per_device": rate,
-        "offered_readings_per_s": devices * rate,
-        "publisher": {
-            "acked": published,
-            "sent": summary["sent"],
-            "refused": summary["refused"],
-            "unacked": summary["unacked"],
-            "send_rate_per_s": summary["send_rate_per_s"],
-        },
-        "throughput": throughput_figures(r["sampler"], begin, end),
-        "stored": r["stored"],
-        "lost_readings": published - r["stored"],
-        "worker_caught_up_after_publisher_s": harness.rounded(r["caught_up"] - end, 1)
-        if r["caught_up"]
-        else None,
-        "reading_to_visible_in_store_s": {
-            **harness.spread([lat for _, lat in visibility.latencies]),
-            # Without the first 10 % of the run (start-up of the worker and the store's index).
-            "after_warmup": harness.spread(
-                [lat for ts, lat in visibility.latencies if ts >= begin + 0.1 * (end - begin)]
-            ),
-            "devices_sampled": len(visibility.devices),
-            "poll_period_s": VISIBILITY_POLL_S,
-            "poll_request_s_mean": harness.rounded(
-                sum(visibility.poll_seconds) / max(1, len(visibility.poll_seconds))
-            ),
-        },
-        "ingest_store_write_s": {
-            "p99": harness.rounded(histogram_quantile(m, "ingest_store_write_seconds", 0.99), 3),
-            "mean": harness.rounded(
-                m.get("ingest_store_write_seconds_sum", math.nan)
-                / max(1.0, m.get("ingest_store_write_seconds_count", 0.0))
-            ),
-            "writes": int(m.get("ingest_store_write_seconds_count", 0)),
-        },
-        "payment_to_access_s": harness.spread(access),
-        "buyers": {
-            "started": buyers,
-            "granted": sum(1 for x in rows if "access_at" in x),
-            "errors": [x["error"] for x in rows if "error" in x][:10],
-            "signup_and_order_s": harness.spread(
-                [x["signup_and_order_s"] for x in rows if "signup_and_order_s" in x]
-            ),
-        },
+        "seconds": cfg["seconds"],
+        "devices": cfg["devices"],
+        "rate_hz_per_device": cfg["rate"],
+        "offered_readings_per_s": cfg["devices"] * cfg["rate"],
+        "buyers": cfg["buyers"],
+        "kills": kill_figures(r),
+        "readings": reading_figures(r),
+        "payments": payment_figures(r),
+        "grants": grant_figures(r),
         "memory": memory,
-        "memory_flat": all(v["flat"] for v in memory.values()),
         "settings": {
+            "kill_every_s": cfg["kill_every_s"],
+            "restart_after_s": RESTART_AFTER_S,
+            "seed": cfg["seed"],
+            "buy_s": BUY_S,
             "watcher_interval_s": WATCHER_INTERVAL_S,
-            "milestone_interval_s": r["milestone_s"],
-            "order_hours": HOURS,
-            "sample_every_s": SAMPLE_EVERY_S,
+            "milestone_interval_s": cfg["milestone_s"],
+            "funding_s": round(r["funding_s"], 1),
         },
         "load": load.stop(),
         "rss_series": str(SERIES_PATH.relative_to(RESULTS_DIR.parent.parent)),
     }
     write_result("soak", figures)
     SERIES_PATH.write_text(json.dumps({"t_s_and_rss_mb": series}) + "\n")
-    return 0 if figures["buyers"]["granted"] == buyers else 1
+    readings, payments, grants = figures["readings"], figures["payments"], figures["grants"]
+    held = (
+        readings["lost_outside_mosquitto_autosave_windows"] == 0
+        and payments["credited_twice"] == 0
+        and grants["past_end_by_more_than_handover"] == 0
+    )
+    return 0 if held else 1
 
 
 if __name__ == "__main__":

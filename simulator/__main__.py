@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to wait at exit")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.add_argument(
+        "--tally-seconds",
+        action="store_true",
+        help="add `acked_by_second` to the summary: acknowledged readings by the second of their "
+        "ts (for benchmarks that find where readings went missing)",
+    )
     return p
 
 
@@ -102,7 +108,15 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, object]:
     devices = [Device(f"{args.topic_prefix}/{d}/{args.sensor}", SmartPlug(rng, now)) for d in ids]
     # A lone device logs in as itself (the broker's ACL lets device.<id> publish its own topics).
     username = args.username or (f"device.{ids[0]}" if len(ids) == 1 else None)
-    pub = Publisher(args.host, args.port, username, password, args.client_id, args.max_queue)
+    pub = Publisher(
+        args.host,
+        args.port,
+        username,
+        password,
+        args.client_id,
+        args.max_queue,
+        tally_seconds=args.tally_seconds,
+    )
     pub.start()
     while not pub.wait_connected(1.0):
         if stop.is_set():
@@ -118,7 +132,8 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, object]:
             if (args.count and pub.counts.sent >= args.count) or time.time() >= deadline:
                 stop.set()
                 break
-            if not pub.publish(dev.topic, dev.next_payload(time.time()), stop):
+            payload = dev.next_payload(time.time())
+            if not pub.publish(dev.topic, payload, stop, int(dev.last_ts)):
                 break
         rounds += 1
         if period and not stop.is_set():
@@ -145,6 +160,11 @@ def run(args: argparse.Namespace, stop: threading.Event) -> dict[str, object]:
         "finished_at": finished,
         "elapsed_s": round(finished - started, 3),
         "send_rate_per_s": round(counts.sent / elapsed, 1),
+        **(
+            {"acked_by_second": {str(k): v for k, v in sorted(counts.acked_by_second.items())}}
+            if args.tally_seconds
+            else {}
+        ),
     }
 
 

@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,6 +29,8 @@ class Counts:
     sent: int = 0  # handed to paho
     acked: int = 0  # PUBACK with success
     refused: int = 0  # PUBACK with an error reason (e.g. not authorized for that topic)
+    # With `tally_seconds`: readings acknowledged, by the whole second of their `ts`.
+    acked_by_second: Counter[int] = field(default_factory=Counter)
 
     @property
     def outstanding(self) -> int:
@@ -44,6 +47,7 @@ class Publisher:
         client_id: str | None = None,
         max_queue: int = 5000,
         keepalive: int = 30,
+        tally_seconds: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -53,6 +57,11 @@ class Publisher:
         self._cond = threading.Condition()
         self._connected = threading.Event()
         self._closing = False
+        self._tally = tally_seconds
+        # Message id -> second of its reading, until acknowledged. A PUBACK may beat `publish()`
+        # back from paho (its network thread), so an id acknowledged first waits in `_early`.
+        self._second_of: dict[int, int] = {}
+        self._early: dict[int, bool] = {}
         # The broker reserves `<username>:...` ids to that user; anonymous ids have no ':'.
         tail = f"sim-{uuid.uuid4().hex[:12]}"
         self.client = mqtt.Client(
@@ -77,15 +86,25 @@ class Publisher:
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes, stop: threading.Event) -> bool:
-        """Queue one reading (QoS 1), waiting while the queue is full; False if stopped first."""
+    def publish(self, topic: str, payload: bytes, stop: threading.Event, second: int = 0) -> bool:
+        """Queue one reading (QoS 1), waiting while the queue is full; False if stopped first.
+
+        `second`: the whole second of the reading's `ts`, tallied once acknowledged.
+        """
         with self._cond:
             while self.counts.outstanding >= self.max_queue:
                 if stop.is_set():
                     return False
                 self._cond.wait(0.2)
             self.counts.sent += 1
-        self.client.publish(topic, payload, qos=1)
+        mid = self.client.publish(topic, payload, qos=1).mid
+        if self._tally:
+            with self._cond:
+                ok = self._early.pop(mid, None)
+                if ok is None:
+                    self._second_of[mid] = second
+                elif ok:
+                    self.counts.acked_by_second[second] += 1
         return True
 
     def drain(self, timeout: float) -> bool:
@@ -137,11 +156,17 @@ class Publisher:
         self,
         _client: mqtt.Client,
         _userdata: Any,
-        _mid: int,
+        mid: int,
         reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
         with self._cond:
+            if self._tally:
+                second = self._second_of.pop(mid, None)
+                if second is None:
+                    self._early[mid] = not reason.is_failure
+                elif not reason.is_failure:
+                    self.counts.acked_by_second[second] += 1
             if reason.is_failure:
                 self.counts.refused += 1
                 if self.counts.refused == 1 or self.counts.refused % 1000 == 0:

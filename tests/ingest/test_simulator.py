@@ -63,6 +63,10 @@ class LiveCollector:
         with self._lock:
             return len(self.ts)
 
+    def timestamps(self) -> list[float]:
+        with self._lock:
+            return sorted(self.ts)
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -94,7 +98,15 @@ def test_publishes_count_as_the_device_with_a_password_file(
         pw.write_text(device_password("dev-a") + "\n")
         done = subprocess.run(
             sim_argv(
-                mosquitto.port, sensor, "--rate", "50", "--count", "30", "--password-file", str(pw)
+                mosquitto.port,
+                sensor,
+                "--rate",
+                "50",
+                "--count",
+                "30",
+                "--password-file",
+                str(pw),
+                "--tally-seconds",
             ),
             capture_output=True,
             text=True,
@@ -105,7 +117,14 @@ def test_publishes_count_as_the_device_with_a_password_file(
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["published"] == 30 and summary["unacked"] == 0
         assert summary["elapsed_s"] > 0.5  # paced at 50 Hz, not a burst
+        # The tally of acknowledged readings by the second of their ts: all 30, in the run.
+        tally = {int(k): v for k, v in summary["acked_by_second"].items()}
+        assert sum(tally.values()) == 30
+        assert int(summary["started_at"]) <= min(tally) <= max(tally) <= summary["finished_at"]
         wait_for(lambda: collector.count() == 30, 10, "30 readings received", 0.2)
+        # Each reading's ts falls in the second it was tallied under.
+        seconds = [int(ts) for ts in collector.timestamps()]
+        assert {s: seconds.count(s) for s in set(seconds)} == tally
     finally:
         collector.close()
 

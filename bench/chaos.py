@@ -1,0 +1,323 @@
+"""The chaos of the soak: a killer, buyers who pay and renew through it, and a grant watch.
+
+- `Killer`: every `interval_s`, one process of the stack picked at random (seeded; rounds of a
+  shuffled list, so every process is killed about as often as the others) gets SIGKILL
+  and is started again `restart_after_s` later on the same port and data, as supervisord or
+  Docker would (`restart: unless-stopped`); each kill is kept with when the process was back.
+- `Shop`: the buyer's side of the API over every broker_auth replica (a replica that does not
+  answer, or answers 5xx, is skipped; the call is retried until its deadline).
+- `Buyer`: signs up, then round after round orders `buy_s` seconds of the product, pays it from
+  an address funded before the run, and either renews before the end (the time stacks) or lets
+  the grant end and buys again later; every payment is kept for the ledger check.
+- `GrantWatch`: once a second, every grant's end (admin API) and, for each buyer whose grant
+  has ended, whether Mosquitto still gives that buyer's client the product's role: how long past
+  its end a grant stayed in the broker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from iota import Address
+
+from bench import harness
+from testing.mqtt import wait_for_access
+
+T = TypeVar("T")
+# Kill candidates: the seller's processes. The devnet's coordinator node stands for the IOTA
+# network (in production a public node's milestones), the simulator for the devices.
+SPARED = ("hornet-coordinator", "simulator")
+
+
+@dataclass
+class Kill:
+    name: str
+    at: float
+    back_at: float | None = None
+    error: str | None = None
+
+
+class Killer:
+    def __init__(
+        self, stack: harness.Stack, interval_s: float, restart_after_s: float, seed: int
+    ) -> None:
+        self.stack = stack
+        self.interval_s = interval_s
+        self.restart_after_s = restart_after_s
+        self.rng = random.Random(seed)
+        self.kills: list[Kill] = []
+        self.began = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="killer", daemon=True)
+
+    def candidates(self) -> list[str]:
+        return sorted(n for n in self.stack.processes() if n not in SPARED)
+
+    def start(self) -> Killer:
+        self.began = time.time()
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Kill]:
+        self._stop.set()
+        self._thread.join(180)
+        return self.kills
+
+    def _run(self) -> None:
+        # Rounds of every candidate in a random order: each is killed as often as the others
+        # (give or take one), none twice in a row within a round.
+        order: list[str] = []
+        while not self._stop.wait(self.interval_s):
+            if not order:
+                order = self.candidates()
+                self.rng.shuffle(order)
+            self.kill_and_restart(order.pop())
+
+    def kill_and_restart(self, name: str) -> Kill:
+        proc = self.stack.processes()[name]
+        kill = Kill(name, time.time())
+        self.kills.append(kill)
+        proc.kill()
+        print(f"chaos: SIGKILL {name} at +{kill.at - self.began:.0f} s", flush=True)
+        time.sleep(self.restart_after_s)
+        for attempt in range(3):
+            try:
+                proc.start()
+                kill.back_at = time.time()
+                return kill
+            except Exception as exc:  # recorded; the soak goes on with what is left
+                kill.error = f"attempt {attempt + 1}: {type(exc).__name__}: {exc}"[:500]
+                proc.kill()
+                time.sleep(2)
+        return kill
+
+
+class Shop:
+    """The buyers' and the seller's API calls, over every broker_auth replica."""
+
+    def __init__(self, stack: harness.Stack, deadline_s: float = 120.0) -> None:
+        self.urls = [a.api_url for a in (stack.auth, *stack.replicas)]
+        self.admin = stack.auth.admin
+        self.deadline_s = deadline_s
+        self.retries = 0
+
+    def call(
+        self, method: str, path: str, expect: int, deadline_s: float | None = None, **kw: Any
+    ) -> Any:
+        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+        last = ""
+        while True:
+            for url in self.urls:
+                try:
+                    r = httpx.request(method, url + path, timeout=10, **kw)
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}"
+                    continue
+                if r.status_code == expect:
+                    return r.json()
+                if r.status_code < 500:
+                    raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:200]}")
+                last = f"{r.status_code} {r.text[:200]}"
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{method} {path}: no replica answered ({last})")
+            self.retries += 1
+            time.sleep(0.5)
+
+    def all_grants(self) -> list[dict[str, Any]]:
+        grants: list[dict[str, Any]] = self.call(
+            "GET", "/api/grants/all", 200, deadline_s=5, headers=self.admin
+        )
+        return grants
+
+
+def parse_time(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class Purchase:
+    username: str
+    order_id: str
+    address: str
+    amount: int
+    bundle: str
+    sent_at: float
+    renewal: bool  # the buyer's grant was still running
+    access_at: float | None = None  # a first purchase: SUBACK granted
+    credited_at: float | None = None  # a renewal: the order seen credited
+    error: str | None = None
+
+
+@dataclass
+class Buyer:
+    shop: Shop
+    stack: harness.Stack
+    wallet: harness.Wallet
+    clock: harness.ConfirmationClock
+    sources: Iterator[Address]
+    product: str
+    topic: str
+    buy_s: float
+    username: str
+    rng: random.Random
+    stop: threading.Event
+    purchases: list[Purchase] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    mqtt_password: str = ""  # given at sign-up
+
+    def run(self, start_at: float) -> None:
+        if self.stop.wait(max(0.0, start_at - time.time())):
+            return
+        try:
+            body = {"username": self.username, "password": harness.BUYER_PASSWORD}
+            self.mqtt_password = self.shop.call("POST", "/api/accounts", 201, json=body)[
+                "mqtt_password"
+            ]
+        except Exception as exc:
+            self.errors.append(f"sign-up: {type(exc).__name__}: {exc}")
+            return
+        ends_at = 0.0
+        while not self.stop.is_set():
+            try:
+                ends_at = self.buy_once(renewal=ends_at > time.time())
+            except StopIteration:
+                return  # no funded address left
+            except Exception as exc:  # kept; the buyer goes on with the next round
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                self.stop.wait(2)
+                continue
+            if self.rng.random() < 0.6:  # renew while the grant runs
+                wake = ends_at - self.rng.uniform(0.2, 0.5) * self.buy_s
+            else:  # let it end, buy again later
+                wake = ends_at + self.rng.uniform(5, 30)
+            self.stop.wait(max(0.0, wake - time.time()))
+
+    def buy_once(self, renewal: bool) -> float:
+        """One order paid; returns when the grant ends."""
+        source = next(self.sources)
+        auth = (self.username, harness.BUYER_PASSWORD)
+        order = self.shop.call(
+            "POST",
+            "/api/orders",
+            201,
+            json={"product_id": self.product, "hours": self.buy_s / 3600},
+            auth=auth,
+        )
+        signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
+        tail = retry(lambda: self.wallet.send(signed), 120)
+        p = Purchase(
+            self.username,
+            order["order_id"],
+            order["address"],
+            order["amount_iota"],
+            signed.bundle_hash,
+            time.time(),
+            renewal,
+        )
+        self.purchases.append(p)
+        self.clock.watch(signed.bundle_hash, tail)
+        if renewal:
+            p.credited_at = self._wait_credited(order["order_id"], auth)
+        else:
+            p.access_at = retry(self._access, 240)
+        grants = self.shop.call("GET", "/api/grants", 200, auth=auth)
+        ends = [parse_time(g["expires_at"]) for g in grants if g["product_id"] == self.product]
+        return max(ends, default=time.time())
+
+    def _access(self) -> float:
+        access = wait_for_access(
+            self.stack.broker.port, self.username, self.mqtt_password, self.topic, timeout=60
+        )
+        access.probe.close()
+        return access.granted_at
+
+    def _wait_credited(self, order_id: str, auth: tuple[str, str]) -> float:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not self.stop.is_set():
+            order = self.shop.call("GET", f"/api/orders/{order_id}", 200, auth=auth)
+            if order.get("confirmed_iota", 0) >= order["amount_iota"]:
+                return time.time()
+            time.sleep(0.25)
+        raise TimeoutError(f"order {order_id} not credited within 240 s")
+
+
+def retry(fn: Callable[[], T], seconds: float) -> T:
+    """`fn()` again every second while it raises (a process of the stack is restarting)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+@dataclass
+class Overdue:
+    username: str
+    ends_at: float
+    last_seen_granted: float  # the role seen in Mosquitto this late (a lower bound)
+    gone_seen: float | None = None  # first seen without it (an upper bound)
+    renewed: bool = False  # a later purchase took over before the role was seen gone
+
+
+class GrantWatch:
+    """How long past its end each grant stayed in the broker, looked at once a second."""
+
+    def __init__(self, shop: Shop, stack: harness.Stack, role: str, product: str) -> None:
+        self.shop = shop
+        self.stack = stack
+        self.role = role
+        self.product = product
+        self.ends: dict[str, float] = {}  # username -> the latest end seen
+        self.watching: dict[str, Overdue] = {}
+        self.done: list[Overdue] = []
+        self._closed: set[tuple[str, float]] = set()
+        self.misses = 0  # rounds the API or the broker did not answer
+
+    def _refresh_ends(self) -> None:
+        for g in self.shop.all_grants():
+            if g["product_id"] != self.product:
+                continue
+            end = parse_time(g["expires_at"])
+            user = g["username"]
+            if end > self.ends.get(user, 0.0):
+                self.ends[user] = end
+                watched = self.watching.pop(user, None)
+                if watched is not None:
+                    watched.renewed = True
+                    self.done.append(watched)
+
+    def poll(self) -> None:
+        try:
+            self._refresh_ends()
+            now = time.time()
+            for user, end in self.ends.items():
+                if end < now and user not in self.watching and (user, end) not in self._closed:
+                    self._closed.add((user, end))
+                    self.watching[user] = Overdue(user, end, end)
+            control = self.stack.auth.control()
+            for user, watched in list(self.watching.items()):
+                asked = time.time()
+                if self.role in {r["rolename"] for r in _roles(control.get_client(user))}:
+                    watched.last_seen_granted = asked
+                else:
+                    watched.gone_seen = asked
+                    self.done.append(self.watching.pop(user))
+        except Exception:
+            self.misses += 1
+
+    def results(self) -> list[Overdue]:
+        return [*self.done, *self.watching.values()]
+
+
+def _roles(client: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return list(client.get("roles", [])) if client else []
