@@ -25,7 +25,7 @@ from typing import Annotated
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from iota import (
     Address,
     BundleHash,
@@ -40,6 +40,14 @@ from iota.adapter import HttpAdapter
 from iota.crypto.addresses import AddressGenerator
 from iota.crypto.signing import KeyGenerator
 from iota.crypto.types import Seed
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import AfterValidator, BaseModel, Field
 
 from broker_auth.ledger import speedups, ternary
@@ -79,6 +87,39 @@ class _Request:
     answer: Future[dict[str, object]]
 
 
+class FaucetMetrics:
+    """What Prometheus scrapes at /metrics: credits by outcome, iota sent, the queue, the rest."""
+
+    def __init__(self, queue_depth: queue.Queue[_Request]) -> None:
+        self.registry = CollectorRegistry()
+        self.credits = Counter(
+            "devnet_faucet_credits",
+            "Credits answered, by outcome (sent, failed: node down or refusing, empty)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("sent", "failed", "empty"):
+            self.credits.labels(outcome)
+        self.iota_sent = Counter(
+            "devnet_faucet_iota_sent", "Iota sent in confirmed credits", registry=self.registry
+        )
+        self.round_seconds = Histogram(
+            "devnet_faucet_round_seconds",
+            "A round: sign, attach, wait for its confirmation",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.balance = Gauge(
+            "devnet_faucet_balance_iota",
+            "What the funded genesis address held at the last round",
+            registry=self.registry,
+        )
+        queued = Gauge(
+            "devnet_faucet_queue_depth", "Credits waiting for a round", registry=self.registry
+        )
+        queued.set_function(queue_depth.qsize)
+
+
 class Faucet:
     def __init__(self, node_url: str, seed_file: Path, mwm: int) -> None:
         speedups.install()
@@ -88,6 +129,7 @@ class Faucet:
         self.state_file = seed_file.with_name("faucet.state")
         self.signed_file = seed_file.with_name("faucet.signed.json")
         self.queue: queue.Queue[_Request] = queue.Queue()
+        self.metrics = FaucetMetrics(self.queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faucet", daemon=True)
         self._generator = AddressGenerator(self.seed, SECURITY_LEVEL)
@@ -138,9 +180,12 @@ class Faucet:
                 except queue.Empty:
                     break
             try:
-                self._round(batch)
+                with self.metrics.round_seconds.time():
+                    self._round(batch)
             except Exception as exc:  # node down or refusing: tell the callers
                 log.warning("faucet round of %d credits failed: %s", len(batch), exc)
+                outcome = "empty" if isinstance(exc, FaucetEmptyError) else "failed"
+                self.metrics.credits.labels(outcome).inc(len(batch))
                 for r in batch:
                     if not r.answer.done():
                         r.answer.set_exception(exc)
@@ -161,6 +206,7 @@ class Faucet:
         self._finish_signed()
         index, balance = self._funded_index()
         total = sum(r.value for r in batch)
+        self.metrics.balance.set(balance)
         if total > balance:
             raise FaucetEmptyError(f"the faucet holds only {balance} iota")
         bundle = ProposedBundle(
@@ -200,6 +246,9 @@ class Faucet:
                     "milestoneIndex": milestone,
                 }
             )
+        self.metrics.credits.labels("sent").inc(len(batch))
+        self.metrics.iota_sent.inc(total)
+        self.metrics.balance.set(balance - total)
         log.info("faucet: %d credits, %d iota, bundle %s confirmed", len(batch), total, bundle.hash)
 
     def _send_until_confirmed(self, trytes: list[TransactionTrytes]) -> str:
@@ -257,5 +306,9 @@ def create_app(faucet: Faucet) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(faucet.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -14,6 +14,7 @@ from broker_auth.ledger import ternary
 from devnet.hornet import genesis_address
 from testing import procs
 from testing.addresses import random_address
+from testing.scrape import scrape_metrics
 from tests.devnet.conftest import Node
 from tests.devnet_fixture import TEST_MWM, start_devnet
 from wallet import payments
@@ -80,6 +81,7 @@ def test_faucet_sends_a_real_confirmed_transfer(node: Node) -> None:
 def test_faucet_batches_concurrent_requests(node: Node) -> None:
     import concurrent.futures
 
+    before = scrape_metrics(f"{node.net.faucet_url}/metrics")
     addresses = [random_address() for _ in range(6)]
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda a: node.faucet(a, 10), addresses))
@@ -87,6 +89,15 @@ def test_faucet_batches_concurrent_requests(node: Node) -> None:
     balances = node.ok("getBalances", addresses=addresses)["balances"]
     assert balances == ["10"] * 6
     assert len({a.json()["bundle"] for a in answers}) < 6  # shared rounds
+    # Prometheus sees the credits: 6 more sent, 60 more iota, nothing queued, rounds timed.
+    after = scrape_metrics(f"{node.net.faucet_url}/metrics")
+    sent = 'devnet_faucet_credits_total{outcome="sent"}'
+    assert after[sent] - before.get(sent, 0) == 6
+    assert after["devnet_faucet_iota_sent_total"] - before["devnet_faucet_iota_sent_total"] == 60
+    assert after["devnet_faucet_queue_depth"] == 0
+    assert after['devnet_faucet_credits_total{outcome="failed"}'] == 0
+    assert after["devnet_faucet_round_seconds_count"] > before["devnet_faucet_round_seconds_count"]
+    assert after["devnet_faucet_balance_iota"] > 0
 
 
 @pytest.mark.parametrize(
