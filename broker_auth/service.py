@@ -32,6 +32,7 @@ from broker_auth.billing.pool import DepositAddresses
 from broker_auth.billing.revenue import Revenue
 from broker_auth.billing.watcher import Watcher
 from broker_auth.broker.control import DynsecClient
+from broker_auth.broker.metrics_account import MetricsAccount
 from broker_auth.broker.projector import Projector
 from broker_auth.broker.reconciler import Reconciler
 from broker_auth.catalog.demo import DEMO_DEVICE, seed_demo
@@ -142,6 +143,13 @@ def build_notifier(s: Settings, projector: Projector) -> tuple[SellerKeys, Notif
     """The seller's keys (sealed purchases) and the notifier that also keeps them retained."""
     keys = SellerKeys.load_or_create(Path(s.seller_key_file))
     return keys, Notifier(projector, s.mqtt_host, s.mqtt_port, retained=public_facts(keys))
+
+
+def build_metrics_account(s: Settings, projector: Projector) -> MetricsAccount | None:
+    """The $SYS exporter's client, when the exporter runs (its password is given)."""
+    if s.broker_metrics_mqtt_password is None:
+        return None
+    return MetricsAccount(projector, s.broker_metrics_mqtt_password.get_secret_value())
 
 
 def public_facts(keys: SellerKeys) -> dict[str, str]:
@@ -288,6 +296,7 @@ class Runtime:
         self.dynsec = build_dynsec(s, on_ready=self._broker_ready)
         self.projector = build_projector(self.store, self.dynsec, s, self.leader)
         self.seller_keys, self.notifier = build_notifier(s, self.projector)
+        self.metrics_account = build_metrics_account(s, self.projector)
         # Accounts and the catalog.
         self.accounts = Accounts(self.store, self.projector)
         self.sessions = Sessions(self.store, s.session_ttl_s)
@@ -405,6 +414,8 @@ class Runtime:
         self.lease.start()
         self.reconciler.start()
         self.notifier.start()
+        if self.metrics_account is not None:
+            self.metrics_account.start()
         self.expiry.start()
         self.watcher.start()
         if self.node_feed is not None:
@@ -417,6 +428,8 @@ class Runtime:
         self.watcher.stop()
         self.expiry.stop()
         self.notifier.stop()
+        if self.metrics_account is not None:
+            self.metrics_account.stop()
         self.reconciler.stop()
         self.lease.stop()  # released once the roles are stopped
         self.dynsec.stop()

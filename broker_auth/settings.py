@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(1883, alias="MQTT_PORT", ge=1, le=65535)
     dynsec_admin_username: str = Field("svc.broker-admin", alias="DYNSEC_ADMIN_USERNAME")
     dynsec_admin_password: SecretStr = Field(SecretStr(""), alias="DYNSEC_ADMIN_PASSWORD")
+    # Given: broker_auth creates the $SYS exporter's client (svc.metrics) with this password.
+    broker_metrics_mqtt_password: SecretStr | None = Field(
+        None, alias="BROKER_METRICS_MQTT_PASSWORD"
+    )
     dynsec_timeout_s: float = Field(5.0, alias="DYNSEC_TIMEOUT_S", gt=0)
     # Replicas: the payments lease (infra/leader.py). Hand-over within LEASE_TTL_S after the holder
     # dies; a holder stops acting LEASE_SAFETY_S before the others may take over.

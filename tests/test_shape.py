@@ -18,7 +18,16 @@ from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PRODUCT = ("broker_auth", "ingest", "simulator", "stack", "deploy", "devnet", "wallet")
+PRODUCT = (
+    "broker_auth",
+    "broker_metrics",
+    "ingest",
+    "simulator",
+    "stack",
+    "deploy",
+    "devnet",
+    "wallet",
+)
 HARNESS = ("testing", "tests", "bench")
 
 

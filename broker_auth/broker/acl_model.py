@@ -33,6 +33,8 @@ ROLE_INGEST = "svc-ingest"
 ROLE_AVG_READER = "avg-reader"
 NOTIFIER_USERNAME = "svc.notifier"
 ROLE_NOTIFIER = "svc-notifier"
+METRICS_USERNAME = "svc.metrics"  # iot-broker-metrics, Mosquitto's $SYS exporter
+ROLE_METRICS = "svc-metrics"
 ROLE_INFO_READER = "info-reader"
 INFO_PREFIX = "info"  # the shop's public facts, retained (info/seller-key)
 NOTIFY_PREFIX = "notify"
@@ -147,6 +149,14 @@ def notifier_role() -> Role:
     )
 
 
+def metrics_role() -> Role:
+    return Role(
+        ROLE_METRICS,
+        _read("$SYS/broker/#"),
+        "iot-broker-metrics: reads the broker's $SYS figures only",
+    )
+
+
 def info_reader_role() -> Role:
     return Role(ROLE_INFO_READER, _read(f"{INFO_PREFIX}/#"), "the shop's public facts")
 
@@ -162,6 +172,7 @@ def static_roles(live_prefix: str = "live", avg_prefix: str = "avg") -> list[Rol
         avg_reader_role(avg_prefix),
         info_reader_role(),
         notifier_role(),
+        metrics_role(),
     ]
 
 

@@ -1,0 +1,45 @@
+"""The `$SYS` exporter's MQTT client (svc.metrics), made by broker_auth once the broker answers.
+
+broker_auth administers the broker, so it creates the exporter's client and role (read
+`$SYS/broker/#`, nothing else) with BROKER_METRICS_MQTT_PASSWORD, which the exporter is given
+too: a broker set up before the exporter existed gets it at the next start, no bootstrap file to
+rewrite.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from broker_auth.broker import acl_model
+from broker_auth.broker.errors import BrokerError
+from broker_auth.broker.projector import Projector
+from broker_auth.infra.background import BackgroundWorker
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 2.0
+
+
+class MetricsAccount(BackgroundWorker):
+    def __init__(self, projector: Projector, password: str) -> None:
+        super().__init__("metrics-account")
+        self.projector = projector
+        self._password = password
+        self.done = False
+
+    def _run(self) -> None:
+        while not self.stopping:
+            try:
+                self.projector.ensure_role_client(
+                    acl_model.METRICS_USERNAME,
+                    self._password,
+                    acl_model.metrics_role(),
+                    "iot-broker-metrics ($SYS exporter)",
+                )
+            except BrokerError as exc:
+                log.debug("metrics client not made yet: %s", exc)
+                self._pause(RETRY_S)
+                continue
+            self.done = True
+            log.info("MQTT client %s ready for the $SYS exporter", acl_model.METRICS_USERNAME)
+            return

@@ -1,0 +1,1 @@
+"""Mosquitto's `$SYS` figures for Prometheus: a small MQTT -> /metrics bridge."""
