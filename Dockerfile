@@ -1,5 +1,5 @@
 # The project's own image: broker_auth (iot-broker-auth), the ingest worker (iot-ingest), the
-# simulator (iot-sim), the devnet (iot-devnet: Hornet and its faucet) and the compose `init` step
+# $SYS exporter (iot-broker-metrics), the simulator (iot-sim), the devnet (iot-devnet: Hornet and its faucet) and the compose `init` step
 # (python -m deploy.compose_init) all run from it.
 # No secret is baked in: everything comes from the environment at run time (see .env.example).
 # Plain Dockerfile syntax (no BuildKit-only features), so any `docker build` can build it.
@@ -32,6 +32,7 @@ COPY ingest ingest
 COPY simulator simulator
 COPY devnet devnet
 COPY broker_auth broker_auth
+COPY broker_metrics broker_metrics
 COPY wallet wallet
 COPY stack stack
 COPY deploy deploy
@@ -63,6 +64,7 @@ RUN groupadd --system --gid 10001 app \
     && install -d -o app -g app -m 750 /var/lib/iot /var/lib/iot/devnet /var/lib/iot/seller
 USER app
 WORKDIR /var/lib/iot
-# broker_auth's API and portal, the ingest worker's metrics, the devnet node and faucet.
-EXPOSE 8000 9102 14265 14266
+# broker_auth's API and portal, the ingest worker's and the $SYS exporter's metrics, the devnet
+# node and faucet.
+EXPOSE 8000 9102 9234 14265 14266
 CMD ["iot-broker-auth"]

@@ -54,6 +54,8 @@ class InitSettings(BaseSettings):
 
     dynsec_admin_password: str = Field(alias="DYNSEC_ADMIN_PASSWORD")
     ingest_mqtt_password: str = Field(alias="INGEST_MQTT_PASSWORD")
+    # Checked only when given (the compose file hands it to `init` for this preflight).
+    broker_metrics_mqtt_password: str | None = Field(None, alias="BROKER_METRICS_MQTT_PASSWORD")
     dynsec_file: Path = Field(
         Path("/init/mosquitto-data/dynamic-security.json"), alias="INIT_DYNSEC_FILE"
     )
@@ -87,6 +89,7 @@ def preflight(s: InitSettings) -> list[str]:
     secrets = {
         "DYNSEC_ADMIN_PASSWORD": s.dynsec_admin_password,
         "INGEST_MQTT_PASSWORD": s.ingest_mqtt_password,
+        "BROKER_METRICS_MQTT_PASSWORD": s.broker_metrics_mqtt_password,
         "BROKER_ADMIN_TOKEN": s.broker_admin_token,
         "INFLUX_TOKEN": s.influx_token,
         "INFLUXDB_ADMIN_PASSWORD": s.influxdb_admin_password,

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The project's own services (supervisord program names, or their prefix before "-N").
-OWN = ("broker_auth", "ingest", "averager", "simulator", "faucet", "pool-keeper")
+OWN = (
+    "broker_auth",
+    "ingest",
+    "averager",
+    "simulator",
+    "faucet",
+    "pool-keeper",
+    "broker_metrics",
+)
 SUPERVISOR = "supervisord"
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S* (\w+) ")
 _SHOWN_ALWAYS = {"ERROR", "CRITICAL", "FATAL"}

@@ -84,6 +84,7 @@ def service_environment(
         "API_PORT": str(s.api_port),
         "INGEST_METRICS_PORT": str(s.ingest_metrics_port),
         "INGEST_AVERAGER_METRICS_PORT": str(s.ingest_averager_metrics_port),
+        "BROKER_METRICS_PORT": str(s.broker_metrics_port),
         "SEED_DEMO": "true",
         "SIM_USERNAME": "device.plug-1",
         "SIM_PASSWORD": secrets["DEMO_DEVICE_PASSWORD"],
@@ -232,6 +233,7 @@ def write_supervisor_config(s: StackSettings, run_dir: Path, embedded_mongo: boo
             data,
         ),
         _pool_keeper_program(s, data),
+        _program("broker_metrics", [str(VENV_BIN / "iot-broker-metrics")], 30, data),
         _prometheus_program(s, data),
     ]
     if embedded_mongo:

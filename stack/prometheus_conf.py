@@ -1,10 +1,10 @@
 """`make run`'s Prometheus (Debian's, on loopback): what it scrapes and which alerts it loads.
 
 Every process `make run` starts that serves metrics: each broker_auth replica (its API port's
-/metrics), each ingest worker and the averager (their prometheus-client ports), Hornet (its
-Prometheus plugin), InfluxDB (/metrics), FerretDB (its debug handler's /debug/metrics) and
-Prometheus itself; the alert rules are the repository's `prometheus/alerts.yml`, the compose
-stack's too.
+/metrics), each ingest worker and the averager (their prometheus-client ports), Mosquitto (its
+$SYS figures, served by iot-broker-metrics), Hornet (its Prometheus plugin), the faucet,
+InfluxDB (/metrics), FerretDB (its debug handler's /debug/metrics) and Prometheus itself; the
+alert rules are the repository's `prometheus/alerts.yml`, the compose stack's too.
 The file is written as JSON, which is YAML: no YAML library in the product for it.
 """
 
@@ -33,7 +33,9 @@ def config(s: StackSettings) -> dict[str, object]:
     jobs = [
         _job("broker_auth", [s.api_port + i for i in range(s.broker_auth_replicas)]),
         _job("ingest", workers),
+        _job("mosquitto", [s.broker_metrics_port]),  # its $SYS figures, by iot-broker-metrics
         _job("hornet", [s.devnet_prometheus_port]),
+        _job("faucet", [s.faucet_port]),
         _job("influxdb", [s.influx_port]),
         _job("prometheus", [s.prometheus_port]),
     ]

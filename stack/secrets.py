@@ -17,6 +17,8 @@ GENERATED: dict[str, Callable[[], str]] = {
     "BROKER_ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),
     "DYNSEC_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(24),
     "INGEST_MQTT_PASSWORD": lambda: secrets.token_urlsafe(24),
+    # The $SYS exporter's MQTT login; broker_auth creates the client with it.
+    "BROKER_METRICS_MQTT_PASSWORD": lambda: secrets.token_urlsafe(24),
     "DEMO_DEVICE_PASSWORD": lambda: secrets.token_urlsafe(24),
     # The worker's persistent session id (made `svc.ingest:<value>`: ids with a user's prefix are
     # that user's alone, mosquitto/plugin); random, so it is not guessed or logged in full.

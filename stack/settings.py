@@ -48,4 +48,6 @@ class StackSettings(BaseSettings):
     prometheus_port: int = Field(9090, alias="PROMETHEUS_PORT")
     # Hornet's Prometheus plugin (the node's metrics), scraped by the Prometheus above.
     devnet_prometheus_port: int = Field(9311, alias="DEVNET_PROMETHEUS_PORT")
+    # iot-broker-metrics: Mosquitto's $SYS figures on /metrics (loopback), scraped as `mosquitto`.
+    broker_metrics_port: int = Field(9234, alias="BROKER_METRICS_PORT")
     sim_rate_hz: float = Field(2.0, alias="SIM_RATE_HZ")

@@ -20,7 +20,8 @@ from stack.secrets import read_env_file
 from testing import procs
 from testing.influx import Reader
 
-STORES = {"hornet": 1, "influxdb": 1, "ferretdb": 1}  # scraped beside our own processes
+# Scraped beside our own processes: the node, the stores, the faucet, Mosquitto (its exporter).
+STORES = {"hornet": 1, "influxdb": 1, "ferretdb": 1, "faucet": 1, "mosquitto": 1}
 
 
 def _stack_env(data_dir: Path) -> dict[str, str]:

@@ -44,6 +44,7 @@ ALL_SERVICES = {
     "mongo",
     "influxdb",
     "averager",
+    "broker_metrics",
     "grafana",
     "prometheus",
     "alertmanager",

@@ -28,7 +28,7 @@ INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 GO_IMAGE = "golang:1.22-bookworm"
 MOSQUITTO_DOCKERFILE = REPO / "mosquitto" / "docker" / "Dockerfile"
 PROJECT_SERVICES = {
-    "init", "broker_auth", "ingest", "averager", "simulator", "devnet", "faucet",
+    "init", "broker_auth", "broker_metrics", "ingest", "averager", "simulator", "devnet", "faucet",
 }  # fmt: skip
 
 
@@ -131,6 +131,7 @@ def test_project_services_run_the_project_image_and_its_console_scripts() -> Non
         "broker_auth": "iot-broker-auth",
         "ingest": "iot-ingest",
         "averager": "iot-averager",
+        "broker_metrics": "iot-broker-metrics",
         "simulator": "iot-sim",
         "devnet": "iot-devnet",
         "faucet": "iot-devnet",
@@ -191,6 +192,7 @@ def test_project_services_get_the_contract_names() -> None:
         ("broker_auth", "broker_auth.settings:Settings"),
         ("ingest", "ingest.settings:IngestSettings"),
         ("averager", "ingest.settings:IngestSettings"),
+        ("broker_metrics", "broker_metrics.settings:ExporterSettings"),
     ],
 )
 def test_environment_names_are_read_by_the_service(service: str, settings_path: str) -> None:
@@ -229,6 +231,7 @@ def test_required_secrets_use_the_error_form() -> None:
         "BROKER_ADMIN_TOKEN",
         "DYNSEC_ADMIN_PASSWORD",
         "INGEST_MQTT_PASSWORD",
+        "BROKER_METRICS_MQTT_PASSWORD",
         "INFLUX_TOKEN",
         "INFLUXDB_ADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",

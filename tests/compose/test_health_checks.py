@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -30,6 +31,7 @@ def run_check(service: str, port: int, host: str = "127.0.0.1") -> int:
     container_port = {
         "broker_auth": 8000,
         "ingest": 9102,
+        "broker_metrics": 9234,
         "devnet": 14265,
         "simulator": 1883,
     }[service]
@@ -105,3 +107,24 @@ def test_ingest_check_reads_the_real_worker_metrics(ingest_worker: IngestWorker)
 def test_simulator_check_reaches_the_broker(mosquitto: procs.MosquittoHandle) -> None:
     assert run_check("simulator", mosquitto.port) == 0
     assert run_check("simulator", procs.free_port()) != 0
+
+
+def test_broker_metrics_check_reads_the_real_exporter(tmp_path: Path) -> None:
+    """The exporter serves /metrics even before it reaches the broker (broker_connected 0)."""
+    port = procs.free_port()
+    exporter = procs.python_service(
+        "broker-metrics",
+        "broker_metrics",
+        tmp_path,
+        env={
+            "MQTT_PORT": str(procs.free_port()),  # no broker there
+            "BROKER_METRICS_MQTT_PASSWORD": "not-used-here",
+            "BROKER_METRICS_PORT": str(port),
+        },
+        ready=lambda: procs.port_open(port),
+    ).start()
+    try:
+        assert run_check("broker_metrics", port) == 0
+    finally:
+        exporter.stop()
+    assert run_check("broker_metrics", procs.free_port()) != 0
