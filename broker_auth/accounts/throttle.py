@@ -41,6 +41,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -230,7 +231,12 @@ class SlidingWindow:
     def _first_slot(self, h: str) -> int:
         with self._lock:
             memory = self._admitted.get(h)
-            return memory.next_slot % self.limit if memory is not None else 0
+            if memory is not None:
+                return memory.next_slot % self.limit
+        # A key this process has not admitted yet (another replica did, or this one before a
+        # restart): its taken slots run from 0 on, and walking them costs a read each. A
+        # random start lands on a free one at once unless the window is nearly full.
+        return secrets.randbelow(self.limit)
 
     def _remember(self, h: str, slot: int, doc_id: str, t: float) -> None:
         with self._lock:

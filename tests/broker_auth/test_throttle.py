@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
@@ -173,6 +173,43 @@ def test_concurrent_hits_across_replicas_admit_exactly_the_limit(
     assert replicas[0].hit("burst") is not None
     assert replicas[1].retry_after("burst") is not None
     assert replicas[1].retry_after("another key") is None
+
+
+class CountingCollection:
+    """The real collection, counting the requests a window sends it."""
+
+    def __init__(self, inner: Collection[Doc]) -> None:
+        self.inner = inner
+        self.requests = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.requests += 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+def test_a_restarted_replica_finds_a_free_slot_without_walking_the_taken_ones(
+    throttles: Collection[Doc],
+) -> None:
+    """A key with 300 events in a large window (a busy address): a replica that has not admitted
+    it yet (it just restarted) used to read all 300 taken slots before the free one, per
+    request; it now starts at a random slot."""
+    before = SlidingWindow(throttles, "restart", 100_000, 600.0)
+    for _ in range(300):
+        assert before.hit("busy") is None
+    costs = []
+    for _ in range(9):  # nine fresh replicas (or restarts), one request each
+        counting = CountingCollection(throttles)
+        fresh = SlidingWindow(cast("Collection[Doc]", counting), "restart", 100_000, 600.0)
+        assert fresh.hit("busy") is None
+        costs.append(counting.requests)
+    assert sorted(costs)[4] <= 5, costs  # the median: a read, the insert, a re-check
 
 
 def test_give_back_returns_one_place(throttles: Collection[Doc]) -> None:
