@@ -171,15 +171,22 @@ class Buyer:
     purchases: list[Purchase] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     mqtt_password: str = ""  # given at sign-up
+    # Each buyer comes from an address of its own (X-Forwarded-For, trusted from loopback), so
+    # the production throttles per address apply as they would.
+    client_ip: str = "10.0.0.1"
+
+    @property
+    def _from(self) -> dict[str, str]:
+        return {"X-Forwarded-For": self.client_ip}
 
     def run(self, start_at: float) -> None:
         if self.stop.wait(max(0.0, start_at - time.time())):
             return
         try:
             body = {"username": self.username, "password": harness.BUYER_PASSWORD}
-            self.mqtt_password = self.shop.call("POST", "/api/accounts", 201, json=body)[
-                "mqtt_password"
-            ]
+            self.mqtt_password = self.shop.call(
+                "POST", "/api/accounts", 201, json=body, headers=self._from
+            )["mqtt_password"]
         except Exception as exc:
             self.errors.append(f"sign-up: {type(exc).__name__}: {exc}")
             return
@@ -209,6 +216,7 @@ class Buyer:
             201,
             json={"product_id": self.product, "hours": self.buy_s / 3600},
             auth=auth,
+            headers=self._from,
         )
         signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         tail = retry(lambda: self.wallet.send(signed), 120)
@@ -227,7 +235,7 @@ class Buyer:
             p.credited_at = self._wait_credited(order["order_id"], auth)
         else:
             p.access_at = retry(self._access, 240)
-        grants = self.shop.call("GET", "/api/grants", 200, auth=auth)
+        grants = self.shop.call("GET", "/api/grants", 200, auth=auth, headers=self._from)
         ends = [parse_time(g["expires_at"]) for g in grants if g["product_id"] == self.product]
         return max(ends, default=time.time())
 
@@ -241,7 +249,9 @@ class Buyer:
     def _wait_credited(self, order_id: str, auth: tuple[str, str]) -> float:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not self.stop.is_set():
-            order = self.shop.call("GET", f"/api/orders/{order_id}", 200, auth=auth)
+            order = self.shop.call(
+                "GET", f"/api/orders/{order_id}", 200, auth=auth, headers=self._from
+            )
             if order.get("confirmed_iota", 0) >= order["amount_iota"]:
                 return time.time()
             time.sleep(0.25)

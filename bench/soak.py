@@ -9,7 +9,8 @@ broker_auth replicas (one holds the payments lease) with instant access on as in
 Load: `iot-sim` with SOAK_DEVICES (1,000) devices at SOAK_RATE_HZ (2) each on one QoS 1
 connection; SOAK_BUYERS (50) buyers who sign up, then buy BUY_S (120 s) of `live/sd-1/#` again
 and again, each from its own funded address: 60 % of the time they renew while the grant runs
-(the time stacks), else they let it end and buy again 5-30 s later.
+(the time stacks), else they let it end and buy again 5-30 s later. Each buyer calls from an
+address of its own (X-Forwarded-For from loopback), under the production throttles.
 
 Chaos: every SOAK_KILL_EVERY_S (120 s) one process picked at random (seeded: SOAK_SEED; in rounds
 of a shuffled list, so each is killed about as often as the others) gets
@@ -76,6 +77,17 @@ AUTOSAVE_INTERVAL_S = 10.0  # mosquitto/mosquitto.conf.template
 HANDOVER_S = 5.0 + 1.0  # LEASE_TTL_S, and the watch's own second
 CALM_AFTER_KILL_S = 30.0  # readings this long after a process is back count as "away"
 SERIES_PATH = RESULTS_DIR / "soak-rss.json"
+# broker_auth as make run has it: instant access on, the production throttles (each buyer has
+# an address of its own: X-Forwarded-For, trusted from loopback).
+AUTH_ENV = {
+    "INSTANT_ACCESS_MAX_S": "600",
+    "FORWARDED_ALLOW_IPS": "127.0.0.1",
+    "SIGNUP_MAX_PER_IP": "30",
+    "ORDER_MAX_PER_IP": "60",
+    "ORDER_MAX_PER_BUYER": "30",
+    "MAX_UNPAID_ORDERS": "3",
+    "MAX_UNPAID_QUOTES": "3",
+}
 
 
 class VisibilityProbe:
@@ -200,11 +212,11 @@ def run_soak(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         milestone_s=cfg["milestone_s"],
         watcher_s=WATCHER_INTERVAL_S,
         with_ingest=True,
-        auth_env={"INSTANT_ACCESS_MAX_S": "600"},  # as make run has it
+        auth_env=AUTH_ENV,
         ingest_workers=2,
         auth_replicas=2,
         crash_safe=True,
-        pool_size=cfg["buyers"] * 30,
+        pool_size=cfg["buyers"] * 25,
     )
     stop = threading.Event()
     periodic: list[harness.Periodic] = []
@@ -256,6 +268,7 @@ def run_soak(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                 f"soak-{run}-{i}",
                 random.Random(rng.random()),
                 stop,
+                client_ip=f"10.0.{i // 250}.{i % 250 + 1}",
             )
             for i in range(cfg["buyers"])
         ]
