@@ -107,6 +107,8 @@ class Shop:
         self.admin = stack.auth.admin
         self.deadline_s = deadline_s
         self.retries = 0
+        # Kept connections (a client per call would cost the benchmark a TLS context each).
+        self.http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64))
 
     def call(
         self, method: str, path: str, expect: int, deadline_s: float | None = None, **kw: Any
@@ -116,7 +118,7 @@ class Shop:
         while True:
             for url in self.urls:
                 try:
-                    r = httpx.request(method, url + path, timeout=10, **kw)
+                    r = self.http.request(method, url + path, **kw)
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}"
                     continue
@@ -174,10 +176,32 @@ class Buyer:
     # Each buyer comes from an address of its own (X-Forwarded-For, trusted from loopback), so
     # the production throttles per address apply as they would.
     client_ip: str = "10.0.0.1"
+    _token: str = field(default="", repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def _from(self) -> dict[str, str]:
         return {"X-Forwarded-For": self.client_ip}
+
+    @property
+    def _as_buyer(self) -> dict[str, str]:
+        return {**self._from, "Authorization": f"Bearer {self._token}"}
+
+    def _log_in(self) -> None:
+        """A session token, as an app uses (HTTP Basic checks the password on every call)."""
+        body = {"username": self.username, "password": harness.BUYER_PASSWORD}
+        self._token = self.shop.call("POST", "/api/sessions", 201, json=body, headers=self._from)[
+            "token"
+        ]
+
+    def start(self, at: float) -> None:
+        """Buy in a thread of its own from `at` (wall time) until `stop`."""
+        self._thread = threading.Thread(target=self.run, args=(at,), daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def run(self, start_at: float) -> None:
         if self.stop.wait(max(0.0, start_at - time.time())):
@@ -187,6 +211,7 @@ class Buyer:
             self.mqtt_password = self.shop.call(
                 "POST", "/api/accounts", 201, json=body, headers=self._from
             )["mqtt_password"]
+            self._log_in()
         except Exception as exc:
             self.errors.append(f"sign-up: {type(exc).__name__}: {exc}")
             return
@@ -209,14 +234,12 @@ class Buyer:
     def buy_once(self, renewal: bool) -> float:
         """One order paid; returns when the grant ends."""
         source = next(self.sources)
-        auth = (self.username, harness.BUYER_PASSWORD)
         order = self.shop.call(
             "POST",
             "/api/orders",
             201,
             json={"product_id": self.product, "hours": self.buy_s / 3600},
-            auth=auth,
-            headers=self._from,
+            headers=self._as_buyer,
         )
         signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         tail = retry(lambda: self.wallet.send(signed), 120)
@@ -232,10 +255,10 @@ class Buyer:
         self.purchases.append(p)
         self.clock.watch(signed.bundle_hash, tail)
         if renewal:
-            p.credited_at = self._wait_credited(order["order_id"], auth)
+            p.credited_at = self._wait_credited(order["order_id"])
         else:
             p.access_at = retry(self._access, 240)
-        grants = self.shop.call("GET", "/api/grants", 200, auth=auth, headers=self._from)
+        grants = self.shop.call("GET", "/api/grants", 200, headers=self._as_buyer)
         ends = [parse_time(g["expires_at"]) for g in grants if g["product_id"] == self.product]
         return max(ends, default=time.time())
 
@@ -246,12 +269,13 @@ class Buyer:
         access.probe.close()
         return access.granted_at
 
-    def _wait_credited(self, order_id: str, auth: tuple[str, str]) -> float:
+    def _wait_credited(self, order_id: str) -> float | None:
+        """When the order was seen credited; None if the soak ended first."""
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not self.stop.is_set():
-            order = self.shop.call(
-                "GET", f"/api/orders/{order_id}", 200, auth=auth, headers=self._from
-            )
+        while time.monotonic() < deadline:
+            if self.stop.is_set():
+                return None
+            order = self.shop.call("GET", f"/api/orders/{order_id}", 200, headers=self._as_buyer)
             if order.get("confirmed_iota", 0) >= order["amount_iota"]:
                 return time.time()
             time.sleep(0.25)

@@ -52,6 +52,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ class VisibilityProbe:
 
     def __init__(self, store: procs.InfluxHandle, devices: list[str]) -> None:
         self.reader = store.reader()
+        self.http = httpx.Client()  # a kept connection: it asks 4 times a second
         self.devices = devices
         self.newest = time.time()
         self.seen: set[tuple[str, int]] = set()
@@ -107,7 +109,8 @@ class VisibilityProbe:
         asked = time.time()
         body = self.reader.query(
             f'SELECT "value" FROM "reading" WHERE "device" =~ /^({pattern})$/'
-            f' AND time >= {since_ms}ms GROUP BY "device"'
+            f' AND time >= {since_ms}ms GROUP BY "device"',
+            self.http,
         )
         answered = time.time()
         self.poll_seconds.append(answered - asked)
@@ -206,6 +209,32 @@ def memory_figures(
 # ---------------------------------------------------------------- the run
 
 
+@dataclass
+class Run:
+    """What one soak sets going: the stack, its load, its observers and the killer."""
+
+    stack: harness.Stack
+    shop: Shop
+    clock: harness.ConfirmationClock
+    sim: procs.Proc
+    buyers: list[Buyer]
+    watch: GrantWatch
+    visibility: VisibilityProbe
+    sampler: Sampler
+    periodic: list[harness.Periodic]
+    killer: Killer
+    stop: threading.Event
+    begin: float
+    funding_s: float
+
+    def halt(self) -> None:
+        """Stop the killer, the buyers and the observers (each at most once, any time)."""
+        self.stop.set()
+        self.killer.stop()
+        for p in self.periodic:
+            p.stop()
+
+
 def run_soak(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     stack = harness.start_stack(
         workdir,
@@ -218,112 +247,116 @@ def run_soak(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         crash_safe=True,
         pool_size=cfg["buyers"] * 25,
     )
-    stop = threading.Event()
-    periodic: list[harness.Periodic] = []
-    killer: Killer | None = None
+    run: Run | None = None
     try:
-        stack.auth.create_product(PRODUCT, f"live/{PREFIX}1/#", PRICE)
-        wallet = harness.Wallet(stack.devnet)
-        funded = time.time()
-        sources = _Locked(iter(wallet.fund([int(PRICE * BUY_S / 3600)] * cfg["payments"])))
-        funded = time.time() - funded
-        clock = harness.ConfirmationClock(stack.devnet.url)
-        shop = Shop(stack)
-        sim = stack.simulator(
-            "simulator",
-            harness.PUBLISHER,
-            stack.publisher_password,
-            [
-                *("--devices", str(cfg["devices"]), "--device-prefix", PREFIX),
-                *("--rate", str(cfg["rate"]), "--duration", str(cfg["seconds"])),
-                *("--seed", "7", "--json", "--tally-seconds", "--drain-timeout", "120"),
-            ],
-        )
-        step = max(1, cfg["devices"] // 10)
-        visibility = VisibilityProbe(
-            stack.store, [f"{PREFIX}{i}" for i in range(1, 10 * step, step)]
-        )
-        watch = GrantWatch(shop, stack, product_rolename(PRODUCT), PRODUCT)
-        sim.start()
-        begin = time.time()
-        sampler = Sampler(stack)
-        periodic = [
-            harness.Periodic(SAMPLE_EVERY_S, sampler.sample, "sampler").start(),
-            harness.Periodic(VISIBILITY_POLL_S, visibility.poll, "visibility").start(),
-            harness.Periodic(1.0, watch.poll, "grant-watch").start(),
-        ]
-        killer = Killer(stack, cfg["kill_every_s"], RESTART_AFTER_S, cfg["seed"]).start()
-        rng = random.Random(cfg["seed"])
-        run = secrets.token_hex(3)
-        buyers = [
-            Buyer(
-                shop,
-                stack,
-                wallet,
-                clock,
-                sources,
-                PRODUCT,
-                f"live/{PREFIX}1/#",
-                BUY_S,
-                f"soak-{run}-{i}",
-                random.Random(rng.random()),
-                stop,
-                client_ip=f"10.0.{i // 250}.{i % 250 + 1}",
-            )
-            for i in range(cfg["buyers"])
-        ]
-        spacing = min(BUY_S, cfg["seconds"] / 4) / max(1, cfg["buyers"])
-        threads = [
-            threading.Thread(target=b.run, args=(begin + 2 + i * spacing,), daemon=True)
-            for i, b in enumerate(buyers)
-        ]
-        for t in threads:
-            t.start()
-        assert sim.popen is not None
-        sim.popen.wait(cfg["seconds"] + 300)
-        end = time.time()
-        kills = killer.stop()
-        killer = None
-        stop.set()
-        for t in threads:
-            t.join(300)
-        summary = harness.simulator_summary(sim)
-        caught_up = _wait_stored(stack, int(summary["published"]), PREFIX)
-        time.sleep(3)  # the last grants' ends, seen by the watch
-        for p in periodic:
-            p.stop()
-        periodic = []
-        stored = stored_by_second(stack.store, PREFIX, begin - 60, time.time() + 1)
-        payments = shop.call("GET", "/api/payments", 200, headers=shop.admin)
-        purchases = [p for b in buyers for p in b.purchases]
-        ledger = ledger_balances(stack.devnet.url, sorted({p.address for p in purchases}))
-        confirmed = clock.stop()
+        run = set_going(stack, cfg)
+        return finish(run, cfg)
     finally:
-        stop.set()
-        if killer is not None:
-            killer.stop()
-        for p in periodic:
-            p.stop()
+        if run is not None:
+            run.halt()
         stack.stop()
+
+
+def set_going(stack: harness.Stack, cfg: dict[str, Any]) -> Run:
+    """Fund the buyers' addresses, then start the devices, the observers, the killer and the
+    buyers (spread over the first BUY_S, or the first quarter of a short run)."""
+    stack.auth.create_product(PRODUCT, f"live/{PREFIX}1/#", PRICE)
+    wallet = harness.Wallet(stack.devnet)
+    funding = time.time()
+    sources = _Locked(iter(wallet.fund([int(PRICE * BUY_S / 3600)] * cfg["payments"])))
+    funding = time.time() - funding
+    clock = harness.ConfirmationClock(stack.devnet.url)
+    shop = Shop(stack)
+    sim = stack.simulator(
+        "simulator",
+        harness.PUBLISHER,
+        stack.publisher_password,
+        [
+            *("--devices", str(cfg["devices"]), "--device-prefix", PREFIX),
+            *("--rate", str(cfg["rate"]), "--duration", str(cfg["seconds"])),
+            *("--seed", "7", "--json", "--tally-seconds", "--drain-timeout", "120"),
+        ],
+    )
+    step = max(1, cfg["devices"] // 10)
+    visibility = VisibilityProbe(stack.store, [f"{PREFIX}{i}" for i in range(1, 10 * step, step)])
+    watch = GrantWatch(shop, stack, product_rolename(PRODUCT), PRODUCT)
+    sim.start()
+    begin = time.time()
+    sampler = Sampler(stack)
+    periodic = [
+        harness.Periodic(SAMPLE_EVERY_S, sampler.sample, "sampler").start(),
+        harness.Periodic(VISIBILITY_POLL_S, visibility.poll, "visibility").start(),
+        harness.Periodic(1.0, watch.poll, "grant-watch").start(),
+    ]
+    killer = Killer(stack, cfg["kill_every_s"], RESTART_AFTER_S, cfg["seed"]).start()
+    stop = threading.Event()
+    rng = random.Random(cfg["seed"])
+    tag = secrets.token_hex(3)
+    buyers = [
+        Buyer(
+            *(shop, stack, wallet, clock, sources, PRODUCT, f"live/{PREFIX}1/#", BUY_S),
+            *(f"soak-{tag}-{i}", random.Random(rng.random()), stop),
+            client_ip=f"10.0.{i // 250}.{i % 250 + 1}",
+        )
+        for i in range(cfg["buyers"])
+    ]
+    spacing = min(BUY_S, cfg["seconds"] / 4) / max(1, cfg["buyers"])
+    for i, buyer in enumerate(buyers):
+        buyer.start(begin + 2 + i * spacing)
+    return Run(
+        *(stack, shop, clock, sim, buyers, watch, visibility, sampler, periodic, killer, stop),
+        *(begin, funding),
+    )
+
+
+def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Once the devices are done: stop the chaos and the buyers, wait for the store, and read
+    back what the store, the API and the ledger hold."""
+    assert run.sim.popen is not None
+    run.sim.popen.wait(cfg["seconds"] + 300)
+    end = time.time()
+    kills = run.killer.stop()
+    run.stop.set()
+    for buyer in run.buyers:
+        buyer.join(300)
+    summary = harness.simulator_summary(run.sim)
+    caught_up = _wait_stored(run.stack, int(summary["published"]), PREFIX)
+    time.sleep(3)  # the last grants' ends, seen by the watch
+    run.halt()
+    purchases = [p for b in run.buyers for p in b.purchases]
     return {
         "summary": summary,
-        "begin": begin,
+        "begin": run.begin,
         "end": end,
         "caught_up": caught_up,
-        "stored_by_second": stored,
+        "stored_by_second": stored_by_second(
+            run.stack.store, PREFIX, run.begin - 60, time.time() + 1
+        ),
         "kills": kills,
-        "sampler": sampler,
-        "visibility": visibility,
+        "sampler": run.sampler,
+        "visibility": run.visibility,
         "purchases": purchases,
-        "confirmed": confirmed,
-        "payments": payments,
-        "ledger": ledger,
-        "overdue": watch.results(),
-        "watch_misses": watch.misses,
-        "buyer_errors": [e for b in buyers for e in b.errors],
-        "api_retries": shop.retries,
-        "funding_s": funded,
+        "payments": all_payments(run.shop),
+        "ledger": ledger_balances(run.stack.devnet.url, sorted({p.address for p in purchases})),
+        "confirmed": run.clock.stop(),
+        "overdue": run.watch.results(),
+        "watch_misses": run.watch.misses,
+        "buyer_errors": [e for b in run.buyers for e in b.errors],
+        "api_retries": run.shop.retries,
+        "funding_s": run.funding_s,
     }
+
+
+def all_payments(shop: Shop) -> list[dict[str, Any]]:
+    """Every payment record (the API answers 1,000 a page)."""
+    found: list[dict[str, Any]] = []
+    while True:
+        page = shop.call(
+            "GET", f"/api/payments?limit=1000&offset={len(found)}", 200, headers=shop.admin
+        )
+        found += page
+        if len(page) < 1000:
+            return found
 
 
 class _Locked:

@@ -126,13 +126,18 @@ def quoted(value: str) -> str:
 
 
 def influxql(
-    url: str, statement: str, token: str | None, params: Mapping[str, str] | None = None
+    url: str,
+    statement: str,
+    token: str | None,
+    params: Mapping[str, str] | None = None,
+    client: httpx.Client | None = None,
 ) -> dict[str, Any]:
-    """Run one InfluxQL statement; raises RuntimeError with InfluxDB's reason when it fails."""
+    """Run one InfluxQL statement; raises RuntimeError with InfluxDB's reason when it fails.
+
+    `client`: a kept connection for callers that ask often (else one per call)."""
     headers = {"Authorization": f"Token {token}"} if token else {}
-    r = httpx.post(
-        f"{url}/query", data={"q": statement, **(params or {})}, headers=headers, timeout=30
-    )
+    post = client.post if client is not None else httpx.post
+    r = post(f"{url}/query", data={"q": statement, **(params or {})}, headers=headers, timeout=30)
     body: dict[str, Any] = r.json() if r.content else {}
     errors = [body.get("error")] + [res.get("error") for res in body.get("results", [])]
     reasons = [e for e in errors if e]

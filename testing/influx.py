@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from stack.influxdb import DATABASE, influxql, quoted
 
 
@@ -17,9 +19,10 @@ class Reader:
     token: str
     database: str = DATABASE
 
-    def query(self, statement: str) -> dict[str, Any]:
-        """One InfluxQL statement on the database, timestamps in ms."""
-        return influxql(self.url, statement, self.token, {"db": self.database, "epoch": "ms"})
+    def query(self, statement: str, client: httpx.Client | None = None) -> dict[str, Any]:
+        """One InfluxQL statement on the database, timestamps in ms (`client`: see influxql)."""
+        params = {"db": self.database, "epoch": "ms"}
+        return influxql(self.url, statement, self.token, params, client)
 
     def series(
         self, measurement: str, field: str, **tags: str
