@@ -36,12 +36,16 @@ T = TypeVar("T")
 SPARED = ("hornet-coordinator", "simulator")
 
 
+RESTART_FOR_S = 600.0  # how long a killed process is started again before it counts as lost
+
+
 @dataclass
 class Kill:
     name: str
     at: float
     back_at: float | None = None
-    error: str | None = None
+    attempts: int = 0  # starts it took
+    error: str | None = None  # the last failed start's
 
 
 class Killer:
@@ -87,16 +91,21 @@ class Killer:
         proc.kill()
         print(f"chaos: SIGKILL {name} at +{kill.at - self.began:.0f} s", flush=True)
         time.sleep(self.restart_after_s)
-        for attempt in range(3):
+        # Again and again, as supervisord and Docker do: a start may fail while the machine or
+        # a dependency is slow (broker_auth exits when MongoDB times out at its start).
+        deadline = time.monotonic() + RESTART_FOR_S
+        while True:
+            kill.attempts += 1
             try:
                 proc.start()
                 kill.back_at = time.time()
                 return kill
-            except Exception as exc:  # recorded; the soak goes on with what is left
-                kill.error = f"attempt {attempt + 1}: {type(exc).__name__}: {exc}"[:500]
+            except Exception as exc:
+                kill.error = f"start {kill.attempts}: {type(exc).__name__}: {exc}"[:300]
                 proc.kill()
-                time.sleep(2)
-        return kill
+                if time.monotonic() > deadline:
+                    return kill  # recorded: the soak goes on without it
+                time.sleep(self.restart_after_s)
 
 
 class Shop:

@@ -540,6 +540,7 @@ def kill_figures(r: dict[str, Any]) -> list[dict[str, Any]]:
             "process": k.name,
             "at_s": round(k.at - r["begin"]),
             "back_after_s": harness.rounded(k.back_at - k.at, 1) if k.back_at else None,
+            "starts": k.attempts,
             **({"error": k.error} if k.error else {}),
         }
         for k in r["kills"]
