@@ -185,6 +185,7 @@ class Buyer:
     # Each buyer comes from an address of its own (X-Forwarded-For, trusted from loopback), so
     # the production throttles per address apply as they would.
     client_ip: str = "10.0.0.1"
+    on_paid: Callable[[str, float, bool], None] | None = None  # (username, sent at, renewal)
     _token: str = field(default="", repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -251,6 +252,8 @@ class Buyer:
             headers=self._as_buyer,
         )
         signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
+        if self.on_paid is not None:  # before it leaves: access may follow at once
+            self.on_paid(self.username, time.time(), renewal)
         tail = retry(lambda: self.wallet.send(signed), 120)
         p = Purchase(
             self.username,
@@ -309,7 +312,7 @@ class Overdue:
     ends_at: float
     last_seen_granted: float  # the role seen in Mosquitto this late (a lower bound)
     gone_seen: float | None = None  # first seen without it (an upper bound)
-    renewed: bool = False  # a later purchase took over before the role was seen gone
+    renewed: bool = False  # a renewal sent before the end extended it (not counted as late)
 
 
 class GrantWatch:
@@ -325,6 +328,25 @@ class GrantWatch:
         self.done: list[Overdue] = []
         self._closed: set[tuple[str, float]] = set()
         self.misses = 0  # rounds the API or the broker did not answer
+        self._paid: dict[str, list[tuple[float, bool]]] = {}  # username -> (sent, renewal)
+        self._lock = threading.Lock()
+
+    def paid(self, username: str, at: float, renewal: bool) -> None:
+        """A buyer sent a payment (the buyers' threads call this)."""
+        with self._lock:
+            self._paid.setdefault(username, []).append((at, renewal))
+
+    def _renewed_in_time(self, watched: Overdue) -> bool:
+        """A renewal sent before the end (its credit may land after it): not a late revocation."""
+        with self._lock:
+            sent = list(self._paid.get(watched.username, []))
+        return any(r and watched.ends_at - 300 < at <= watched.ends_at for at, r in sent)
+
+    def _bought_again(self, watched: Overdue, by: float) -> bool:
+        """The buyer paid again after the end: from then on a role may be the new purchase's."""
+        with self._lock:
+            sent = list(self._paid.get(watched.username, []))
+        return any(watched.ends_at < at <= by for at, _ in sent)
 
     def _refresh_ends(self) -> None:
         for g in self.shop.all_grants():
@@ -335,8 +357,8 @@ class GrantWatch:
             if end > self.ends.get(user, 0.0):
                 self.ends[user] = end
                 watched = self.watching.pop(user, None)
-                if watched is not None:
-                    watched.renewed = True
+                if watched is not None:  # a later grant: only a timely renewal is excused
+                    watched.renewed = self._renewed_in_time(watched)
                     self.done.append(watched)
 
     def poll(self) -> None:
@@ -351,7 +373,12 @@ class GrantWatch:
             for user, watched in list(self.watching.items()):
                 asked = time.time()
                 if self.role in {r["rolename"] for r in _roles(control.get_client(user))}:
-                    watched.last_seen_granted = asked
+                    if self._bought_again(watched, asked):
+                        # Seen this late at least (last_seen_granted); past this, it may be
+                        # the new purchase's access: the entry closes, counted.
+                        self.done.append(self.watching.pop(user))
+                    else:
+                        watched.last_seen_granted = asked
                 else:
                     watched.gone_seen = asked
                     self.done.append(self.watching.pop(user))
