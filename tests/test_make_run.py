@@ -29,6 +29,7 @@ def _stack_env(data_dir: Path) -> dict[str, str]:
         "MQTT_PORT", "MQTT_TLS_PORT", "MQTT_WS_PORT", "API_PORT", "FERRETDB_PORT",
         "FERRETDB_DEBUG_PORT", "INFLUX_PORT", "INFLUX_RPC_PORT", "DEVNET_PORT", "FAUCET_PORT",
         "INGEST_METRICS_PORT", "DEVNET_ZMQ_PORT", "PROMETHEUS_PORT", "DEVNET_PROMETHEUS_PORT",
+        "BROKER_METRICS_PORT",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URL", "BROKER_ADMIN_TOKEN")}
     env.update({name: str(procs.free_port()) for name in names})
@@ -98,14 +99,34 @@ def _alert_rules(env: dict[str, str]) -> set[str]:
     return {rule["name"] for group in groups for rule in group["rules"]}
 
 
+def _query(env: dict[str, str], expr: str) -> list[float]:
+    url = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}/api/v1/query"
+    try:
+        result = httpx.get(url, params={"query": expr}, timeout=5).json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return []
+    return [float(r["value"][1]) for r in result]
+
+
 def _wait_scraped(env: dict[str, str], want: dict[str, int]) -> None:
-    """Every process of the run is scraped and up (`want`: job -> how many targets)."""
+    """Every process of the run is scraped and up (`want`: job -> how many targets), and the
+    $SYS exporter reads the broker (its login works: broker_auth made it with the password)."""
     procs.wait_until(
         lambda: (_scraped(env) or {}) == {job: ["up"] * n for job, n in want.items()},
         60,
         f"Prometheus scraping {want}",
     )
-    assert {"DepositPoolEmpty", "NoPaymentsLeader", "ProcessDown"} <= _alert_rules(env)
+    procs.wait_until(
+        lambda: (
+            _query(env, "mosquitto_broker_connected") == [1.0]
+            and (_query(env, "mosquitto_clients_connected") or [0.0])[0] >= 2
+        ),
+        60,
+        "Mosquitto's $SYS figures in Prometheus",
+    )
+    assert {"DepositPoolEmpty", "NoPaymentsLeader", "ProcessDown", "BrokerDown"} <= _alert_rules(
+        env
+    )
 
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 broker_auth administers the broker, so it creates the exporter's client and role (read
 `$SYS/broker/#`, nothing else) with BROKER_METRICS_MQTT_PASSWORD, which the exporter is given
-too: a broker set up before the exporter existed gets it at the next start, no bootstrap file to
-rewrite.
+too: a broker set up before the exporter existed gets it at the next start, and a role changed
+by hand is brought back to its ACLs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from broker_auth.infra.background import BackgroundWorker
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+WARN_AFTER = 15  # failed attempts (about 30 s) before the seller is told
 
 
 class MetricsAccount(BackgroundWorker):
@@ -28,18 +29,23 @@ class MetricsAccount(BackgroundWorker):
         self.done = False
 
     def _run(self) -> None:
+        failures = 0
         while not self.stopping:
             try:
-                self.projector.ensure_role_client(
-                    acl_model.METRICS_USERNAME,
-                    self._password,
-                    acl_model.metrics_role(),
-                    "iot-broker-metrics ($SYS exporter)",
-                )
+                self._provision()
             except BrokerError as exc:
-                log.debug("metrics client not made yet: %s", exc)
+                failures += 1
+                level = logging.WARNING if failures == WARN_AFTER else logging.DEBUG
+                log.log(level, "the $SYS exporter's MQTT client is not made yet: %s", exc)
                 self._pause(RETRY_S)
                 continue
             self.done = True
             log.info("MQTT client %s ready for the $SYS exporter", acl_model.METRICS_USERNAME)
             return
+
+    def _provision(self) -> None:
+        role = acl_model.metrics_role()
+        self.projector.ensure_role_client(
+            acl_model.METRICS_USERNAME, self._password, role, "iot-broker-metrics ($SYS exporter)"
+        )
+        self.projector.dynsec.modify_role_acls(role)  # least privilege, whatever was there

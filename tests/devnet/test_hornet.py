@@ -95,7 +95,8 @@ def test_faucet_batches_concurrent_requests(node: Node) -> None:
     assert after[sent] - before.get(sent, 0) == 6
     assert after["devnet_faucet_iota_sent_total"] - before["devnet_faucet_iota_sent_total"] == 60
     assert after["devnet_faucet_queue_depth"] == 0
-    assert after['devnet_faucet_credits_total{outcome="failed"}'] == 0
+    failed = 'devnet_faucet_credits_total{outcome="failed"}'
+    assert after[failed] == before[failed]
     assert after["devnet_faucet_round_seconds_count"] > before["devnet_faucet_round_seconds_count"]
     assert after["devnet_faucet_balance_iota"] > 0
 

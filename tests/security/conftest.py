@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import testing.mqtt
-from broker_auth.broker.acl_model import Acl, Client, Role
+from broker_auth.broker.acl_model import METRICS_USERNAME, Acl, Client, Role
 from stack.mqtt_probe import default_qos
 from testing import procs
 from testing.broker_auth import AuthStack, place_order, start_auth_stack
@@ -274,6 +274,7 @@ def full_stack(
 ) -> Iterator[FullStack]:
     workdir = tmp_path_factory.mktemp("security")
     observer_password = secrets.token_urlsafe(18)
+    metrics_password = secrets.token_urlsafe(18)  # the $SYS exporter's, made by broker_auth
     broker = mosquitto_factory(
         "security-mosquitto",
         extra_clients=[Client(OBSERVER, observer_password, (OBSERVER_ROLE,))],
@@ -290,7 +291,12 @@ def full_stack(
             ferret.url,
             node_url,
             # DEBUG everywhere: the log audit must see the chattiest the services can be.
-            {"LOG_LEVEL": "DEBUG", **influx.writer_env, "GRANTS_ACTIVE_INTERVAL_S": "1"},
+            {
+                "LOG_LEVEL": "DEBUG",
+                **influx.writer_env,
+                "GRANTS_ACTIVE_INTERVAL_S": "1",
+                "BROKER_METRICS_MQTT_PASSWORD": metrics_password,
+            },
         )
         ingest = start_ingest(workdir / "ingest", broker, influx, INGEST_LOG_LEVEL="DEBUG")
         stack = FullStack(
@@ -316,6 +322,9 @@ def full_stack(
         ]
         stack.secrets["InfluxDB writer password"] = influx.credentials.writer_password
         stack.secrets["InfluxDB admin password"] = influx.credentials.admin_password
+        stack.secrets["$SYS exporter's MQTT password"] = metrics_password
+        wait_for(lambda: auth.client_roles(METRICS_USERNAME), 30, "the exporter's client")
+        stack.principals["metrics"] = Principal("metrics", METRICS_USERNAME, metrics_password)
         _walk_the_story(stack)
         yield stack
     finally:

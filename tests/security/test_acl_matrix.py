@@ -12,7 +12,8 @@ command). The expected matrix is the design's "Topics" section:
   `info/` (broker_auth's notifier keeps the seller's key retained there);
 - a device publishes only to `live/<its id>/#`; the ingest worker reads `live/#` and publishes
   `avg/#`; only the admin client uses `$CONTROL` (its grant is `$CONTROL/dynamic-security/#`,
-  so even it may not subscribe to all of `$CONTROL/#`); nobody touches `$SYS`.
+  so even it may not subscribe to all of `$CONTROL/#`); only the `$SYS` exporter's login
+  (`svc.metrics`) reads `$SYS/broker/#`, and nothing else; nobody publishes to `$SYS`.
 
 The measured matrix is printed at the end of the run.
 """
@@ -42,6 +43,8 @@ SUBSCRIBE = {
     "$CONTROL/#": "$CONTROL/#",
     "$CONTROL/dynsec/#": "$CONTROL/dynamic-security/#",
     "$SYS/#": "$SYS/#",
+    # Mosquitto's figures (retained): iot-broker-metrics' only.
+    "$SYS/broker/#": "$SYS/broker/#",
     "notify/<buyer>": "notify/{buyer}",  # the notifications of "buyer (grant)"
     "notify/#": "notify/#",
     # What ingest workers forward to the averager: raw readings, the ingest role's only.
@@ -72,6 +75,7 @@ ALLOWED_SUBSCRIBE: dict[str, set[str]] = {
     "device B": set(),
     "ingest": {"live/A/x", "live/B/x", "ingest/accepted", "$share/g/live/A/x"},
     "admin": {"$CONTROL/dynsec/#"},
+    "metrics": {"$SYS/broker/#"},
 }
 ALLOWED_PUBLISH: dict[str, set[str]] = {
     "anonymous": set(),
@@ -82,6 +86,7 @@ ALLOWED_PUBLISH: dict[str, set[str]] = {
     "device B": {"live/B/x"},
     "ingest": {"avg/1m/A/x", "ingest/accepted"},
     "admin": {"$CONTROL/dynsec/v1"},
+    "metrics": set(),
 }
 
 
