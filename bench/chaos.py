@@ -127,7 +127,7 @@ class Shop:
         while True:
             for url in self.urls:
                 try:
-                    r = self.http.request(method, url + path, **kw)
+                    r = self.http.request(method, url + path, **kw)  # timeout=: per call
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}"
                     continue
