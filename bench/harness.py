@@ -527,7 +527,11 @@ def _start_ingest(stack: Stack, workers: int) -> list[procs.Proc]:
             }
         name = f"ingest-{i}" if workers > 1 else "ingest"
         worker = procs.python_service(
-            name, "ingest", stack.workdir / name, env, ready=_mqtt_ready(port)
+            name,
+            "ingest",
+            stack.workdir / name,
+            env,
+            ready=mqtt_ready(f"http://127.0.0.1:{port}/metrics"),
         )
         stack.ingest.append(worker)
         stack.ingest_metrics_ports.append(port)
@@ -536,19 +540,24 @@ def _start_ingest(stack: Stack, workers: int) -> list[procs.Proc]:
         port = procs.free_port()
         env = {**base, "INGEST_AVERAGER_METRICS_PORT": str(port)}
         stack.averager = procs.python_service(
-            "averager", "ingest.averager", stack.workdir / "averager", env, ready=_mqtt_ready(port)
+            "averager",
+            "ingest.averager",
+            stack.workdir / "averager",
+            env,
+            ready=mqtt_ready(f"http://127.0.0.1:{port}/metrics"),
         )
         started.append(stack.averager.start())
     return started
 
 
-def _mqtt_ready(metrics_port: int) -> Callable[[], bool]:
+def mqtt_ready(metrics_url: str) -> Callable[[], bool]:
+    """A readiness check of an ingest worker or the averager: connected and subscribed."""
+
     def ready() -> bool:
         try:
-            metrics = scrape_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
+            return scrape_metrics(metrics_url).get("ingest_mqtt_ready") == 1.0
         except OSError:
             return False
-        return metrics.get("ingest_mqtt_ready") == 1.0
 
     return ready
 

@@ -174,7 +174,7 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
                 "ingest",
                 b.workdir,
                 env,
-                ready=_ready_check(url),
+                ready=harness.mqtt_ready(url),
             )
         )
     averager_url: str | None = None
@@ -196,7 +196,7 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
                 "ingest.averager",
                 b.workdir,
                 env,
-                ready=_ready_check(url),
+                ready=harness.mqtt_ready(url),
             )
         )
     urls = [f"http://127.0.0.1:{p}/metrics" for p in ports]
@@ -217,16 +217,6 @@ def workers(b: Bench, count: int, prefix: str) -> Consumer:
         [f"{OWN}bench-{prefix}avg"] if count > 1 else []
     )
     return Consumer(processes, done, lambda: b.stored(prefix), client_ids=ids)
-
-
-def _ready_check(url: str) -> Callable[[], bool]:
-    def ready() -> bool:
-        try:
-            return scrape_metrics(url).get("ingest_mqtt_ready") == 1.0
-        except OSError:
-            return False
-
-    return ready
 
 
 def telegraf(b: Bench, prefix: str) -> Consumer:

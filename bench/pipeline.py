@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import harness
 from testing import procs
 from testing.scrape import scrape_metrics
 
@@ -122,12 +123,7 @@ def run_pipeline(
         "INGEST_LOG_LEVEL": "WARNING",
     }
 
-    def ready() -> bool:
-        try:
-            return scrape_metrics(metrics_url).get("ingest_mqtt_ready") == 1.0
-        except OSError:
-            return False
-
+    ready = harness.mqtt_ready(metrics_url)
     worker = procs.python_service(f"ingest-{prefix}", "ingest", workdir, env, ready=ready)
     custom = _worker_argv(profile_to)
     if custom:
