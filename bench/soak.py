@@ -66,6 +66,8 @@ from bench.chaos import Buyer, GrantWatch, Kill, Killer, Overdue, Purchase, Shop
 from bench.common import RESULTS_DIR, write_result
 from broker_auth.broker.reconciliation import product_rolename
 from testing import procs
+from testing.broker_auth import AuthStack
+from testing.scrape import scrape_metrics
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "soak-live"
@@ -327,6 +329,7 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
     caught_up = _wait_stored(run.stack, int(summary["published"]), PREFIX)
     time.sleep(3)  # the last grants' ends, seen by the watch
     run.halt()
+    store_time = store_time_by_collection([run.stack.auth, *run.stack.replicas])
     purchases = [p for b in run.buyers for p in b.purchases]
     return {
         "summary": summary,
@@ -347,6 +350,43 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
         "buyer_errors": [e for b in run.buyers for e in b.errors],
         "api_retries": run.shop.retries,
         "funding_s": run.funding_s,
+        "store_time": store_time,
+    }
+
+
+STORE_SECONDS = "broker_auth_store_command_seconds"
+_LABELS = re.compile(r'(\w+)="([^"]*)"')
+
+
+def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[str, Any]:
+    """Where the replicas' time in the store went (since each one's last start), the costliest
+    command and collection first: what to look at when the store saturates."""
+    seconds: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for replica in replicas:
+        try:
+            scraped = scrape_metrics(f"{replica.api_url}/metrics")
+        except OSError:
+            continue
+        for key, value in scraped.items():
+            name, _, labels = key.partition("{")
+            if name not in (f"{STORE_SECONDS}_sum", f"{STORE_SECONDS}_count"):
+                continue
+            found = dict(_LABELS.findall(labels))
+            what = f"{found.get('command')} {found.get('collection')}"
+            (seconds if name.endswith("_sum") else calls)[what] += value
+    return {
+        "seconds_total": round(sum(seconds.values()), 1),
+        "calls_total": int(sum(calls.values())),
+        "costliest": [
+            {
+                "command": what,
+                "seconds": round(s, 1),
+                "calls": int(calls[what]),
+                "mean_ms": round(1000 * s / calls[what], 1) if calls[what] else None,
+            }
+            for what, s in seconds.most_common(top)
+        ],
     }
 
 
@@ -612,6 +652,7 @@ def main() -> int:
         "readings": reading_figures(r),
         "payments": payment_figures(r),
         "grants": grant_figures(r),
+        "store_time": r["store_time"],
         "memory": memory,
         "settings": {
             "kill_every_s": cfg["kill_every_s"],

@@ -28,7 +28,7 @@ from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.outbox import Outbox, OutboxDrainer
 from broker_auth.billing.payments import Payments
-from broker_auth.billing.pool import DepositAddresses
+from broker_auth.billing.pool import COUNTS_MAX_AGE_S, DepositAddresses
 from broker_auth.billing.revenue import Revenue
 from broker_auth.billing.watcher import Watcher
 from broker_auth.broker.control import DynsecClient
@@ -40,6 +40,7 @@ from broker_auth.catalog.devices import Devices
 from broker_auth.catalog.last_readings import LastReadings
 from broker_auth.catalog.products import Products
 from broker_auth.errors import UnavailableError
+from broker_auth.infra import metrics
 from broker_auth.infra.db import Store
 from broker_auth.infra.events import EventWriter
 from broker_auth.infra.leader import Leader, PaymentsLease
@@ -52,7 +53,6 @@ from broker_auth.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MONGO_STARTUP_TIMEOUT_S = 60.0
 BROKER_STARTUP_WAIT_S = 10.0
 
 
@@ -314,6 +314,7 @@ class Runtime:
         # Billing.
         self.ledger = IriLedger(s.iota_node_url, timeout_s=s.node_timeout_s)
         self.pool = DepositAddresses(self.store, self.ledger, s.deposit_pool_low_water)
+        metrics.DEPOSIT_ADDRESSES.source = lambda: self.pool.counts(COUNTS_MAX_AGE_S)
         self.orders = build_orders(self.store, self.pool, self.ledger, s)
         self.payments = build_payments(self.store, self.events, self.outbox, s)
         self.revenue = Revenue(self.store)
@@ -395,12 +396,15 @@ class Runtime:
             log.warning("deposit address refused: %s (%s)", refused["address"], refused["reason"])
         return True
 
-    def start(self) -> None:
-        self.store.wait_ready(MONGO_STARTUP_TIMEOUT_S)
+    def _prepare_store(self) -> None:
+        """What the store must hold before serving (retried by `wait_ready` until it does)."""
         self.pool.migrate_queue()
         self.orders.migrate_records()
         self._addresses_loaded()  # else the watcher tries again before each poll
-        self.pool.refresh_gauge()
+        self.pool.counts()
+
+    def start(self) -> None:
+        self.store.wait_ready(then=self._prepare_store)
         self.events.start()
         self.outbox_drainer.start()
         self.dynsec.start()

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
+from broker_auth.infra.store_metrics import StoreCommandTimer
+
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+
+# The first start-up attempt's deadline (doubled after each failed one, up to the max).
+STARTUP_ATTEMPT_S = 30.0
+STARTUP_ATTEMPT_MAX_S = 600.0
 
 
 class Store:
@@ -33,6 +41,7 @@ class Store:
             connectTimeoutMS=ms,
             socketTimeoutMS=max(ms * 3, 5000),
             appname="broker_auth",
+            event_listeners=[StoreCommandTimer()],
         )
         self.db = self.client[database]
         self.accounts: Collection[Doc] = self.db["accounts"]
@@ -78,6 +87,10 @@ class Store:
         self.deposit_addresses.create_index(
             [("state", ASCENDING), ("added_at", ASCENDING)], name="deposit_address_state"
         )
+        # The free queue's head (billing/pool.py), in hand-out order.
+        self.deposit_addresses.create_index(
+            [("state", ASCENDING), ("queued_at", ASCENDING)], name="deposit_address_queue"
+        )
         self.deposit_addresses.create_index(
             [("state", ASCENDING), ("queued_at", ASCENDING)], name="deposit_address_queue"
         )
@@ -90,18 +103,32 @@ class Store:
         self.grants.create_index([("username", ASCENDING)], name="grant_username")
         self.sessions.create_index([("username", ASCENDING)], name="session_username")
 
-    def wait_ready(self, timeout_s: float) -> None:
-        """Wait for the database at start-up (it may start after us under supervisord)."""
-        deadline = time.monotonic() + timeout_s
+    def wait_ready(self, then: Callable[[], object] = lambda: None) -> None:
+        """Wait for the database at start-up, then run `then` (the start-up's migrations and
+        reads), again until the store takes both.
+
+        The store may start after us (supervisord), or be too loaded to answer within the
+        usual socket timeout (a replica restarted while its peers keep it busy): each attempt
+        gets twice the time of the last, up to STARTUP_ATTEMPT_MAX_S, and the service never
+        exits for it, since a restart would only begin the same reads again.
+        """
+        budget = STARTUP_ATTEMPT_S
         while True:
+            began = time.monotonic()
             try:
-                self.ping()
-                self.ensure_indexes()
+                with pymongo.timeout(budget):
+                    self.ping()
+                    self.ensure_indexes()
+                    then()
                 return
             except PyMongoError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("MongoDB not ready yet (%s); retrying", type(exc).__name__)
+                log.warning(
+                    "MongoDB did not take the start-up in %.0f s (%s); trying again with %.0f s",
+                    time.monotonic() - began,
+                    type(exc).__name__,
+                    min(budget * 2, STARTUP_ATTEMPT_MAX_S),
+                )
+                budget = min(budget * 2, STARTUP_ATTEMPT_MAX_S)
                 time.sleep(1.0)
 
     def ping(self) -> bool:

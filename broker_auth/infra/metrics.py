@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pymongo.errors import PyMongoError
 
 HTTP_REQUESTS = Counter(
     "broker_auth_http_requests_total", "HTTP requests", ["method", "route", "status"]
@@ -39,9 +44,38 @@ REVOKE_LAG_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
 )
 
-DEPOSIT_ADDRESSES = Gauge(
-    "broker_auth_deposit_addresses", "Deposit addresses of the pool by state", ["state"]
+STORE_COMMAND_SECONDS = Histogram(
+    "broker_auth_store_command_seconds",
+    "MongoDB commands by name and collection (the whole round trip)",
+    ["command", "collection"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 6.0),
 )
+
+
+class PoolCounts(Collector):
+    """`broker_auth_deposit_addresses{state}`, counted when Prometheus asks (the pool's counts
+    are cached: billing/pool.py), not after every hand-out; nothing while the store is down."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int]] | None = None  # set by the service
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "broker_auth_deposit_addresses",
+            "Deposit addresses of the pool by state",
+            labels=["state"],
+        )
+        try:
+            counts = self.source() if self.source is not None else {}
+        except PyMongoError:
+            counts = {}  # broker_auth_mongo_up says why
+        for state, n in sorted(counts.items()):
+            family.add_metric([state], n)
+        yield family
+
+
+DEPOSIT_ADDRESSES = PoolCounts()
+REGISTRY.register(DEPOSIT_ADDRESSES)
 WATCHED_ADDRESSES = Gauge("broker_auth_watched_addresses", "Addresses the watcher polls")
 WATCHER_POLLS = Counter("broker_auth_watcher_polls_total", "Watcher polls", ["result"])
 WATCHER_POLL_SECONDS = Histogram("broker_auth_watcher_poll_seconds", "Watcher poll duration")

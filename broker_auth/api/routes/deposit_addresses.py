@@ -59,9 +59,7 @@ def list_deposit_addresses(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> DepositAddressList:
     docs = rt.pool.page(state, limit, offset)
-    return DepositAddressList(
-        counts=rt.pool.refresh_gauge(), addresses=[address_out(d) for d in docs]
-    )
+    return DepositAddressList(counts=rt.pool.counts(), addresses=[address_out(d) for d in docs])
 
 
 @router.post(
