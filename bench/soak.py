@@ -361,8 +361,8 @@ _LABELS = re.compile(r'(\w+)="([^"]*)"')
 def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[str, Any]:
     """Where the replicas' time in the store went (since each one's last start), the costliest
     command and collection first: what to look at when the store saturates."""
-    seconds: Counter[str] = Counter()
-    calls: Counter[str] = Counter()
+    seconds: dict[str, float] = {}
+    calls: dict[str, float] = {}
     for replica in replicas:
         try:
             scraped = scrape_metrics(f"{replica.api_url}/metrics")
@@ -374,7 +374,8 @@ def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[s
                 continue
             found = dict(_LABELS.findall(labels))
             what = f"{found.get('command')} {found.get('collection')}"
-            (seconds if name.endswith("_sum") else calls)[what] += value
+            into = seconds if name.endswith("_sum") else calls
+            into[what] = into.get(what, 0.0) + value
     return {
         "seconds_total": round(sum(seconds.values()), 1),
         "calls_total": int(sum(calls.values())),
@@ -385,7 +386,7 @@ def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[s
                 "calls": int(calls[what]),
                 "mean_ms": round(1000 * s / calls[what], 1) if calls[what] else None,
             }
-            for what, s in seconds.most_common(top)
+            for what, s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]
         ],
     }
 
