@@ -365,7 +365,7 @@ def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[s
     calls: dict[str, float] = {}
     for replica in replicas:
         try:
-            scraped = scrape_metrics(f"{replica.api_url}/metrics")
+            scraped = scrape_metrics(f"{replica.api_url}/metrics", timeout=60)
         except OSError:
             continue
         for key, value in scraped.items():

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pymongo
+
 from broker_auth.access.expiry import ExpiryScheduler
 from broker_auth.access.grants import Grants
 from broker_auth.access.instant_access import Limits
@@ -28,7 +30,8 @@ from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.outbox import Outbox, OutboxDrainer
 from broker_auth.billing.payments import Payments
-from broker_auth.billing.pool import COUNTS_MAX_AGE_S, DepositAddresses
+from broker_auth.billing.pool import DepositAddresses
+from broker_auth.billing.pool_counts import COUNTS_MAX_AGE_S
 from broker_auth.billing.revenue import Revenue
 from broker_auth.billing.watcher import Watcher
 from broker_auth.broker.control import DynsecClient
@@ -54,6 +57,7 @@ from broker_auth.settings import Settings
 log = logging.getLogger(__name__)
 
 BROKER_STARTUP_WAIT_S = 10.0
+SCRAPE_STORE_TIMEOUT_S = 2.0
 
 
 def resolve_admin_token(settings: Settings) -> str:
@@ -314,7 +318,7 @@ class Runtime:
         # Billing.
         self.ledger = IriLedger(s.iota_node_url, timeout_s=s.node_timeout_s)
         self.pool = DepositAddresses(self.store, self.ledger, s.deposit_pool_low_water)
-        metrics.DEPOSIT_ADDRESSES.source = lambda: self.pool.counts(COUNTS_MAX_AGE_S)
+        metrics.DEPOSIT_ADDRESSES.source = self._pool_counts_for_scrape
         self.orders = build_orders(self.store, self.pool, self.ledger, s)
         self.payments = build_payments(self.store, self.events, self.outbox, s)
         self.revenue = Revenue(self.store)
@@ -395,6 +399,11 @@ class Runtime:
         for refused in result.refused[:20]:
             log.warning("deposit address refused: %s (%s)", refused["address"], refused["reason"])
         return True
+
+    def _pool_counts_for_scrape(self) -> dict[str, int]:
+        # A scrape must answer within its timeout: a loaded store gets 2 s, then the last counts.
+        with pymongo.timeout(SCRAPE_STORE_TIMEOUT_S):
+            return self.pool.counts(COUNTS_MAX_AGE_S)
 
     def _prepare_store(self) -> None:
         """What the store must hold before serving (retried by `wait_ready` until it does)."""

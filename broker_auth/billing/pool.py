@@ -9,7 +9,9 @@ Handing out is atomic without transactions: an order is inserted with its addres
 unique index on `orders.address`, so of two processes taking the same free address only one
 insert succeeds; the loser tries the next one. The pool document is flipped to `assigned`
 after the insert; a crash in between leaves a free document whose address an order holds,
-which the next taker finds (its insert fails), repairs and skips.
+which the next taker finds (its insert fails), repairs and skips. A process takes from its own
+copy of the free queue's head (queue_head.py), each address read again by `_id` first: on
+FerretDB, reading the head means reading the whole pool.
 
 Each assigned address has an entry in the watch list (watch_list.py), the watcher's working
 set. `accounted_iota` is how much of the address's confirmed ledger value has been recorded as
@@ -22,9 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,6 +31,8 @@ from typing import Literal
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from broker_auth.billing.pool_counts import COUNTS_MAX_AGE_S, PoolCounts
+from broker_auth.billing.queue_head import Candidate, QueueHead
 from broker_auth.billing.watch_list import WatchList
 from broker_auth.errors import ConflictError, NotFoundError, UnavailableError
 from broker_auth.infra.clock import as_utc, utcnow
@@ -43,15 +44,7 @@ log = logging.getLogger(__name__)
 AddressState = Literal["free", "assigned", "closed", "swept"]
 STATES: tuple[AddressState, ...] = ("free", "assigned", "closed", "swept")
 MAX_TAKE_ATTEMPTS = 50
-# Hand-outs take from a copy of the free queue's head read this many at a time, each address
-# read again by `_id` before it is used: reading the head means reading the whole pool on
-# FerretDB (sorted: 2.9 s a read with 1,250 addresses in the chaos soak), once per order before.
-HEAD_BATCH = 32
 QUEUE_ORDER = [("queued_at", ASCENDING), ("added_at", ASCENDING)]
-# Counting the pool reads all of it (FerretDB scans for anything but an `_id`), and /healthz
-# and /metrics, which ask, are open: they get counts at most this old (this process's own
-# hand-outs and releases are applied to them at once).
-COUNTS_MAX_AGE_S = 5.0
 
 
 class PoolEmptyError(UnavailableError):
@@ -85,11 +78,8 @@ class DepositAddresses:
         self.col = store.deposit_addresses
         self.watch = WatchList(store)
         self._warned_low = False
-        self._counts: dict[str, int] | None = None
-        self._counted_at = 0.0  # monotonic
-        self._counts_lock = threading.Lock()  # one scan at a time; the others wait for it
-        self._head: deque[str] = deque()
-        self._head_lock = threading.Lock()
+        self._counts = PoolCounts(self._count_by_state)
+        self._head = QueueHead(self._read_head)  # hand-outs read the queue through it
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, addresses: Iterable[str]) -> LoadResult:
@@ -150,55 +140,61 @@ class DepositAddresses:
         order_expires_at: dt.datetime,
     ) -> str:
         """Insert the order with a free address (`insert_order(address, accounted_iota)`),
-        atomically; the free queue's head first.
+        atomically; the free queue's head first, from this process's copy of it (queue_head.py).
 
         `insert_order` raises AddressTakenError when another order holds the address.
         """
         skipped: set[str] = set()
         attempts = refills = 0
         while attempts < MAX_TAKE_ATTEMPTS and refills <= MAX_TAKE_ATTEMPTS:
-            address = self._next_of_head(skipped)
-            if address is None:
-                if not self._read_head(skipped):
-                    self._none_free()
+            candidate = self._head.next(skipped)
+            if candidate is None:
+                if not self._head.refill(skipped):
+                    self._counts.none_free()
                     raise PoolEmptyError()
                 refills += 1
                 continue
-            doc = self.col.find_one({"_id": address})
-            if doc is None or doc.get("state") != "free":
-                continue  # another replica took it since the head was read
-            attempts += 1
-            if self._spent_since_loaded(address) or self._value_unrecorded(doc):
-                skipped.add(address)
-                continue
             try:
-                insert_order(address, int(doc.get("accounted_iota", 0)))
-            except AddressTakenError:
-                self._repair(address)  # an order holds it already (a race, or a crash)
-                skipped.add(address)
-                continue
-            self._watch(address, order_id, watch_until, order_expires_at, doc)
-            self._after_take()
-            return address
+                doc = self.col.find_one({"_id": candidate.address})
+                if (
+                    doc is None
+                    or doc.get("state") != "free"
+                    or doc.get("queued_at") != candidate.queued_at
+                ):
+                    continue  # taken since the head was read (and maybe let go: queued behind)
+                attempts += 1
+                if self._hand_out(doc, insert_order, order_id, watch_until, order_expires_at):
+                    return candidate.address
+                skipped.add(candidate.address)
+            finally:
+                self._head.done(candidate.address)
         raise UnavailableError("deposit addresses are contended; try again")
 
-    def _read_head(self, skipped: set[str]) -> bool:
-        """This process's copy of the free queue's head: HEAD_BATCH addresses in hand-out order
-        (an address let go meanwhile is queued behind them); False if none is free."""
-        query: Doc = {"state": "free", "_id": {"$nin": list(skipped)}}
-        docs = self.col.find(query, {"_id": 1}).sort(QUEUE_ORDER).limit(HEAD_BATCH)
-        head = [str(d["_id"]) for d in docs]
-        with self._head_lock:
-            self._head = deque(head)
-        return bool(head)
+    def _hand_out(
+        self,
+        doc: Doc,
+        insert_order: Callable[[str, int], None],
+        order_id: str,
+        watch_until: dt.datetime,
+        order_expires_at: dt.datetime,
+    ) -> bool:
+        """Give the free address to the order; False if it may not have it now."""
+        address = str(doc["_id"])
+        if self._spent_since_loaded(address) or self._value_unrecorded(doc):
+            return False
+        try:
+            insert_order(address, int(doc.get("accounted_iota", 0)))
+        except AddressTakenError:
+            self._repair(address)  # an order holds it already (a race, or a crash)
+            return False
+        self._watch(address, order_id, watch_until, order_expires_at, doc)
+        self._after_take()
+        return True
 
-    def _next_of_head(self, skipped: set[str]) -> str | None:
-        with self._head_lock:
-            while self._head:
-                address = self._head.popleft()
-                if address not in skipped:
-                    return address
-        return None
+    def _read_head(self, leave_out: set[str], limit: int) -> list[Candidate]:
+        query: Doc = {"state": "free", "_id": {"$nin": sorted(leave_out)}}
+        docs = self.col.find(query, {"queued_at": 1}).sort(QUEUE_ORDER).limit(limit)
+        return [Candidate(str(d["_id"]), d.get("queued_at")) for d in docs]
 
     def _spent_since_loaded(self, address: str) -> bool:
         """Checked again at hand-out: the seller's seed may have spent it elsewhere meanwhile."""
@@ -265,7 +261,8 @@ class DepositAddresses:
         )
 
     def _after_take(self) -> None:
-        free = self._counted(free=-1, assigned=+1).get("free", 0)
+        self._counts.move(free=-1, assigned=+1)
+        free = self.counts(COUNTS_MAX_AGE_S).get("free", 0)
         if free < self.low_water and not self._warned_low:
             log.warning(
                 "deposit-address pool low: %d free (DEPOSIT_POOL_LOW_WATER %d); add addresses",
@@ -346,7 +343,7 @@ class DepositAddresses:
             changes["$max"] = {"accounted_iota": accounted}
         self.col.update_one({"_id": address, "state": "assigned", "order_id": order_id}, changes)
         log.info("deposit address %s free again (order %s let it go)", address, order_id)
-        self._counted(free=+1, assigned=-1)
+        self._counts.move(free=+1, assigned=-1)
 
     def finish_releases(self) -> int:
         """Assigned addresses without a watch-list entry: a release a crash cut short."""
@@ -374,30 +371,14 @@ class DepositAddresses:
         return self.counts(COUNTS_MAX_AGE_S).get("free", 0)
 
     def counts(self, max_age_s: float = 0.0) -> dict[str, int]:
-        """Addresses by state, read from the store unless the last count is under `max_age_s`
-        old."""
-        with self._counts_lock:
-            if self._counts is None or time.monotonic() - self._counted_at >= max_age_s:
-                counts: dict[str, int] = dict.fromkeys(STATES, 0)
-                for doc in self.col.find({}, {"state": 1}):
-                    counts[str(doc.get("state"))] = counts.get(str(doc.get("state")), 0) + 1
-                self._counts, self._counted_at = counts, time.monotonic()
-            return dict(self._counts)
+        """Addresses by state, read again unless the last read is under `max_age_s` old."""
+        return self._counts.get(max_age_s)
 
-    def _counted(self, **moves: int) -> dict[str, int]:
-        """This process's own hand-out or release applied to the last count."""
-        if self._counts is None:
-            return self.counts()
-        with self._counts_lock:
-            for state, move in moves.items():
-                self._counts[state] = max(0, self._counts[state] + move)  # may be stale: >= 0
-            return dict(self._counts)
-
-    def _none_free(self) -> None:
-        """A hand-out found no free address: the count says so until the next one."""
-        with self._counts_lock:
-            if self._counts is not None:
-                self._counts["free"] = 0
+    def _count_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for doc in self.col.find({}, {"state": 1}):
+            counts[str(doc.get("state"))] = counts.get(str(doc.get("state")), 0) + 1
+        return counts
 
     def page(self, state: AddressState | None, limit: int, offset: int) -> list[Doc]:
         query: Doc = {"state": state} if state else {}

@@ -18,7 +18,7 @@ from typing import Any
 import pymongo
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from broker_auth.infra.store_metrics import StoreCommandTimer
 
@@ -26,9 +26,15 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-# The first start-up attempt's deadline (doubled after each failed one, up to the max).
+# The first start-up attempt's deadline (doubled after each failed one, up to the max: also
+# how long a stop may wait while the store does not answer).
 STARTUP_ATTEMPT_S = 30.0
-STARTUP_ATTEMPT_MAX_S = 600.0
+STARTUP_ATTEMPT_MAX_S = 120.0
+
+
+def transient(exc: PyMongoError) -> bool:
+    """A store that does not answer (yet, or in time), as opposed to one that says no."""
+    return isinstance(exc, ConnectionFailure) or exc.timeout
 
 
 class Store:
@@ -87,10 +93,6 @@ class Store:
         self.deposit_addresses.create_index(
             [("state", ASCENDING), ("added_at", ASCENDING)], name="deposit_address_state"
         )
-        # The free queue's head (billing/pool.py), in hand-out order.
-        self.deposit_addresses.create_index(
-            [("state", ASCENDING), ("queued_at", ASCENDING)], name="deposit_address_queue"
-        )
         self.deposit_addresses.create_index(
             [("state", ASCENDING), ("queued_at", ASCENDING)], name="deposit_address_queue"
         )
@@ -109,8 +111,9 @@ class Store:
 
         The store may start after us (supervisord), or be too loaded to answer within the
         usual socket timeout (a replica restarted while its peers keep it busy): each attempt
-        gets twice the time of the last, up to STARTUP_ATTEMPT_MAX_S, and the service never
-        exits for it, since a restart would only begin the same reads again.
+        gets twice the time of the last, up to STARTUP_ATTEMPT_MAX_S, and the service does not
+        exit for it, since a restart would only begin the same reads again. An error that
+        waiting cannot cure (refused credentials, a conflicting index) is raised at once.
         """
         budget = STARTUP_ATTEMPT_S
         while True:
@@ -122,13 +125,16 @@ class Store:
                     then()
                 return
             except PyMongoError as exc:
+                if not transient(exc):
+                    raise
+                budget = min(budget * 2, STARTUP_ATTEMPT_MAX_S)
                 log.warning(
-                    "MongoDB did not take the start-up in %.0f s (%s); trying again with %.0f s",
+                    "MongoDB did not take the start-up in %.0f s (%s: %s); again with %.0f s",
                     time.monotonic() - began,
                     type(exc).__name__,
-                    min(budget * 2, STARTUP_ATTEMPT_MAX_S),
+                    str(exc)[:200],
+                    budget,
                 )
-                budget = min(budget * 2, STARTUP_ATTEMPT_MAX_S)
                 time.sleep(1.0)
 
     def ping(self) -> bool:

@@ -187,7 +187,7 @@ class PaymentsLease(BackgroundWorker):
         self._warned = False
         return held
 
-    def _standby_pause(self, floor: float) -> float:
+    def standby_pause(self, floor: float) -> float:
         """Until the lease another holds expires (it renews before: we look again then)."""
         if self._seen_until is None:
             return floor
@@ -208,7 +208,7 @@ class PaymentsLease(BackgroundWorker):
                 next_housekeeping = time.monotonic() + self.housekeeping_interval_s
                 with contextlib.suppress(PyMongoError):  # next time
                     self.housekeeping()
-            self._pause(renew_every if self.held() else self._standby_pause(look_every))
+            self._pause(renew_every if self.held() else self.standby_pause(look_every))
 
     def stop(self) -> None:
         super().stop()

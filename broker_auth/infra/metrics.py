@@ -52,12 +52,14 @@ STORE_COMMAND_SECONDS = Histogram(
 )
 
 
-class PoolCounts(Collector):
+class DepositAddressGauge(Collector):
     """`broker_auth_deposit_addresses{state}`, counted when Prometheus asks (the pool's counts
-    are cached: billing/pool.py), not after every hand-out; nothing while the store is down."""
+    are cached: billing/pool_counts.py), not after every hand-out. While the store does not
+    answer, the last counts (so DepositPoolEmpty does not resolve during an outage)."""
 
     def __init__(self) -> None:
         self.source: Callable[[], dict[str, int]] | None = None  # set by the service
+        self._last: dict[str, int] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -66,15 +68,16 @@ class PoolCounts(Collector):
             labels=["state"],
         )
         try:
-            counts = self.source() if self.source is not None else {}
+            if self.source is not None:
+                self._last = self.source()
         except PyMongoError:
-            counts = {}  # broker_auth_mongo_up says why
-        for state, n in sorted(counts.items()):
+            pass  # the last counts; broker_auth_mongo_up says the store is down
+        for state, n in sorted(self._last.items()):
             family.add_metric([state], n)
         yield family
 
 
-DEPOSIT_ADDRESSES = PoolCounts()
+DEPOSIT_ADDRESSES = DepositAddressGauge()
 REGISTRY.register(DEPOSIT_ADDRESSES)
 WATCHED_ADDRESSES = Gauge("broker_auth_watched_addresses", "Addresses the watcher polls")
 WATCHER_POLLS = Counter("broker_auth_watcher_polls_total", "Watcher polls", ["result"])

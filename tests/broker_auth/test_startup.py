@@ -1,15 +1,18 @@
 """broker_auth may start before Mosquitto (as under supervisord): it serves, reports the broker
 down, and seeds and reconciles as soon as the broker comes up. It waits for a store that does
-not answer (a restart under load) instead of exiting."""
+not answer (a restart under load) instead of exiting, and exits on one that says no."""
 
 from __future__ import annotations
 
 import secrets
 import signal
 import threading
+import time
 
 import pytest
+from pymongo.errors import OperationFailure
 
+from broker_auth.infra.db import Store
 from testing import procs
 from testing.broker_auth import AuthStack, start_auth_stack
 from testing.procs import wait_for
@@ -99,3 +102,17 @@ def test_waits_out_a_store_that_does_not_answer_instead_of_exiting(
             stack.close()
         ferret_proc.stop()
         broker.proc.stop()
+
+
+def test_start_up_raises_at_once_what_waiting_cannot_cure(ferret: Mongo) -> None:
+    """A store that answers no (here: a command it does not know) is not waited for: the
+    service exits with the error instead of retrying for ever."""
+    store = Store(ferret.url, f"metrics_{secrets.token_hex(4)}")
+    try:
+        began = time.monotonic()
+        with pytest.raises(OperationFailure):
+            store.wait_ready(then=lambda: store.db.command("noSuchCommandAnywhere"))
+        assert time.monotonic() - began < 10
+    finally:
+        store.client.drop_database(store.db.name)
+        store.close()
