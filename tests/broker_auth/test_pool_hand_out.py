@@ -37,18 +37,17 @@ def replicas(store: Store, devnet: procs.Devnet, n: int = 2) -> list[DepositAddr
 def take(pool: DepositAddresses) -> tuple[str, str]:
     """One order takes an address, as orders.py does: (address, order id)."""
     order_id = secrets.token_hex(8)
+    now = utcnow()
+    until = now + dt.timedelta(hours=1)
 
     def insert_order(address: str, accounted: int) -> None:
+        order = {"_id": order_id, "address": address, "tag": order_id, "created_at": now}
         try:
-            pool.store.orders.insert_one(
-                {"_id": order_id, "address": address, "tag": order_id, "created_at": utcnow()}
-            )
+            pool.store.orders.insert_one({**order, "watch_until": until, "expires_at": until})
         except DuplicateKeyError as exc:
             raise AddressTakenError(address) from exc
 
-    now = utcnow()
-    hour = dt.timedelta(hours=1)
-    return pool.take(insert_order, order_id, now + hour, now + hour), order_id
+    return pool.take(insert_order, order_id, until, until), order_id
 
 
 def test_an_address_let_go_queues_behind_the_others_in_every_replica(
@@ -91,7 +90,7 @@ def test_concurrent_hand_outs_from_two_replicas_give_each_address_once(
         t.start()
     for t in threads:
         t.join(120)
-    assert sorted(got) == sorted(x), "each address handed out once, none left"
+    assert sorted(got) == sorted(x), f"each address handed out once, none left: {errors}"
     assert len(errors) == 4 and all(isinstance(e, PoolEmptyError) for e in errors), errors
     assert {d["state"] for d in store.deposit_addresses.find({})} == {"assigned"}
     assert pools[0].counts()["assigned"] == 24
