@@ -60,6 +60,7 @@ from typing import Any
 
 import httpx
 from iota import Address
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import harness
 from bench.chaos import Buyer, GrantWatch, Kill, Killer, Overdue, Purchase, Shop
@@ -67,7 +68,7 @@ from bench.common import RESULTS_DIR, write_result
 from broker_auth.broker.reconciliation import product_rolename
 from testing import procs
 from testing.broker_auth import AuthStack
-from testing.scrape import scrape_metrics
+from testing.scrape import http_text
 
 WATCHER_INTERVAL_S = 0.5
 PRODUCT = "soak-live"
@@ -355,7 +356,6 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 STORE_SECONDS = "broker_auth_store_command_seconds"
-_LABELS = re.compile(r'(\w+)="([^"]*)"')
 
 
 def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[str, Any]:
@@ -365,17 +365,17 @@ def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[s
     calls: dict[str, float] = {}
     for replica in replicas:
         try:
-            scraped = scrape_metrics(f"{replica.api_url}/metrics", timeout=60)
+            page = http_text(f"{replica.api_url}/metrics", timeout=60)
         except OSError:
             continue
-        for key, value in scraped.items():
-            name, _, labels = key.partition("{")
-            if name not in (f"{STORE_SECONDS}_sum", f"{STORE_SECONDS}_count"):
+        for family in text_string_to_metric_families(page):
+            if family.name != STORE_SECONDS:
                 continue
-            found = dict(_LABELS.findall(labels))
-            what = f"{found.get('command')} {found.get('collection')}"
-            into = seconds if name.endswith("_sum") else calls
-            into[what] = into.get(what, 0.0) + value
+            for sample in family.samples:
+                into = {f"{STORE_SECONDS}_sum": seconds, f"{STORE_SECONDS}_count": calls}
+                if sample.name in into:
+                    what = f"{sample.labels['command']} {sample.labels['collection']}"
+                    into[sample.name][what] = into[sample.name].get(what, 0.0) + sample.value
     return {
         "seconds_total": round(sum(seconds.values()), 1),
         "calls_total": int(sum(calls.values())),
