@@ -266,10 +266,14 @@ class Buyer:
         )
         self.purchases.append(p)
         self.clock.watch(signed.bundle_hash, tail)
-        if renewal:
-            p.credited_at = self._wait_credited(order["order_id"])
-        else:
-            p.access_at = retry(self._access, 240)
+        try:
+            if renewal:
+                p.credited_at = self._wait_credited(order["order_id"])
+            else:
+                p.access_at = retry(self._access, 240)
+        except Exception as exc:  # kept on the purchase: the soak says what became of it
+            p.error = f"{type(exc).__name__}: {exc}"[:200]
+            raise
         grants = self.shop.call("GET", "/api/grants", 200, headers=self._as_buyer)
         ends = [parse_time(g["expires_at"]) for g in grants if g["product_id"] == self.product]
         return max(ends, default=time.time())

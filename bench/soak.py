@@ -232,6 +232,7 @@ class Run:
     stop: threading.Event
     begin: float
     funding_s: float
+    store_probe: StoreTimeProbe
 
     def halt(self) -> None:
         """Stop the killer, the buyers and the observers (each at most once, any time)."""
@@ -289,7 +290,9 @@ def set_going(stack: harness.Stack, cfg: dict[str, Any]) -> Run:
     sim.start()
     begin = time.time()
     sampler = Sampler(stack)
+    store_probe = StoreTimeProbe([stack.auth, *stack.replicas], begin)
     periodic = [
+        harness.Periodic(STORE_TIME_EVERY_S, store_probe.sample, "store-time").start(),
         harness.Periodic(SAMPLE_EVERY_S, sampler.sample, "sampler").start(),
         harness.Periodic(VISIBILITY_POLL_S, visibility.poll, "visibility").start(),
         harness.Periodic(1.0, watch.poll, "grant-watch").start(),
@@ -312,7 +315,7 @@ def set_going(stack: harness.Stack, cfg: dict[str, Any]) -> Run:
         buyer.start(begin + 2 + i * spacing)
     return Run(
         *(stack, shop, clock, sim, buyers, watch, visibility, sampler, periodic, killer, stop),
-        *(begin, funding),
+        *(begin, funding, store_probe),
     )
 
 
@@ -352,43 +355,87 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
         "api_retries": run.shop.retries,
         "funding_s": run.funding_s,
         "store_time": store_time,
+        "store_time_by_interval": run.store_probe.intervals,
     }
 
 
 STORE_SECONDS = "broker_auth_store_command_seconds"
+STORE_TIME_EVERY_S = float(os.environ.get("SOAK_STORE_TIME_EVERY_S", "180"))
+
+
+def store_time_of(replica: AuthStack) -> dict[str, tuple[float, float]]:
+    """One replica's time in the store since its last start: {"command collection": (seconds,
+    calls)}; empty when it does not answer within 60 s (killed, or saturated)."""
+    try:
+        page = http_text(f"{replica.api_url}/metrics", timeout=60)
+    except OSError:
+        return {}
+    table: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(page):
+        if family.name != STORE_SECONDS:
+            continue
+        for sample in family.samples:
+            what = f"{sample.labels.get('command')} {sample.labels.get('collection')}"
+            s, n = table.get(what, (0.0, 0.0))
+            if sample.name == f"{STORE_SECONDS}_sum":
+                table[what] = (s + sample.value, n)
+            elif sample.name == f"{STORE_SECONDS}_count":
+                table[what] = (s, n + sample.value)
+    return table
+
+
+def costliest(table: dict[str, tuple[float, float]], top: int) -> dict[str, Any]:
+    return {
+        "seconds_total": round(sum(s for s, _ in table.values()), 1),
+        "calls_total": int(sum(n for _, n in table.values())),
+        "costliest": [
+            {
+                "command": what,
+                "seconds": round(s, 1),
+                "calls": int(n),
+                "mean_ms": round(1000 * s / n, 1) if n else None,
+            }
+            for what, (s, n) in sorted(table.items(), key=lambda kv: -kv[1][0])[:top]
+        ],
+    }
 
 
 def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[str, Any]:
     """Where the replicas' time in the store went (since each one's last start), the costliest
     command and collection first: what to look at when the store saturates."""
-    seconds: dict[str, float] = {}
-    calls: dict[str, float] = {}
+    total: dict[str, tuple[float, float]] = {}
     for replica in replicas:
-        try:
-            page = http_text(f"{replica.api_url}/metrics", timeout=60)
-        except OSError:
-            continue
-        for family in text_string_to_metric_families(page):
-            if family.name != STORE_SECONDS:
+        for what, (s, n) in store_time_of(replica).items():
+            s0, n0 = total.get(what, (0.0, 0.0))
+            total[what] = (s0 + s, n0 + n)
+    return costliest(total, top)
+
+
+class StoreTimeProbe:
+    """Every STORE_TIME_EVERY_S: where the replicas' store time went in that interval, so a
+    cost that grows with the run shows when it starts growing (a restarted replica's counters
+    start again at 0: its first read after a restart counts from the restart)."""
+
+    def __init__(self, replicas: list[AuthStack], begin: float) -> None:
+        self.replicas = replicas
+        self.begin = begin
+        self.last: list[dict[str, tuple[float, float]]] = [{} for _ in replicas]
+        self.intervals: list[dict[str, Any]] = []
+
+    def sample(self) -> None:
+        delta: dict[str, tuple[float, float]] = {}
+        for i, replica in enumerate(self.replicas):
+            now = store_time_of(replica)
+            if not now:
                 continue
-            for sample in family.samples:
-                into = {f"{STORE_SECONDS}_sum": seconds, f"{STORE_SECONDS}_count": calls}
-                if sample.name in into:
-                    what = f"{sample.labels['command']} {sample.labels['collection']}"
-                    into[sample.name][what] = into[sample.name].get(what, 0.0) + sample.value
-    return {
-        "seconds_total": round(sum(seconds.values()), 1),
-        "calls_total": int(sum(calls.values())),
-        "costliest": [
-            {
-                "command": what,
-                "seconds": round(s, 1),
-                "calls": int(calls[what]),
-                "mean_ms": round(1000 * s / calls[what], 1) if calls[what] else None,
-            }
-            for what, s in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]
-        ],
-    }
+            before = self.last[i]
+            restarted = sum(n for _, n in now.values()) < sum(n for _, n in before.values())
+            for what, (s, n) in now.items():
+                s0, n0 = (0.0, 0.0) if restarted else before.get(what, (0.0, 0.0))
+                d0, c0 = delta.get(what, (0.0, 0.0))
+                delta[what] = (d0 + max(0.0, s - s0), c0 + max(0.0, n - n0))
+            self.last[i] = now
+        self.intervals.append({"at_s": round(time.time() - self.begin), **costliest(delta, 6)})
 
 
 def read_back(run: Run, purchases: list[Purchase]) -> dict[str, Any]:
@@ -549,6 +596,10 @@ def payment_figures(r: dict[str, Any]) -> dict[str, Any]:
     paid = {p.address: p.amount for p in purchases}
     first = [(p, p.access_at) for p in purchases if not p.renewal and p.access_at is not None]
     renewals = [(p, p.credited_at) for p in purchases if p.renewal and p.credited_at is not None]
+    unfinished = [p for p in purchases if p.access_at is None and p.credited_at is None]
+    records: dict[str, list[dict[str, Any]]] = {}
+    for record in r["payments"]:
+        records.setdefault(record["address"], []).append(record)
     return {
         "read_back_error": r["read_back_error"],
         "purchases": len(purchases),
@@ -571,12 +622,38 @@ def payment_figures(r: dict[str, Any]) -> dict[str, Any]:
         "renewal_confirmation_to_credited_s": harness.spread(
             [at - confirmed[p.bundle] for p, at in renewals if p.bundle in confirmed]
         ),
-        "without_access_or_credit": sum(
-            1 for p in purchases if p.access_at is None and p.credited_at is None
-        ),
+        "without_access_or_credit": len(unfinished),
+        "without_access_or_credit_detail": [
+            unfinished_purchase(p, r, records, confirmed) for p in unfinished[:25]
+        ],
         "buyer_errors": r["buyer_errors"][:15],
         "buyer_error_count": len(r["buyer_errors"]),
         "api_retries": r["api_retries"],
+    }
+
+
+def unfinished_purchase(
+    p: Purchase,
+    r: dict[str, Any],
+    records: dict[str, list[dict[str, Any]]],
+    confirmed: dict[str, float],
+) -> dict[str, Any]:
+    """What became of a paid purchase its buyer never saw granted or credited: late (the
+    ledger and the shop have it, the buyer gave up or the run ended), stuck (confirmed, not
+    credited) or never confirmed."""
+    mine = records.get(p.address, [])
+    return {
+        "sent_at_s": round(p.sent_at - r["begin"]),
+        "sent_before_end_s": round(r["end"] - p.sent_at),
+        "renewal": p.renewal,
+        "confirmed_after_s": harness.rounded(confirmed[p.bundle] - p.sent_at, 1)
+        if p.bundle in confirmed
+        else None,
+        "recorded_iota": sum(int(x["amount_iota"]) for x in mine),
+        "credited_iota": sum(int(x["amount_iota"]) for x in mine if x["credited"]),
+        "amount_iota": p.amount,
+        "ledger_iota": r["ledger"].get(p.address),
+        "buyer_saw": p.error,
     }
 
 
@@ -654,6 +731,7 @@ def main() -> int:
         "payments": payment_figures(r),
         "grants": grant_figures(r),
         "store_time": r["store_time"],
+        "store_time_by_interval": r["store_time_by_interval"],
         "memory": memory,
         "settings": {
             "kill_every_s": cfg["kill_every_s"],
