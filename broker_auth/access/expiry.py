@@ -41,18 +41,9 @@ class ExpiryScheduler(BackgroundWorker):
                 continue
             sleep = MAX_SLEEP_S
             try:
-                self.grants.expire_due()
+                next_grant = self.grants.expiry_pass(self.ending_notice_s)
                 next_sync = self.grants.projector.run_grant_syncs()
-                self.grants.notify_ending(self.ending_notice_s)
-                due = [
-                    t
-                    for t in (
-                        self.grants.next_expiry(),
-                        self.grants.next_notice(self.ending_notice_s),
-                        next_sync,
-                    )
-                    if t is not None
-                ]
+                due = [t for t in (next_grant, next_sync) if t is not None]
                 if due:
                     until = (min(due) - utcnow()).total_seconds() + MARGIN_S
                     sleep = min(MAX_SLEEP_S, max(0.01, until))

@@ -174,15 +174,32 @@ class Grants:
         if self.on_change:
             self.on_change()
 
-    # -- expiry --------------------------------------------------------------------------
-    def expire_due(self) -> int:
-        """Revoke every grant whose end has passed; returns how many."""
+    # -- expiry ------------------------------------------------------------------------
+    def expiry_pass(self, notice_s: float) -> dt.datetime | None:
+        """The expiry loop's pass, on one read of the active grants (it runs at least once a
+        second: four queries a pass were a share of a saturated store): revoke the ended ones,
+        send the due `grant_ending` notices; returns when the next end or notice falls due."""
+        active = list(self.store.grants.find({"active": True}, ACTIVE_FIELDS))
+        now = utcnow()
+        self.expire_due([g for g in active if as_utc(g["expires_at"]) <= now])
+        # The ended ones are revoked now (one a credit extended meanwhile wakes the loop).
+        ahead = [g for g in active if as_utc(g["expires_at"]) > now]
+        if self.notify is None:
+            return next_end_or_notice(ahead, now, None)
+        self._notify_ending(ending_within(ahead, now, notice_s))
+        return next_end_or_notice(ahead, now, notice_s)
+
+    def expire_due(self, ended: list[Doc] | None = None) -> int:
+        """Revoke every grant whose end has passed (`ended`: as just read); returns how many."""
         revoked = 0
         with self.leader.grants_lock:
             now = utcnow()
-            for g in self.store.grants.find({"active": True, "expires_at": {"$lte": now}}):
+            if ended is None:
+                ended = list(self.store.grants.find({"active": True, "expires_at": {"$lte": now}}))
+            for g in ended:
                 if not self.leader.leads():
                     break  # lost the lease mid-pass: the new holder revokes the rest
+                # A compare-and-set on the end read: a credit that extended it meanwhile wins.
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "active": True, "expires_at": g["expires_at"]},
                     {"$set": {"active": False, "revoked_at": now, "updated_at": now}},
@@ -208,21 +225,13 @@ class Grants:
                 revoked += 1
         return revoked
 
-    def notify_ending(self, notice_s: float) -> int:
-        """`grant_ending` for each active grant within `notice_s` of its end, once per end (a
-        grant extended afterwards gets a new notice before its new end)."""
-        if self.notify is None:
-            return 0
-        now = utcnow()
+    def _notify_ending(self, ending: list[Doc]) -> int:
+        """`grant_ending` for each of `ending` not told yet, once per end (a grant extended
+        afterwards gets a new notice before its new end)."""
+        assert self.notify is not None
         sent = 0
-        soon = {
-            "active": True,
-            "expires_at": {"$gt": now, "$lte": now + dt.timedelta(seconds=notice_s)},
-        }
-        for g in self.store.grants.find(soon):
+        for g in ending:
             end = g["expires_at"]
-            if g.get("ending_notice_for") == end:
-                continue
             # Under the lock like every grant write: FerretDB's findAndModify is not atomic, so
             # this one racing a credit's extension wrote the grant back without it (found by
             # the FerretDB-SIGKILL fault test: a payment credited, its 60 s missing).
@@ -236,31 +245,6 @@ class Grants:
                 sent += 1
         return sent
 
-    def next_notice(self, notice_s: float) -> dt.datetime | None:
-        """When the next `grant_ending` falls due (the earliest end beyond the notice window)."""
-        if self.notify is None:
-            return None
-        after = utcnow() + dt.timedelta(seconds=notice_s)
-        docs = list(
-            self.store.grants.find(
-                {"active": True, "expires_at": {"$gt": after}}, {"expires_at": 1}
-            )
-            .sort("expires_at", 1)
-            .limit(1)
-        )
-        if not docs:
-            return None
-        return as_utc(docs[0]["expires_at"]) - dt.timedelta(seconds=notice_s)
-
-    def next_expiry(self) -> dt.datetime | None:
-        docs = list(
-            self.store.grants.find({"active": True}, {"expires_at": 1})
-            .sort("expires_at", 1)
-            .limit(1)
-        )
-        return as_utc(docs[0]["expires_at"]) if docs else None
-
-    # -- queries -------------------------------------------------------------------------
     def active_for(self, username: str) -> list[GrantOut]:
         return [
             GrantOut(**g.model_dump(exclude={"username", "provisional_iota"}))
@@ -308,3 +292,37 @@ class Grants:
         for p in self.store.products.find({}, {"_id": 1}):
             counts.setdefault(str(p["_id"]), 0)
         return dict(counts)
+
+
+# What the expiry pass reads of each active grant.
+ACTIVE_FIELDS = {
+    "expires_at": 1,
+    "starts_at": 1,
+    "username": 1,
+    "product_id": 1,
+    "ending_notice_for": 1,
+}
+
+
+def ending_within(active: list[Doc], now: dt.datetime, notice_s: float) -> list[Doc]:
+    """The active grants ending after `now` but within `notice_s`, not yet told of this end."""
+    soon = now + dt.timedelta(seconds=notice_s)
+    return [
+        g
+        for g in active
+        if now < as_utc(g["expires_at"]) <= soon and g.get("ending_notice_for") != g["expires_at"]
+    ]
+
+
+def next_end_or_notice(
+    active: list[Doc], now: dt.datetime, notice_s: float | None
+) -> dt.datetime | None:
+    """When the expiry pass is due next: the earliest end, or the earliest notice still ahead
+    (an end beyond `notice_s` from `now`; None: notices are off)."""
+    due: list[dt.datetime] = []
+    for g in active:
+        end = as_utc(g["expires_at"])
+        due.append(end)
+        if notice_s is not None and end - dt.timedelta(seconds=notice_s) > now:
+            due.append(end - dt.timedelta(seconds=notice_s))
+    return min(due, default=None)

@@ -5,35 +5,27 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from prometheus_client import REGISTRY
 from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
 from broker_auth.infra.db import Store
 from broker_auth.infra.metrics import DepositAddressGauge
 from tests.conftest import Mongo
-
-
-def _count(command: str, collection: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "broker_auth_store_command_seconds_count",
-        {"command": command, "collection": collection},
-    )
-    return value or 0.0
+from tests.store_commands import store_commands
 
 
 def test_each_command_is_timed_under_its_collection(ferret: Mongo) -> None:
     store = Store(ferret.url, f"metrics_{secrets.token_hex(4)}")
     try:
-        finds, inserts = _count("find", "orders"), _count("insert", "payments")
+        finds, inserts = store_commands("find", "orders"), store_commands("insert", "payments")
         store.payments.insert_one({"_id": "p1"})
         for _ in range(3):
             store.orders.find_one({"username": "nobody"})
-        more = _count("getMore", "payments")
+        more = store_commands("getMore", "payments")
         store.payments.insert_one({"_id": "p2"})
         assert len(list(store.payments.find({}).batch_size(1))) == 2
-        assert _count("getMore", "payments") > more, "a getMore counts under its collection"
-        assert _count("insert", "payments") == inserts + 2
-        assert _count("find", "orders") == finds + 3
+        assert store_commands("getMore", "payments") > more, "a getMore counts under its collection"
+        assert store_commands("insert", "payments") == inserts + 2
+        assert store_commands("find", "orders") == finds + 3
     finally:
         store.client.drop_database(store.db.name)
         store.close()
@@ -42,11 +34,11 @@ def test_each_command_is_timed_under_its_collection(ferret: Mongo) -> None:
 def test_a_failed_command_is_timed_too(ferret: Mongo) -> None:
     store = Store(ferret.url, f"metrics_{secrets.token_hex(4)}")
     try:
-        before = _count("insert", "payments")
+        before = store_commands("insert", "payments")
         store.payments.insert_one({"_id": "same"})
         with pytest.raises(DuplicateKeyError):  # still a round trip to the store
             store.payments.insert_one({"_id": "same"})
-        assert _count("insert", "payments") == before + 2
+        assert store_commands("insert", "payments") == before + 2
     finally:
         store.client.drop_database(store.db.name)
         store.close()
