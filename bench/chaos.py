@@ -152,6 +152,13 @@ def parse_time(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+# How often a waiting buyer tries its subscription again, and reads its order. Every 20 ms (a
+# fresh connection each: a password hash for Mosquitto) cost the soak's harness a whole core and
+# piled up exactly while the stack was slow (a kill): the figures then measured the harness.
+ACCESS_POLL_S = 0.25
+CREDIT_POLL_S = 0.5
+
+
 @dataclass
 class Purchase:
     username: str
@@ -280,7 +287,9 @@ class Buyer:
 
     def _access(self) -> float:
         access = wait_for_access(
-            self.stack.broker.port, self.username, self.mqtt_password, self.topic, timeout=60
+            *(self.stack.broker.port, self.username, self.mqtt_password, self.topic),
+            timeout=60,
+            period=ACCESS_POLL_S,
         )
         access.probe.close()
         return access.granted_at
@@ -294,7 +303,7 @@ class Buyer:
             order = self.shop.call("GET", f"/api/orders/{order_id}", 200, headers=self._as_buyer)
             if order.get("confirmed_iota", 0) >= order["amount_iota"]:
                 return time.time()
-            time.sleep(0.25)
+            time.sleep(CREDIT_POLL_S)
         raise TimeoutError(f"order {order_id} not credited within 240 s")
 
 
