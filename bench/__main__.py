@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["ingest", "acl", "access", "watcher", "store_kill", "soak"]
+BENCHMARKS = ["ingest", "acl", "access", "watcher", "store_kill", "store_shapes", "soak"]
 
 
 def main(argv: list[str]) -> int:
