@@ -234,6 +234,7 @@ class Run:
     begin: float
     funding_s: float
     store_probe: StoreTimeProbe
+    cpu_at_begin: float  # this process's CPU time at `begin`
 
     def halt(self) -> None:
         """Stop the killer, the buyers and the observers (each at most once, any time)."""
@@ -316,7 +317,7 @@ def set_going(stack: harness.Stack, cfg: dict[str, Any]) -> Run:
         buyer.start(begin + 2 + i * spacing)
     return Run(
         *(stack, shop, clock, sim, buyers, watch, visibility, sampler, periodic, killer, stop),
-        *(begin, funding, store_probe),
+        *(begin, funding, store_probe, time.process_time()),
     )
 
 
@@ -326,6 +327,7 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
     assert run.sim.popen is not None
     run.sim.popen.wait(cfg["seconds"] + 300)
     end = time.time()
+    harness_cores = (time.process_time() - run.cpu_at_begin) / (end - run.begin)
     kills = run.killer.stop()
     run.stop.set()
     for buyer in run.buyers:
@@ -357,6 +359,7 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
         "funding_s": run.funding_s,
         "store_time": store_time,
         "store_time_by_interval": run.store_probe.intervals,
+        "harness_cores": harness_cores,
     }
 
 
@@ -364,15 +367,19 @@ STORE_SECONDS = "broker_auth_store_command_seconds"
 STORE_TIME_EVERY_S = float(os.environ.get("SOAK_STORE_TIME_EVERY_S", "180"))
 
 
-def store_time_of(replica: AuthStack) -> dict[str, tuple[float, float]]:
-    """One replica's time in the store since its last start: {"command collection": (seconds,
-    calls)}; empty when it does not answer within 60 s (killed, or saturated)."""
+def store_time_of(replica: AuthStack) -> tuple[dict[str, tuple[float, float]], float | None]:
+    """One replica's time in the store since its last start, {"command collection": (seconds,
+    calls)}, and when that process started; empty when it does not answer within 60 s (killed,
+    or saturated)."""
     try:
         page = http_text(f"{replica.api_url}/metrics", timeout=60)
     except OSError:
-        return {}
+        return {}, None
     table: dict[str, tuple[float, float]] = {}
+    started: float | None = None
     for family in text_string_to_metric_families(page):
+        if family.name == "process_start_time_seconds":
+            started = family.samples[0].value if family.samples else None
         if family.name != STORE_SECONDS:
             continue
         for sample in family.samples:
@@ -382,7 +389,7 @@ def store_time_of(replica: AuthStack) -> dict[str, tuple[float, float]]:
                 table[what] = (s + sample.value, n)
             elif sample.name == f"{STORE_SECONDS}_count":
                 table[what] = (s, n + sample.value)
-    return table
+    return table, started
 
 
 def costliest(table: dict[str, tuple[float, float]], top: int) -> dict[str, Any]:
@@ -406,7 +413,7 @@ def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[s
     command and collection first: what to look at when the store saturates."""
     total: dict[str, tuple[float, float]] = {}
     for replica in replicas:
-        for what, (s, n) in store_time_of(replica).items():
+        for what, (s, n) in store_time_of(replica)[0].items():
             s0, n0 = total.get(what, (0.0, 0.0))
             total[what] = (s0 + s, n0 + n)
     return costliest(total, top)
@@ -414,29 +421,44 @@ def store_time_by_collection(replicas: list[AuthStack], top: int = 12) -> dict[s
 
 class StoreTimeProbe:
     """Every STORE_TIME_EVERY_S: where the replicas' store time went in that interval, so a
-    cost that grows with the run shows when it starts growing (a restarted replica's counters
-    start again at 0: its first read after a restart counts from the restart)."""
+    cost that grows with the run shows when it starts growing. A replica restarted since the
+    last read (another process start time) counts from its restart; one that did not answer is
+    named, and its time lands in the next interval it answers."""
 
     def __init__(self, replicas: list[AuthStack], begin: float) -> None:
         self.replicas = replicas
         self.begin = begin
-        self.last: list[dict[str, tuple[float, float]]] = [{} for _ in replicas]
+        self.last = [store_time_of(r) for r in replicas]  # the baseline: set-up is not counted
+        self.read_at = time.time()
         self.intervals: list[dict[str, Any]] = []
 
     def sample(self) -> None:
+        if time.time() - self.read_at < 1.0:
+            return  # Periodic's first call, right after the baseline
         delta: dict[str, tuple[float, float]] = {}
+        missing = []
         for i, replica in enumerate(self.replicas):
-            now = store_time_of(replica)
+            now, started = store_time_of(replica)
             if not now:
+                missing.append(i)
                 continue
-            before = self.last[i]
-            restarted = sum(n for _, n in now.values()) < sum(n for _, n in before.values())
+            before, started_before = self.last[i]
+            restarted = started != started_before
             for what, (s, n) in now.items():
                 s0, n0 = (0.0, 0.0) if restarted else before.get(what, (0.0, 0.0))
                 d0, c0 = delta.get(what, (0.0, 0.0))
                 delta[what] = (d0 + max(0.0, s - s0), c0 + max(0.0, n - n0))
-            self.last[i] = now
-        self.intervals.append({"at_s": round(time.time() - self.begin), **costliest(delta, 6)})
+            self.last[i] = (now, started)
+        at = time.time()
+        self.intervals.append(
+            {
+                "at_s": round(at - self.begin),
+                "length_s": round(at - self.read_at),
+                "replicas_not_answering": missing,
+                **costliest(delta, 6),
+            }
+        )
+        self.read_at = at
 
 
 def read_back(run: Run, purchases: list[Purchase]) -> dict[str, Any]:
@@ -718,12 +740,8 @@ def config() -> dict[str, Any]:
 def main() -> int:
     cfg = config()
     load = harness.LoadMonitor().start()
-    harness_cpu, harness_wall = time.process_time(), time.time()
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
         r = run_soak(Path(tmp), cfg)
-    # The buyers, observers and signing are this process: its share of the 2 cores is not the
-    # stack's.
-    harness_cores = (time.process_time() - harness_cpu) / (time.time() - harness_wall)
     memory, series = memory_figures(r["sampler"], r["begin"], r["end"])
     figures: dict[str, Any] = {
         "seconds": cfg["seconds"],
@@ -748,7 +766,9 @@ def main() -> int:
             "funding_s": round(r["funding_s"], 1),
         },
         "load": load.stop(),
-        "harness_cpu_cores": round(harness_cores, 2),
+        # The buyers, observers and signing are this process (the devices are the simulator's,
+        # under memory): its share of the 2 cores during the run is not the stack's.
+        "harness_cpu_cores": round(r["harness_cores"], 2),
         "rss_series": str(SERIES_PATH.relative_to(RESULTS_DIR.parent.parent)),
     }
     write_result("soak", figures)

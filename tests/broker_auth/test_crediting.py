@@ -232,37 +232,51 @@ def test_one_expiry_pass_reads_the_grants_once_revokes_the_ended_and_tells_each_
     """The expiry loop runs at least once a second: its four grant queries a pass were a share
     of a saturated FerretDB in the chaos soak. One read now serves the whole pass."""
     store = Store(ferret.url, f"expiry_{secrets.token_hex(4)}")
-    store.ensure_indexes()
-    projector = Projector(store, parts.dynsec)
-    store.products.insert_one(
-        {"_id": "crd", "topic_filter": "live/crd/#", "price_iota_per_hour": PRICE}
-    )
-    told: list[tuple[str, str, dt.datetime]] = []
-    grants = Grants(store, projector, notify=lambda u, e, _p, at: told.append((u, e, at)))
-    mine = Parts(store, parts.dynsec, projector, Payments(store), grants)
-    ended, ending, later = mine.buyer(), mine.buyer(), mine.buyer()
-    grants.credit(mine.confirmed_payment(mine.order(ended), 1))
-    ending_order = mine.order(ending)
-    grants.credit(mine.confirmed_payment(ending_order, 30))
-    grants.credit(mine.confirmed_payment(mine.order(later), 600))
+    try:
+        store.ensure_indexes()
+        projector = Projector(store, parts.dynsec)
+        store.products.insert_one(
+            {"_id": "crd", "topic_filter": "live/crd/#", "price_iota_per_hour": PRICE}
+        )
+        told: list[tuple[str, str, dt.datetime]] = []
+        grants = Grants(store, projector, notify=lambda u, e, _p, at: told.append((u, e, at)))
+        mine = Parts(store, parts.dynsec, projector, Payments(store), grants)
+        ended, ending, later = mine.buyer(), mine.buyer(), mine.buyer()
+        grants.credit(mine.confirmed_payment(mine.order(ended), 1))
+        ending_order = mine.order(ending)
+        grants.credit(mine.confirmed_payment(ending_order, 30))
+        grants.credit(mine.confirmed_payment(mine.order(later), 600))
+        time.sleep(1.1)
+        told.clear()  # what crediting announced
+
+        reads = store_commands("find", "grants")
+        due = grants.expiry_pass(notice_s=60)
+        assert store_commands("find", "grants") - reads == 1
+        assert not mine.grant(ended)["active"] and "product.crd" not in mine.roles(ended)
+        assert [(u, e) for u, e, _ in told] == [(ended, "grant_ended"), (ending, "grant_ending")]
+        # Next due: the earliest end (ending's, ~29 s), before later's notice (~540 s).
+        assert due == as_utc(mine.grant(ending)["expires_at"])
+
+        told.clear()
+        assert grants.expiry_pass(notice_s=60) == due
+        assert told == [], "each end is told once"
+        grants.credit(mine.confirmed_payment(ending_order, 20))  # extended: a new end to tell
+        told.clear()
+        grants.expiry_pass(notice_s=60)
+        new_end = as_utc(mine.grant(ending)["expires_at"])
+        assert [(u, e, as_utc(at)) for u, e, at in told] == [(ending, "grant_ending", new_end)]
+    finally:
+        store.client.drop_database(store.db.name)
+        store.close()
+
+
+def test_a_grant_extended_after_the_expiry_pass_read_it_is_not_revoked(parts: Parts) -> None:
+    """The pass reads the grants, then revokes the ended ones: a credit in between wins."""
+    username = parts.buyer()
+    order = parts.order(username)
+    parts.grants.credit(parts.confirmed_payment(order, 1))
     time.sleep(1.1)
-    told.clear()  # what crediting announced
-
-    reads = store_commands("find", "grants")
-    due = grants.expiry_pass(notice_s=60)
-    assert store_commands("find", "grants") - reads == 1
-    assert not mine.grant(ended)["active"] and "product.crd" not in mine.roles(ended)
-    assert [(u, e) for u, e, _ in told] == [(ended, "grant_ended"), (ending, "grant_ending")]
-    # Next due: the earliest end (ending's, ~29 s), before later's notice (~540 s).
-    assert due == as_utc(mine.grant(ending)["expires_at"])
-
-    told.clear()
-    assert grants.expiry_pass(notice_s=60) == due
-    assert told == [], "each end is told once"
-    grants.credit(mine.confirmed_payment(ending_order, 20))  # extended: a new end to tell
-    told.clear()
-    grants.expiry_pass(notice_s=60)
-    new_end = as_utc(mine.grant(ending)["expires_at"])
-    assert [(u, e, as_utc(at)) for u, e, at in told] == [(ending, "grant_ending", new_end)]
-    store.client.drop_database(store.db.name)
-    store.close()
+    read_by_the_pass = [parts.grant(username)]  # ended, as the pass saw it
+    parts.grants.credit(parts.confirmed_payment(order, 30))
+    assert parts.grants.expire_due(read_by_the_pass) == 0
+    assert parts.grant(username)["active"] and "product.crd" in parts.roles(username)

@@ -14,12 +14,17 @@ from broker_auth.infra.db import Doc
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 grant = st.builds(
+    # told: never (None), of this end (0), or of an earlier end (extended since: > 0 s before)
     lambda end_s, told: {
         "expires_at": NOW + dt.timedelta(seconds=end_s),
-        **({"ending_notice_for": NOW + dt.timedelta(seconds=end_s)} if told else {}),
+        **(
+            {"ending_notice_for": NOW + dt.timedelta(seconds=end_s - told)}
+            if told is not None
+            else {}
+        ),
     },
     st.integers(min_value=-600, max_value=3600),
-    st.booleans(),
+    st.one_of(st.none(), st.just(0), st.integers(min_value=1, max_value=600)),
 )
 notice = st.integers(min_value=0, max_value=900).map(float)
 
