@@ -149,11 +149,11 @@ def build_notifier(s: Settings, projector: Projector) -> tuple[SellerKeys, Notif
     return keys, Notifier(projector, s.mqtt_host, s.mqtt_port, retained=public_facts(keys))
 
 
-def build_metrics_account(s: Settings, projector: Projector) -> MetricsAccount | None:
-    """The $SYS exporter's client, when the exporter runs (its password is given)."""
-    if s.broker_metrics_mqtt_password is None:
-        return None
-    return MetricsAccount(projector, s.broker_metrics_mqtt_password.get_secret_value())
+def build_metrics_account(s: Settings, projector: Projector) -> MetricsAccount:
+    """The $SYS exporter's client when the exporter runs (its password is given), else its
+    removal."""
+    password = s.broker_metrics_mqtt_password
+    return MetricsAccount(projector, password.get_secret_value() if password else None)
 
 
 def public_facts(keys: SellerKeys) -> dict[str, str]:
@@ -427,8 +427,7 @@ class Runtime:
         self.lease.start()
         self.reconciler.start()
         self.notifier.start()
-        if self.metrics_account is not None:
-            self.metrics_account.start()
+        self.metrics_account.start()
         self.expiry.start()
         self.watcher.start()
         if self.node_feed is not None:
@@ -441,8 +440,7 @@ class Runtime:
         self.watcher.stop()
         self.expiry.stop()
         self.notifier.stop()
-        if self.metrics_account is not None:
-            self.metrics_account.stop()
+        self.metrics_account.stop()
         self.reconciler.stop()
         self.lease.stop()  # released once the roles are stopped
         self.dynsec.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_LENGTH = 16
@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     # Demo data for `make run`
     seed_demo: bool = Field(False, alias="SEED_DEMO")
     demo_device_password: SecretStr | None = Field(None, alias="DEMO_DEVICE_PASSWORD")
+
+    @field_validator("broker_metrics_mqtt_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `BROKER_METRICS_MQTT_PASSWORD=` in an env file means no exporter, not an empty password.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _required_secrets(self) -> Self:

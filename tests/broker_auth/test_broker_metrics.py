@@ -13,7 +13,7 @@ import pytest
 from broker_auth.broker import acl_model
 from stack.mqtt_probe import MqttProbe
 from testing import procs
-from testing.broker_auth import CLOSED_PORT_URL
+from testing.broker_auth import CLOSED_PORT_URL, start_replica
 from testing.procs import wait_for
 from testing.prometheus import start_prometheus
 from testing.scrape import http_text, scrape_metrics
@@ -134,3 +134,28 @@ def test_sys_figures_reach_prometheus_and_brokerdown_fires(
         if prometheus is not None:
             prometheus.proc.stop()
         exporter.stop()
+
+
+def test_without_the_exporter_its_login_is_removed(
+    auth_stack_factory: AuthStackFactory, tmp_path: Path
+) -> None:
+    """A seller who stops running the exporter takes BROKER_METRICS_MQTT_PASSWORD away: its
+    login must not stay on the broker with the old password (least privilege: a leaked copy
+    of an old .env would still read the broker's figures)."""
+    password = secrets.token_urlsafe(18)
+    stack = auth_stack_factory(
+        "sys-exporter-gone", node_url=CLOSED_PORT_URL, BROKER_METRICS_MQTT_PASSWORD=password
+    )
+    wait_for(lambda: stack.client_roles(acl_model.METRICS_USERNAME), 30, "svc.metrics")
+    stack.proc.stop()
+    # Unset: an empty value is how an env file says it (compose passes the variable through).
+    without = start_replica(stack, tmp_path / "without", BROKER_METRICS_MQTT_PASSWORD="")
+    try:
+        wait_for(
+            lambda: stack.control().get_client(acl_model.METRICS_USERNAME) is None,
+            30,
+            "svc.metrics removed",
+        )
+        assert not MqttProbe(stack.broker.port, acl_model.METRICS_USERNAME, password).connect()
+    finally:
+        without.close()

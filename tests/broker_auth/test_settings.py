@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker_auth.settings import Settings
 from tests.broker_auth.conftest import AuthStackFactory
 
 BASE = {
@@ -77,3 +78,17 @@ def test_dev_mode_generates_a_private_admin_token(auth_stack_factory: AuthStackF
         timeout=10,
     )
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize(("given", "exporter"), [("", False), ("a-metrics-password", True)])
+def test_an_empty_exporter_password_means_no_exporter(
+    monkeypatch: pytest.MonkeyPatch, given: str, exporter: bool
+) -> None:
+    """`BROKER_METRICS_MQTT_PASSWORD=` in an env file: the exporter's login is removed, never
+    made with an empty password."""
+    for name, value in {**BASE, "BROKER_METRICS_MQTT_PASSWORD": given}.items():
+        monkeypatch.setenv(name, value)
+    password = Settings().broker_metrics_mqtt_password
+    assert (password is not None) == exporter
+    if password is not None:
+        assert password.get_secret_value() == given
