@@ -189,6 +189,8 @@ class Grants:
         ahead = [g for g in near if as_utc(g["expires_at"]) > now]
         if notice is not None:
             self._notify_ending(ending_within(ahead, now, notice))
+        if near and as_utc(near[-1]["expires_at"]) <= now:
+            return now  # the read stopped at a grant that has ended since: more may have
         return next_end_or_notice(ahead, now, notice)
 
     def _active_ending_by(self, horizon: dt.datetime) -> list[Doc]:
