@@ -85,11 +85,15 @@ def publisher_client(password: str) -> Client:
 
 
 class Periodic:
-    """Call `fn` every `interval` seconds in a daemon thread until `stop()` (errors counted)."""
+    """Call `fn` every `interval` seconds in a daemon thread until `stop()` (errors counted):
+    at once, or one interval after `start()` with `first_at_once=False`."""
 
-    def __init__(self, interval: float, fn: Callable[[], None], name: str) -> None:
+    def __init__(
+        self, interval: float, fn: Callable[[], None], name: str, first_at_once: bool = True
+    ) -> None:
         self.interval = interval
         self.fn = fn
+        self.first_at_once = first_at_once
         self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -100,6 +104,9 @@ class Periodic:
 
     def _run(self) -> None:
         next_at = time.monotonic()
+        if not self.first_at_once:
+            next_at += self.interval
+            self._stop.wait(self.interval)
         while not self._stop.is_set():
             try:
                 self.fn()

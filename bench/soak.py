@@ -294,7 +294,10 @@ def set_going(stack: harness.Stack, cfg: dict[str, Any]) -> Run:
     sampler = Sampler(stack)
     store_probe = StoreTimeProbe([stack.auth, *stack.replicas], begin)
     periodic = [
-        harness.Periodic(STORE_TIME_EVERY_S, store_probe.sample, "store-time").start(),
+        # Its baseline is read above: the first interval ends one interval later.
+        harness.Periodic(
+            STORE_TIME_EVERY_S, store_probe.sample, "store-time", first_at_once=False
+        ).start(),
         harness.Periodic(SAMPLE_EVERY_S, sampler.sample, "sampler").start(),
         harness.Periodic(VISIBILITY_POLL_S, visibility.poll, "visibility").start(),
         harness.Periodic(1.0, watch.poll, "grant-watch").start(),
@@ -433,8 +436,6 @@ class StoreTimeProbe:
         self.intervals: list[dict[str, Any]] = []
 
     def sample(self) -> None:
-        if time.time() - self.read_at < 1.0:
-            return  # Periodic's first call, right after the baseline
         delta: dict[str, tuple[float, float]] = {}
         missing = []
         for i, replica in enumerate(self.replicas):
