@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from broker_auth.access.grants import Grants, grant_id
+from broker_auth.access.grants import Grants, Notify, grant_id
 from broker_auth.billing.orders import new_tag
 from broker_auth.billing.payments import Payments, payment_id
 from broker_auth.broker.control import DynsecClient
@@ -93,19 +93,25 @@ class Parts:
         return {str(r["rolename"]) for r in client.get("roles", [])}
 
 
-@pytest.fixture(scope="module")
-def parts(mosquitto_factory: MosquittoFactory, ferret: Mongo) -> Iterator[Parts]:
-    broker = mosquitto_factory(f"crediting-{secrets.token_hex(3)}")
-    store = Store(ferret.url, f"crediting_{secrets.token_hex(4)}")
+def shop_parts(store: Store, dynsec: DynsecClient, notify: Notify | None = None) -> Parts:
+    """Crediting's parts on `store`, with the product `crd` (its role made on the broker)."""
     store.ensure_indexes()
-    dynsec = DynsecClient("127.0.0.1", broker.port, "svc.broker-admin", broker.admin_password)
-    dynsec.start()
-    assert dynsec.wait_ready(10)
     projector = Projector(store, dynsec)
     product = {"_id": "crd", "topic_filter": "live/crd/#", "price_iota_per_hour": PRICE}
     store.products.insert_one(product)
     projector.ensure_role(projector.product_role(product))
-    yield Parts(store, dynsec, projector, Payments(store), Grants(store, projector))
+    grants = Grants(store, projector, notify=notify)
+    return Parts(store, dynsec, projector, Payments(store), grants)
+
+
+@pytest.fixture(scope="module")
+def parts(mosquitto_factory: MosquittoFactory, ferret: Mongo) -> Iterator[Parts]:
+    broker = mosquitto_factory(f"crediting-{secrets.token_hex(3)}")
+    store = Store(ferret.url, f"crediting_{secrets.token_hex(4)}")
+    dynsec = DynsecClient("127.0.0.1", broker.port, "svc.broker-admin", broker.admin_password)
+    dynsec.start()
+    assert dynsec.wait_ready(10)
+    yield shop_parts(store, dynsec)
     dynsec.stop()
     store.close()
 
@@ -233,14 +239,9 @@ def test_one_expiry_pass_reads_the_grants_once_revokes_the_ended_and_tells_each_
     of a saturated FerretDB in the chaos soak. One read now serves the whole pass."""
     store = Store(ferret.url, f"expiry_{secrets.token_hex(4)}")
     try:
-        store.ensure_indexes()
-        projector = Projector(store, parts.dynsec)
-        store.products.insert_one(
-            {"_id": "crd", "topic_filter": "live/crd/#", "price_iota_per_hour": PRICE}
-        )
         told: list[tuple[str, str, dt.datetime]] = []
-        grants = Grants(store, projector, notify=lambda u, e, _p, at: told.append((u, e, at)))
-        mine = Parts(store, parts.dynsec, projector, Payments(store), grants)
+        mine = shop_parts(store, parts.dynsec, lambda u, e, _p, at: told.append((u, e, at)))
+        grants = mine.grants
         ended, ending, later = mine.buyer(), mine.buyer(), mine.buyer()
         grants.credit(mine.confirmed_payment(mine.order(ended), 1))
         ending_order = mine.order(ending)
