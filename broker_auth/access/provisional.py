@@ -5,7 +5,12 @@ access once whatever the replica or restart): its order, address, buyer, product
 risk, its inputs, when it was first seen, when access began (`starts_at`) and ends (`until`),
 and `state`: `running`, then `converted` (its payment was credited, its paid time counted
 from `starts_at`, so it is counted once) or `withdrawn` (a double spend, or it can no longer
-confirm).
+confirm). An entry ends by its insert into `provisional_ended` (same `_id`: of a conversion
+and a withdrawal racing, one wins; a compare-and-set on `state` would let both win on
+FerretDB), then leaves `provisional`: every review reads the running entries whole, and on
+FerretDB a read costs every document of its collection, so `provisional` keeps only what
+runs. A crash between the two leaves it behind until the next repair (a process's first
+pass). A bundle in `provisional_ended` never opens access again.
 
 The grant keeps `paid_until` (confirmed time) and `provisional_until` (the latest `until` of
 its running entries); access ends at the later (`expires_at`), so expiry (access/expiry.py)
@@ -19,6 +24,7 @@ free access would otherwise cost the attacker nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
@@ -64,6 +70,7 @@ class ProvisionalGrants:
     ) -> None:
         self.store = store
         self.col = store.provisional
+        self.ended = store.provisional_ended
         self.projector = projector
         self.leader = projector.leader
         self.notify = notify
@@ -87,8 +94,14 @@ class ProvisionalGrants:
         ]
 
     def first_seen(self, bundle_hash: str) -> dt.datetime | None:
-        doc = self.col.find_one({"_id": bundle_hash}, {"first_seen": 1})
-        return as_utc(doc["first_seen"]) if doc is not None else None
+        for col in (self.col, self.ended):
+            doc = col.find_one({"_id": bundle_hash}, {"first_seen": 1})
+            if doc is not None:
+                return as_utc(doc["first_seen"])
+        return None
+
+    def _ended_before(self, bundle_hash: str) -> bool:
+        return self.ended.find_one({"_id": bundle_hash}, {"_id": 1}) is not None
 
     def converting(self, order_id: str, payment: Doc) -> list[Doc]:
         """The order's unconverted entries this confirmed payment pays for: those whose bundle
@@ -137,7 +150,7 @@ class ProvisionalGrants:
         now = utcnow()
         until = truncate(a.until)
         with self.leader.grants_lock:
-            if not self.leader.leads():
+            if not self.leader.leads() or self._ended_before(a.bundle_hash):
                 return False
             try:
                 self.col.insert_one(
@@ -157,6 +170,10 @@ class ProvisionalGrants:
                     }
                 )
             except DuplicateKeyError:
+                return False
+            if self._ended_before(a.bundle_hash):
+                # It ended and moved between the look above and the insert: not again.
+                self.col.delete_one({"_id": a.bundle_hash})
                 return False
             add_role = self._extend_grant(username, opening.product_id, opening.topic_filter, until)
             self._show_on_order(a.order_id, now)
@@ -232,6 +249,7 @@ class ProvisionalGrants:
         crash may have come between an entry's write and its grant's)."""
         now = utcnow()
         with self.leader.grants_lock:
+            self._finish_moves()
             for entry in self.running(now):
                 self._extend_grant(
                     str(entry["username"]),
@@ -245,16 +263,38 @@ class ProvisionalGrants:
             self.on_change()
 
     # -- ending --------------------------------------------------------------------------
+    def _finish_moves(self) -> None:
+        """Entries that ended and were not taken out of the running ones (a crash between the
+        two writes), and ended ones kept here before there was `provisional_ended`."""
+        for doc in self.col.find():
+            if doc.get("state", "running") != "running":
+                with contextlib.suppress(DuplicateKeyError):
+                    self.ended.insert_one(doc)
+            elif not self._ended_before(str(doc["_id"])):
+                continue
+            self.col.delete_one({"_id": doc["_id"]})
+
     def converted(self, entries: Iterable[Doc], order_id: str) -> None:
         """These entries' payment was credited: paid time now."""
         ids = [str(d["_id"]) for d in entries]
         now = utcnow()
         for bundle_hash in ids:
-            self.col.update_one(
-                {"_id": bundle_hash, "state": "running"},
-                {"$set": {"state": "converted", "ended_at": now}},
-            )
+            self._end(bundle_hash, {"state": "converted", "ended_at": now})
         self._show_on_order(order_id, now)
+
+    def _end(self, bundle_hash: str, changes: Doc) -> bool:
+        """End a running entry: False if it had ended. The insert into the ended entries
+        decides, not a compare-and-set on `state` (FerretDB lets two of those both win)."""
+        doc = self.col.find_one({"_id": bundle_hash})
+        if doc is None:
+            return False
+        try:
+            self.ended.insert_one({**doc, **changes})
+            won = True
+        except DuplicateKeyError:
+            won = False  # the other ending won (or this one, before a crash)
+        self.col.delete_one({"_id": bundle_hash})
+        return won
 
     def withdraw(self, entry: Doc, why: str, block: bool = False) -> None:
         """The bundle can no longer confirm (or spends contested inputs): its access ends now;
@@ -264,11 +304,9 @@ class ProvisionalGrants:
         with self.leader.grants_lock:
             if not self.leader.leads():
                 return
-            done = self.col.update_one(
-                {"_id": entry["_id"], "state": "running"},
-                {"$set": {"state": "withdrawn", "ended_at": now, "why": why}},
-            )
-            if not done.modified_count:
+            if not self._end(
+                str(entry["_id"]), {"state": "withdrawn", "ended_at": now, "why": why}
+            ):
                 return
             end = self._shorten_grant(username, product_id, now)
             self._show_on_order(str(entry["order_id"]), now)

@@ -64,8 +64,11 @@ class Store:
         # A buyer's places for unpaid orders (unpaid.py): `<username>#<n>`, by `_id` only.
         self.order_slots: Collection[Doc] = self.db["order_slots"]
         self.sessions: Collection[Doc] = self.db["sessions"]  # `_id`: SHA-256 of the token
-        # Provisional access, one entry per admitted bundle (access/provisional.py).
+        # Provisional access, one entry per admitted bundle (access/provisional.py): the
+        # entries still running, read whole by every instant-access review; ended ones move to
+        # `provisional_ended`, so the reads cost what runs, not every bundle ever admitted.
         self.provisional: Collection[Doc] = self.db["provisional"]
+        self.provisional_ended: Collection[Doc] = self.db["provisional_ended"]
         # Payers and inputs that double-spent: no instant access for a while (by `_id` only).
         self.instant_blocks: Collection[Doc] = self.db["instant_blocks"]
         # Confirmed payments not yet in the time-series store (small: drained every second).
