@@ -12,7 +12,9 @@ only in the one that holds the lease, kept in MongoDB (`leases`) as one document
   findAndModify is not atomic under concurrency (measured: 5 of 8 racing takers "won" a
   compare-and-set on one document), so no update decides who leads.
 - Renew: every LEASE_TTL_S / 3 the holder moves its own epoch's `expires_at`, and only while
-  its lease is still valid; a lapsed holder goes through take-over like anyone else.
+  its lease is still valid; a lapsed holder goes through take-over like anyone else. A renewal
+  whose answer comes back after the holder's fence (a slow store) is given up: a standby may
+  have read the lease expired before it landed, and taken it after the holder looked.
 - Fencing: a replica counts the lease as held until `LEASE_TTL_S - LEASE_SAFETY_S` after the
   moment it *sent* its last renewal (monotonic clock), never longer. The others take it only
   once `expires_at` (the holder's wall clock at that moment + LEASE_TTL_S) has passed, so a
@@ -121,6 +123,14 @@ class PaymentsLease(BackgroundWorker):
                     {"_id": self._doc_id(self.epoch), "holder": self.holder},
                     {"$set": {"expires_at": expires}},
                 )
+                if time.monotonic() >= self._valid_until:
+                    # It landed after our fence: a standby may have read the lease expired
+                    # before, and its take-over may land after the look below. Give it up.
+                    log.warning("payments lease renewal came back too late: giving it up")
+                    epoch = self.epoch
+                    self._lost()
+                    self._expire(epoch)
+                    return False
                 if leases.find_one({"_id": self._doc_id(self.epoch + 1)}) is not None:
                     return self._lost()
             else:
@@ -164,16 +174,17 @@ class PaymentsLease(BackgroundWorker):
         with self._lock:
             epoch, self.epoch, self._valid_until = self.epoch, 0, 0.0
         metrics.LEASE_HELD.set(0)
-        if not epoch:
-            return
-        try:
+        if epoch:
+            self._expire(epoch)
+            log.info("payments lease released (epoch %d)", epoch)
+
+    def _expire(self, epoch: int) -> None:
+        """Mark our epoch expired, so a standby takes over without waiting for its TTL."""
+        with contextlib.suppress(PyMongoError):  # else it expires on its own
             self.store.leases.update_one(
                 {"_id": self._doc_id(epoch), "holder": self.holder},
                 {"$set": {"expires_at": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)}},
             )
-            log.info("payments lease released (epoch %d)", epoch)
-        except PyMongoError:
-            pass  # it expires on its own
 
     def try_once_safely(self) -> bool:
         try:

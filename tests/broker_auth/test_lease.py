@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,65 @@ def test_a_standby_looks_again_when_the_lease_it_saw_expires_with_two_reads(stor
     assert standby.standby_pause(0.1) == STANDBY_MAX_PAUSE_S, "at most 1 s between looks"
     long_holder.release()
     assert standby.try_once(), "a released lease is taken at the next look"
+
+
+def delayed(col: Any, command: str, until: Callable[[], None]) -> Any:
+    """The lease collection as one replica sees it, `command` held until `until` returns."""
+    return Delayed(col, command, until)
+
+
+class Delayed:
+    def __init__(self, col: Any, command: str, until: Callable[[], None]) -> None:
+        self._col, self._command, self._until = col, command, until
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._col, name)
+        if name != self._command:
+            return real
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self._until()
+            return real(*args, **kwargs)
+
+        return held
+
+
+def test_a_renewal_landing_after_a_standby_read_the_lease_expired_is_given_up(
+    ferret: Mongo,
+) -> None:
+    """The store is slow: the holder's renewal lands after a standby read the lease expired,
+    and the standby's take-over lands after the holder looked for one. Two leaders, unless the
+    holder counts its renewal only when the answer came back inside its fence."""
+    name = f"lease_{secrets.token_hex(4)}"
+    stores = [Store(ferret.url, name) for _ in "ab"]
+    standby_read_expired, holder_done = threading.Event(), threading.Event()
+
+    def after_standby_read() -> None:
+        assert standby_read_expired.wait(10)
+
+    def take_over_after_holder() -> None:
+        standby_read_expired.set()
+        assert holder_done.wait(10)
+
+    a = PaymentsLease(stores[0], ttl_s=1.0, safety_s=0.3, holder="a")
+    b = PaymentsLease(stores[1], ttl_s=1.0, safety_s=0.3, holder="b")
+    try:
+        assert a.try_once()
+        stores[0].leases = delayed(stores[0].leases, "update_one", after_standby_read)
+        stores[1].leases = delayed(stores[1].leases, "insert_one", take_over_after_holder)
+        renewed: list[bool] = []
+
+        def renew() -> None:
+            renewed.append(a.try_once())  # sent inside the fence, answered after it
+            holder_done.set()
+
+        holder = threading.Thread(target=renew)
+        holder.start()
+        while not b.try_once():
+            time.sleep(0.02)
+        holder.join(10)
+        assert b.held()
+        assert renewed == [False] and not a.held(), "two replicas lead at once"
+    finally:
+        for s in stores:
+            s.close()
