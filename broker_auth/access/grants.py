@@ -92,6 +92,9 @@ class Grants:
             log.info("payment %s buys no time (refund due: %d iota)", pid, purchase.amount_iota)
             return
         with self.leader.grants_lock:
+            if not self.leader.leads():  # lost while waiting for the lock (a long reconcile)
+                log.warning("payment %s left to the leader", pid)
+                return
             provisional_until, converting = None, []
             if self.provisional is not None:
                 # The provisional access this payment pays for becomes paid time from when it
@@ -257,6 +260,8 @@ class Grants:
             # this one racing a credit's extension wrote the grant back without it (found by
             # the FerretDB-SIGKILL fault test: a payment credited, its 60 s missing).
             with self.leader.grants_lock:
+                if not self.leader.leads():
+                    break  # a former leader's write could undo the new leader's credit
                 claimed = self.store.grants.find_one_and_update(
                     {"_id": g["_id"], "expires_at": end, "ending_notice_for": {"$ne": end}},
                     {"$set": {"ending_notice_for": end}},
