@@ -26,6 +26,7 @@ from broker_auth.accounts import passwords
 from broker_auth.accounts.buyers import Accounts
 from broker_auth.accounts.sessions import Sessions
 from broker_auth.accounts.throttle import SlidingWindow, purge_expired
+from broker_auth.billing.cancels import CancelRequests
 from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.outbox import Outbox, OutboxDrainer
@@ -207,6 +208,7 @@ def build_watcher(
     before_poll: Callable[[], bool],
     instant: InstantAccess,
     sealed: SealedClaims,
+    cancels: CancelRequests,
 ) -> Watcher:
     return Watcher(
         store,
@@ -221,6 +223,7 @@ def build_watcher(
         before_poll=before_poll,
         instant=instant,
         sealed=sealed,
+        cancels=cancels,
     )
 
 
@@ -320,6 +323,7 @@ class Runtime:
         self.pool = DepositAddresses(self.store, self.ledger, s.deposit_pool_low_water)
         metrics.DEPOSIT_ADDRESSES.source = self._pool_counts_for_scrape
         self.orders = build_orders(self.store, self.pool, self.ledger, s)
+        self.cancels = CancelRequests(self.store)  # asked here, carried out by the watcher
         self.payments = build_payments(self.store, self.events, self.outbox, s)
         self.revenue = Revenue(self.store)
         self.watcher = build_watcher(
@@ -335,6 +339,7 @@ class Runtime:
                 self.store, self.ledger, self.provisional, instant_access_limits(s)
             ),
             sealed=SealedClaims(self.store, self.ledger, self.seller_keys, self.accounts),
+            cancels=self.cancels,
         )
         self.node_feed = build_node_feed(s, self.watcher)
         # Warm the KDF once so the first login does not pay for imports and allocation.

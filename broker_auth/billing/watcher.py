@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pymongo.errors import PyMongoError
 
 from broker_auth.access.grants import Grants
+from broker_auth.billing.cancels import CancelRequests
 from broker_auth.billing.instant_review import InstantAccess
 from broker_auth.billing.orders import Orders
 from broker_auth.billing.payments import Payments
@@ -94,9 +95,11 @@ class Watcher(BackgroundWorker):
         before_poll: Callable[[], bool] | None = None,
         instant: InstantAccess | None = None,
         sealed: SealedClaims | None = None,
+        cancels: CancelRequests | None = None,
     ) -> None:
         super().__init__("watcher")
         self.sealed = sealed
+        self.cancels = cancels  # buyers' cancels: carried out here, the orders' one writer
         self.instant = instant
         self.store = store
         self.ledger = ledger
@@ -211,6 +214,8 @@ class Watcher(BackgroundWorker):
     def poll_once(self) -> None:
         if self.before_poll is not None and self.before_poll():
             self.before_poll = None
+        if self.cancels is not None:
+            self.cancels.serve(self.orders.cancel)
         watched = self.pool.watched()
         metrics.WATCHED_ADDRESSES.set(len(watched))
         maintenance = time.monotonic() >= self._next_maintenance

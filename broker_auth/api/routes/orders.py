@@ -73,7 +73,7 @@ def cancel_order(order_id: str, username: Buyer, rt: Rt) -> Response:
             "too many orders and cancellations (ORDER_MAX_PER_BUYER); try again later",
             wait,
         )
-    rt.orders.cancel(username, order_id)
+    rt.cancels.ask(username, order_id)  # carried out by the payment watcher
     return Response(status_code=204)
 
 
