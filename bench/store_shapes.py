@@ -6,6 +6,11 @@ about 400 bytes in one collection, on random `_id`s, STORE_SHAPES_REPEAT times e
 and the mean). A compare-and-set (`update_one` on `_id` and one more field: an order's
 `state_version`, the watch list's amounts, a grant's end) is the shape to watch: its cost grows
 with every document the collection ever kept (bench/results/store_shapes.json).
+
+It also races STORE_SHAPES_RACERS clients, each on its own connection, on one compare-and-set
+of one document, STORE_SHAPES_RACES times: on FerretDB more than one of them "wins" (an update
+is a read, then a write of the whole document), which is why broker_auth decides races with a
+unique insert and gives each kind of record one writer.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import random
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +70,39 @@ def measure(col: Collection[Doc], size: int, repeat: int, rng: random.Random) ->
     return figures
 
 
+def racing_compare_and_set(url: str, racers: int, rounds: int) -> dict[str, int]:
+    """Rounds in which more than one of `racers` clients won one compare-and-set."""
+    clients: list[pymongo.MongoClient[Doc]] = [pymongo.MongoClient(url) for _ in range(racers)]
+    try:
+        col = clients[0].bench.race
+        col.drop()
+        col.insert_many([{"_id": i, "v": 1} for i in range(rounds)])
+        doubled = sum(_winners(clients, i) > 1 for i in range(rounds))
+        return {"racers": racers, "rounds": rounds, "rounds_with_more_than_one_winner": doubled}
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _winners(clients: list[pymongo.MongoClient[Doc]], doc_id: int) -> int:
+    """How many clients, racing at once, moved document `doc_id` from v=1 to v=2."""
+    go = threading.Barrier(len(clients))
+    wins: list[int] = []
+
+    def race(client: pymongo.MongoClient[Doc]) -> None:
+        go.wait()
+        wins.append(
+            client.bench.race.update_one({"_id": doc_id, "v": 1}, {"$set": {"v": 2}}).modified_count
+        )
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(wins)
+
+
 def main() -> int:
     sizes = [int(n) for n in os.environ.get("STORE_SHAPES_SIZES", "200,2000").split(",")]
     repeat = int(os.environ.get("STORE_SHAPES_REPEAT", "30"))
@@ -76,6 +115,11 @@ def main() -> int:
         )
         try:
             by_size = {str(n): measure(client.bench.shapes, n, repeat, rng) for n in sizes}
+            race = racing_compare_and_set(
+                f"mongodb://127.0.0.1:{port}",
+                int(os.environ.get("STORE_SHAPES_RACERS", "4")),
+                int(os.environ.get("STORE_SHAPES_RACES", "200")),
+            )
         finally:
             client.close()
             proc.stop()
@@ -86,6 +130,7 @@ def main() -> int:
             "document_bytes": 400,
             "repeat": repeat,
             "ms_by_collection_size": by_size,
+            "racing_compare_and_set": race,
             "load": load.stop(),
         },
     )
