@@ -249,7 +249,7 @@ class ProvisionalGrants:
         crash may have come between an entry's write and its grant's)."""
         now = utcnow()
         with self.leader.grants_lock:
-            self._finish_moves()
+            self.finish_moves()
             for entry in self.running(now):
                 self._extend_grant(
                     str(entry["username"]),
@@ -263,9 +263,10 @@ class ProvisionalGrants:
             self.on_change()
 
     # -- ending --------------------------------------------------------------------------
-    def _finish_moves(self) -> None:
-        """Entries that ended and were not taken out of the running ones (a crash between the
-        two writes), and ended ones kept here before there was `provisional_ended`."""
+    def finish_moves(self) -> None:
+        """Entries that ended and were not taken out of the running ones (a crash or an error
+        between the two writes), and ended ones kept here before there was
+        `provisional_ended`: at a process's first poll and each maintenance pass."""
         for doc in self.col.find():
             if doc.get("state", "running") != "running":
                 with contextlib.suppress(DuplicateKeyError):
@@ -292,7 +293,10 @@ class ProvisionalGrants:
             self.ended.insert_one({**doc, **changes})
             won = True
         except DuplicateKeyError:
-            won = False  # the other ending won (or this one, before a crash)
+            # The other ending won, or this one before an error cut the move short: then its
+            # follow-ups (idempotent) are still to do.
+            prior = self.ended.find_one({"_id": bundle_hash}, {"state": 1})
+            won = prior is not None and prior.get("state") == changes["state"]
         self.col.delete_one({"_id": bundle_hash})
         return won
 
@@ -304,14 +308,14 @@ class ProvisionalGrants:
         with self.leader.grants_lock:
             if not self.leader.leads():
                 return
+            if block:  # first: the payer double-spent, whichever ending wins
+                self._block(username, entry.get("inputs", []), now)
             if not self._end(
                 str(entry["_id"]), {"state": "withdrawn", "ended_at": now, "why": why}
             ):
                 return
             end = self._shorten_grant(username, product_id, now)
             self._show_on_order(str(entry["order_id"]), now)
-        if block:
-            self._block(username, entry.get("inputs", []), now)
         metrics.GRANT_EVENTS.labels("withdrawn").inc()
         log.warning(
             "provisional access for %s to %s withdrawn (bundle %s: %s)",

@@ -9,9 +9,9 @@
    nothing: `until` never passes that deadline, so expiry ends it.
 2. Pending bundles paying a watched order become candidates; the pure rules decide
    (access/instant_access.py) and what they admit opens access.
-A confirmed one needs nothing here: crediting converts it (grants.py). The first pass of a
-process (start, lease gained) makes the grants agree with the entries (a crash between two
-writes).
+A confirmed one needs nothing here: crediting converts it (grants.py). Before anything else
+reads the entries, the watcher's first poll in a process (start, lease gained) makes the
+grants agree with them and finishes the moves a crash cut short (`repair_once`).
 """
 
 from __future__ import annotations
@@ -45,15 +45,19 @@ class InstantAccess:
         """Another process may have led meanwhile: check the grants again at the next pass."""
         self._repaired = False
 
+    def repair_once(self) -> None:
+        """At a process's first poll (start, lease gained), before anything reads the entries:
+        grants agree with them, and moves a crash cut short are finished."""
+        if not self._repaired:
+            self.provisional.repair()
+            self._repaired = True
+
     @property
     def on(self) -> bool:
         return self.limits.max_seconds > 0 and self.limits.max_iota > 0
 
     def review(self, watched: list[Doc], seen: list[BundleSeen]) -> None:
         """`seen`: what the ledger answered for the addresses of `watched`."""
-        if not self._repaired:
-            self.provisional.repair()
-            self._repaired = True
         now = utcnow()
         pending = {b.bundle_hash: b for b in seen if not b.confirmed}
         for entry in self.provisional.running(now):

@@ -214,8 +214,10 @@ class Watcher(BackgroundWorker):
     def poll_once(self) -> None:
         if self.before_poll is not None and self.before_poll():
             self.before_poll = None
+        if self.instant is not None:
+            self.instant.repair_once()
         if self.cancels is not None:
-            self.cancels.serve(self.orders.cancel)
+            self.cancels.serve(self.orders.cancel, self.grants.leader.leads)
         watched = self.pool.watched()
         metrics.WATCHED_ADDRESSES.set(len(watched))
         maintenance = time.monotonic() >= self._next_maintenance
@@ -249,6 +251,10 @@ class Watcher(BackgroundWorker):
                     self._evidence_later(payment)
                 self._evidence_loaded = True
             self.scan_strays()
+            if self.cancels is not None:
+                self.cancels.tidy()
+            if self.instant is not None:
+                self.instant.provisional.finish_moves()
             self._next_maintenance = time.monotonic() + self.stray_scan_interval_s
         self._backfill_evidence()
 

@@ -69,6 +69,9 @@ class Store:
         # `provisional_ended`, so the reads cost what runs, not every bundle ever admitted.
         self.provisional: Collection[Doc] = self.db["provisional"]
         self.provisional_ended: Collection[Doc] = self.db["provisional_ended"]
+        # Buyers' cancels handed to the payment watcher, and who acted on each (cancels.py).
+        self.cancel_requests: Collection[Doc] = self.db["cancel_requests"]
+        self.cancel_decisions: Collection[Doc] = self.db["cancel_decisions"]
         # Payers and inputs that double-spent: no instant access for a while (by `_id` only).
         self.instant_blocks: Collection[Doc] = self.db["instant_blocks"]
         # Confirmed payments not yet in the time-series store (small: drained every second).

@@ -80,6 +80,7 @@ class PaymentsLease(BackgroundWorker):
         self.housekeeping = housekeeping
         self.housekeeping_interval_s = housekeeping_interval_s
         self.epoch = 0
+        self._last_sent = 0.0
         self._valid_until = 0.0  # monotonic; 0: not held
         self._known = 0  # the newest epoch seen
         self._seen_until: dt.datetime | None = None  # when the lease another holds expires
@@ -110,7 +111,7 @@ class PaymentsLease(BackgroundWorker):
 
     def try_once(self) -> bool:
         """Renew or take the lease; returns whether we hold it afterwards."""
-        sent = time.monotonic()
+        sent = self._last_sent = time.monotonic()
         now = utcnow()
         expires = now + dt.timedelta(seconds=self.ttl_s)
         leases = self.store.leases
@@ -219,7 +220,12 @@ class PaymentsLease(BackgroundWorker):
                 next_housekeeping = time.monotonic() + self.housekeeping_interval_s
                 with contextlib.suppress(PyMongoError):  # next time
                     self.housekeeping()
-            self._pause(renew_every if self.held() else self.standby_pause(look_every))
+            if self.held():
+                # From when the last renewal was sent, not when it (or housekeeping) ended:
+                # a slow store then eats less of the margin before the fence.
+                self._pause(max(0.0, self._last_sent + renew_every - time.monotonic()))
+            else:
+                self._pause(self.standby_pause(look_every))
 
     def stop(self) -> None:
         super().stop()

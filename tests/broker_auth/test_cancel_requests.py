@@ -1,10 +1,11 @@
 """A buyer's cancel is carried out by the payment watcher (billing/cancels.py), against real
 FerretDB: the order's one writer is the watcher's thread, whatever replica the buyer asked; a
-stranger asks nothing of it; a cancel nobody answered in time is not carried out later; one
-failing cancel does not stop the watcher.
+stranger asks nothing of it; a 503 means not cancelled, even when the watcher had already read
+the request; a cancel the watcher took is answered even past the wait; one failing cancel
+does not stop the watcher; a buyer cannot pile up waiting requests.
 
-Why (measured here): on FerretDB two racing compare-and-sets on one order both succeed, so a
-cancel served by an API thread could undo the payment the watcher recorded at that moment.
+Why: on FerretDB two racing compare-and-sets on one order both succeed (bench/store_shapes.py),
+so a cancel served by an API thread could undo the payment the watcher recorded at that moment.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from broker_auth.billing.cancels import CancelRequests
+from broker_auth.billing.cancels import MAX_WAITING_PER_BUYER, CancelRequests, TooManyWaitingError
 from broker_auth.errors import ConflictError, NotFoundError, UnavailableError
 from broker_auth.infra.db import Store
+from testing.procs import wait_for
 from tests.conftest import Mongo
 
 
@@ -38,9 +40,15 @@ def an_order(store: Store, username: str) -> str:
 class FakeWatcher:
     """The watcher's loop around `serve`: what it carries out, and on which thread."""
 
-    def __init__(self, requests: CancelRequests, cancel: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        requests: CancelRequests,
+        cancel: Callable[[str, str], None],
+        leads: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.requests = requests
         self.cancel = cancel
+        self.leads = leads
         self.calls: list[tuple[str, str, str]] = []  # (thread, username, order id)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="watcher")
@@ -51,7 +59,7 @@ class FakeWatcher:
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            self.requests.serve(self._record)
+            self.requests.serve(self._record, self.leads)
             time.sleep(0.05)
 
     def __enter__(self) -> FakeWatcher:
@@ -79,7 +87,7 @@ def test_the_watcher_thread_carries_out_the_owners_cancel_and_a_stranger_asks_no
             requests.ask("owner", "no-such-order")
         requests.ask("owner", order_id)
     assert watcher.calls == [("watcher", "owner", order_id)]
-    assert store.db["cancel_requests"].count_documents({"order_id": order_id}) == 0
+    assert store.cancel_requests.count_documents({"order_id": order_id}) == 0
 
 
 def test_what_the_cancel_refused_reaches_the_buyer_and_a_failure_does_not_stop_the_watcher(
@@ -103,16 +111,69 @@ def test_what_the_cancel_refused_reaches_the_buyer_and_a_failure_does_not_stop_t
     assert [c[2] for c in watcher.calls] == [paid, broken, fine]
 
 
-def test_a_cancel_nobody_answered_in_time_is_not_carried_out_later(store: Store) -> None:
-    requests = CancelRequests(store, wait_s=0.5)
+def test_a_503_means_not_cancelled_even_when_the_watcher_had_read_the_request(
+    store: Store,
+) -> None:
+    """The watcher reads the requests, then is slow (a node call); the asker's wait runs out
+    and it answers 503: the watcher must not cancel that order afterwards."""
+    requests = CancelRequests(store, wait_s=0.3)
     order_id = an_order(store, "patient")
-    began = time.monotonic()
-    with pytest.raises(UnavailableError, match="did not answer in time"):
-        requests.ask("patient", order_id)  # no watcher running: no leader
-    assert 0.5 <= time.monotonic() - began < 5
-    with FakeWatcher(requests, no_error) as watcher:
-        time.sleep(0.5)
+    gave_up = threading.Event()
+
+    def slow_to_decide() -> bool:
+        gave_up.wait(10)
+        return True
+
+    def ask() -> None:
+        with pytest.raises(UnavailableError, match="it was not cancelled"):
+            requests.ask("patient", order_id)
+        gave_up.set()
+
+    with FakeWatcher(requests, no_error, leads=slow_to_decide) as watcher:
+        asker = threading.Thread(target=ask)
+        asker.start()
+        asker.join(10)
+        assert gave_up.is_set()
+        time.sleep(0.3)
     assert watcher.calls == []
+
+
+def test_a_cancel_the_watcher_took_is_answered_past_the_wait(store: Store) -> None:
+    requests = CancelRequests(store, wait_s=0.3)
+    order_id = an_order(store, "slow-node")
+
+    def slow_cancel(username: str, order_id: str) -> None:
+        time.sleep(1.0)  # the node answers slowly
+
+    with FakeWatcher(requests, slow_cancel) as watcher:
+        requests.ask("slow-node", order_id)  # 204, not a 503 for a cancel that happened
+    assert len(watcher.calls) == 1
+
+
+def test_a_buyer_cannot_pile_up_waiting_cancels(store: Store) -> None:
+    """No leader answers (its watcher is down): each waiting cancel holds a thread and reads
+    its request; a buyer gets MAX_WAITING_PER_BUYER of them, then 429."""
+    requests = CancelRequests(store, wait_s=1.5)
+    order_id = an_order(store, "flooder")
+    answers: list[str] = []
+
+    def ask() -> None:
+        try:
+            requests.ask("flooder", order_id)
+        except Exception as exc:
+            answers.append(type(exc).__name__)
+
+    waiting = [threading.Thread(target=ask) for _ in range(MAX_WAITING_PER_BUYER)]
+    for t in waiting:
+        t.start()
+    mine = {"username": "flooder"}
+    wait_for(lambda: store.cancel_requests.count_documents(mine) == 3 or None, 10, "3 waiting")
+    with pytest.raises(TooManyWaitingError):
+        requests.ask("flooder", order_id)
+    for t in waiting:
+        t.join(10)
+    assert answers == ["UnavailableError"] * MAX_WAITING_PER_BUYER
+    assert store.cancel_requests.count_documents(mine) == 0
 
 
 def test_a_double_click_gets_two_answers_from_two_cancels_in_turn(store: Store) -> None:

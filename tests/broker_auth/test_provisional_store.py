@@ -79,7 +79,9 @@ def test_an_ended_entry_leaves_the_running_ones_and_never_opens_access_again(
     assert grants.first_seen(bundle) == as_utc(running["first_seen"])
     # The same bundle seen pending again (a replay, a reattachment): no second opening.
     later = Opening(
-        Admitted(bundle, first.admitted.order_id, username, 60, 600, utcnow() + dt.timedelta(600)),
+        Admitted(
+            bundle, first.admitted.order_id, username, 60, 600, utcnow() + dt.timedelta(seconds=600)
+        ),
         *(first.address, first.product_id, first.topic_filter, first.inputs, first.first_seen),
     )
     assert not grants.open(later, username)
@@ -149,3 +151,24 @@ def test_a_conversion_and_a_withdrawal_racing_from_two_processes_end_an_entry_on
     states = [str(d["state"]) for d in parts.store.provisional_ended.find({"_id": {"$in": ids}})]
     assert len(states) == len(ids)
     assert told.count("grant_withdrawn") == states.count("withdrawn")
+
+
+def test_a_withdrawal_cut_short_by_an_error_is_finished_when_withdrawn_again(
+    parts: Parts,
+) -> None:
+    """The withdrawal's move landed, then the store failed before the rest: the next review
+    withdraws the bundle again, and the payer is blocked and the grant shortened then."""
+    told: list[str] = []
+    grants = provisional(parts, told)
+    username = parts.buyer()
+    one = opening(username)
+    assert grants.open(one, username)
+    doc = entry(parts.store, one.admitted.bundle_hash)
+    parts.store.provisional_ended.insert_one({**doc, "state": "withdrawn", "why": "double spend"})
+
+    grants.withdraw(doc, "double spend (contested)", block=True)
+
+    assert grants.blocked(username, [], utcnow())
+    assert "provisional_until" not in parts.grant(username)
+    assert told == ["grant_provisional", "grant_withdrawn"]
+    assert parts.store.provisional.find_one({"_id": one.admitted.bundle_hash}) is None
