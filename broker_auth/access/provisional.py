@@ -144,8 +144,8 @@ class ProvisionalGrants:
     # -- opening -------------------------------------------------------------------------
     def open(self, opening: Opening, username: str) -> bool:
         """Record the admitted bundle and give its buyer access until `until`; False if this
-        bundle opened access before (then its grant is made right again, idempotently: a
-        crash may have come between the two writes)."""
+        bundle opened access before, running or ended (a crash between the entry's write and
+        the grant's is made right by `repair` at the next process's first poll)."""
         a = opening.admitted
         now = utcnow()
         until = truncate(a.until)
