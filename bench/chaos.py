@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
 import threading
@@ -132,7 +133,7 @@ class Shop:
                     last = f"{type(exc).__name__}"
                     continue
                 if r.status_code == expect:
-                    return r.json()
+                    return r.json() if r.content else None
                 if r.status_code < 500:
                     raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:200]}")
                 last = f"{r.status_code} {r.text[:200]}"
@@ -250,7 +251,6 @@ class Buyer:
 
     def buy_once(self, renewal: bool) -> float:
         """One order paid; returns when the grant ends."""
-        source = next(self.sources)
         order = self.shop.call(
             "POST",
             "/api/orders",
@@ -258,10 +258,16 @@ class Buyer:
             json={"product_id": self.product, "hours": self.buy_s / 3600},
             headers=self._as_buyer,
         )
+        # A funded address only for an order that exists: a refused order (429) spends none.
+        source = next(self.sources)
         signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         if self.on_paid is not None:  # before it leaves: access may follow at once
             self.on_paid(self.username, time.time(), renewal)
-        tail = retry(lambda: self.wallet.send(signed), 120)
+        try:
+            tail = retry(lambda: self.wallet.send(signed), 120)
+        except Exception:
+            self._cancel(order["order_id"])  # as an app would: its unpaid place comes back
+            raise
         p = Purchase(
             self.username,
             order["order_id"],
@@ -284,6 +290,11 @@ class Buyer:
         grants = self.shop.call("GET", "/api/grants", 200, headers=self._as_buyer)
         ends = [parse_time(g["expires_at"]) for g in grants if g["product_id"] == self.product]
         return max(ends, default=time.time())
+
+    def _cancel(self, order_id: str) -> None:
+        """Cancel an order the payment did not leave for; a 409 (it left after all) keeps it."""
+        with contextlib.suppress(Exception):
+            self.shop.call("DELETE", f"/api/orders/{order_id}", 204, headers=self._as_buyer)
 
     def _access(self) -> float:
         access = wait_for_access(
