@@ -7,6 +7,7 @@ reproduced by undoing the later write (the address's `accounted_iota`, the payme
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import threading
@@ -104,16 +105,25 @@ def shop_parts(store: Store, dynsec: DynsecClient, notify: Notify | None = None)
     return Parts(store, dynsec, projector, Payments(store), grants)
 
 
-@pytest.fixture(scope="module")
-def parts(mosquitto_factory: MosquittoFactory, ferret: Mongo) -> Iterator[Parts]:
-    broker = mosquitto_factory(f"crediting-{secrets.token_hex(3)}")
-    store = Store(ferret.url, f"crediting_{secrets.token_hex(4)}")
+@contextlib.contextmanager
+def running_parts(mosquitto_factory: MosquittoFactory, ferret: Mongo, name: str) -> Iterator[Parts]:
+    """Crediting's parts on a broker and a database of their own."""
+    broker = mosquitto_factory(f"{name}-{secrets.token_hex(3)}")
+    store = Store(ferret.url, f"{name}_{secrets.token_hex(4)}")
     dynsec = DynsecClient("127.0.0.1", broker.port, "svc.broker-admin", broker.admin_password)
     dynsec.start()
     assert dynsec.wait_ready(10)
-    yield shop_parts(store, dynsec)
-    dynsec.stop()
-    store.close()
+    try:
+        yield shop_parts(store, dynsec)
+    finally:
+        dynsec.stop()
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def parts(mosquitto_factory: MosquittoFactory, ferret: Mongo) -> Iterator[Parts]:
+    with running_parts(mosquitto_factory, ferret, "crediting") as parts:
+        yield parts
 
 
 def test_crediting_twice_counts_once(parts: Parts) -> None:

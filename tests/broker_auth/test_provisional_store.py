@@ -14,24 +14,17 @@ import pytest
 
 from broker_auth.access.instant_access import Admitted
 from broker_auth.access.provisional import Opening, ProvisionalGrants
-from broker_auth.broker.control import DynsecClient
 from broker_auth.broker.projector import Projector
 from broker_auth.infra.clock import as_utc, utcnow
 from broker_auth.infra.db import Doc, Store
-from tests.broker_auth.test_crediting import Parts, shop_parts
+from tests.broker_auth.test_crediting import Parts, running_parts
 from tests.conftest import Mongo, MosquittoFactory
 
 
 @pytest.fixture(scope="module")
 def parts(mosquitto_factory: MosquittoFactory, ferret: Mongo) -> Iterator[Parts]:
-    broker = mosquitto_factory(f"provisional-{secrets.token_hex(3)}")
-    store = Store(ferret.url, f"provisional_{secrets.token_hex(4)}")
-    dynsec = DynsecClient("127.0.0.1", broker.port, "svc.broker-admin", broker.admin_password)
-    dynsec.start()
-    assert dynsec.wait_ready(10)
-    yield shop_parts(store, dynsec)
-    dynsec.stop()
-    store.close()
+    with running_parts(mosquitto_factory, ferret, "provisional") as parts:
+        yield parts
 
 
 def opening(username: str, seconds: float = 120) -> Opening:
