@@ -75,6 +75,15 @@ def no_error(username: str, order_id: str) -> None:
     return None
 
 
+def answer(requests: CancelRequests, username: str, order_id: str, answers: list[str]) -> None:
+    """Ask for the cancel (in a thread) and keep its answer: "204" or the error's name."""
+    try:
+        requests.ask(username, order_id)
+        answers.append("204")
+    except Exception as exc:
+        answers.append(type(exc).__name__)
+
+
 def test_the_watcher_thread_carries_out_the_owners_cancel_and_a_stranger_asks_nothing(
     store: Store,
 ) -> None:
@@ -156,14 +165,8 @@ def test_a_buyer_cannot_pile_up_waiting_cancels(store: Store) -> None:
     requests = CancelRequests(store, wait_s=1.5)
     order_id = an_order(store, "flooder")
     answers: list[str] = []
-
-    def ask() -> None:
-        try:
-            requests.ask("flooder", order_id)
-        except Exception as exc:
-            answers.append(type(exc).__name__)
-
-    waiting = [threading.Thread(target=ask) for _ in range(MAX_WAITING_PER_BUYER)]
+    ask = (requests, "flooder", order_id, answers)
+    waiting = [threading.Thread(target=answer, args=ask) for _ in range(MAX_WAITING_PER_BUYER)]
     for t in waiting:
         t.start()
     mine = {"username": "flooder"}
@@ -180,16 +183,9 @@ def test_a_double_click_gets_two_answers_from_two_cancels_in_turn(store: Store) 
     requests = CancelRequests(store, wait_s=10)
     order_id = an_order(store, "double")
     answers: list[str] = []
-
-    def click() -> None:
-        try:
-            requests.ask("double", order_id)
-            answers.append("204")
-        except Exception as exc:
-            answers.append(type(exc).__name__)
-
     with FakeWatcher(requests, no_error) as watcher:
-        clicks = [threading.Thread(target=click) for _ in "ab"]
+        click = (requests, "double", order_id, answers)
+        clicks = [threading.Thread(target=answer, args=click) for _ in "ab"]
         for t in clicks:
             t.start()
         for t in clicks:
