@@ -9,8 +9,9 @@ confirm). An entry ends by its insert into `provisional_ended` (same `_id`: of a
 and a withdrawal racing, one wins; a compare-and-set on `state` would let both win on
 FerretDB), then leaves `provisional`: every review reads the running entries whole, and on
 FerretDB a read costs every document of its collection, so `provisional` keeps only what
-runs. A crash between the two leaves it behind until the next repair (a process's first
-pass). A bundle in `provisional_ended` never opens access again.
+runs. A crash or an error between the two leaves it behind until `finish_moves` (a process's
+first poll, and each maintenance pass). A bundle in `provisional_ended` never opens access
+again.
 
 The grant keeps `paid_until` (confirmed time) and `provisional_until` (the latest `until` of
 its running entries); access ends at the later (`expires_at`), so expiry (access/expiry.py)
