@@ -20,7 +20,7 @@ import pymongo
 from broker_auth.access.expiry import ExpiryScheduler
 from broker_auth.access.grants import Grants
 from broker_auth.access.instant_access import Limits
-from broker_auth.access.notices import Notifier
+from broker_auth.access.notices import Notifier, notifier_password
 from broker_auth.access.provisional import ProvisionalGrants
 from broker_auth.accounts import passwords
 from broker_auth.accounts.buyers import Accounts
@@ -147,7 +147,9 @@ def build_reconciler(
 def build_notifier(s: Settings, projector: Projector) -> tuple[SellerKeys, Notifier]:
     """The seller's keys (sealed purchases) and the notifier that also keeps them retained."""
     keys = SellerKeys.load_or_create(Path(s.seller_key_file))
-    return keys, Notifier(projector, s.mqtt_host, s.mqtt_port, retained=public_facts(keys))
+    password = notifier_password(s.dynsec_admin_password.get_secret_value())
+    notifier = Notifier(projector, s.mqtt_host, s.mqtt_port, password, public_facts(keys))
+    return keys, notifier
 
 
 def build_metrics_account(s: Settings, projector: Projector) -> MetricsAccount:

@@ -5,15 +5,22 @@ buyer's persistent session gets the ones sent while it was away. Only that buyer
 topic (role `notify-reader`: `notify/%u`).
 
 broker_auth publishes as its own client `svc.notifier`, allowed to publish under `notify/`
-and nothing else: at start it creates that client (or resets its password) with a random
-password over the control client, then connects with it; paho queues what is published while
-it reconnects. Notifications are sent after the change they announce is stored: a crash in
-between loses the notice, never the access.
+and nothing else: at start it creates that client (or resets its password) over the control
+client, then connects with it; paho queues what is published while it reconnects. Every
+replica shares that client, so its password is derived from the dynamic-security admin
+password they all hold (`notifier_password`): a replica that starts later sets the same one
+and locks no other replica's notifier out. With a random password each, only the last one
+started could reconnect, and the leader, started first, told its buyers nothing.
+Notifications are sent after the change they announce is stored: a crash in between loses the
+notice, never the access.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -34,9 +41,23 @@ log = logging.getLogger(__name__)
 RETRY_S = 1.0
 
 
+def notifier_password(dynsec_admin_password: str) -> str:
+    """`svc.notifier`'s password, the same on every replica; it reveals nothing of the admin
+    password (HMAC-SHA256), and whoever holds that one controls the broker anyway."""
+    digest = hmac.new(
+        dynsec_admin_password.encode(), b"broker_auth svc.notifier password", hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 class Notifier(BackgroundWorker):
     def __init__(
-        self, projector: Projector, host: str, port: int, retained: dict[str, str] | None = None
+        self,
+        projector: Projector,
+        host: str,
+        port: int,
+        password: str,
+        retained: dict[str, str] | None = None,
     ) -> None:
         super().__init__("notifier")
         # The shop's public facts (info/seller-key), published retained at each connection.
@@ -44,7 +65,7 @@ class Notifier(BackgroundWorker):
         self.projector = projector
         self.host = host
         self.port = port
-        self._password = secrets.token_urlsafe(24)
+        self._password = password  # notifier_password(): the same on every replica
         self._ready = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,

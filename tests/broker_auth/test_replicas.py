@@ -6,6 +6,8 @@ its end by more than the hand-over; throttles and sessions hold across replicas.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import queue
 import signal
 import threading
 import time
@@ -15,8 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pymongo import MongoClient
 
+import testing.mqtt
 from broker_auth.broker.projector import product_rolename
 from testing import procs
 from testing.broker_auth import AuthStack, start_replica
@@ -84,6 +89,37 @@ def test_throttles_and_sessions_hold_across_replicas(pair: tuple[AuthStack, Auth
     assert httpx.get(f"{b.api_url}/api/grants", headers=bearer, timeout=5).status_code == 200
     assert httpx.delete(f"{b.api_url}/api/sessions/current", headers=bearer).status_code == 204
     assert httpx.get(f"{a.api_url}/api/grants", headers=bearer, timeout=5).status_code == 401
+
+
+def test_the_leaders_notices_reach_the_buyer(
+    pair: tuple[AuthStack, AuthStack], devnet: procs.Devnet
+) -> None:
+    """Every replica sends notices as `svc.notifier`. One that starts later must not lock the
+    others' notifier out of the broker (each used to set a password of its own: the replica
+    that started first, the leader, then told its buyers nothing)."""
+    a, b = pair
+    wait_for(lambda: sorted(leaders(a, b)) == [False, True], 10, "one leader")
+    leader = a if health(a)["leader"] else b
+    leader.create_product("rep-notify", "live/plug-2/#", 3600)  # 1 iota = 1 s
+    buyer = "rep-notify-buyer"
+    leader.register(buyer, PASSWORD)
+    notes: queue.Queue[dict[str, Any]] = queue.Queue()
+    listener = testing.mqtt.client(buyer, leader.mqtt_passwords[buyer], tag="listen")
+    subscribed = testing.mqtt.subscribe_on_connect(listener, f"notify/{buyer}", qos=1)
+    listener.on_message = lambda _c, _u, m: notes.put(json.loads(m.payload))
+    session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    session.SessionExpiryInterval = 600  # the grant's role change kicks it: it comes back
+    listener.connect("127.0.0.1", leader.broker.port, clean_start=False, properties=session)
+    listener.loop_start()
+    try:
+        assert subscribed.wait(5)
+        order = leader.order(buyer, PASSWORD, "rep-notify", 30 / 3600)
+        pay_from_fresh_seed(devnet, order["address"], order["tag"], 30)
+        note = notes.get(timeout=90)
+        assert note["event"] == "grant_started" and note["product_id"] == "rep-notify"
+    finally:
+        listener.loop_stop()
+        listener.disconnect()
 
 
 def test_leader_killed_mid_payments(

@@ -14,7 +14,8 @@ QoS 0 for every client but services (`svc.*`), so an abandoned session of a free
 no average either, while a buyer keeps QoS 1 on his notifications and paid topics.
 
 A test-only account `svc.test-notifier` publishes on `notify/#` in place of broker_auth's
-notifier (whose password is random and private), as the ACL matrix's observer does.
+notifier (whose password is private: derived from the admin password), as the ACL matrix's
+observer does.
 """
 
 from __future__ import annotations
