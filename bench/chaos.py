@@ -8,7 +8,9 @@
   answer, or answers 5xx, is skipped; the call is retried until its deadline).
 - `Buyer`: signs up, then round after round orders `buy_s` seconds of the product, pays it from
   an address funded before the run, and either renews before the end (the time stacks) or lets
-  the grant end and buys again later; every payment is kept for the ledger check.
+  the grant end and buys again later; every payment is kept for the ledger check. As an app
+  would, it learns of a renewal's credit from its `notify/<username>` topic (`Notices`), and
+  reads its order every `CREDIT_POLL_S` only in case a notice was lost (a broker restart).
 - `GrantWatch`: once a second, every grant's end (admin API) and, for each buyer whose grant
   has ended, whether Mosquitto still gives that buyer's client the product's role: how long past
   its end a grant stayed in the broker.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import random
 import threading
 import time
@@ -26,10 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+import paho.mqtt.client as mqtt
 from iota import Address
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bench import harness
-from testing.mqtt import wait_for_access
+from testing.mqtt import client, subscribe_on_connect, wait_for_access
 
 T = TypeVar("T")
 # Kill candidates: the seller's processes. The devnet's coordinator node stands for the IOTA
@@ -157,7 +163,72 @@ def parse_time(value: str) -> float:
 # fresh connection each: a password hash for Mosquitto) cost the soak's harness a whole core and
 # piled up exactly while the stack was slow (a kill): the figures then measured the harness.
 ACCESS_POLL_S = 0.25
-CREDIT_POLL_S = 0.5
+CREDIT_POLL_S = 5.0  # the order read back only in case its notice was lost
+
+
+@dataclass
+class Notice:
+    event: str
+    product_id: str
+    expires_at: float
+    received_at: float
+
+
+class Notices:
+    """A buyer's `notify/<username>` feed, kept while the soak runs: QoS 1 on a persistent
+    session, so what is sent while the client is away (a grant's role change kicks it; a broker
+    restart) comes when paho has reconnected."""
+
+    def __init__(self, port: int, username: str, password: str) -> None:
+        self.topic = f"notify/{username}"
+        self.received: list[Notice] = []
+        self._arrived = threading.Condition()
+        self._client = client(username, password, tag="soak-notify")
+        subscribe_on_connect(self._client, self.topic, qos=1)
+        self._client.on_message = self._on_message
+        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        session.SessionExpiryInterval = 3600
+        self._client.connect_async(
+            "127.0.0.1", port, keepalive=30, clean_start=False, properties=session
+        )
+        self._client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(msg.payload)
+            notice = Notice(
+                str(body["event"]),
+                str(body["product_id"]),
+                parse_time(str(body["expires_at"])),
+                time.time(),
+            )
+        except (ValueError, KeyError, TypeError):
+            return  # not a notice of ours: the soak judges orders, not the notifier's format
+        with self._arrived:
+            self.received.append(notice)
+            self._arrived.notify_all()
+
+    def wait_extended(self, product_id: str, beyond: float, timeout: float) -> float | None:
+        """When a `grant_extended` notice for `product_id` ending after `beyond` arrived, or
+        None within `timeout`."""
+
+        def arrived() -> float | None:
+            told = (
+                n.received_at
+                for n in self.received
+                if n.event == "grant_extended"
+                and n.product_id == product_id
+                and n.expires_at > beyond
+            )
+            return next(told, None)
+
+        with self._arrived:
+            self._arrived.wait_for(lambda: arrived() is not None, timeout)
+            return arrived()
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
 
 
 @dataclass
@@ -171,6 +242,7 @@ class Purchase:
     renewal: bool  # the buyer's grant was still running
     access_at: float | None = None  # a first purchase: SUBACK granted
     credited_at: float | None = None  # a renewal: the order seen credited
+    credit_seen_by: str | None = None  # "notice" (notify/<username>) or "order" (read back)
     error: str | None = None
 
 
@@ -190,6 +262,7 @@ class Buyer:
     purchases: list[Purchase] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     mqtt_password: str = ""  # given at sign-up
+    notices: Notices | None = None  # its notify/<username> feed, from sign-up
     # Each buyer comes from an address of its own (X-Forwarded-For, trusted from loopback), so
     # the production throttles per address apply as they would.
     client_ip: str = "10.0.0.1"
@@ -233,10 +306,17 @@ class Buyer:
         except Exception as exc:
             self.errors.append(f"sign-up: {type(exc).__name__}: {exc}")
             return
+        self.notices = Notices(self.stack.broker.port, self.username, self.mqtt_password)
+        try:
+            self._buy_until_stopped()
+        finally:
+            self.notices.close()
+
+    def _buy_until_stopped(self) -> None:
         ends_at = 0.0
         while not self.stop.is_set():
             try:
-                ends_at = self.buy_once(renewal=ends_at > time.time())
+                ends_at = self.buy_once(renewal=ends_at > time.time(), ends_at=ends_at)
             except StopIteration:
                 return  # no funded address left
             except Exception as exc:  # kept; the buyer goes on with the next round
@@ -249,8 +329,9 @@ class Buyer:
                 wake = ends_at + self.rng.uniform(5, 30)
             self.stop.wait(max(0.0, wake - time.time()))
 
-    def buy_once(self, renewal: bool) -> float:
-        """One order paid; returns when the grant ends."""
+    def buy_once(self, renewal: bool, ends_at: float = 0.0) -> float:
+        """One order paid (`ends_at`: the grant's end before it); returns when the grant
+        ends."""
         order = self.shop.call(
             "POST",
             "/api/orders",
@@ -281,7 +362,11 @@ class Buyer:
         self.clock.watch(signed.bundle_hash, tail)
         try:
             if renewal:
-                p.credited_at = self._wait_credited(order["order_id"])
+                # Credited: the grant reaches past its end by more than half of the time
+                # bought (a stray notice of an earlier purchase does not count).
+                seen = self._wait_credited(order["order_id"], ends_at + self.buy_s / 2)
+                if seen is not None:
+                    p.credited_at, p.credit_seen_by = seen
             else:
                 p.access_at = retry(self._access, 240)
         except Exception as exc:  # kept on the purchase: the soak says what became of it
@@ -305,16 +390,20 @@ class Buyer:
         access.probe.close()
         return access.granted_at
 
-    def _wait_credited(self, order_id: str) -> float | None:
-        """When the order was seen credited; None if the soak ended first."""
+    def _wait_credited(self, order_id: str, beyond: float) -> tuple[float, str] | None:
+        """When and how the credit was seen (its `grant_extended` notice, or the order read
+        back in case the notice was lost); None if the soak ended first."""
+        assert self.notices is not None
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if self.stop.is_set():
                 return None
+            told = self.notices.wait_extended(self.product, beyond, CREDIT_POLL_S)
+            if told is not None:
+                return told, "notice"
             order = self.shop.call("GET", f"/api/orders/{order_id}", 200, headers=self._as_buyer)
             if order.get("confirmed_iota", 0) >= order["amount_iota"]:
-                return time.time()
-            time.sleep(CREDIT_POLL_S)
+                return time.time(), "order"
         raise TimeoutError(f"order {order_id} not credited within 240 s")
 
 

@@ -30,8 +30,10 @@ Figures (bench/results/soak.json):
 - payments: every purchase's sum of credited payments against the ledger (getBalances of its
   address) and each bundle credited once (credited twice must be 0); first purchases: send ->
   subscription granted (instant access: how long before the confirmation, too); renewals:
-  confirmation -> the order seen credited (a waiting buyer tries its subscription every 0.25 s
-  and reads its order every 0.5 s, as an app would: these figures are that coarse);
+  confirmation -> the credit seen by the buyer: its `grant_extended` notice on
+  `notify/<username>` (a persistent session), or its order read back every 5 s in case the
+  notice was lost (`renewal_credit_seen_by` counts which). A waiting first buyer tries its
+  subscription every 0.25 s, as an app would: that figure is that coarse;
 - grants past their end: once a second every grant's end (admin API) and, for a buyer whose
   grant ended, whether Mosquitto still gives its client the product's role; the time past the
   end it was last seen (a lower bound) and first seen gone (an upper bound, +1 s of polling),
@@ -646,6 +648,8 @@ def payment_figures(r: dict[str, Any]) -> dict[str, Any]:
         "renewal_confirmation_to_credited_s": harness.spread(
             [at - confirmed[p.bundle] for p, at in renewals if p.bundle in confirmed]
         ),
+        # How the buyer learnt of it: its notice, or its order read back (a notice lost).
+        "renewal_credit_seen_by": dict(Counter(str(p.credit_seen_by) for p, _ in renewals)),
         "without_access_or_credit": len(unfinished),
         "without_access_or_credit_detail": [
             unfinished_purchase(p, r, records, confirmed) for p in unfinished[:25]
