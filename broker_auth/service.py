@@ -325,6 +325,7 @@ class Runtime:
         self.pool = DepositAddresses(self.store, self.ledger, s.deposit_pool_low_water)
         metrics.DEPOSIT_ADDRESSES.source = self._pool_counts_for_scrape
         self.orders = build_orders(self.store, self.pool, self.ledger, s)
+        self.orders.leads = self.leader.leads
         # Asked here, carried out by the leader's watcher (woken at once if it is this one).
         self.cancels = CancelRequests(self.store, wake=lambda: self.watcher.wake())
         self.payments = build_payments(self.store, self.events, self.outbox, s)

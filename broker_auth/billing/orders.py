@@ -16,7 +16,7 @@ import logging
 import math
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from pymongo.errors import DuplicateKeyError
@@ -61,6 +61,11 @@ def amount_for(price_iota_per_hour: int, hours: float) -> int:
     return math.ceil(Decimal(price_iota_per_hour) * Decimal(repr(hours)))
 
 
+class LeaseLostError(UnavailableError):
+    """This replica stopped leading between reading an order and writing it: the new leader
+    applies the event again (the watcher's events are idempotent; a cancel is asked again)."""
+
+
 class Orders:
     def __init__(
         self,
@@ -86,6 +91,9 @@ class Orders:
         self.min_amount = min_amount_iota
         self.max_hours = max_hours
         self.slots = UnpaidSlots(store, max_unpaid)
+        # Whether this replica holds the payments lease (service.py sets the leader's): an
+        # order's record is the leader's to change.
+        self.leads: Callable[[], bool] = lambda: True
         self.quote_slots = UnpaidSlots(
             store,
             max_unpaid_quotes,
@@ -238,33 +246,41 @@ class Orders:
         such order.
 
         After its creation an order has one writer, the leader's payment watcher (cancels too
-        go through it, billing/cancels.py), so the update is by `_id` alone. A compare-and-set
-        on `state_version` would decide nothing on FerretDB 1.24 (two racing writers both
-        match: bench/store_shapes.py) and cost a scan of the collection per write (80 ms
-        against 22 ms with 2,000 orders). The version still counts the record's changes."""
-        doc = self.store.orders.find_one({"_id": order_id})
-        if doc is None:
-            return None
-        # An order stored before the record existed (a replica of the previous version
-        # still writes them during a rolling upgrade) starts from its payments.
-        before = record_of(doc) if "state_version" in doc else self._legacy_record(doc)
-        after, effects = apply(before, event)
-        if after == before and "state_version" in doc:
+        go through it, billing/cancels.py), so the update is by `_id`: a compare-and-set on
+        `state_version` cost a scan of the collection per write on FerretDB 1.24 (80 ms against
+        22 ms with 2,000 orders, bench/store_shapes.py) and did not stop two simultaneous
+        writers there either. What it did stop is a leader paused between its read and its
+        write while another took over: so the lease is checked, and the version read again by
+        `_id`, right before the write; a record that moved is read and applied again (events
+        are idempotent)."""
+        for _attempt in range(20):
+            doc = self.store.orders.find_one({"_id": order_id})
+            if doc is None:
+                return None
+            # An order stored before the record existed (a replica of the previous version
+            # still writes them during a rolling upgrade) starts from its payments.
+            before = record_of(doc) if "state_version" in doc else self._legacy_record(doc)
+            after, effects = apply(before, event)
+            if after == before and "state_version" in doc:
+                return after
+            version = doc.get("state_version")
+            update: Doc = {"$set": {**stored_fields(after), "state_version": int(version or 0) + 1}}
+            # A date the event cleared (a withdrawn cancel's cancelled_at) leaves the document.
+            cleared = {n: "" for n in RECORD_DATES if getattr(after, n) is None and n in doc}
+            if cleared:
+                update["$unset"] = cleared
+            moves = [_history(e) for e in effects if isinstance(e, StatusChanged)]
+            if moves:
+                update["$push"] = {"history": {"$each": moves}}
+            if not self.leads():
+                raise LeaseLostError("payments lease not held: the order is the leader's")
+            now = self.store.orders.find_one({"_id": order_id}, {"state_version": 1})
+            if now is None or now.get("state_version") != version:
+                continue  # another writer moved it (a leader before this one): read again
+            self.store.orders.update_one({"_id": order_id}, update)
+            self._carry_out(doc, effects)
             return after
-        update: Doc = {
-            "$set": {**stored_fields(after), "state_version": int(doc.get("state_version", 0)) + 1}
-        }
-        # A date the event cleared (a withdrawn cancel's cancelled_at) leaves the document.
-        cleared = {n: "" for n in RECORD_DATES if getattr(after, n) is None and n in doc}
-        if cleared:
-            update["$unset"] = cleared
-        moves = [_history(e) for e in effects if isinstance(e, StatusChanged)]
-        if moves:
-            update["$push"] = {"history": {"$each": moves}}
-        if not self.store.orders.update_one({"_id": order_id}, update).matched_count:
-            return None  # orders are never deleted: only a hand in the database gets here
-        self._carry_out(doc, effects)
-        return after
+        raise ConflictError(f"order {order_id} kept changing under this update: try again")
 
     def _carry_out(self, doc: Doc, effects: list[Effect]) -> None:
         for effect in effects:

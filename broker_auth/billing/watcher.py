@@ -40,7 +40,7 @@ from pymongo.errors import PyMongoError
 from broker_auth.access.grants import Grants
 from broker_auth.billing.cancels import CancelRequests
 from broker_auth.billing.instant_review import InstantAccess
-from broker_auth.billing.orders import Orders
+from broker_auth.billing.orders import LeaseLostError, Orders
 from broker_auth.billing.payments import Payments
 from broker_auth.billing.pool import DepositAddresses
 from broker_auth.infra import metrics
@@ -140,6 +140,8 @@ class Watcher(BackgroundWorker):
             started = time.monotonic()
             try:
                 self.poll_once()
+            except LeaseLostError:
+                log.info("watcher: the payments lease was lost during a poll; standing by")
             except PyMongoError as exc:
                 metrics.WATCHER_POLLS.labels("store_error").inc()
                 if not self._store_warned:

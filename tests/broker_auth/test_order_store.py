@@ -12,11 +12,19 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from broker_auth.billing.order_record import Cancelled, CancelWithdrawn, Expired, PendingSeen
-from broker_auth.billing.orders import Orders, new_tag
+from broker_auth.billing.order_record import (
+    Cancelled,
+    CancelWithdrawn,
+    Expired,
+    PaymentConfirmed,
+    PendingSeen,
+)
+from broker_auth.billing.order_record import apply as real_apply
+from broker_auth.billing.orders import LeaseLostError, Orders, new_tag
 from broker_auth.billing.pool import DepositAddresses
 from broker_auth.infra.clock import utcnow
 from broker_auth.infra.db import Doc, Store
@@ -25,6 +33,7 @@ from testing.addresses import random_address
 from tests.conftest import Mongo
 
 PRICE = 3600
+APPLY = "broker_auth.billing.orders.apply"  # the pure rules, as Orders.change calls them
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +140,42 @@ def test_migration_keeps_payments_and_the_pending_view(orders: Orders) -> None:
     assert shown.status == "unconfirmed" and shown.paid_iota == PRICE, shown
     assert orders.get("old-buyer", settled["_id"]).status == "confirmed"
     assert orders.migrate_records() == 0  # done once
+
+
+def test_a_leader_paused_after_its_read_does_not_undo_the_next_leaders_write(
+    orders: Orders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leader A reads the order and stalls (a GC pause, a slow store); B takes over and records
+    the payment; A wakes and writes what it computed from its old read. An update by `_id`
+    alone put the order back to unpaid for good (the payment was already credited, so nothing
+    applied it again). A's write now finds the record moved and applies its event on top."""
+    order = legacy_order(orders)
+    orders.migrate_records()
+    stalled = {"once": True}
+
+    def apply_after_the_next_leader(before: Any, event: Any) -> Any:
+        if stalled.pop("once", False):  # between A's read and A's write, B records the payment
+            monkeypatch.setattr(APPLY, real_apply)
+            orders.change(order["_id"], PaymentConfirmed("pay-b", PRICE, utcnow()))
+            monkeypatch.setattr(APPLY, apply_after_the_next_leader)
+        return real_apply(before, event)
+
+    monkeypatch.setattr(APPLY, apply_after_the_next_leader)
+    record = orders.change(order["_id"], PendingSeen(100, 0, utcnow()))  # A saw value coming
+    assert record is not None and record.confirmed_iota == PRICE
+    stored = orders.store.orders.find_one({"_id": order["_id"]})
+    assert stored is not None
+    assert stored["confirmed_iota"] == PRICE and stored["payment_ids"] == ["pay-b"]
+    assert orders.get("old-buyer", order["_id"]).status == "confirmed"
+
+
+def test_a_replica_without_the_lease_changes_no_order(
+    orders: Orders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order = legacy_order(orders)
+    orders.migrate_records()
+    before = orders.store.orders.find_one({"_id": order["_id"]})
+    monkeypatch.setattr(orders, "leads", lambda: False)
+    with pytest.raises(LeaseLostError):
+        orders.change(order["_id"], PaymentConfirmed("pay-x", PRICE, utcnow()))
+    assert orders.store.orders.find_one({"_id": order["_id"]}) == before

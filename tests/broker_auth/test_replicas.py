@@ -99,7 +99,14 @@ def test_the_leaders_notices_reach_the_buyer(
     that started first, the leader, then told its buyers nothing)."""
     a, b = pair
     wait_for(lambda: sorted(leaders(a, b)) == [False, True], 10, "one leader")
-    leader = a if health(a)["leader"] else b
+    leader, standby = (a, b) if health(a)["leader"] else (b, a)
+    # The standby restarts (a rolling upgrade) after the leader's notifier connected: it sets
+    # svc.notifier's password again, whichever replica leads.
+    standby.proc.kill()
+    standby.proc.start()
+    wait_for(lambda: health(standby).get("status") == "ok", 30, "the standby back")
+    time.sleep(2)  # its notifier provisions once the control client answers
+    assert health(leader)["leader"]
     leader.create_product("rep-notify", "live/plug-2/#", 3600)  # 1 iota = 1 s
     buyer = "rep-notify-buyer"
     leader.register(buyer, PASSWORD)
