@@ -122,7 +122,10 @@ class Shop:
         self.urls = [a.api_url for a in (stack.auth, *stack.replicas)]
         self.admin = stack.auth.admin
         self.deadline_s = deadline_s
-        self.retries = 0
+        self.retries = 0  # rounds in which no replica answered
+        # Attempts that failed (no answer in 10 s, a refused connection, a 5xx) and were sent
+        # again: a POST among them may have been carried out twice.
+        self.failed_attempts = 0
         # Kept connections (a client per call would cost the benchmark a TLS context each).
         self.http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64))
 
@@ -137,12 +140,14 @@ class Shop:
                     r = self.http.request(method, url + path, **kw)  # timeout=: per call
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}"
+                    self.failed_attempts += 1
                     continue
                 if r.status_code == expect:
                     return r.json() if r.content else None
                 if r.status_code < 500:
                     raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:200]}")
                 last = f"{r.status_code} {r.text[:200]}"
+                self.failed_attempts += 1
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{method} {path}: no replica answered ({last})")
             self.retries += 1
@@ -208,9 +213,12 @@ class Notices:
             self.received.append(notice)
             self._arrived.notify_all()
 
-    def wait_extended(self, product_id: str, beyond: float, timeout: float) -> float | None:
-        """When a `grant_extended` notice for `product_id` ending after `beyond` arrived, or
-        None within `timeout`."""
+    def wait_extended(
+        self, product_id: str, beyond: float, since: float, timeout: float
+    ) -> float | None:
+        """When a `grant_extended` notice for `product_id` ending after `beyond` arrived
+        after `since` (the payment left then: no earlier notice is its credit), or None within
+        `timeout`."""
 
         def arrived() -> float | None:
             told = (
@@ -219,6 +227,7 @@ class Notices:
                 if n.event == "grant_extended"
                 and n.product_id == product_id
                 and n.expires_at > beyond
+                and n.received_at >= since
             )
             return next(told, None)
 
@@ -227,8 +236,11 @@ class Notices:
             return arrived()
 
     def close(self) -> None:
+        """Disconnect and end the session (the broker would keep queuing for it an hour)."""
+        end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        end.SessionExpiryInterval = 0
+        self._client.disconnect(properties=end)
         self._client.loop_stop()
-        self._client.disconnect()
 
 
 @dataclass
@@ -263,6 +275,10 @@ class Buyer:
     errors: list[str] = field(default_factory=list)
     mqtt_password: str = ""  # given at sign-up
     notices: Notices | None = None  # its notify/<username> feed, from sign-up
+    # Unpaid orders it did not know (a POST retried on another replica after a timeout or a
+    # kill may have been created twice), cancelled when the shop said all places were held.
+    strays_cancelled: int = 0
+    _known: set[str] = field(default_factory=set, repr=False)  # orders it was answered for
     # Each buyer comes from an address of its own (X-Forwarded-For, trusted from loopback), so
     # the production throttles per address apply as they would.
     client_ip: str = "10.0.0.1"
@@ -332,16 +348,23 @@ class Buyer:
     def buy_once(self, renewal: bool, ends_at: float = 0.0) -> float:
         """One order paid (`ends_at`: the grant's end before it); returns when the grant
         ends."""
-        order = self.shop.call(
-            "POST",
-            "/api/orders",
-            201,
-            json={"product_id": self.product, "hours": self.buy_s / 3600},
-            headers=self._as_buyer,
-        )
+        try:
+            order = self.shop.call(
+                "POST",
+                "/api/orders",
+                201,
+                json={"product_id": self.product, "hours": self.buy_s / 3600},
+                headers=self._as_buyer,
+            )
+        except RuntimeError as exc:
+            if " 429 " in str(exc) and "unpaid" in str(exc):
+                self._cancel_strays()  # as the 429 says: cancel one; the next round orders
+            raise
+        self._known.add(order["order_id"])
         # A funded address only for an order that exists: a refused order (429) spends none.
         source = next(self.sources)
         signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
+        leaving_at = time.time()  # no notice before this is this payment's credit
         if self.on_paid is not None:  # before it leaves: access may follow at once
             self.on_paid(self.username, time.time(), renewal)
         try:
@@ -364,7 +387,7 @@ class Buyer:
             if renewal:
                 # Credited: the grant reaches past its end by more than half of the time
                 # bought (a stray notice of an earlier purchase does not count).
-                seen = self._wait_credited(order["order_id"], ends_at + self.buy_s / 2)
+                seen = self._wait_credited(order["order_id"], ends_at + self.buy_s / 2, leaving_at)
                 if seen is not None:
                     p.credited_at, p.credit_seen_by = seen
             else:
@@ -375,6 +398,17 @@ class Buyer:
         grants = self.shop.call("GET", "/api/grants", 200, headers=self._as_buyer)
         ends = [parse_time(g["expires_at"]) for g in grants if g["product_id"] == self.product]
         return max(ends, default=time.time())
+
+    def _cancel_strays(self) -> None:
+        """Cancel the orders nothing was sent to: created by a request the buyer saw fail."""
+        orders = self.shop.call("GET", "/api/orders", 200, headers=self._as_buyer)
+        for o in orders:
+            if o["status"] == "pending" and o["order_id"] not in self._known:
+                with contextlib.suppress(Exception):
+                    self.shop.call(
+                        "DELETE", f"/api/orders/{o['order_id']}", 204, headers=self._as_buyer
+                    )
+                    self.strays_cancelled += 1
 
     def _cancel(self, order_id: str) -> None:
         """Cancel an order the payment did not leave for; a 409 (it left after all) keeps it."""
@@ -390,7 +424,9 @@ class Buyer:
         access.probe.close()
         return access.granted_at
 
-    def _wait_credited(self, order_id: str, beyond: float) -> tuple[float, str] | None:
+    def _wait_credited(
+        self, order_id: str, beyond: float, since: float
+    ) -> tuple[float, str] | None:
         """When and how the credit was seen (its `grant_extended` notice, or the order read
         back in case the notice was lost); None if the soak ended first."""
         assert self.notices is not None
@@ -398,7 +434,7 @@ class Buyer:
         while time.monotonic() < deadline:
             if self.stop.is_set():
                 return None
-            told = self.notices.wait_extended(self.product, beyond, CREDIT_POLL_S)
+            told = self.notices.wait_extended(self.product, beyond, since, CREDIT_POLL_S)
             if told is not None:
                 return told, "notice"
             order = self.shop.call("GET", f"/api/orders/{order_id}", 200, headers=self._as_buyer)

@@ -360,7 +360,9 @@ def finish(run: Run, cfg: dict[str, Any]) -> dict[str, Any]:
         "overdue": run.watch.results(),
         "watch_misses": run.watch.misses,
         "buyer_errors": [e for b in run.buyers for e in b.errors],
+        "strays_cancelled": sum(b.strays_cancelled for b in run.buyers),
         "api_retries": run.shop.retries,
+        "api_failed_attempts": run.shop.failed_attempts,
         "funding_s": run.funding_s,
         "store_time": store_time,
         "store_time_by_interval": run.store_probe.intervals,
@@ -656,7 +658,10 @@ def payment_figures(r: dict[str, Any]) -> dict[str, Any]:
         ],
         "buyer_errors": r["buyer_errors"][:15],
         "buyer_error_count": len(r["buyer_errors"]),
+        # Orders created by a request the buyer saw fail (retried elsewhere), cancelled at a 429.
+        "strays_cancelled": r["strays_cancelled"],
         "api_retries": r["api_retries"],
+        "api_failed_attempts": r["api_failed_attempts"],
     }
 
 
