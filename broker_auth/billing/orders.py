@@ -274,8 +274,8 @@ class Orders:
                 update["$push"] = {"history": {"$each": moves}}
             if not self.leads():
                 raise LeaseLostError("payments lease not held: the order is the leader's")
-            now = self.store.orders.find_one({"_id": order_id}, {"state_version": 1})
-            if now is None or now.get("state_version") != version:
+            current = self.store.orders.find_one({"_id": order_id}, {"state_version": 1})
+            if current is None or current.get("state_version") != version:
                 continue  # another writer moved it (a leader before this one): read again
             self.store.orders.update_one({"_id": order_id}, update)
             self._carry_out(doc, effects)
