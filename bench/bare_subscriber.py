@@ -18,8 +18,6 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 import testing.mqtt
 from broker_auth.broker import acl_model
@@ -47,8 +45,7 @@ def main(argv: list[str]) -> int:
     client.on_connect = lambda c, *_: c.subscribe("live/+/+", qos=1)
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 3600
+    props = testing.mqtt.session_expiry(3600)
     client.connect("127.0.0.1", port, clean_start=False, properties=props)
     client.loop_start()
     if not subscribed.wait(10):

@@ -32,10 +32,9 @@ import httpx
 import paho.mqtt.client as mqtt
 from iota import Address
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from bench import harness
-from testing.mqtt import client, subscribe_on_connect, wait_for_access
+from testing.mqtt import client, session_expiry, subscribe_on_connect, wait_for_access
 
 T = TypeVar("T")
 # Kill candidates: the seller's processes. The devnet's coordinator node stands for the IOTA
@@ -191,8 +190,7 @@ class Notices:
         self._client = client(username, password, tag="soak-notify")
         subscribe_on_connect(self._client, self.topic, qos=1)
         self._client.on_message = self._on_message
-        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        session.SessionExpiryInterval = 3600
+        session = session_expiry(3600)
         self._client.connect_async(
             "127.0.0.1", port, keepalive=30, clean_start=False, properties=session
         )
@@ -237,8 +235,7 @@ class Notices:
 
     def close(self) -> None:
         """Disconnect and end the session (the broker would keep queuing for it an hour)."""
-        end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
-        end.SessionExpiryInterval = 0
+        end = session_expiry(0, PacketTypes.DISCONNECT)
         self._client.disconnect(properties=end)
         self._client.loop_stop()
 
@@ -366,7 +363,7 @@ class Buyer:
         signed = self.wallet.sign(source, order["address"], order["tag"], order["amount_iota"])
         leaving_at = time.time()  # no notice before this is this payment's credit
         if self.on_paid is not None:  # before it leaves: access may follow at once
-            self.on_paid(self.username, time.time(), renewal)
+            self.on_paid(self.username, leaving_at, renewal)
         try:
             tail = retry(lambda: self.wallet.send(signed), 120)
         except Exception:

@@ -43,9 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 import testing.mqtt
 from bench import harness
 from bench.common import write_result
@@ -357,8 +354,7 @@ def clear_sessions(b: Bench, client_ids: list[str]) -> None:
         client = testing.mqtt.client(
             acl_model.INGEST_USERNAME, b.mq.ingest_password, client_id=client_id
         )
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
+        props = testing.mqtt.session_expiry(0)
         client.connect("127.0.0.1", b.mq.port, clean_start=True, properties=props)
         client.loop_start()
         time.sleep(0.1)

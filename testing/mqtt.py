@@ -15,6 +15,8 @@ from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from stack.mqtt_probe import MqttProbe
 
@@ -49,6 +51,14 @@ def client(
     if username is not None:
         made.username_pw_set(username, password)
     return made
+
+
+def session_expiry(seconds: int, packet: int = PacketTypes.CONNECT) -> Properties:
+    """MQTT 5 properties of a CONNECT (or DISCONNECT) asking the broker to keep the session
+    `seconds` after the connection ends (0: end it with the connection)."""
+    props = Properties(packet)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = seconds
+    return props
 
 
 def subscribe_on_connect(client: mqtt.Client, topic: str, qos: int) -> threading.Event:

@@ -14,8 +14,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 import testing.mqtt
 from testing import procs
@@ -51,8 +49,7 @@ class Listener:
             (time.time(), json.loads(m.payload))
         )
         client.on_subscribe = lambda _c, _u, _m, codes, _p: subscribed.put([c.value for c in codes])
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 3600
+        props = testing.mqtt.session_expiry(3600)
         client.connect("127.0.0.1", self.stack.broker.port, clean_start=False, properties=props)
         client.loop_start()
         if subscribe_to is not None:

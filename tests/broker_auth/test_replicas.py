@@ -17,8 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pymongo import MongoClient
 
 import testing.mqtt
@@ -114,8 +112,7 @@ def test_the_leaders_notices_reach_the_buyer(
     listener = testing.mqtt.client(buyer, leader.mqtt_passwords[buyer], tag="listen")
     subscribed = testing.mqtt.subscribe_on_connect(listener, f"notify/{buyer}", qos=1)
     listener.on_message = lambda _c, _u, m: notes.put(json.loads(m.payload))
-    session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    session.SessionExpiryInterval = 600  # the grant's role change kicks it: it comes back
+    session = testing.mqtt.session_expiry(600)  # the grant's role change kicks it: it comes back
     listener.connect("127.0.0.1", leader.broker.port, clean_start=False, properties=session)
     listener.loop_start()
     try:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 import testing.mqtt
 from broker_auth.broker import acl_model
@@ -64,8 +62,7 @@ class Worker:
 def clear_session(port: int, password: str, client_id: str) -> None:
     """Connect with clean start and no expiry, so the broker forgets a worker's session."""
     client = testing.mqtt.client(acl_model.INGEST_USERNAME, password, client_id=client_id)
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 0
+    props = testing.mqtt.session_expiry(0)
     try:
         client.connect("127.0.0.1", port, clean_start=True, properties=props)
         client.loop_start()

@@ -28,8 +28,7 @@ class Receiver:
         self.client.username_pw_set(acl_model.INGEST_USERNAME, broker.ingest_password)
         self.client.on_raw_publish = lambda *m: self.got.append(m)
         self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=1)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 300
+        props = testing.mqtt.session_expiry(300)
         props.ReceiveMaximum = 65535
         self.client.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
         self.client.loop_start()

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 import testing.mqtt
 from broker_auth.broker import acl_model
@@ -49,8 +47,7 @@ class LiveCollector:
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         self.subscribed = testing.mqtt.subscribe_on_connect(self.client, topic, qos=1)
         self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 300
+        props = testing.mqtt.session_expiry(300)
         self.client.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
         self.client.loop_start()
         assert self.subscribed.wait(10)

@@ -27,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 import testing.mqtt
 from testing.procs import wait_for
@@ -332,8 +330,7 @@ def test_taking_over_a_buyers_session_is_refused_and_leaks_nothing(full_stack: F
     stack = full_stack
     p = stack.principals
     victim_id = f"{p['buyer (grant)'].username}:victim-{secrets.token_hex(4)}"
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 300
+    props = testing.mqtt.session_expiry(300)
 
     def session(who: Principal) -> tuple[mqtt.Client, list[bytes], dict[str, int]]:
         client = testing.mqtt.client(who.username, who.mqtt_password, client_id=victim_id)

@@ -32,8 +32,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 import testing.mqtt
@@ -110,8 +108,7 @@ class Session:
         """Connect; the CONNACK reason code (0 = accepted)."""
         props = None
         if self.protocol == mqtt.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props = testing.mqtt.session_expiry(SESSION_EXPIRY_S)
             if self.auth_method is not None:
                 props.AuthenticationMethod = self.auth_method
         self.client.connect(
